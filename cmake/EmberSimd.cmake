@@ -1,0 +1,30 @@
+# Kernel families in simd/ are written once, as templates on the xsimd architecture, in
+# `<family>_impl.h`. This function compiles each family once per instruction set, in a
+# translation unit of its own with that set's flags, so one binary runs on any x86-64
+# with SSE4.2 and uses AVX2+FMA or AVX-512 where the CPU has them.
+set(EMBER_ISAS sse4_2 avx2 avx512)
+set(EMBER_ISA_ARCH_sse4_2 "xsimd::sse4_2")
+set(EMBER_ISA_ARCH_avx2 "xsimd::fma3<xsimd::avx2>")
+set(EMBER_ISA_ARCH_avx512 "xsimd::avx512bw")
+set(EMBER_ISA_FLAGS_sse4_2 -msse4.2)
+set(EMBER_ISA_FLAGS_avx2 -mavx2 -mfma)
+set(EMBER_ISA_FLAGS_avx512 -mavx2 -mfma -mavx512f -mavx512cd -mavx512dq -mavx512bw -mavx512vl)
+
+# ember_simd_family(<target> <family>): adds <family>.cpp and one instantiation of
+# make_<family>_kernels<Arch>() (returning
+# a `<Family>Kernels` table of function pointers) per instruction set to <target>.
+function(ember_simd_family target family)
+  foreach(isa IN LISTS EMBER_ISAS)
+    set(EMBER_FAMILY ${family})
+    string(SUBSTRING ${family} 0 1 first)
+    string(SUBSTRING ${family} 1 -1 rest)
+    string(TOUPPER ${first} first)
+    set(EMBER_FAMILY_TYPE "${first}${rest}Kernels")
+    set(EMBER_ARCH "${EMBER_ISA_ARCH_${isa}}")
+    set(out "${CMAKE_CURRENT_BINARY_DIR}/generated/${family}_${isa}.cpp")
+    configure_file("${PROJECT_SOURCE_DIR}/cmake/simd_instance.cpp.in" "${out}" @ONLY)
+    target_sources(${target} PRIVATE "${out}")
+    set_source_files_properties("${out}" PROPERTIES COMPILE_OPTIONS "${EMBER_ISA_FLAGS_${isa}}")
+  endforeach()
+  target_sources(${target} PRIVATE "${CMAKE_CURRENT_SOURCE_DIR}/${family}.cpp")
+endfunction()

@@ -1,0 +1,53 @@
+#pragma once
+// All weights of a model in one contiguous block, all gradients in another with the same
+// layout: an optimizer step is one pass over the block, a gradient all-reduce one call.
+// Each tensor starts on a 64-byte boundary (entries are padded to 16 floats).
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "engine/aligned_buffer.h"
+#include "engine/graph.h"
+#include "engine/tensor.h"
+
+namespace ember {
+
+struct ParameterEntry {
+  std::string name;        // "<node>.<parameter>", e.g. "conv1.weight"
+  int node = -1;           // index into Graph::nodes()
+  ParameterSpec spec;
+  std::int64_t offset = 0; // in floats, into the block
+};
+
+class ParameterStore {
+ public:
+  explicit ParameterStore(const Graph& graph);
+
+  const std::vector<ParameterEntry>& entries() const { return entries_; }
+  // The entries of one node, in its Layer::parameters() order.
+  std::span<const int> node_entries(int node) const;
+  std::int64_t total_floats() const { return total_floats_; }  // padding included
+  std::int64_t parameter_count() const;                       // padding excluded
+
+  std::span<float> values() { return {values_.floats(), static_cast<std::size_t>(total_floats_)}; }
+  std::span<const float> values() const { return {values_.floats(), static_cast<std::size_t>(total_floats_)}; }
+  std::span<float> gradients() { return {gradients_.floats(), static_cast<std::size_t>(total_floats_)}; }
+  std::span<const float> gradients() const { return {gradients_.floats(), static_cast<std::size_t>(total_floats_)}; }
+  Tensor value(int entry);
+  Tensor gradient(int entry);
+  const float* value_data(int entry) const { return values_.floats() + entries_[static_cast<std::size_t>(entry)].offset; }
+  int find(const std::string& name) const;  // -1 if absent
+
+  // PyTorch's default initialization, in distribution, from a seed.
+  void initialize(std::uint64_t seed);
+
+ private:
+  std::vector<ParameterEntry> entries_;
+  std::vector<std::vector<int>> node_entries_;
+  std::int64_t total_floats_ = 0;
+  AlignedBuffer values_;
+  AlignedBuffer gradients_;
+};
+
+}  // namespace ember
