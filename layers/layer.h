@@ -89,11 +89,14 @@ struct BackwardArgs {
   dnnl::stream* stream = nullptr;
 };
 
+// Shared read-only by every thread that runs this micro-batch size: forward and backward
+// are const and keep no state between calls (oneDNN primitives run with
+// scratchpad_mode::user, their scratchpad in the scratch bytes handed in).
 class PreparedLayer {
  public:
   virtual ~PreparedLayer() = default;
-  virtual void forward(const ForwardArgs& args) = 0;
-  virtual void backward(const BackwardArgs& args) = 0;
+  virtual void forward(const ForwardArgs& args) const = 0;
+  virtual void backward(const BackwardArgs& args) const = 0;
 
   ValueInfo output;
   std::size_t saved_bytes = 0;
