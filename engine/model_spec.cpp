@@ -1,0 +1,206 @@
+#include "engine/model_spec.h"
+
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "engine/error.h"
+#include "layers/registry.h"
+
+namespace ember {
+namespace {
+
+constexpr int spec_version = 1;
+
+std::string where(std::string_view source, std::size_t index, const Json& layer) {
+  std::string name = layer.is_object() && layer.contains("name") && layer["name"].is_string()
+                         ? "'" + layer["name"].get<std::string>() + "'"
+                         : "#" + std::to_string(index);
+  return std::string(source) + ": layer " + name;
+}
+
+}  // namespace
+
+Graph graph_from_spec(const Json& spec, std::string_view source) {
+  const std::string src(source);
+  if (!spec.is_object()) throw Error(src + ": expected a JSON object, found " + std::string(spec.type_name()));
+  if (spec.contains("format") && spec["format"] != "ember.model") {
+    throw Error(src + ": field 'format': expected \"ember.model\", found " + spec["format"].dump());
+  }
+  if (spec.contains("version")) {
+    if (!spec["version"].is_number_integer() || spec["version"].get<int>() != spec_version) {
+      throw Error(src + ": field 'version': this ember reads version " + std::to_string(spec_version) + ", found " +
+                  spec["version"].dump());
+    }
+  }
+  if (!spec.contains("input") || !spec["input"].is_array() || spec["input"].empty()) {
+    throw Error(src + ": field 'input': expected one sample's shape, e.g. [1, 28, 28], found " +
+                (spec.contains("input") ? spec["input"].dump() : std::string("nothing")));
+  }
+  std::vector<std::int64_t> dims;
+  for (const Json& d : spec["input"]) {
+    if (!d.is_number_integer() || d.get<std::int64_t>() <= 0) {
+      throw Error(src + ": field 'input': dimensions must be positive integers, found " + spec["input"].dump());
+    }
+    dims.push_back(d.get<std::int64_t>());
+  }
+  Graph graph{Shape(std::span<const std::int64_t>(dims))};
+
+  if (!spec.contains("layers") || !spec["layers"].is_array() || spec["layers"].empty()) {
+    throw Error(src + ": field 'layers': expected a non-empty array of layers");
+  }
+  std::map<std::string, ValueId> values{{"input", graph.input()}};
+  ValueId previous = graph.input();
+  const Json& layers = spec["layers"];
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    const Json& layer = layers[i];
+    const std::string at = where(source, i, layer);
+    if (!layer.is_object()) throw Error(at + ": expected a JSON object, found " + std::string(layer.type_name()));
+    if (!layer.contains("name") || !layer["name"].is_string()) throw Error(at + ": field 'name' is missing or not a string");
+    if (!layer.contains("kind") || !layer["kind"].is_string()) throw Error(at + ": field 'kind' is missing or not a string");
+    const std::string name = layer["name"];
+    const std::string kind = layer["kind"];
+
+    std::vector<ValueId> inputs;
+    if (layer.contains("inputs")) {
+      if (!layer["inputs"].is_array()) throw Error(at + ": field 'inputs': expected an array of layer names");
+      for (const Json& input : layer["inputs"]) {
+        if (!input.is_string()) throw Error(at + ": field 'inputs': expected layer names, found " + input.dump());
+        auto it = values.find(input.get<std::string>());
+        if (it == values.end()) {
+          throw Error(at + ": input '" + input.get<std::string>() + "' is not 'input' or an earlier layer");
+        }
+        inputs.push_back(it->second);
+      }
+    } else {
+      inputs.push_back(previous);
+    }
+
+    Json options = layer;
+    options.erase("name");
+    options.erase("kind");
+    options.erase("inputs");
+    std::unique_ptr<Layer> built;
+    try {
+      built = make_layer(kind, options);
+      previous = graph.add(name, std::move(built), inputs);
+    } catch (const Error& e) {
+      throw Error(at + ": " + e.what());
+    }
+    values[name] = previous;
+  }
+  if (spec.contains("output")) {
+    if (!spec["output"].is_string()) throw Error(src + ": field 'output': expected a layer name");
+    auto it = values.find(spec["output"].get<std::string>());
+    if (it == values.end()) throw Error(src + ": field 'output': no layer named '" + spec["output"].get<std::string>() + "'");
+    graph.set_output(it->second);
+  }
+  return graph;
+}
+
+Json spec_from_graph(const Graph& graph, std::string_view name) {
+  Json spec;
+  spec["format"] = "ember.model";
+  spec["version"] = spec_version;
+  spec["name"] = std::string(name);
+  spec["input"] = Json::array();
+  for (std::int64_t d : graph.input_sample_shape().dims()) spec["input"].push_back(d);
+  spec["layers"] = Json::array();
+  ValueId previous = graph.input();
+  for (const Node& node : graph.nodes()) {
+    Json layer = node.layer->options();
+    layer["name"] = node.name;
+    layer["kind"] = std::string(node.layer->kind());
+    if (!(node.inputs.size() == 1 && node.inputs[0] == previous)) {
+      layer["inputs"] = Json::array();
+      for (ValueId v : node.inputs) {
+        layer["inputs"].push_back(v == graph.input() ? std::string("input") : graph.nodes()[graph.producer(v)].name);
+      }
+    }
+    spec["layers"].push_back(std::move(layer));
+    previous = node.output;
+  }
+  if (graph.output() != previous) spec["output"] = graph.nodes()[graph.producer(graph.output())].name;
+  return spec;
+}
+
+namespace {
+
+// The tutorial's CNN, with the shape bug fixed: on 28x28 Fashion-MNIST one 2x2 pool
+// leaves 14x14, so the first Linear sees 32*14*14 = 6272 features, not 32*8*8.
+const char* const seed_cnn = R"({
+  "format": "ember.model", "version": 1, "name": "seed-cnn",
+  "input": [1, 28, 28],
+  "layers": [
+    {"name": "conv1", "kind": "conv2d", "in_channels": 1, "out_channels": 32, "kernel": 3, "padding": 1},
+    {"name": "relu1", "kind": "relu"},
+    {"name": "pool1", "kind": "max_pool2d", "kernel": 2},
+    {"name": "flatten", "kind": "flatten"},
+    {"name": "fc1", "kind": "linear", "in_features": 6272, "out_features": 128},
+    {"name": "relu2", "kind": "relu"},
+    {"name": "fc2", "kind": "linear", "in_features": 128, "out_features": 10}
+  ]
+})";
+
+// LeNet-5 (LeCun et al. 1998) with ReLU and max pooling, on 32x32 inputs: 28x28
+// images are zero-padded by 2, as in the original paper.
+const char* const lenet = R"({
+  "format": "ember.model", "version": 1, "name": "lenet",
+  "input": [1, 32, 32],
+  "layers": [
+    {"name": "conv1", "kind": "conv2d", "in_channels": 1, "out_channels": 6, "kernel": 5},
+    {"name": "relu1", "kind": "relu"},
+    {"name": "pool1", "kind": "max_pool2d", "kernel": 2},
+    {"name": "conv2", "kind": "conv2d", "in_channels": 6, "out_channels": 16, "kernel": 5},
+    {"name": "relu2", "kind": "relu"},
+    {"name": "pool2", "kind": "max_pool2d", "kernel": 2},
+    {"name": "flatten", "kind": "flatten"},
+    {"name": "fc1", "kind": "linear", "in_features": 400, "out_features": 120},
+    {"name": "relu3", "kind": "relu"},
+    {"name": "fc2", "kind": "linear", "in_features": 120, "out_features": 84},
+    {"name": "relu4", "kind": "relu"},
+    {"name": "fc3", "kind": "linear", "in_features": 84, "out_features": 10}
+  ]
+})";
+
+const std::map<std::string, const char*, std::less<>>& builtins() {
+  static const std::map<std::string, const char*, std::less<>> table{{"seed-cnn", seed_cnn}, {"lenet", lenet}};
+  return table;
+}
+
+}  // namespace
+
+std::vector<std::string> builtin_model_names() {
+  std::vector<std::string> names;
+  for (const auto& [name, text] : builtins()) names.push_back(name);
+  return names;
+}
+
+Json builtin_model_spec(std::string_view name) {
+  auto it = builtins().find(name);
+  if (it == builtins().end()) {
+    std::string known;
+    for (const auto& n : builtin_model_names()) known += (known.empty() ? "" : ", ") + n;
+    throw Error("unknown model '" + std::string(name) + "'; built-in models: " + known + " (or a path to a JSON spec)");
+  }
+  return Json::parse(it->second);
+}
+
+Json load_model_spec(std::string_view name_or_path) {
+  if (builtins().find(name_or_path) != builtins().end()) return builtin_model_spec(name_or_path);
+  const std::string path(name_or_path);
+  if (path.find('/') == std::string::npos && path.find(".json") == std::string::npos) {
+    return builtin_model_spec(name_or_path);  // throws with the list of known names
+  }
+  std::ifstream file(path);
+  if (!file) throw Error(path + ": cannot open model spec");
+  std::stringstream text;
+  text << file.rdbuf();
+  try {
+    return Json::parse(text.str());
+  } catch (const Json::parse_error& e) {
+    throw Error(path + ": invalid JSON: " + e.what());
+  }
+}
+
+}  // namespace ember

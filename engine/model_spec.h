@@ -1,0 +1,39 @@
+#pragma once
+// The JSON model spec: a model as data, so it can be written by hand, stored in a
+// checkpoint and rebuilt exactly.
+//
+//   {
+//     "format": "ember.model", "version": 1, "name": "seed-cnn",
+//     "input": [1, 28, 28],                      // one sample's shape
+//     "layers": [
+//       {"name": "conv1", "kind": "conv2d", "in_channels": 1, "out_channels": 32, "kernel": 3, "padding": 1},
+//       {"name": "relu1", "kind": "relu"},        // "inputs" defaults to the previous layer
+//       {"name": "sum", "kind": "add", "inputs": ["a", "b"]},
+//       ...
+//     ],
+//     "output": "fc2"                            // optional: defaults to the last layer
+//   }
+//
+// Every other key of a layer object is that layer's option.
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/graph.h"
+
+namespace ember {
+
+// Builds the graph; errors name the layer (by name and index) and the field.
+// `source` names where the spec came from, for messages ("model.json", "checkpoint x").
+Graph graph_from_spec(const Json& spec, std::string_view source = "model spec");
+// The spec of a graph; graph_from_spec(spec_from_graph(g, name)) rebuilds g exactly.
+Json spec_from_graph(const Graph& graph, std::string_view name);
+
+// Built-in models by name ("seed-cnn", "lenet"); throws listing the known names.
+Json builtin_model_spec(std::string_view name);
+std::vector<std::string> builtin_model_names();
+
+// A built-in name, or a path to a JSON spec file.
+Json load_model_spec(std::string_view name_or_path);
+
+}  // namespace ember

@@ -1,0 +1,30 @@
+#include <omp.h>
+
+#include <cstdio>
+#include <string>
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include "simd/dispatch.h"
+#include "tools/ember/commands.h"
+#include "tools/ember/flags.h"
+
+namespace ember::cli {
+
+int info_command(int argc, char** argv) {
+  Flags flags("info", "Print what this machine gives ember: the instruction set its kernels use, oneDNN's version and the threads available.");
+  if (!flags.parse(argc, argv, 2)) {
+    std::printf("%s", flags.help().c_str());
+    return 0;
+  }
+  std::string available;
+  for (simd::Isa isa : simd::available_isas()) available += (available.empty() ? "" : ", ") + std::string(simd::isa_name(isa));
+  const dnnl_version_t* dnnl = dnnl_version();
+  std::printf("instruction set : %s (available: %s; EMBER_ISA overrides)\n",
+              std::string(simd::isa_name(simd::selected_isa())).c_str(), available.c_str());
+  std::printf("oneDNN          : %d.%d.%d (%s)\n", dnnl->major, dnnl->minor, dnnl->patch, dnnl->cpu_runtime == DNNL_RUNTIME_OMP ? "OpenMP" : "other runtime");
+  std::printf("threads         : %d available (train/eval/bench use --threads N, default 1)\n", omp_get_num_procs());
+  return 0;
+}
+
+}  // namespace ember::cli
