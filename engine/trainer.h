@@ -1,0 +1,69 @@
+#pragma once
+// The training loop behind `ember train`: data, model, optimizer, schedule, evaluation,
+// logging and checkpoints. A library function so that servers, tests and the CLI run
+// the same loop; it reports progress through an observer and never prints.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ember {
+
+struct TrainOptions {
+  std::string model = "seed-cnn";      // built-in name or path to a JSON spec
+  std::string data = "fashion-mnist";  // fashion-mnist | mnist | directory of IDX files
+  int epochs = 3;
+  std::int64_t batch_size = 64;
+  std::string optimizer = "adam";      // sgd | adam | adamw
+  double learning_rate = 1e-3;
+  double weight_decay = 0.0;
+  double momentum = 0.9;               // sgd
+  bool nesterov = false;               // sgd
+  std::string schedule = "constant";   // constant | step | cosine
+  int step_size = 1;                   // step schedule: epochs between decays
+  double gamma = 0.1;                  // step schedule: decay factor
+  double clip_norm = 0.0;              // 0: no clipping
+  double label_smoothing = 0.0;
+  double mean = 0.0, std = 1.0;        // input normalization after /255
+  int threads = 1;
+  std::int64_t micro_batch = 16;
+  std::uint64_t seed = 0;
+  std::string save;                    // checkpoint written after every epoch
+  std::string log;                     // CSV, one row per epoch
+  std::string resume;                  // checkpoint to continue from
+  std::int64_t train_limit = 0;        // use only the first N training samples (0: all)
+  std::int64_t test_limit = 0;         // likewise for the test split
+};
+
+struct BatchProgress {
+  int epoch = 0;  // 1-based
+  int epochs = 0;
+  std::int64_t batch = 0;  // 1-based within the epoch
+  std::int64_t batches = 0;
+  double loss = 0.0;                // running mean over the epoch so far
+  double images_per_second = 0.0;   // this epoch so far
+  double eta_seconds = 0.0;         // to the end of this epoch
+};
+
+struct EpochReport {
+  int epoch = 0;  // 1-based
+  double train_loss = 0.0, train_accuracy = 0.0;
+  double test_loss = 0.0, test_accuracy = 0.0;
+  double seconds = 0.0;
+  double images_per_second = 0.0;   // training step throughput (data preparation included)
+  double learning_rate = 0.0;
+  std::int64_t step = 0;
+};
+
+class TrainingObserver {
+ public:
+  virtual ~TrainingObserver() = default;
+  virtual void on_start(const std::string& description) {}
+  virtual void on_batch(const BatchProgress& progress) {}
+  virtual void on_epoch(const EpochReport& report) {}
+};
+
+// Throws ember::Error on bad options, bad data, or a non-finite loss or gradient (the
+// step is not applied and the last checkpoint written stays as it was).
+std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& observer);
+
+}  // namespace ember
