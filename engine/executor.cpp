@@ -256,8 +256,32 @@ const Executor::CompiledStep& Executor::compiled(std::int64_t micro_batch, Mode 
     return nodes[static_cast<std::size_t>(graph_.producer(static_cast<ValueId>(slot)))].name;
   };
   std::vector<int> value_tensor(slot_count, -1), grad_tensor(slot_count, -1), partial_tensor(slot_count, -1);
+  // A pointwise layer may write its output over its input when nothing else reads that
+  // input later: the two slots then share one tensor (its lifetime is the union).
+  std::vector<int> readers(slot_count, 0);
+  for (const auto& slots : s.input_slots) {
+    for (int slot : slots) ++readers[static_cast<std::size_t>(slot)];
+  }
+  ++readers[static_cast<std::size_t>(s.loss_slot)];
+  auto in_place_input = [&](std::size_t slot) -> int {
+    if (s.copy_of[slot] >= 0) return -1;
+    const auto n = static_cast<std::size_t>(graph_.producer(static_cast<ValueId>(slot)));
+    const PreparedLayer& layer = *s.layers[n];
+    if (!layer.can_run_in_place || s.input_slots[n].size() != 1) return -1;
+    const auto input = static_cast<std::size_t>(s.input_slots[n][0]);
+    if (input == 0 || s.copy_of[input] >= 0 || readers[input] != 1) return -1;
+    if (s.slots[input].bytes() != s.slots[slot].bytes()) return -1;
+    if (training) {
+      // Backward must not need the overwritten input, neither this layer's nor its producer's.
+      const auto producer = static_cast<std::size_t>(graph_.producer(static_cast<ValueId>(input)));
+      if (layer.backward_reads_inputs || s.layers[producer]->backward_reads_output) return -1;
+    }
+    return static_cast<int>(input);
+  };
   for (std::size_t slot = 1; slot < slot_count; ++slot) {
-    value_tensor[slot] = add_tensor(slot_name(slot), s.slots[slot].bytes());
+    const int shared = in_place_input(slot);
+    value_tensor[slot] = shared >= 0 ? value_tensor[static_cast<std::size_t>(shared)]
+                                     : add_tensor(slot_name(slot), s.slots[slot].bytes());
     if (training && s.requires_grad[slot]) {
       grad_tensor[slot] = add_tensor(slot_name(slot) + ".grad", s.slots[slot].bytes());
       if (s.gradient_writers[slot] > 1) partial_tensor[slot] = add_tensor(slot_name(slot) + ".grad_partial", s.slots[slot].bytes());
