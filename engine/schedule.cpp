@@ -1,0 +1,99 @@
+#include "engine/schedule.h"
+
+#include <charconv>
+#include <cmath>
+#include <numbers>
+#include <string>
+
+#include "engine/error.h"
+
+namespace ember {
+
+namespace {
+
+std::string format_number(double value) {
+  char text[32];
+  const auto result = std::to_chars(text, text + sizeof(text), value);
+  return std::string(text, result.ptr);
+}
+
+void require_at_least(std::string_view what, std::int64_t value, std::int64_t minimum) {
+  if (value < minimum) {
+    throw Error("learning-rate schedule: " + std::string(what) + " must be >= " + std::to_string(minimum) + ", found " +
+                std::to_string(value));
+  }
+}
+
+}  // namespace
+
+LearningRateSchedule::LearningRateSchedule(double base_learning_rate, const ScheduleOptions& options)
+    : base_learning_rate_(base_learning_rate), options_(options) {
+  if (!(base_learning_rate > 0.0) || !std::isfinite(base_learning_rate)) {
+    throw Error("learning-rate schedule: learning rate must be positive, found " + format_number(base_learning_rate));
+  }
+  if (options.unit == ScheduleUnit::epochs) require_at_least("steps_per_epoch", options.steps_per_epoch, 1);
+  require_at_least("warmup_steps", options.warmup_steps, 0);
+  switch (options.kind) {
+    case ScheduleKind::constant: break;
+    case ScheduleKind::step:
+      require_at_least("step_size", options.step_size, 1);
+      if (!(options.gamma > 0.0) || !std::isfinite(options.gamma)) {
+        throw Error("learning-rate schedule: step gamma must be positive and finite, found " +
+                    format_number(options.gamma));
+      }
+      break;
+    case ScheduleKind::cosine:
+      require_at_least("t_max", options.t_max, 1);
+      if (!(options.eta_min >= 0.0) || !std::isfinite(options.eta_min)) {
+        throw Error("learning-rate schedule: cosine eta_min must be finite and >= 0, found " +
+                    format_number(options.eta_min));
+      }
+      break;
+  }
+}
+
+double LearningRateSchedule::at(std::int64_t step) const {
+  if (step < 0) throw Error("learning-rate schedule: step must be >= 0, found " + std::to_string(step));
+  const std::int64_t t = options_.unit == ScheduleUnit::epochs ? step / options_.steps_per_epoch : step;
+  double rate = base_learning_rate_;
+  switch (options_.kind) {
+    case ScheduleKind::constant: break;
+    case ScheduleKind::step:
+      rate = base_learning_rate_ * std::pow(options_.gamma, static_cast<double>(t / options_.step_size));
+      break;
+    case ScheduleKind::cosine:
+      rate = options_.eta_min + (base_learning_rate_ - options_.eta_min) *
+                                    (1.0 + std::cos(std::numbers::pi * static_cast<double>(t) /
+                                                    static_cast<double>(options_.t_max))) /
+                                    2.0;
+      break;
+  }
+  if (step < options_.warmup_steps) {
+    rate *= static_cast<double>(step + 1) / static_cast<double>(options_.warmup_steps);
+  }
+  return rate;
+}
+
+ScheduleKind schedule_kind_from_name(std::string_view name) {
+  if (name == "constant") return ScheduleKind::constant;
+  if (name == "step") return ScheduleKind::step;
+  if (name == "cosine") return ScheduleKind::cosine;
+  throw Error("unknown learning-rate schedule '" + std::string(name) + "'; valid schedules: constant, step, cosine");
+}
+
+std::string_view schedule_kind_name(ScheduleKind kind) {
+  switch (kind) {
+    case ScheduleKind::constant: return "constant";
+    case ScheduleKind::step: return "step";
+    case ScheduleKind::cosine: return "cosine";
+  }
+  return "unknown";
+}
+
+ScheduleUnit schedule_unit_from_name(std::string_view name) {
+  if (name == "steps") return ScheduleUnit::steps;
+  if (name == "epochs") return ScheduleUnit::epochs;
+  throw Error("unknown learning-rate schedule unit '" + std::string(name) + "'; valid units: steps, epochs");
+}
+
+}  // namespace ember
