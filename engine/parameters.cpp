@@ -43,6 +43,11 @@ Tensor ParameterStore::value(int entry) {
   return Tensor{values_.floats() + e.offset, e.spec.shape};
 }
 
+Tensor ParameterStore::value(int entry) const {
+  const ParameterEntry& e = entries_.at(static_cast<std::size_t>(entry));
+  return Tensor{const_cast<float*>(values_.floats()) + e.offset, e.spec.shape};
+}
+
 Tensor ParameterStore::gradient(int entry) {
   const ParameterEntry& e = entries_.at(static_cast<std::size_t>(entry));
   return Tensor{gradients_.floats() + e.offset, e.spec.shape};

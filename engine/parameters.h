@@ -35,6 +35,8 @@ class ParameterStore {
   std::span<float> gradients() { return {gradients_.floats(), static_cast<std::size_t>(total_floats_)}; }
   std::span<const float> gradients() const { return {gradients_.floats(), static_cast<std::size_t>(total_floats_)}; }
   Tensor value(int entry);
+  // A view for readers (layers get parameters as const Tensors and never write them).
+  Tensor value(int entry) const;
   Tensor gradient(int entry);
   const float* value_data(int entry) const { return values_.floats() + entries_[static_cast<std::size_t>(entry)].offset; }
   int find(const std::string& name) const;  // -1 if absent

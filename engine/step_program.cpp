@@ -1,0 +1,444 @@
+#include "engine/step_program.h"
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <limits>
+#include <string>
+
+#include "engine/error.h"
+#include "engine/threading.h"
+#include "simd/elementwise.h"
+
+namespace ember {
+namespace {
+
+constexpr std::size_t no_tensor = std::numeric_limits<std::size_t>::max();
+constexpr int max_layer_inputs = 8;
+constexpr int max_layer_params = 8;
+
+Tensor view(std::byte* base, std::size_t offset, const ValueInfo& info) {
+  return Tensor{reinterpret_cast<float*>(base + offset), info.shape, info.blocked ? &*info.blocked : nullptr};
+}
+
+std::byte* at(std::byte* base, std::size_t offset) { return offset == no_tensor ? nullptr : base + offset; }
+
+// The part of the targets that belongs to samples [first, first + count).
+Targets slice_targets(const Targets& targets, std::int64_t first, std::int64_t count, std::int64_t sample_elements) {
+  Targets part;
+  if (!targets.labels.empty()) {
+    part.labels = targets.labels.subspan(static_cast<std::size_t>(first), static_cast<std::size_t>(count));
+  }
+  if (targets.values != nullptr) part.values = targets.values + first * sample_elements;
+  return part;
+}
+
+}  // namespace
+
+
+StepProgram::StepProgram(const Graph& graph, const ParameterStore& parameters, std::int64_t micro_batch, Mode mode,
+                         const dnnl::engine& engine, PlanStrategy strategy)
+    : graph_(graph), parameters_(parameters), engine_(engine), micro_batch_(micro_batch), mode_(mode) {
+  const bool training = mode == Mode::training;
+  const auto& nodes = graph_.nodes();
+  const int value_count = graph_.value_count();
+
+  slots_.resize(static_cast<std::size_t>(value_count));
+  copy_of_.assign(static_cast<std::size_t>(value_count), -1);
+  plain_copy_.assign(static_cast<std::size_t>(value_count), -1);
+  requires_grad_.assign(static_cast<std::size_t>(value_count), 0);
+  slots_[0].shape = graph_.value_shape(graph_.input()).with_batch(micro_batch);
+
+  auto plain_slot_for = [&](int slot) -> int {
+    if (!slots_[static_cast<std::size_t>(slot)].blocked) return slot;
+    if (plain_copy_[static_cast<std::size_t>(slot)] >= 0) return plain_copy_[static_cast<std::size_t>(slot)];
+    const int copy = static_cast<int>(slots_.size());
+    ValueInfo info;
+    info.shape = slots_[static_cast<std::size_t>(slot)].shape;
+    slots_.push_back(info);
+    copy_of_.push_back(slot);
+    plain_copy_.push_back(-1);
+    requires_grad_.push_back(requires_grad_[static_cast<std::size_t>(slot)]);
+    plain_copy_[static_cast<std::size_t>(slot)] = copy;
+    return copy;
+  };
+
+  // Prepare every layer with the 1-thread budget it will run under.
+  layers_.resize(nodes.size());
+  input_slots_.resize(nodes.size());
+  output_slot_.resize(nodes.size());
+  runs_backward_.assign(nodes.size(), 0);
+  std::string failure;
+  parallel_region(1, [&](int, int) {
+    try {
+      for (std::size_t n = 0; n < nodes.size(); ++n) {
+        const Node& node = nodes[n];
+        std::vector<ValueInfo> inputs;
+        std::vector<char> needs_grad;
+        bool any_grad = false;
+        for (ValueId v : node.inputs) {
+          const int slot = node.layer->accepts_blocked_inputs() ? v : plain_slot_for(v);
+          input_slots_[n].push_back(slot);
+          inputs.push_back(slots_[static_cast<std::size_t>(slot)]);
+          const bool g = training && requires_grad_[static_cast<std::size_t>(slot)];
+          needs_grad.push_back(g ? 1 : 0);
+          any_grad = any_grad || g;
+        }
+        PrepareContext context;
+        context.mode = mode;
+        context.inputs = inputs;
+        context.input_needs_grad = needs_grad;
+        context.engine = &engine_;
+        try {
+          layers_[n] = node.layer->prepare(context);
+        } catch (const dnnl::error& e) {
+          throw Error("oneDNN could not prepare it: " + std::string(e.what()));
+        }
+        const bool has_params = !parameters_.node_entries(static_cast<int>(n)).empty();
+        runs_backward_[n] = training && (has_params || any_grad);
+        output_slot_[n] = node.output;
+        slots_[static_cast<std::size_t>(node.output)] = layers_[n]->output;
+        requires_grad_[static_cast<std::size_t>(node.output)] = training && (has_params || any_grad);
+      }
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+  });
+  if (!failure.empty()) throw Error("preparing the model at micro-batch " + std::to_string(micro_batch) + ": " + failure);
+  loss_slot_ = plain_slot_for(graph_.output());
+
+  const std::size_t slot_count = slots_.size();
+  to_plain_.resize(slot_count);
+  grad_to_blocked_.resize(slot_count);
+  plain_desc_.resize(slot_count);
+  for (std::size_t c = 0; c < slot_count; ++c) {
+    const int from = copy_of_[c];
+    if (from < 0) continue;
+    const dnnl::memory::desc& blocked = *slots_[static_cast<std::size_t>(from)].blocked;
+    dnnl::memory::dims dims(slots_[c].shape.dims().begin(), slots_[c].shape.dims().end());
+    dnnl::memory::dims strides(dims.size(), 1);
+    for (int i = static_cast<int>(dims.size()) - 2; i >= 0; --i) strides[static_cast<std::size_t>(i)] = strides[static_cast<std::size_t>(i) + 1] * dims[static_cast<std::size_t>(i) + 1];
+    plain_desc_[c] = dnnl::memory::desc(dims, dnnl::memory::data_type::f32, strides);
+    to_plain_[c] = dnnl::reorder(dnnl::reorder::primitive_desc(engine_, blocked, engine_, plain_desc_[c]));
+    if (training) {
+      grad_to_blocked_[c] = dnnl::reorder(dnnl::reorder::primitive_desc(engine_, plain_desc_[c], engine_, blocked));
+    }
+  }
+
+  // Who writes each slot's gradient: consumers that run backward, the loss, and for a
+  // blocked slot the reorder of its plain copy's gradient.
+  gradient_writers_.assign(slot_count, 0);
+  if (training) {
+    for (std::size_t n = 0; n < nodes.size(); ++n) {
+      if (!runs_backward_[n]) continue;
+      for (int slot : input_slots_[n]) {
+        if (requires_grad_[static_cast<std::size_t>(slot)]) ++gradient_writers_[static_cast<std::size_t>(slot)];
+      }
+    }
+    ++gradient_writers_[static_cast<std::size_t>(loss_slot_)];
+    for (std::size_t c = 0; c < slot_count; ++c) {
+      if (copy_of_[c] >= 0 && requires_grad_[c]) ++gradient_writers_[static_cast<std::size_t>(copy_of_[c])];
+    }
+  }
+
+  // The op sequence.
+  for (std::size_t n = 0; n < nodes.size(); ++n) {
+    ops_.push_back({OpKind::forward, static_cast<int>(n)});
+    const int out = output_slot_[n];
+    if (plain_copy_[static_cast<std::size_t>(out)] >= 0) {
+      ops_.push_back({OpKind::reorder_to_plain, plain_copy_[static_cast<std::size_t>(out)]});
+    }
+  }
+  ops_.push_back({OpKind::loss, loss_slot_});
+  if (training) {
+    for (std::size_t i = nodes.size(); i-- > 0;) {
+      const int out = output_slot_[i];
+      const int copy = plain_copy_[static_cast<std::size_t>(out)];
+      if (copy >= 0 && requires_grad_[static_cast<std::size_t>(copy)]) {
+        ops_.push_back({OpKind::reorder_grad_to_blocked, copy});
+      }
+      if (runs_backward_[i]) ops_.push_back({OpKind::backward, static_cast<int>(i)});
+    }
+  }
+
+  // Tensors and lifetimes.
+  std::vector<TensorLifetime>& tensors = report_.tensors;
+  auto add_tensor = [&](std::string name, std::size_t bytes) -> int {
+    if (bytes == 0) return -1;
+    tensors.push_back({std::move(name), bytes, std::numeric_limits<int>::max(), -1});
+    return static_cast<int>(tensors.size()) - 1;
+  };
+  auto slot_name = [&](std::size_t slot) {
+    if (slot == 0) return std::string("input");
+    if (copy_of_[slot] >= 0) {
+      return nodes[static_cast<std::size_t>(graph_.producer(copy_of_[slot]))].name + ".plain";
+    }
+    return nodes[static_cast<std::size_t>(graph_.producer(static_cast<ValueId>(slot)))].name;
+  };
+  std::vector<int> value_tensor(slot_count, -1), grad_tensor(slot_count, -1), partial_tensor(slot_count, -1);
+  // A pointwise layer may write its output over its input when nothing else reads that
+  // input later: the two slots then share one tensor (its lifetime is the union).
+  std::vector<int> readers(slot_count, 0);
+  for (const auto& slots : input_slots_) {
+    for (int slot : slots) ++readers[static_cast<std::size_t>(slot)];
+  }
+  ++readers[static_cast<std::size_t>(loss_slot_)];
+  auto in_place_input = [&](std::size_t slot) -> int {
+    if (copy_of_[slot] >= 0) return -1;
+    const auto n = static_cast<std::size_t>(graph_.producer(static_cast<ValueId>(slot)));
+    const PreparedLayer& layer = *layers_[n];
+    if (!layer.can_run_in_place || input_slots_[n].size() != 1) return -1;
+    const auto input = static_cast<std::size_t>(input_slots_[n][0]);
+    if (input == 0 || copy_of_[input] >= 0 || readers[input] != 1) return -1;
+    if (slots_[input].bytes() != slots_[slot].bytes()) return -1;
+    if (training) {
+      // Backward must not need the overwritten input, neither this layer's nor its producer's.
+      const auto producer = static_cast<std::size_t>(graph_.producer(static_cast<ValueId>(input)));
+      if (layer.backward_reads_inputs || layers_[producer]->backward_reads_output) return -1;
+    }
+    return static_cast<int>(input);
+  };
+  for (std::size_t slot = 1; slot < slot_count; ++slot) {
+    const int shared = in_place_input(slot);
+    value_tensor[slot] = shared >= 0 ? value_tensor[static_cast<std::size_t>(shared)]
+                                     : add_tensor(slot_name(slot), slots_[slot].bytes());
+    if (training && requires_grad_[slot]) {
+      grad_tensor[slot] = add_tensor(slot_name(slot) + ".grad", slots_[slot].bytes());
+      if (gradient_writers_[slot] > 1) partial_tensor[slot] = add_tensor(slot_name(slot) + ".grad_partial", slots_[slot].bytes());
+    }
+  }
+  std::vector<int> saved_tensor(nodes.size()), forward_scratch_tensor(nodes.size()), backward_scratch_tensor(nodes.size());
+  for (std::size_t n = 0; n < nodes.size(); ++n) {
+    saved_tensor[n] = training ? add_tensor(nodes[n].name + ".saved", layers_[n]->saved_bytes) : -1;
+    forward_scratch_tensor[n] = add_tensor(nodes[n].name + ".scratch", layers_[n]->forward_scratch_bytes);
+    backward_scratch_tensor[n] = training ? add_tensor(nodes[n].name + ".backward_scratch", layers_[n]->backward_scratch_bytes) : -1;
+  }
+  auto touch = [&](int tensor, int position) {
+    if (tensor < 0) return;
+    auto& t = tensors[static_cast<std::size_t>(tensor)];
+    t.first_use = std::min(t.first_use, position);
+    t.last_use = std::max(t.last_use, position);
+  };
+  for (std::size_t p = 0; p < ops_.size(); ++p) {
+    const Op op = ops_[p];
+    const int pos = static_cast<int>(p);
+    switch (op.kind) {
+      case OpKind::forward: {
+        const auto n = static_cast<std::size_t>(op.index);
+        for (int slot : input_slots_[n]) touch(value_tensor[static_cast<std::size_t>(slot)], pos);
+        touch(value_tensor[static_cast<std::size_t>(output_slot_[n])], pos);
+        touch(saved_tensor[n], pos);
+        touch(forward_scratch_tensor[n], pos);
+        break;
+      }
+      case OpKind::reorder_to_plain:
+        touch(value_tensor[static_cast<std::size_t>(op.index)], pos);
+        touch(value_tensor[static_cast<std::size_t>(copy_of_[static_cast<std::size_t>(op.index)])], pos);
+        break;
+      case OpKind::loss:
+        touch(value_tensor[static_cast<std::size_t>(op.index)], pos);
+        touch(grad_tensor[static_cast<std::size_t>(op.index)], pos);
+        touch(partial_tensor[static_cast<std::size_t>(op.index)], pos);
+        break;
+      case OpKind::backward: {
+        const auto n = static_cast<std::size_t>(op.index);
+        const auto out = static_cast<std::size_t>(output_slot_[n]);
+        touch(grad_tensor[out], pos);
+        if (layers_[n]->backward_reads_output) touch(value_tensor[out], pos);
+        for (int slot : input_slots_[n]) {
+          if (layers_[n]->backward_reads_inputs) touch(value_tensor[static_cast<std::size_t>(slot)], pos);
+          touch(grad_tensor[static_cast<std::size_t>(slot)], pos);
+          touch(partial_tensor[static_cast<std::size_t>(slot)], pos);
+        }
+        touch(saved_tensor[n], pos);
+        touch(backward_scratch_tensor[n], pos);
+        break;
+      }
+      case OpKind::reorder_grad_to_blocked: {
+        const auto c = static_cast<std::size_t>(op.index);
+        const auto from = static_cast<std::size_t>(copy_of_[c]);
+        touch(grad_tensor[c], pos);
+        touch(grad_tensor[from], pos);
+        touch(partial_tensor[from], pos);
+        break;
+      }
+    }
+  }
+  // The output is copied out after the last op.
+  touch(value_tensor[static_cast<std::size_t>(loss_slot_)], static_cast<int>(ops_.size()));
+  for (auto& t : tensors) {
+    if (t.last_use < 0) t.first_use = t.last_use = 0;  // never touched: keep it valid
+  }
+
+  report_.plan = plan_memory(tensors, strategy);
+#ifndef NDEBUG
+  validate_memory_plan(tensors, report_.plan);
+#endif
+  auto offset_of = [&](int tensor) { return tensor < 0 ? no_tensor : report_.plan.offsets[static_cast<std::size_t>(tensor)]; };
+  value_offset_.resize(slot_count);
+  grad_offset_.resize(slot_count);
+  partial_offset_.resize(slot_count);
+  for (std::size_t slot = 0; slot < slot_count; ++slot) {
+    value_offset_[slot] = offset_of(value_tensor[slot]);
+    grad_offset_[slot] = offset_of(grad_tensor[slot]);
+    partial_offset_[slot] = offset_of(partial_tensor[slot]);
+  }
+  saved_offset_.resize(nodes.size());
+  forward_scratch_offset_.resize(nodes.size());
+  backward_scratch_offset_.resize(nodes.size());
+  for (std::size_t n = 0; n < nodes.size(); ++n) {
+    saved_offset_[n] = offset_of(saved_tensor[n]);
+    forward_scratch_offset_[n] = offset_of(forward_scratch_tensor[n]);
+    backward_scratch_offset_[n] = offset_of(backward_scratch_tensor[n]);
+  }
+}
+
+
+StepProgram::~StepProgram() = default;
+
+StepResult StepProgram::run(const StepRun& run, std::byte* arena, std::span<char> written, dnnl::stream& stream) const {
+  const bool training = mode_ == Mode::training;
+
+  auto slot_tensor = [&](int slot) {
+    if (slot == 0) {
+      return Tensor{const_cast<float*>(run.input), slots_[0].shape, nullptr};
+    }
+    return view(arena, value_offset_[static_cast<std::size_t>(slot)], slots_[static_cast<std::size_t>(slot)]);
+  };
+  auto grad_tensor = [&](int slot) {
+    return view(arena, grad_offset_[static_cast<std::size_t>(slot)], slots_[static_cast<std::size_t>(slot)]);
+  };
+  auto floats_of = [&](int slot) {
+    return static_cast<std::int64_t>(slots_[static_cast<std::size_t>(slot)].bytes() / sizeof(float));
+  };
+  // A gradient with several writers: the first writes the gradient buffer, the others
+  // write the partial buffer and add it in.
+  if (written.size() < slots_.size()) throw Error("step program: flag buffer too small");
+  std::fill(written.begin(), written.begin() + static_cast<std::ptrdiff_t>(slots_.size()), 0);
+  auto begin_grad = [&](int slot) -> Tensor {
+    if (!written[static_cast<std::size_t>(slot)]) return grad_tensor(slot);
+    return view(arena, partial_offset_[static_cast<std::size_t>(slot)], slots_[static_cast<std::size_t>(slot)]);
+  };
+  auto end_grad = [&](int slot) {
+    if (written[static_cast<std::size_t>(slot)]) {
+      float* grad = grad_tensor(slot).data;
+      const float* partial = reinterpret_cast<const float*>(arena + partial_offset_[static_cast<std::size_t>(slot)]);
+      simd::elementwise_kernels().add(grad, grad, partial, floats_of(slot));
+    }
+    written[static_cast<std::size_t>(slot)] = 1;
+  };
+  auto memory = [&](const Tensor& t, const dnnl::memory::desc& desc) { return dnnl::memory(desc, engine_, t.data); };
+
+  StepResult result;
+  result.samples = micro_batch_;
+  std::array<Tensor, max_layer_inputs> inputs{};
+  std::array<Tensor, max_layer_inputs> input_grads{};
+  std::array<Tensor, max_layer_params> params{};
+  std::array<Tensor, max_layer_params> param_grads{};
+
+  auto gather_params = [&](std::size_t n, bool with_grads) {
+    const auto entries = parameters_.node_entries(static_cast<int>(n));
+    for (std::size_t k = 0; k < entries.size(); ++k) {
+      params[k] = parameters_.value(entries[k]);
+      if (with_grads) {
+        const ParameterEntry& e = parameters_.entries()[static_cast<std::size_t>(entries[k])];
+        param_grads[k] = Tensor{run.gradients + e.offset, e.spec.shape, nullptr};
+      }
+    }
+    return entries.size();
+  };
+
+  for (const Op& op : ops_) {
+    switch (op.kind) {
+      case OpKind::forward: {
+        const auto n = static_cast<std::size_t>(op.index);
+        const auto& slots = input_slots_[n];
+        for (std::size_t k = 0; k < slots.size(); ++k) inputs[k] = slot_tensor(slots[k]);
+        const std::size_t param_count = gather_params(n, false);
+        ForwardArgs args;
+        args.inputs = std::span<const Tensor>(inputs.data(), slots.size());
+        args.output = slot_tensor(output_slot_[n]);
+        args.params = std::span<const Tensor>(params.data(), param_count);
+        args.saved = at(arena, saved_offset_[n]);
+        args.scratch = at(arena, forward_scratch_offset_[n]);
+        args.stream = &stream;
+        args.mode = mode_;
+        args.random = run.random.derive(n);
+        args.first_sample = run.first_sample;
+        layers_[n]->forward(args);
+        break;
+      }
+      case OpKind::reorder_to_plain: {
+        const auto c = static_cast<std::size_t>(op.index);
+        const int from = copy_of_[c];
+        const Tensor src = slot_tensor(from);
+        const Tensor dst = slot_tensor(op.index);
+        to_plain_[c].execute(stream, {{DNNL_ARG_FROM, memory(src, *src.blocked)},
+                                       {DNNL_ARG_TO, memory(dst, plain_desc_[c])}});
+        break;
+      }
+      case OpKind::loss: {
+        const Tensor prediction = slot_tensor(op.index);
+        if (run.output != nullptr) {
+          std::memcpy(run.output + run.first_sample * prediction.shape.sample_elements(), prediction.data,
+                      static_cast<std::size_t>(prediction.elements()) * sizeof(float));
+        }
+        if (run.loss == nullptr) break;
+        const Targets part = slice_targets(*run.targets, run.first_sample, micro_batch_, prediction.shape.sample_elements());
+        Tensor grad{};
+        if (training) grad = begin_grad(op.index);
+        const LossResult loss = run.loss->compute(prediction, part, run.grad_scale, training ? grad.data : nullptr);
+        if (training) end_grad(op.index);
+        result.loss_sum = loss.loss_sum;
+        result.correct = loss.correct;
+        break;
+      }
+      case OpKind::backward: {
+        const auto n = static_cast<std::size_t>(op.index);
+        const int out = output_slot_[n];
+        if (!written[static_cast<std::size_t>(out)]) {
+          // Nothing downstream produced a gradient (an unused branch): it is zero.
+          std::memset(grad_tensor(out).data, 0, slots_[static_cast<std::size_t>(out)].bytes());
+          written[static_cast<std::size_t>(out)] = 1;
+        }
+        const auto& slots = input_slots_[n];
+        for (std::size_t k = 0; k < slots.size(); ++k) {
+          inputs[k] = slot_tensor(slots[k]);
+          input_grads[k] = requires_grad_[static_cast<std::size_t>(slots[k])] ? begin_grad(slots[k]) : Tensor{};
+        }
+        const std::size_t param_count = gather_params(n, true);
+        BackwardArgs args;
+        args.inputs = std::span<const Tensor>(inputs.data(), slots.size());
+        args.output = slot_tensor(out);
+        args.output_grad = grad_tensor(out);
+        args.input_grads = std::span<const Tensor>(input_grads.data(), slots.size());
+        args.params = std::span<const Tensor>(params.data(), param_count);
+        args.param_grads = std::span<const Tensor>(param_grads.data(), param_count);
+        args.accumulate_param_grads = run.accumulate;
+        args.saved = at(arena, saved_offset_[n]);
+        args.scratch = at(arena, backward_scratch_offset_[n]);
+        args.stream = &stream;
+        layers_[n]->backward(args);
+        for (std::size_t k = 0; k < slots.size(); ++k) {
+          if (requires_grad_[static_cast<std::size_t>(slots[k])]) end_grad(slots[k]);
+        }
+        break;
+      }
+      case OpKind::reorder_grad_to_blocked: {
+        const auto c = static_cast<std::size_t>(op.index);
+        const int from = copy_of_[c];
+        if (!written[c]) break;  // no plain consumer produced a gradient
+        const Tensor src = grad_tensor(op.index);
+        const Tensor dst = begin_grad(from);
+        grad_to_blocked_[c].execute(stream, {{DNNL_ARG_FROM, memory(src, plain_desc_[c])},
+                                              {DNNL_ARG_TO, memory(dst, *slots_[static_cast<std::size_t>(from)].blocked)}});
+        end_grad(from);
+        break;
+      }
+    }
+  }
+  stream.wait();
+  return result;
+}
+
+}  // namespace ember
