@@ -1,0 +1,106 @@
+#include "engine/session.h"
+
+#include <algorithm>
+
+#include "engine/error.h"
+#include "engine/threading.h"
+#include "engine/training_state.h"
+
+namespace ember {
+
+struct InferenceSession::Workspace {
+  AlignedBuffer arena;
+  AlignedBuffer flags;
+  dnnl::stream stream;
+};
+
+std::unique_ptr<InferenceSession> InferenceSession::open(const std::string& checkpoint, SessionOptions options) {
+  TrainedModel model = load_trained_model(checkpoint);
+  return std::make_unique<InferenceSession>(std::move(model.graph), std::move(model.parameters), options);
+}
+
+InferenceSession::InferenceSession(std::unique_ptr<Graph> graph, std::unique_ptr<ParameterStore> parameters,
+                                   SessionOptions options)
+    : graph_(std::move(graph)), parameters_(std::move(parameters)), options_(options) {
+  if (!graph_ || !parameters_) throw Error("inference session: no model given");
+  if (options_.max_batch < 1) {
+    throw Error("inference session: max batch must be at least 1, found " + std::to_string(options_.max_batch));
+  }
+  if (options_.micro_batch < 1) {
+    throw Error("inference session: micro-batch must be at least 1, found " + std::to_string(options_.micro_batch));
+  }
+  if (options_.workspaces < 1) {
+    throw Error("inference session: workspaces must be at least 1, found " + std::to_string(options_.workspaces));
+  }
+  options_.micro_batch = std::min(options_.micro_batch, options_.max_batch);
+  engine_ = std::make_unique<dnnl::engine>(dnnl::engine::kind::cpu, 0);
+  for (std::int64_t size = 1; size <= options_.micro_batch; ++size) {
+    programs_.push_back(
+        std::make_unique<StepProgram>(*graph_, *parameters_, size, Mode::inference, *engine_, PlanStrategy::best_fit));
+    arena_bytes_ = std::max(arena_bytes_, programs_.back()->arena_bytes());
+    flag_bytes_ = std::max(flag_bytes_, programs_.back()->flag_bytes());
+  }
+  for (int i = 0; i < options_.workspaces; ++i) give_back(take_workspace());
+}
+
+InferenceSession::~InferenceSession() = default;
+
+std::int64_t InferenceSession::output_sample_elements() const {
+  return graph_->value_shape(graph_->output()).sample_elements();
+}
+
+std::size_t InferenceSession::workspace_count() const {
+  std::lock_guard<std::mutex> lock(pool_mutex_);
+  return workspaces_made_;
+}
+
+std::unique_ptr<InferenceSession::Workspace> InferenceSession::take_workspace() const {
+  {
+    std::lock_guard<std::mutex> lock(pool_mutex_);
+    if (!pool_.empty()) {
+      std::unique_ptr<Workspace> workspace = std::move(pool_.back());
+      pool_.pop_back();
+      return workspace;
+    }
+    ++workspaces_made_;
+    pool_.reserve(workspaces_made_);  // so giving it back never allocates
+  }
+  return std::unique_ptr<Workspace>(new Workspace{AlignedBuffer(arena_bytes_), AlignedBuffer(flag_bytes_), dnnl::stream(*engine_)});
+}
+
+void InferenceSession::give_back(std::unique_ptr<Workspace> workspace) const {
+  std::lock_guard<std::mutex> lock(pool_mutex_);
+  pool_.push_back(std::move(workspace));
+}
+
+void InferenceSession::run(const float* input, std::int64_t batch, float* output) const {
+  if (batch < 1 || batch > options_.max_batch) {
+    throw Error("inference session: batch of " + std::to_string(batch) + " samples; this session takes 1 to " +
+                std::to_string(options_.max_batch));
+  }
+  if (input == nullptr || output == nullptr) throw Error("inference session: input or output buffer is null");
+  std::unique_ptr<Workspace> workspace = take_workspace();
+  std::string failure;
+  // One compute thread per call: concurrency comes from concurrent callers. The region
+  // also keeps oneDNN from starting threads of its own.
+  parallel_region(1, [&](int, int) {
+    try {
+      StepRun step;
+      for (std::int64_t first = 0; first < batch; first += options_.micro_batch) {
+        const std::int64_t size = std::min(options_.micro_batch, batch - first);
+        step.first_sample = first;
+        step.input = input + first * input_sample_elements();
+        step.output = output;
+        programs_[static_cast<std::size_t>(size - 1)]->run(
+            step, workspace->arena.data(),
+            std::span<char>(reinterpret_cast<char*>(workspace->flags.data()), workspace->flags.size()), workspace->stream);
+      }
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+  });
+  give_back(std::move(workspace));
+  if (!failure.empty()) throw Error(failure);
+}
+
+}  // namespace ember

@@ -1,0 +1,68 @@
+#pragma once
+// InferenceSession: what a server embeds. It loads a model once, plans once for a
+// maximum batch, and then runs batches of any size up to that maximum from any number
+// of threads at once.
+//
+// - Weights are shared read-only by every call.
+// - Programs (prepared layers, oneDNN primitives, memory plans) are built at start-up for
+//   every micro-batch size 1..micro_batch and never again, so memory stays bounded
+//   whatever batch sizes arrive: a batch of 37 runs as 16 + 16 + 5.
+// - Each concurrent call takes a workspace (arena, oneDNN stream) from a pool and gives
+//   it back; once the pool holds as many workspaces as there are concurrent callers, a
+//   call allocates nothing for its arena.
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "engine/graph.h"
+#include "engine/parameters.h"
+#include "engine/step_program.h"
+
+namespace ember {
+
+struct SessionOptions {
+  std::int64_t max_batch = 64;
+  std::int64_t micro_batch = 16;
+  int workspaces = 1;  // created up front; more are made if more callers arrive at once
+};
+
+class InferenceSession {
+ public:
+  // Loads a checkpoint written by `ember train --save`.
+  static std::unique_ptr<InferenceSession> open(const std::string& checkpoint, SessionOptions options = {});
+  InferenceSession(std::unique_ptr<Graph> graph, std::unique_ptr<ParameterStore> parameters, SessionOptions options);
+  ~InferenceSession();
+
+  // input: batch x input_sample_elements() floats; output: batch x output_sample_elements().
+  // Safe to call from many threads at once. Throws ember::Error on a bad batch size.
+  void run(const float* input, std::int64_t batch, float* output) const;
+
+  const Shape& input_sample_shape() const { return graph_->input_sample_shape(); }
+  std::int64_t input_sample_elements() const { return graph_->input_sample_shape().elements(); }
+  std::int64_t output_sample_elements() const;
+  std::int64_t max_batch() const { return options_.max_batch; }
+  // Arena bytes one workspace holds (the largest plan among the micro-batch sizes).
+  std::size_t arena_bytes() const { return arena_bytes_; }
+  std::size_t workspace_count() const;
+
+ private:
+  struct Workspace;
+  std::unique_ptr<Workspace> take_workspace() const;
+  void give_back(std::unique_ptr<Workspace> workspace) const;
+
+  std::unique_ptr<Graph> graph_;
+  std::unique_ptr<ParameterStore> parameters_;
+  SessionOptions options_;
+  std::unique_ptr<dnnl::engine> engine_;
+  std::vector<std::unique_ptr<StepProgram>> programs_;  // index = micro-batch size - 1
+  std::size_t arena_bytes_ = 0;
+  std::size_t flag_bytes_ = 0;
+
+  mutable std::mutex pool_mutex_;
+  mutable std::vector<std::unique_ptr<Workspace>> pool_;
+  mutable std::size_t workspaces_made_ = 0;
+};
+
+}  // namespace ember
