@@ -6,6 +6,7 @@
 #include <string>
 
 #include "engine/ember.h"
+#include "engine/error.h"
 #include "engine/session.h"
 
 struct ember_session {
