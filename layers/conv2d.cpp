@@ -1,0 +1,241 @@
+#include "layers/conv2d.h"
+
+#include <algorithm>
+#include <unordered_map>
+
+#include "engine/error.h"
+#include "layers/dnnl_util.h"
+#include "layers/options.h"
+#include "simd/elementwise.h"
+
+namespace ember {
+namespace {
+
+using dnnl::memory;
+using namespace dnnl_util;
+
+std::int64_t output_size(std::int64_t in, std::int64_t kernel, std::int64_t stride, std::int64_t padding, std::int64_t dilation) {
+  return (in + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1;
+}
+
+class PreparedConv2d final : public PreparedLayer {
+ public:
+  void forward(const ForwardArgs& args) const override {
+    std::byte* scratch = args.scratch;
+    memory weights = wrap(weights_plain_, engine_, args.params[0].data);
+    if (forward_weights_reorder_) {
+      memory reordered = wrap(forward_pd_.weights_desc(), engine_, scratch + forward_weights_offset_);
+      forward_weights_reorder_.execute(*args.stream, weights, reordered);
+      weights = reordered;
+    }
+    std::unordered_map<int, memory> arguments{
+        {DNNL_ARG_SRC, wrap(source_, engine_, args.inputs[0].data)},
+        {DNNL_ARG_WEIGHTS, weights},
+        {DNNL_ARG_DST, wrap(forward_pd_.dst_desc(), engine_, args.output.data)},
+        {DNNL_ARG_SCRATCHPAD, wrap(forward_pd_.scratchpad_desc(), engine_, scratch + forward_scratchpad_offset_)}};
+    if (bias_) arguments[DNNL_ARG_BIAS] = wrap(bias_desc_, engine_, args.params[1].data);
+    forward_.execute(*args.stream, arguments);
+  }
+
+  void backward(const BackwardArgs& args) const override {
+    std::byte* scratch = args.scratch;
+    dnnl::stream& stream = *args.stream;
+    const bool accumulate = args.accumulate_param_grads;
+    const memory source = wrap(source_, engine_, args.inputs[0].data);
+    const memory output_grad = wrap(forward_pd_.dst_desc(), engine_, args.output_grad.data);
+    std::byte* scratchpad = scratch + backward_scratchpad_offset_;  // shared by the two primitives, one after the other
+
+    // Weight and bias gradients: straight into the gradient block when the layout is
+    // PyTorch's and nothing is accumulated, else via scratch.
+    const bool weights_direct = !weights_grad_reorder_ && !accumulate;
+    float* weights_grad = weights_direct ? args.param_grads[0].data
+                                         : reinterpret_cast<float*>(scratch + weights_grad_offset_);
+    float* bias_grad = !bias_ ? nullptr
+                       : accumulate ? reinterpret_cast<float*>(scratch + bias_grad_offset_)
+                                    : args.param_grads[1].data;
+    std::unordered_map<int, memory> weight_arguments{
+        {DNNL_ARG_SRC, source},
+        {DNNL_ARG_DIFF_DST, output_grad},
+        {DNNL_ARG_DIFF_WEIGHTS, wrap(weights_pd_.diff_weights_desc(), engine_, weights_grad)},
+        {DNNL_ARG_SCRATCHPAD, wrap(weights_pd_.scratchpad_desc(), engine_, scratchpad)}};
+    if (bias_) weight_arguments[DNNL_ARG_DIFF_BIAS] = wrap(bias_desc_, engine_, bias_grad);
+    backward_weights_.execute(stream, weight_arguments);
+
+    const auto& add = simd::elementwise_kernels().add;
+    const std::int64_t weight_count = args.param_grads[0].elements();
+    if (weights_grad_reorder_) {
+      float* plain = accumulate ? reinterpret_cast<float*>(scratch + weights_plain_offset_) : args.param_grads[0].data;
+      weights_grad_reorder_.execute(stream, wrap(weights_pd_.diff_weights_desc(), engine_, weights_grad),
+                                    wrap(weights_plain_, engine_, plain));
+      if (accumulate) add(args.param_grads[0].data, args.param_grads[0].data, plain, weight_count);
+    } else if (accumulate) {
+      add(args.param_grads[0].data, args.param_grads[0].data, weights_grad, weight_count);
+    }
+    if (bias_ && accumulate) add(args.param_grads[1].data, args.param_grads[1].data, bias_grad, args.param_grads[1].elements());
+
+    if (args.input_grads[0].data == nullptr) return;
+    memory weights = wrap(weights_plain_, engine_, args.params[0].data);
+    if (data_weights_reorder_) {
+      memory reordered = wrap(data_pd_.weights_desc(), engine_, scratch + data_weights_offset_);
+      data_weights_reorder_.execute(stream, weights, reordered);
+      weights = reordered;
+    }
+    backward_data_.execute(stream, {{DNNL_ARG_DIFF_DST, output_grad},
+                                    {DNNL_ARG_WEIGHTS, weights},
+                                    {DNNL_ARG_DIFF_SRC, wrap(source_, engine_, args.input_grads[0].data)},
+                                    {DNNL_ARG_SCRATCHPAD, wrap(data_pd_.scratchpad_desc(), engine_, scratchpad)}});
+  }
+
+  dnnl::engine engine_;
+  bool bias_ = true;
+  memory::desc source_, weights_plain_, bias_desc_;
+  dnnl::convolution_forward::primitive_desc forward_pd_;
+  dnnl::convolution_forward forward_;
+  dnnl::reorder forward_weights_reorder_;
+  std::size_t forward_weights_offset_ = 0, forward_scratchpad_offset_ = 0;
+
+  dnnl::convolution_backward_weights::primitive_desc weights_pd_;
+  dnnl::convolution_backward_weights backward_weights_;
+  dnnl::reorder weights_grad_reorder_;
+  dnnl::convolution_backward_data::primitive_desc data_pd_;
+  dnnl::convolution_backward_data backward_data_;
+  dnnl::reorder data_weights_reorder_;
+  std::size_t weights_grad_offset_ = 0, weights_plain_offset_ = 0, bias_grad_offset_ = 0, data_weights_offset_ = 0,
+              backward_scratchpad_offset_ = 0;
+};
+
+}  // namespace
+
+Conv2d::Conv2d(const Conv2dOptions& options) : options_(options) {}
+
+std::unique_ptr<Layer> Conv2d::from_options(const Json& json) {
+  const LayerOptions o("conv2d", json, {"in_channels", "out_channels", "kernel", "stride", "padding", "dilation", "bias"});
+  Conv2dOptions options;
+  options.in_channels = o.positive_integer("in_channels");
+  options.out_channels = o.positive_integer("out_channels");
+  options.kernel = o.pair("kernel", 1);
+  options.stride = o.pair("stride", 1, {1, 1});
+  options.padding = o.pair("padding", 0, {0, 0});
+  options.dilation = o.pair("dilation", 1, {1, 1});
+  options.bias = o.boolean("bias", true);
+  return std::make_unique<Conv2d>(options);
+}
+
+Json Conv2d::options() const {
+  return Json{{"in_channels", options_.in_channels}, {"out_channels", options_.out_channels},
+              {"kernel", pair_json(options_.kernel)},  {"stride", pair_json(options_.stride)},
+              {"padding", pair_json(options_.padding)}, {"dilation", pair_json(options_.dilation)},
+              {"bias", options_.bias}};
+}
+
+Shape Conv2d::output_shape(std::span<const Shape> inputs) const {
+  const Shape& x = inputs[0];
+  if (x.rank() != 4 || x[1] != options_.in_channels) {
+    throw Error("conv2d expects input (N, " + std::to_string(options_.in_channels) + ", H, W), found " + x.str());
+  }
+  Shape y{x[0], options_.out_channels, 0, 0};
+  for (int axis = 0; axis < 2; ++axis) {
+    const auto a = static_cast<std::size_t>(axis);
+    const std::int64_t size = output_size(x[2 + axis], options_.kernel[a], options_.stride[a], options_.padding[a], options_.dilation[a]);
+    if (size < 1) {
+      throw Error("conv2d: input " + x.str() + " is smaller than the dilated kernel (" + std::to_string(options_.kernel[a]) +
+                  ", dilation " + std::to_string(options_.dilation[a]) + ") after padding " +
+                  std::to_string(options_.padding[a]));
+    }
+    y[2 + axis] = size;
+  }
+  return y;
+}
+
+std::vector<ParameterSpec> Conv2d::parameters(std::span<const Shape>) const {
+  const std::int64_t fan_in = options_.in_channels * options_.kernel[0] * options_.kernel[1];
+  std::vector<ParameterSpec> specs{{"weight",
+                                    Shape{options_.out_channels, options_.in_channels, options_.kernel[0], options_.kernel[1]},
+                                    Init::kaiming_uniform, fan_in}};
+  if (options_.bias) specs.push_back({"bias", Shape{options_.out_channels}, Init::bias_uniform, fan_in});
+  return specs;
+}
+
+std::unique_ptr<PreparedLayer> Conv2d::prepare(const PrepareContext& context) const {
+  const ValueInfo& input = context.inputs[0];
+  const Shape out_shape = output_shape(std::span<const Shape>(&input.shape, 1));
+  const bool training = context.mode == Mode::training;
+  auto p = std::make_unique<PreparedConv2d>();
+  p->engine_ = *context.engine;
+  p->bias_ = options_.bias;
+  p->source_ = input.blocked ? *input.blocked : plain_desc(input.shape);
+  const memory::dims weight_dims{options_.out_channels, options_.in_channels, options_.kernel[0], options_.kernel[1]};
+  p->weights_plain_ = memory::desc(weight_dims, memory::data_type::f32, memory::format_tag::oihw);
+  p->bias_desc_ = memory::desc({options_.out_channels}, memory::data_type::f32, memory::format_tag::x);
+  const memory::desc weights_any(weight_dims, memory::data_type::f32, memory::format_tag::any);
+  const memory::desc output_any(dims_of(out_shape), memory::data_type::f32, memory::format_tag::any);
+  const memory::dims strides{options_.stride[0], options_.stride[1]};
+  const memory::dims dilates{options_.dilation[0] - 1, options_.dilation[1] - 1};  // oneDNN counts from 0
+  const memory::dims padding_left{options_.padding[0], options_.padding[1]};
+  memory::dims padding_right(2);
+  for (std::size_t a = 0; a < 2; ++a) {
+    // What makes oneDNN's size formula give PyTorch's floor: never negative.
+    const std::int64_t extent = options_.dilation[a] * (options_.kernel[a] - 1) + 1;
+    padding_right[a] = std::max<std::int64_t>(0, (out_shape[2 + static_cast<int>(a)] - 1) * options_.stride[a] + extent -
+                                                     input.shape[2 + static_cast<int>(a)] - options_.padding[a]);
+  }
+  const auto attr = user_scratchpad();
+  const auto prop = training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
+  const auto algorithm = dnnl::algorithm::convolution_direct;
+  const auto forward_desc =
+      options_.bias ? dnnl::convolution_forward::desc(prop, algorithm, p->source_, weights_any, p->bias_desc_, output_any,
+                                                      strides, dilates, padding_left, padding_right)
+                    : dnnl::convolution_forward::desc(prop, algorithm, p->source_, weights_any, output_any, strides, dilates,
+                                                      padding_left, padding_right);
+  p->forward_pd_ = dnnl::convolution_forward::primitive_desc(forward_desc, attr, *context.engine);
+  p->forward_ = dnnl::convolution_forward(p->forward_pd_);
+  ScratchLayout forward_scratch;
+  if (p->forward_pd_.weights_desc() != p->weights_plain_) {
+    p->forward_weights_reorder_ =
+        dnnl::reorder(dnnl::reorder::primitive_desc(*context.engine, p->weights_plain_, *context.engine, p->forward_pd_.weights_desc()));
+    p->forward_weights_offset_ = forward_scratch.add(p->forward_pd_.weights_desc().get_size());
+  }
+  p->forward_scratchpad_offset_ = forward_scratch.add(p->forward_pd_.scratchpad_desc().get_size());
+  p->forward_scratch_bytes = forward_scratch.total();
+
+  const memory::desc output_desc = p->forward_pd_.dst_desc();
+  p->output.shape = out_shape;
+  if (output_desc != plain_desc(out_shape)) p->output.blocked = output_desc;
+  p->backward_reads_inputs = true;
+
+  if (training) {
+    ScratchLayout backward_scratch;
+    const auto weights_desc =
+        options_.bias ? dnnl::convolution_backward_weights::desc(algorithm, p->source_, weights_any, p->bias_desc_, output_desc,
+                                                                 strides, dilates, padding_left, padding_right)
+                      : dnnl::convolution_backward_weights::desc(algorithm, p->source_, weights_any, output_desc, strides,
+                                                                 dilates, padding_left, padding_right);
+    p->weights_pd_ = dnnl::convolution_backward_weights::primitive_desc(weights_desc, attr, *context.engine, p->forward_pd_);
+    p->backward_weights_ = dnnl::convolution_backward_weights(p->weights_pd_);
+    p->weights_grad_offset_ = backward_scratch.add(p->weights_pd_.diff_weights_desc().get_size());
+    if (p->weights_pd_.diff_weights_desc() != p->weights_plain_) {
+      p->weights_grad_reorder_ = dnnl::reorder(
+          dnnl::reorder::primitive_desc(*context.engine, p->weights_pd_.diff_weights_desc(), *context.engine, p->weights_plain_));
+      p->weights_plain_offset_ = backward_scratch.add(p->weights_plain_.get_size());
+    }
+    if (options_.bias) p->bias_grad_offset_ = backward_scratch.add(p->bias_desc_.get_size());
+    std::size_t scratchpad = p->weights_pd_.scratchpad_desc().get_size();
+    if (!context.input_needs_grad.empty() && context.input_needs_grad[0]) {
+      const dnnl::convolution_backward_data::desc data_desc(algorithm, p->source_, weights_any, output_desc, strides, dilates,
+                                                            padding_left, padding_right);
+      p->data_pd_ = dnnl::convolution_backward_data::primitive_desc(data_desc, attr, *context.engine, p->forward_pd_);
+      p->backward_data_ = dnnl::convolution_backward_data(p->data_pd_);
+      if (p->data_pd_.weights_desc() != p->weights_plain_) {
+        p->data_weights_reorder_ = dnnl::reorder(
+            dnnl::reorder::primitive_desc(*context.engine, p->weights_plain_, *context.engine, p->data_pd_.weights_desc()));
+        p->data_weights_offset_ = backward_scratch.add(p->data_pd_.weights_desc().get_size());
+      }
+      scratchpad = std::max(scratchpad, p->data_pd_.scratchpad_desc().get_size());
+    }
+    p->backward_scratchpad_offset_ = backward_scratch.add(scratchpad);
+    p->backward_scratch_bytes = backward_scratch.total();
+  }
+  return p;
+}
+
+}  // namespace ember

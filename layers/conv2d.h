@@ -1,0 +1,38 @@
+#pragma once
+// Conv2d on oneDNN: input (N, C_in, H, W) -> output (N, C_out, H_out, W_out) with
+// H_out = floor((H + 2 padding - dilation (kernel - 1) - 1) / stride) + 1 (PyTorch's
+// nn.Conv2d). Weights (C_out, C_in, kH, kW) and bias (C_out) are kept in PyTorch's
+// layout; the output stays in the layout oneDNN chose (nChw16c, ...).
+#include <array>
+
+#include "layers/layer.h"
+
+namespace ember {
+
+struct Conv2dOptions {
+  std::int64_t in_channels = 1;
+  std::int64_t out_channels = 1;
+  std::array<std::int64_t, 2> kernel{1, 1};
+  std::array<std::int64_t, 2> stride{1, 1};
+  std::array<std::int64_t, 2> padding{0, 0};
+  std::array<std::int64_t, 2> dilation{1, 1};
+  bool bias = true;
+};
+
+class Conv2d final : public Layer {
+ public:
+  explicit Conv2d(const Conv2dOptions& options);
+  static std::unique_ptr<Layer> from_options(const Json& options);
+
+  std::string_view kind() const override { return "conv2d"; }
+  Json options() const override;
+  Shape output_shape(std::span<const Shape> inputs) const override;
+  std::vector<ParameterSpec> parameters(std::span<const Shape> inputs) const override;
+  bool accepts_blocked_inputs() const override { return true; }
+  std::unique_ptr<PreparedLayer> prepare(const PrepareContext& context) const override;
+
+ private:
+  Conv2dOptions options_;
+};
+
+}  // namespace ember

@@ -1,0 +1,87 @@
+#include "layers/linear.h"
+
+#include "engine/error.h"
+#include "layers/options.h"
+#include "simd/elementwise.h"
+#include "simd/gemm.h"
+
+namespace ember {
+namespace {
+
+class PreparedLinear final : public PreparedLayer {
+ public:
+  PreparedLinear(std::int64_t rows, std::int64_t in, std::int64_t out, bool bias) : rows_(rows), in_(in), out_(out), bias_(bias) {}
+
+  // Y (rows x out) = X (rows x in) W^T + b
+  void forward(const ForwardArgs& args) const override {
+    simd::GemmEpilogue epilogue;
+    epilogue.bias = bias_ ? args.params[1].data : nullptr;
+    simd::gemm(simd::Transpose::no, simd::Transpose::yes, rows_, out_, in_, args.inputs[0].data, in_, args.params[0].data,
+               in_, args.output.data, out_, epilogue, reinterpret_cast<float*>(args.scratch));
+  }
+
+  // dX (rows x in) = dY W;  dW (out x in) (+)= dY^T X;  db (+)= column sums of dY
+  void backward(const BackwardArgs& args) const override {
+    float* scratch = reinterpret_cast<float*>(args.scratch);
+    const float* dy = args.output_grad.data;
+    if (args.input_grads[0].data != nullptr) {
+      simd::gemm(simd::Transpose::no, simd::Transpose::no, rows_, in_, out_, dy, out_, args.params[0].data, in_,
+                 args.input_grads[0].data, in_, simd::GemmEpilogue{}, scratch);
+    }
+    simd::GemmEpilogue weights;
+    weights.accumulate = args.accumulate_param_grads;
+    simd::gemm(simd::Transpose::yes, simd::Transpose::no, out_, in_, rows_, dy, out_, args.inputs[0].data, in_,
+               args.param_grads[0].data, in_, weights, scratch);
+    if (bias_) {
+      simd::elementwise_kernels().column_sums(args.param_grads[1].data, dy, rows_, out_, out_, args.accumulate_param_grads);
+    }
+  }
+
+ private:
+  std::int64_t rows_, in_, out_;
+  bool bias_;
+};
+
+}  // namespace
+
+Linear::Linear(std::int64_t in_features, std::int64_t out_features, bool bias)
+    : in_features_(in_features), out_features_(out_features), bias_(bias) {}
+
+std::unique_ptr<Layer> Linear::from_options(const Json& options) {
+  const LayerOptions o("linear", options, {"in_features", "out_features", "bias"});
+  return std::make_unique<Linear>(o.positive_integer("in_features"), o.positive_integer("out_features"), o.boolean("bias", true));
+}
+
+Json Linear::options() const {
+  return Json{{"in_features", in_features_}, {"out_features", out_features_}, {"bias", bias_}};
+}
+
+Shape Linear::output_shape(std::span<const Shape> inputs) const {
+  const Shape& x = inputs[0];
+  if (x.rank() < 2 || x[x.rank() - 1] != in_features_) {
+    throw Error("linear expects input (N, ..., " + std::to_string(in_features_) + "), found " + x.str() +
+                " (in_features " + std::to_string(in_features_) + ", found " +
+                std::to_string(x.rank() >= 2 ? x[x.rank() - 1] : x.sample_elements()) + ")");
+  }
+  Shape y = x;
+  y[x.rank() - 1] = out_features_;
+  return y;
+}
+
+std::vector<ParameterSpec> Linear::parameters(std::span<const Shape>) const {
+  std::vector<ParameterSpec> specs{{"weight", Shape{out_features_, in_features_}, Init::kaiming_uniform, in_features_}};
+  if (bias_) specs.push_back({"bias", Shape{out_features_}, Init::bias_uniform, in_features_});
+  return specs;
+}
+
+std::unique_ptr<PreparedLayer> Linear::prepare(const PrepareContext& context) const {
+  const Shape& x = context.inputs[0].shape;
+  auto prepared = std::make_unique<PreparedLinear>(x.elements() / in_features_, in_features_, out_features_, bias_);
+  prepared->output.shape = output_shape(std::span<const Shape>(&x, 1));
+  const std::size_t scratch = simd::gemm_scratch_floats() * sizeof(float);
+  prepared->forward_scratch_bytes = scratch;
+  prepared->backward_scratch_bytes = scratch;
+  return prepared;
+}
+
+}  // namespace ember

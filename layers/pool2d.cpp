@@ -1,0 +1,138 @@
+#include "layers/pool2d.h"
+
+#include <algorithm>
+#include <unordered_map>
+
+#include "engine/error.h"
+#include "layers/dnnl_util.h"
+#include "layers/options.h"
+
+namespace ember {
+namespace {
+
+using dnnl::memory;
+using namespace dnnl_util;
+
+class PreparedPool2d final : public PreparedLayer {
+ public:
+  void forward(const ForwardArgs& args) const override {
+    std::unordered_map<int, memory> arguments{
+        {DNNL_ARG_SRC, wrap(forward_pd_.src_desc(), engine_, args.inputs[0].data)},
+        {DNNL_ARG_DST, wrap(forward_pd_.dst_desc(), engine_, args.output.data)},
+        {DNNL_ARG_SCRATCHPAD, wrap(forward_pd_.scratchpad_desc(), engine_, args.scratch)}};
+    if (has_workspace_) arguments[DNNL_ARG_WORKSPACE] = wrap(forward_pd_.workspace_desc(), engine_, args.saved);
+    forward_.execute(*args.stream, arguments);
+  }
+
+  void backward(const BackwardArgs& args) const override {
+    if (args.input_grads[0].data == nullptr) return;
+    std::unordered_map<int, memory> arguments{
+        {DNNL_ARG_DIFF_DST, wrap(backward_pd_.diff_dst_desc(), engine_, args.output_grad.data)},
+        {DNNL_ARG_DIFF_SRC, wrap(backward_pd_.diff_src_desc(), engine_, args.input_grads[0].data)},
+        {DNNL_ARG_SCRATCHPAD, wrap(backward_pd_.scratchpad_desc(), engine_, args.scratch)}};
+    if (has_workspace_) arguments[DNNL_ARG_WORKSPACE] = wrap(forward_pd_.workspace_desc(), engine_, args.saved);
+    backward_.execute(*args.stream, arguments);
+  }
+
+  dnnl::engine engine_;
+  bool has_workspace_ = false;
+  dnnl::pooling_forward::primitive_desc forward_pd_;
+  dnnl::pooling_forward forward_;
+  dnnl::pooling_backward::primitive_desc backward_pd_;
+  dnnl::pooling_backward backward_;
+};
+
+Pool2dOptions parse(PoolKind kind, const Json& json) {
+  const bool average = kind == PoolKind::average;
+  const LayerOptions o(average ? "avg_pool2d" : "max_pool2d", json,
+                       average ? std::initializer_list<std::string_view>{"kernel", "stride", "padding", "count_include_pad"}
+                               : std::initializer_list<std::string_view>{"kernel", "stride", "padding"});
+  Pool2dOptions options;
+  options.kind = kind;
+  options.kernel = o.pair("kernel", 1);
+  options.stride = o.pair("stride", 1, options.kernel);
+  options.padding = o.pair("padding", 0, {0, 0});
+  if (average) options.count_include_pad = o.boolean("count_include_pad", true);
+  for (std::size_t a = 0; a < 2; ++a) {
+    if (2 * options.padding[a] > options.kernel[a]) {
+      throw Error(std::string(average ? "avg_pool2d" : "max_pool2d") + ": padding " + std::to_string(options.padding[a]) +
+                  " must be at most half the kernel " + std::to_string(options.kernel[a]));
+    }
+  }
+  return options;
+}
+
+}  // namespace
+
+Pool2d::Pool2d(const Pool2dOptions& options) : options_(options) {}
+
+std::unique_ptr<Layer> Pool2d::max_from_options(const Json& json) { return std::make_unique<Pool2d>(parse(PoolKind::max, json)); }
+
+std::unique_ptr<Layer> Pool2d::average_from_options(const Json& json) {
+  return std::make_unique<Pool2d>(parse(PoolKind::average, json));
+}
+
+Json Pool2d::options() const {
+  Json json{{"kernel", pair_json(options_.kernel)}, {"stride", pair_json(options_.stride)}, {"padding", pair_json(options_.padding)}};
+  if (options_.kind == PoolKind::average) json["count_include_pad"] = options_.count_include_pad;
+  return json;
+}
+
+Shape Pool2d::output_shape(std::span<const Shape> inputs) const {
+  const Shape& x = inputs[0];
+  if (x.rank() != 4) throw Error(std::string(kind()) + " expects input (N, C, H, W), found " + x.str());
+  Shape y{x[0], x[1], 0, 0};
+  for (int axis = 0; axis < 2; ++axis) {
+    const auto a = static_cast<std::size_t>(axis);
+    const std::int64_t size = (x[2 + axis] + 2 * options_.padding[a] - options_.kernel[a]) / options_.stride[a] + 1;
+    if (x[2 + axis] + 2 * options_.padding[a] < options_.kernel[a]) {
+      throw Error(std::string(kind()) + ": input " + x.str() + " is smaller than the kernel " + std::to_string(options_.kernel[a]));
+    }
+    y[2 + axis] = size;
+  }
+  return y;
+}
+
+std::unique_ptr<PreparedLayer> Pool2d::prepare(const PrepareContext& context) const {
+  const ValueInfo& input = context.inputs[0];
+  const Shape out_shape = output_shape(std::span<const Shape>(&input.shape, 1));
+  const bool training = context.mode == Mode::training;
+  auto p = std::make_unique<PreparedPool2d>();
+  p->engine_ = *context.engine;
+  const memory::desc source = input.blocked ? *input.blocked : plain_desc(input.shape);
+  const memory::desc output_any(dims_of(out_shape), memory::data_type::f32, memory::format_tag::any);
+  const memory::dims strides{options_.stride[0], options_.stride[1]};
+  const memory::dims kernel{options_.kernel[0], options_.kernel[1]};
+  const memory::dims padding_left{options_.padding[0], options_.padding[1]};
+  memory::dims padding_right(2);
+  for (std::size_t a = 0; a < 2; ++a) {
+    padding_right[a] = std::max<std::int64_t>(
+        0, (out_shape[2 + static_cast<int>(a)] - 1) * options_.stride[a] + options_.kernel[a] - input.shape[2 + static_cast<int>(a)] -
+               options_.padding[a]);
+  }
+  const auto algorithm = options_.kind == PoolKind::max ? dnnl::algorithm::pooling_max
+                         : options_.count_include_pad   ? dnnl::algorithm::pooling_avg_include_padding
+                                                        : dnnl::algorithm::pooling_avg_exclude_padding;
+  const auto attr = user_scratchpad();
+  const auto prop = training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
+  const dnnl::pooling_forward::desc forward_desc(prop, algorithm, source, output_any, strides, kernel, padding_left, padding_right);
+  p->forward_pd_ = dnnl::pooling_forward::primitive_desc(forward_desc, attr, *context.engine);
+  p->forward_ = dnnl::pooling_forward(p->forward_pd_);
+  p->has_workspace_ = training && options_.kind == PoolKind::max;
+  p->saved_bytes = p->has_workspace_ ? p->forward_pd_.workspace_desc().get_size() : 0;
+  p->forward_scratch_bytes = p->forward_pd_.scratchpad_desc().get_size();
+  const memory::desc output_desc = p->forward_pd_.dst_desc();
+  p->output.shape = out_shape;
+  if (output_desc != plain_desc(out_shape)) p->output.blocked = output_desc;
+  p->backward_reads_inputs = false;  // max pooling reads its workspace, average pooling nothing
+
+  if (training && !context.input_needs_grad.empty() && context.input_needs_grad[0]) {
+    const dnnl::pooling_backward::desc backward_desc(algorithm, source, output_desc, strides, kernel, padding_left, padding_right);
+    p->backward_pd_ = dnnl::pooling_backward::primitive_desc(backward_desc, attr, *context.engine, p->forward_pd_);
+    p->backward_ = dnnl::pooling_backward(p->backward_pd_);
+    p->backward_scratch_bytes = p->backward_pd_.scratchpad_desc().get_size();
+  }
+  return p;
+}
+
+}  // namespace ember

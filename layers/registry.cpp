@@ -1,0 +1,53 @@
+#include "layers/registry.h"
+
+#include <map>
+
+#include "engine/error.h"
+#include "layers/add.h"
+#include "layers/conv2d.h"
+#include "layers/dropout.h"
+#include "layers/flatten.h"
+#include "layers/linear.h"
+#include "layers/pool2d.h"
+#include "layers/relu.h"
+#include "layers/softmax.h"
+
+namespace ember {
+namespace {
+
+using Factory = std::unique_ptr<Layer> (*)(const Json&);
+
+const std::map<std::string, Factory, std::less<>>& factories() {
+  static const std::map<std::string, Factory, std::less<>> table{
+      {"add", &Add::from_options},
+      {"avg_pool2d", &Pool2d::average_from_options},
+      {"conv2d", &Conv2d::from_options},
+      {"dropout", &Dropout::from_options},
+      {"flatten", &Flatten::from_options},
+      {"linear", &Linear::from_options},
+      {"max_pool2d", &Pool2d::max_from_options},
+      {"relu", &Relu::from_options},
+      {"softmax", &Softmax::from_options},
+  };
+  return table;
+}
+
+}  // namespace
+
+std::unique_ptr<Layer> make_layer(std::string_view kind, const Json& options) {
+  auto it = factories().find(kind);
+  if (it == factories().end()) {
+    std::string known;
+    for (const auto& [name, factory] : factories()) known += (known.empty() ? "" : ", ") + name;
+    throw Error("unknown layer kind '" + std::string(kind) + "'; known kinds: " + known);
+  }
+  return it->second(options);
+}
+
+std::vector<std::string> layer_kinds() {
+  std::vector<std::string> kinds;
+  for (const auto& [name, factory] : factories()) kinds.push_back(name);
+  return kinds;
+}
+
+}  // namespace ember
