@@ -32,10 +32,7 @@ double clip_grad_norm(std::span<float> gradients, float max_norm) {
 }
 
 bool is_finite(std::span<const float> values) {
-  // A sum of squares in double cannot overflow from finite floats (at most ~1e77 per
-  // term), so it is finite exactly when every value is.
-  if (values.empty()) return true;
-  return is_finite(simd::elementwise_kernels().sum_squares(values.data(), static_cast<std::int64_t>(values.size())));
+  return simd::elementwise_kernels().all_finite(values.data(), static_cast<std::int64_t>(values.size()));
 }
 
 }  // namespace ember

@@ -25,6 +25,8 @@ struct ElementwiseKernels {
   double (*sum_squares)(const float* in, std::int64_t n);
   // out[i] = float(in[i]) * scale + shift (uint8 pixels to normalized floats)
   void (*u8_to_float)(float* out, const std::uint8_t* in, float scale, float shift, std::int64_t n);
+  // true when no element is NaN or +-infinity
+  bool (*all_finite)(const float* in, std::int64_t n);
 };
 
 template <class Arch>

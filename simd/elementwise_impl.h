@@ -85,29 +85,35 @@ void sum_lanes(float* out, const float* const* lanes, std::int64_t count, std::i
   }
 }
 
-// sum over i of in[i]^2, in double: float squares summed in 4 float vector accumulators
-// per block of 1024, each block's total promoted to double (bounded rounding, fast).
+// sum over i of in[i]^2 in double: each square is exact in double, so the result is as
+// good as a double sum can be (gradient-norm clipping must not depend on the order of
+// a float reduction).
 template <class Arch>
 double sum_squares(const float* in, std::int64_t n) {
+  double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+  std::int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const double a = in[i], b = in[i + 1], c = in[i + 2], d = in[i + 3];
+    s0 += a * a;
+    s1 += b * b;
+    s2 += c * c;
+    s3 += d * d;
+  }
+  for (; i < n; ++i) s0 += static_cast<double>(in[i]) * static_cast<double>(in[i]);
+  return (s0 + s1) + (s2 + s3);
+}
+
+// true when no element is NaN or infinite: x * 0 is 0 for every finite x and NaN otherwise.
+template <class Arch>
+bool all_finite(const float* in, std::int64_t n) {
   using Batch = xsimd::batch<float, Arch>;
   constexpr std::int64_t width = static_cast<std::int64_t>(Batch::size);
-  double total = 0.0;
+  Batch acc(0.0f);
   std::int64_t i = 0;
-  while (i + 4 * width <= n) {
-    Batch s0(0.0f), s1(0.0f), s2(0.0f), s3(0.0f);
-    const std::int64_t block_end = std::min<std::int64_t>(n, i + 1024);
-    for (; i + 4 * width <= block_end; i += 4 * width) {
-      const Batch a = Batch::load_unaligned(in + i), b = Batch::load_unaligned(in + i + width);
-      const Batch c = Batch::load_unaligned(in + i + 2 * width), d = Batch::load_unaligned(in + i + 3 * width);
-      s0 = xsimd::fma(a, a, s0);
-      s1 = xsimd::fma(b, b, s1);
-      s2 = xsimd::fma(c, c, s2);
-      s3 = xsimd::fma(d, d, s3);
-    }
-    total += static_cast<double>(xsimd::hadd((s0 + s1) + (s2 + s3)));
-  }
-  for (; i < n; ++i) total += static_cast<double>(in[i]) * static_cast<double>(in[i]);
-  return total;
+  for (; i + width <= n; i += width) acc = xsimd::fma(Batch::load_unaligned(in + i), Batch(0.0f), acc);
+  float tail = 0.0f;
+  for (; i < n; ++i) tail += in[i] * 0.0f;
+  return xsimd::hadd(acc) == 0.0f && tail == 0.0f;
 }
 
 // out (n) = float(in (n)) * scale + shift
@@ -119,7 +125,8 @@ void u8_to_float(float* out, const std::uint8_t* in, float scale_value, float sh
 template <class Arch>
 ElementwiseKernels make_elementwise_kernels() {
   return ElementwiseKernels{&add<Arch>,         &axpy<Arch>,        &scale<Arch>,       &masked_scale<Arch>,
-                            &column_sums<Arch>, &sum_lanes<Arch>,   &sum_squares<Arch>, &u8_to_float<Arch>};
+                            &column_sums<Arch>, &sum_lanes<Arch>,   &sum_squares<Arch>, &u8_to_float<Arch>,
+                            &all_finite<Arch>};
 }
 
 }  // namespace ember::simd

@@ -119,10 +119,14 @@ void log_softmax_forward(float* out, const float* in, std::int64_t rows, std::in
     const float* x = in + r * cols;
     float* y = out + r * cols;
     const float max = row_max<Arch>(x, cols);
-    const float shift = max + std::log(exp_shifted<Arch>(y, x, max, cols));
+    const float log_sum = std::log(exp_shifted<Arch>(y, x, max, cols));
+    // (x - max) - log_sum, not x - (max + log_sum): for logits ~1e4 the sum max + log_sum
+    // would round away most of log_sum's digits.
     std::int64_t j = 0;
-    for (; j + width <= cols; j += width) (Batch::load_unaligned(x + j) - Batch(shift)).store_unaligned(y + j);
-    for (; j < cols; ++j) y[j] = x[j] - shift;
+    for (; j + width <= cols; j += width) {
+      ((Batch::load_unaligned(x + j) - Batch(max)) - Batch(log_sum)).store_unaligned(y + j);
+    }
+    for (; j < cols; ++j) y[j] = (x[j] - max) - log_sum;
   }
 }
 
