@@ -1,0 +1,75 @@
+#pragma once
+// Image classification datasets (the MNIST family) and the batches training reads.
+//
+// Samples stay as uint8 in memory (60000 Fashion-MNIST images are 47 MB) and are turned
+// into normalized floats one batch at a time: x / 255, then (x - mean) / std, zero-padded
+// to the model's input size (28x28 -> 32x32 for LeNet) with the value a black pixel gets.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/random.h"
+#include "engine/shape.h"
+
+namespace ember {
+
+enum class Split { train, test };
+
+struct Dataset {
+  std::string source;  // where it was read from, for messages
+  std::int64_t count = 0;
+  std::int64_t height = 0, width = 0;
+  int classes = 10;
+  std::vector<std::uint8_t> images;  // count x height x width
+  std::vector<std::int32_t> labels;  // count, each in [0, classes)
+  std::int64_t size() const { return count; }
+};
+
+// Reads an images file and a labels file (IDX, raw or gzip); checks that the counts agree
+// and every label is in [0, classes). limit > 0 keeps only the first `limit` samples.
+Dataset load_idx_dataset(const std::string& images_path, const std::string& labels_path, int classes = 10,
+                         std::int64_t limit = 0);
+
+// "fashion-mnist" (Debian's dataset-fashion-mnist), "mnist", or a directory holding
+// {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz].
+Dataset load_dataset(const std::string& name_or_directory, Split split, std::int64_t limit = 0);
+
+// How samples become model inputs.
+struct ImageFormat {
+  std::int64_t height = 0, width = 0;        // the model's input
+  std::int64_t pad_top = 0, pad_left = 0;    // where the image sits inside it
+  float scale = 1.0f / 255.0f;               // x * scale + shift = (x / 255 - mean) / std
+  float shift = 0.0f;
+};
+
+// The format for a model whose one-sample input shape is (1, H, W); the images must fit
+// (they are centred). Errors name both shapes.
+ImageFormat image_format_for(const Shape& input_sample_shape, const Dataset& dataset, double mean, double std);
+
+// Batches of a dataset in a per-epoch order: shuffled from (seed, epoch) or in file
+// order. The last batch of an epoch holds the remainder; nothing is dropped.
+class BatchLoader {
+ public:
+  BatchLoader(const Dataset& dataset, const ImageFormat& format, std::int64_t batch_size, std::uint64_t seed, bool shuffle);
+
+  std::int64_t batch_size() const { return batch_size_; }
+  std::int64_t batches_per_epoch() const { return (dataset_.count + batch_size_ - 1) / batch_size_; }
+  std::int64_t sample_floats() const { return format_.height * format_.width; }
+
+  // Fills images (batch_size x sample_floats()) and labels (batch_size) with batch `batch`
+  // of epoch `epoch`; returns how many samples it holds.
+  std::int64_t load(int epoch, std::int64_t batch, float* images, std::int32_t* labels);
+  // The sample order of an epoch.
+  const std::vector<std::int64_t>& order(int epoch);
+
+ private:
+  const Dataset& dataset_;
+  ImageFormat format_;
+  std::int64_t batch_size_;
+  std::uint64_t seed_;
+  bool shuffle_;
+  int order_epoch_ = -1;
+  std::vector<std::int64_t> order_;
+};
+
+}  // namespace ember

@@ -1,0 +1,214 @@
+#include "engine/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <memory>
+
+#include "engine/training_state.h"
+#include "engine/clip.h"
+#include "engine/dataset.h"
+#include "engine/error.h"
+#include "engine/executor.h"
+#include "engine/loss.h"
+#include "engine/model_spec.h"
+#include "engine/optimizer.h"
+#include "engine/parameters.h"
+#include "engine/random.h"
+#include "engine/schedule.h"
+
+namespace ember {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+void check_options(const TrainOptions& o) {
+  if (o.epochs < 1) throw Error("epochs must be at least 1, found " + std::to_string(o.epochs));
+  if (o.batch_size < 1) throw Error("batch size must be positive, found " + std::to_string(o.batch_size));
+  if (!(o.learning_rate > 0.0) || !std::isfinite(o.learning_rate)) {
+    throw Error("learning rate must be positive, found " + std::to_string(o.learning_rate));
+  }
+  if (o.threads < 1) throw Error("threads must be at least 1, found " + std::to_string(o.threads));
+  if (!(o.std > 0.0)) throw Error("normalization std must be positive, found " + std::to_string(o.std));
+}
+
+// The optimizer as the checkpoint records it.
+Json optimizer_json(const TrainOptions& o) {
+  return Json{{"name", o.optimizer},   {"learning_rate", o.learning_rate}, {"weight_decay", o.weight_decay},
+              {"momentum", o.momentum}, {"nesterov", o.nesterov},          {"schedule", o.schedule},
+              {"step_size", o.step_size}, {"gamma", o.gamma}};
+}
+
+// Training-run settings that must match for --resume to continue the same run.
+Json run_json(const TrainOptions& o) {
+  return Json{{"seed", o.seed},   {"batch_size", o.batch_size}, {"epochs", o.epochs},
+              {"data", o.data},   {"mean", o.mean},             {"std", o.std},
+              {"micro_batch", o.micro_batch}, {"label_smoothing", o.label_smoothing},
+              {"clip_norm", o.clip_norm}, {"train_limit", o.train_limit}};
+}
+
+}  // namespace
+
+std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& observer) {
+  check_options(options);
+  const Json spec = load_model_spec(options.model);
+  const Graph graph = graph_from_spec(spec, options.model);
+  const Shape& input_shape = graph.input_sample_shape();
+  ParameterStore parameters(graph);
+  parameters.initialize(options.seed);
+
+  OptimizerOptions optimizer_options;
+  optimizer_options.learning_rate = static_cast<float>(options.learning_rate);
+  optimizer_options.weight_decay = static_cast<float>(options.weight_decay);
+  if (options.optimizer == "sgd") {
+    optimizer_options.momentum = static_cast<float>(options.momentum);
+    optimizer_options.nesterov = options.nesterov;
+  } else if (options.weight_decay == 0.0 && options.optimizer == "adamw") {
+    optimizer_options.weight_decay.reset();  // AdamW's default
+  }
+  std::unique_ptr<Optimizer> optimizer = make_optimizer(options.optimizer, optimizer_options, parameters);
+  const std::unique_ptr<Loss> loss = make_loss("cross_entropy", static_cast<float>(options.label_smoothing));
+
+  const Dataset train_set = load_dataset(options.data, Split::train, options.train_limit);
+  const Dataset test_set = load_dataset(options.data, Split::test, options.test_limit);
+  const ImageFormat format = image_format_for(input_shape, train_set, options.mean, options.std);
+  BatchLoader train_loader(train_set, format, options.batch_size, options.seed, /*shuffle=*/true);
+  BatchLoader test_loader(test_set, format, std::max<std::int64_t>(options.batch_size, 256), options.seed, /*shuffle=*/false);
+
+  ScheduleOptions schedule_options;
+  schedule_options.kind = schedule_kind_from_name(options.schedule);
+  schedule_options.unit = ScheduleUnit::epochs;
+  schedule_options.steps_per_epoch = train_loader.batches_per_epoch();
+  schedule_options.step_size = options.step_size;
+  schedule_options.gamma = options.gamma;
+  schedule_options.t_max = options.epochs;
+  const LearningRateSchedule schedule(options.learning_rate, schedule_options);
+
+  int first_epoch = 0;
+  std::int64_t step = 0;
+  if (!options.resume.empty()) {
+    const TrainingState state = load_training_state(options.resume, parameters, *optimizer);
+    if (state.model_spec != spec_from_graph(graph, spec.value("name", "model"))) {
+      throw Error(options.resume + ": the checkpoint's model differs from --model " + options.model);
+    }
+    if (state.run != run_json(options)) {
+      throw Error(options.resume + ": the checkpoint was trained with " + state.run.dump() +
+                  "; --resume continues only the same run, found " + run_json(options).dump());
+    }
+    first_epoch = state.epoch;
+    step = state.step;
+  }
+
+  ExecutorOptions executor_options;
+  executor_options.threads = options.threads;
+  executor_options.micro_batch = options.micro_batch;
+  Executor executor(graph, parameters, executor_options);
+
+  observer.on_start(std::to_string(parameters.parameter_count()) + " parameters, " +
+                    std::to_string(train_set.size()) + " training and " + std::to_string(test_set.size()) +
+                    " test images, " + std::to_string(options.threads) + " thread(s)");
+
+  std::ofstream log;
+  if (!options.log.empty()) {
+    const bool append = !options.resume.empty();
+    log.open(options.log, append ? std::ios::app : std::ios::trunc);
+    if (!log) throw Error(options.log + ": cannot open the training log for writing");
+    if (!append) log << "epoch,step,learning_rate,train_loss,train_accuracy,test_loss,test_accuracy,seconds,images_per_second\n";
+  }
+
+  std::vector<float> images(static_cast<std::size_t>(std::max(train_loader.batch_size(), test_loader.batch_size()) *
+                                                     input_shape.elements()));
+  std::vector<std::int32_t> labels(static_cast<std::size_t>(std::max(train_loader.batch_size(), test_loader.batch_size())));
+  std::vector<EpochReport> reports;
+  for (int epoch = first_epoch; epoch < options.epochs; ++epoch) {
+    const auto start = Clock::now();
+    const std::int64_t batches = train_loader.batches_per_epoch();
+    StepResult epoch_total;
+    double learning_rate = 0.0;
+    for (std::int64_t b = 0; b < batches; ++b) {
+      const std::int64_t count = train_loader.load(epoch, b, images.data(), labels.data());
+      const Targets targets{std::span<const std::int32_t>(labels.data(), static_cast<std::size_t>(count)), nullptr};
+      const std::uint64_t step_seed = mix64(options.seed ^ mix64(static_cast<std::uint64_t>(step) + 1));
+      const StepResult result = executor.train_step(images.data(), count, targets, *loss, step_seed);
+      const double mean_loss = result.mean_loss();
+      if (!std::isfinite(mean_loss)) {
+        throw Error("epoch " + std::to_string(epoch + 1) + ", batch " + std::to_string(b + 1) + ": the loss is " +
+                    std::to_string(mean_loss) + "; training stopped before applying this step" +
+                    (options.save.empty() ? std::string() : "; the last checkpoint in " + options.save + " is intact"));
+      }
+      if (options.clip_norm > 0.0) {
+        clip_grad_norm(parameters.gradients(), static_cast<float>(options.clip_norm));
+      }
+      if (!is_finite(std::span<const float>(parameters.gradients()))) {
+        throw Error("epoch " + std::to_string(epoch + 1) + ", batch " + std::to_string(b + 1) +
+                    ": a gradient is not finite; training stopped before applying this step" +
+                    (options.save.empty() ? std::string() : "; the last checkpoint in " + options.save + " is intact"));
+      }
+      learning_rate = schedule.at(step);
+      optimizer->set_learning_rate(static_cast<float>(learning_rate));
+      optimizer->step();
+      ++step;
+
+      epoch_total.loss_sum += result.loss_sum;
+      epoch_total.correct += result.correct;
+      epoch_total.samples += result.samples;
+      BatchProgress progress;
+      progress.epoch = epoch + 1;
+      progress.epochs = options.epochs;
+      progress.batch = b + 1;
+      progress.batches = batches;
+      progress.loss = epoch_total.mean_loss();
+      const double elapsed = seconds_since(start);
+      progress.images_per_second = static_cast<double>(epoch_total.samples) / elapsed;
+      progress.eta_seconds = elapsed / static_cast<double>(b + 1) * static_cast<double>(batches - b - 1);
+      observer.on_batch(progress);
+    }
+    const double train_seconds = seconds_since(start);
+
+    StepResult test_total;
+    for (std::int64_t b = 0; b < test_loader.batches_per_epoch(); ++b) {
+      const std::int64_t count = test_loader.load(0, b, images.data(), labels.data());
+      const Targets targets{std::span<const std::int32_t>(labels.data(), static_cast<std::size_t>(count)), nullptr};
+      const StepResult result = executor.evaluate(images.data(), count, targets, *loss);
+      test_total.loss_sum += result.loss_sum;
+      test_total.correct += result.correct;
+      test_total.samples += result.samples;
+    }
+
+    EpochReport report;
+    report.epoch = epoch + 1;
+    report.step = step;
+    report.learning_rate = learning_rate;
+    report.train_loss = epoch_total.mean_loss();
+    report.train_accuracy = static_cast<double>(epoch_total.correct) / static_cast<double>(epoch_total.samples);
+    report.test_loss = test_total.mean_loss();
+    report.test_accuracy = static_cast<double>(test_total.correct) / static_cast<double>(test_total.samples);
+    report.seconds = seconds_since(start);
+    report.images_per_second = static_cast<double>(epoch_total.samples) / train_seconds;
+
+    if (!options.save.empty()) {
+      TrainingState state;
+      state.model_spec = spec_from_graph(graph, spec.value("name", "model"));
+      state.optimizer = optimizer_json(options);
+      state.run = run_json(options);
+      state.epoch = epoch + 1;
+      state.step = step;
+      save_training_state(options.save, state, parameters, *optimizer);
+    }
+    if (log.is_open()) {
+      log << report.epoch << ',' << report.step << ',' << report.learning_rate << ',' << report.train_loss << ','
+          << report.train_accuracy << ',' << report.test_loss << ',' << report.test_accuracy << ',' << report.seconds
+          << ',' << report.images_per_second << '\n';
+      log.flush();
+    }
+    observer.on_epoch(report);
+    reports.push_back(report);
+  }
+  return reports;
+}
+
+}  // namespace ember

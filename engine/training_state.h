@@ -1,0 +1,41 @@
+#pragma once
+// What a training checkpoint holds beyond raw tensors: the model spec, the optimizer and
+// its state, the run's settings, and where the run stands. Stored as a safetensors file
+// (engine/checkpoint.h) so numpy and PyTorch users can read the weights directly.
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "engine/graph.h"
+#include "engine/optimizer.h"
+#include "engine/parameters.h"
+
+namespace ember {
+
+struct TrainingState {
+  Json model_spec;    // spec_from_graph() of the trained graph
+  Json optimizer;     // name and hyper-parameters
+  Json run;           // seed, batch size, data, normalization, ...
+  int epoch = 0;      // epochs completed
+  std::int64_t step = 0;  // optimizer steps completed
+};
+
+// Writes parameters, optimizer state and metadata atomically (temporary file, fsync,
+// rename): a failure leaves any previous file at `path` untouched.
+void save_training_state(const std::string& path, const TrainingState& state, const ParameterStore& parameters,
+                         const Optimizer& optimizer);
+
+// Restores parameters and optimizer state in place; checks every tensor's presence and
+// shape and names the first mismatch.
+TrainingState load_training_state(const std::string& path, ParameterStore& parameters, Optimizer& optimizer);
+
+// A trained model for evaluation and prediction: its graph and weights, and the run
+// settings (input normalization) it was trained with.
+struct TrainedModel {
+  std::unique_ptr<Graph> graph;
+  std::unique_ptr<ParameterStore> parameters;
+  Json run;
+};
+TrainedModel load_trained_model(const std::string& path);
+
+}  // namespace ember

@@ -1,0 +1,128 @@
+#include <dirent.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "engine/dataset.h"
+#include "engine/executor.h"
+#include "engine/loss.h"
+#include "engine/model_spec.h"
+#include "engine/optimizer.h"
+#include "engine/parameters.h"
+#include "simd/dispatch.h"
+#include "tools/ember/commands.h"
+#include "tools/ember/flags.h"
+
+namespace ember::cli {
+namespace {
+
+// Threads of this process right now (/proc/self/task), to show the thread budget holds.
+int process_threads() {
+  int count = 0;
+  if (DIR* dir = opendir("/proc/self/task")) {
+    while (dirent* entry = readdir(dir)) {
+      if (entry->d_name[0] != '.') ++count;
+    }
+    closedir(dir);
+  }
+  return count;
+}
+
+}  // namespace
+
+int bench_command(int argc, char** argv) {
+  Flags flags("bench", "Measure a model's training-step or inference throughput (images per second).");
+  flags.value("model", "built-in model or JSON spec", "seed-cnn", "M")
+      .value("batch-size", "samples per step", "64", "B")
+      .toggle("training", "time full training steps (forward, loss, backward, Adam update)")
+      .value("threads", "compute threads", "1", "N")
+      .value("micro-batch", "samples a thread carries at once", "16", "N")
+      .value("data", "real batches from this dataset's training split (in order) instead of random inputs", "", "D")
+      .value("steps", "timed steps", "50", "N")
+      .value("warmup", "untimed steps first", "5", "N")
+      .toggle("json", "print one JSON line instead of text");
+  if (!flags.parse(argc, argv, 2)) {
+    std::printf("%s", flags.help().c_str());
+    return 0;
+  }
+  const std::int64_t batch = flags.positive_integer("batch-size");
+  const int threads = static_cast<int>(flags.positive_integer("threads"));
+  const std::int64_t steps = flags.positive_integer("steps");
+  const std::int64_t warmup = flags.non_negative_integer("warmup");
+  const bool training = flags.on("training");
+  const Json spec = load_model_spec(flags.text("model"));
+  const Graph graph = graph_from_spec(spec, flags.text("model"));
+  ParameterStore parameters(graph);
+  parameters.initialize(0);
+  const std::int64_t sample = graph.input_sample_shape().elements();
+  const auto classes = static_cast<std::int32_t>(graph.value_shape(graph.output()).sample_elements());
+
+  // Batches: the first (warmup + steps) real batches in order, or random ones.
+  const std::int64_t batch_count = warmup + steps;
+  std::vector<std::vector<float>> inputs;
+  std::vector<std::vector<std::int32_t>> labels;
+  if (flags.has("data")) {
+    const Dataset data = load_dataset(flags.text("data"), Split::train, 0);
+    const ImageFormat format = image_format_for(graph.input_sample_shape(), data, 0.0, 1.0);
+    BatchLoader loader(data, format, batch, 0, /*shuffle=*/false);
+    for (std::int64_t b = 0; b < std::min(batch_count, loader.batches_per_epoch()); ++b) {
+      inputs.emplace_back(static_cast<std::size_t>(batch * sample));
+      labels.emplace_back(static_cast<std::size_t>(batch));
+      loader.load(0, b, inputs.back().data(), labels.back().data());
+    }
+  } else {
+    std::mt19937 random(1);
+    std::uniform_real_distribution<float> pixel(0.0f, 1.0f);
+    std::uniform_int_distribution<std::int32_t> label(0, classes - 1);
+    for (int b = 0; b < 4; ++b) {
+      inputs.emplace_back(static_cast<std::size_t>(batch * sample));
+      labels.emplace_back(static_cast<std::size_t>(batch));
+      for (float& x : inputs.back()) x = pixel(random);
+      for (std::int32_t& y : labels.back()) y = label(random);
+    }
+  }
+
+  ExecutorOptions options;
+  options.threads = threads;
+  options.micro_batch = flags.positive_integer("micro-batch");
+  Executor executor(graph, parameters, options);
+  std::unique_ptr<Optimizer> optimizer = make_optimizer("adam", OptimizerOptions{}, parameters);
+  const CrossEntropyLoss loss;
+  std::vector<float> output(static_cast<std::size_t>(batch * classes));
+  auto run_step = [&](std::int64_t i) {
+    const auto b = static_cast<std::size_t>(i) % inputs.size();
+    const Targets targets{labels[b], nullptr};
+    if (training) {
+      executor.train_step(inputs[b].data(), batch, targets, loss, static_cast<std::uint64_t>(i));
+      optimizer->step();
+    } else {
+      executor.infer(inputs[b].data(), batch, output.data());
+    }
+  };
+  for (std::int64_t i = 0; i < warmup; ++i) run_step(i);
+  const auto start = std::chrono::steady_clock::now();
+  for (std::int64_t i = 0; i < steps; ++i) run_step(warmup + i);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double images_per_second = static_cast<double>(steps * batch) / seconds;
+  const int threads_seen = process_threads();
+
+  if (flags.on("json")) {
+    std::printf("{\"framework\": \"ember\", \"model\": \"%s\", \"mode\": \"%s\", \"threads\": %d, \"batch\": %lld, "
+                "\"steps\": %lld, \"img_per_s\": %.2f, \"ms_per_step\": %.4f, \"threads_seen\": %d, \"isa\": \"%s\"}\n",
+                flags.text("model").c_str(), training ? "training" : "inference", threads, static_cast<long long>(batch),
+                static_cast<long long>(steps), images_per_second, 1000.0 * seconds / static_cast<double>(steps), threads_seen,
+                std::string(simd::isa_name(simd::selected_isa())).c_str());
+  } else {
+    std::printf("%s %s, batch %lld, %d thread(s): %.1f img/s (%.3f ms/step; %d process threads; %s kernels)\n",
+                flags.text("model").c_str(), training ? "training" : "inference", static_cast<long long>(batch), threads,
+                images_per_second, 1000.0 * seconds / static_cast<double>(steps), threads_seen,
+                std::string(simd::isa_name(simd::selected_isa())).c_str());
+  }
+  return 0;
+}
+
+}  // namespace ember::cli

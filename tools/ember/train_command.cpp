@@ -1,0 +1,121 @@
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+
+#include "engine/trainer.h"
+#include "tools/ember/commands.h"
+#include "tools/ember/flags.h"
+
+namespace ember::cli {
+namespace {
+
+std::string clock_text(double seconds) {
+  const auto s = static_cast<long>(seconds + 0.5);
+  char text[32];
+  std::snprintf(text, sizeof text, "%ld:%02ld", s / 60, s % 60);
+  return text;
+}
+
+// A progress bar redrawn in place on a terminal; plain lines (every ~10% of an epoch)
+// when the output is a file or a pipe.
+class ProgressPrinter final : public TrainingObserver {
+ public:
+  ProgressPrinter() : terminal_(isatty(STDOUT_FILENO) == 1) {}
+
+  void on_start(const std::string& description) override { std::printf("training: %s\n", description.c_str()); }
+
+  void on_batch(const BatchProgress& p) override {
+    if (terminal_) {
+      constexpr int width = 30;
+      const int filled = static_cast<int>(width * p.batch / p.batches);
+      std::string bar(static_cast<std::size_t>(filled), '#');
+      bar.resize(width, '.');
+      std::printf("\repoch %d/%d [%s] %lld/%lld loss %.4f %.0f img/s ETA %s ", p.epoch, p.epochs, bar.c_str(),
+                  static_cast<long long>(p.batch), static_cast<long long>(p.batches), p.loss, p.images_per_second,
+                  clock_text(p.eta_seconds).c_str());
+      std::fflush(stdout);
+    } else if (p.batch == p.batches || p.batch % std::max<std::int64_t>(1, p.batches / 10) == 0) {
+      std::printf("epoch %d/%d batch %lld/%lld loss %.4f %.0f img/s\n", p.epoch, p.epochs, static_cast<long long>(p.batch),
+                  static_cast<long long>(p.batches), p.loss, p.images_per_second);
+      std::fflush(stdout);
+    }
+  }
+
+  void on_epoch(const EpochReport& r) override {
+    if (terminal_) std::printf("\n");
+    std::printf("epoch %d: train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%% | %.0f img/s, %s\n", r.epoch,
+                r.train_loss, 100.0 * r.train_accuracy, r.test_loss, 100.0 * r.test_accuracy, r.images_per_second,
+                clock_text(r.seconds).c_str());
+    std::fflush(stdout);
+  }
+
+ private:
+  bool terminal_;
+};
+
+}  // namespace
+
+int train_command(int argc, char** argv) {
+  Flags flags("train", "Train a model on an image classification dataset; test accuracy is reported after every epoch.");
+  flags.value("model", "built-in model (seed-cnn, lenet) or path to a JSON model spec", "seed-cnn", "M")
+      .value("data", "fashion-mnist, mnist, or a directory of IDX files", "fashion-mnist", "D")
+      .value("epochs", "passes over the training set", "3", "N")
+      .value("batch-size", "samples per optimizer step", "64", "B")
+      .value("lr", "learning rate", "1e-3", "LR")
+      .value("optimizer", "sgd, adam or adamw", "adam", "NAME")
+      .value("weight-decay", "L2 penalty (adam, sgd) or decoupled decay (adamw)", "0", "W")
+      .value("momentum", "sgd momentum", "0.9", "M")
+      .toggle("nesterov", "sgd: Nesterov momentum")
+      .value("schedule", "learning-rate schedule: constant, step or cosine (per epoch)", "constant", "S")
+      .value("step-size", "step schedule: epochs between decays", "1", "N")
+      .value("gamma", "step schedule: decay factor", "0.1", "G")
+      .value("clip-norm", "clip the gradient's global L2 norm to this (0: off)", "0", "C")
+      .value("label-smoothing", "cross-entropy label smoothing", "0", "E")
+      .value("mean", "normalize inputs: (x/255 - mean) / std", "0", "M")
+      .value("std", "normalize inputs: (x/255 - mean) / std", "1", "S")
+      .value("threads", "compute threads (OpenMP across the batch; oneDNN included)", "1", "N")
+      .value("micro-batch", "samples a thread carries through the network at once", "16", "N")
+      .value("seed", "seed for initialization, shuffling and dropout", "0", "S")
+      .value("save", "checkpoint written after every epoch (safetensors)", "", "PATH")
+      .value("log", "CSV log, one row per epoch", "", "PATH")
+      .value("resume", "continue the run saved in this checkpoint", "", "PATH")
+      .value("train-limit", "use only the first N training images (0: all)", "0", "N")
+      .value("test-limit", "use only the first N test images (0: all)", "0", "N");
+  if (!flags.parse(argc, argv, 2)) {
+    std::printf("%s", flags.help().c_str());
+    return 0;
+  }
+  TrainOptions options;
+  options.model = flags.text("model");
+  options.data = flags.text("data");
+  options.epochs = static_cast<int>(flags.positive_integer("epochs"));
+  options.batch_size = flags.positive_integer("batch-size");
+  options.learning_rate = flags.positive_number("lr");
+  options.optimizer = flags.choice("optimizer", {"sgd", "adam", "adamw"});
+  options.weight_decay = flags.number_in("weight-decay", 0.0, 1e9, true);
+  options.momentum = flags.number_in("momentum", 0.0, 1.0, false);
+  options.nesterov = flags.on("nesterov");
+  options.schedule = flags.choice("schedule", {"constant", "step", "cosine"});
+  options.step_size = static_cast<int>(flags.positive_integer("step-size"));
+  options.gamma = flags.positive_number("gamma");
+  options.clip_norm = flags.number_in("clip-norm", 0.0, 1e30, true);
+  options.label_smoothing = flags.number_in("label-smoothing", 0.0, 1.0, false);
+  options.mean = flags.number_in("mean", -1e9, 1e9, true);
+  options.std = flags.positive_number("std");
+  options.threads = static_cast<int>(flags.positive_integer("threads"));
+  options.micro_batch = flags.positive_integer("micro-batch");
+  options.seed = static_cast<std::uint64_t>(flags.non_negative_integer("seed"));
+  options.save = flags.text("save");
+  options.log = flags.text("log");
+  options.resume = flags.text("resume");
+  options.train_limit = flags.non_negative_integer("train-limit");
+  options.test_limit = flags.non_negative_integer("test-limit");
+  if (options.threads > 64) throw UsageError("ember train: --threads: expected at most 64, found " + std::to_string(options.threads));
+
+  ProgressPrinter printer;
+  train(options, printer);
+  return 0;
+}
+
+}  // namespace ember::cli
