@@ -45,7 +45,9 @@ Json optimizer_json(const TrainOptions& o) {
 
 // Training-run settings that must match for --resume to continue the same run.
 Json run_json(const TrainOptions& o) {
-  return Json{{"seed", o.seed},   {"batch_size", o.batch_size}, {"epochs", o.epochs},
+  // The epoch count is not part of it (a run may be extended), except where the cosine
+  // schedule's period is the run's length.
+  return Json{{"seed", o.seed},   {"batch_size", o.batch_size}, {"cosine_epochs", o.schedule == "cosine" ? o.epochs : 0},
               {"data", o.data},   {"mean", o.mean},             {"std", o.std},
               {"micro_batch", o.micro_batch}, {"label_smoothing", o.label_smoothing},
               {"clip_norm", o.clip_norm}, {"train_limit", o.train_limit}};

@@ -1,0 +1,181 @@
+// The `ember` command line, run as a user would: exit codes, messages, the thread budget,
+// resuming, and stopping on a NaN loss without losing the last checkpoint.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+struct CliRun {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr
+};
+
+CliRun ember(const std::string& arguments) {
+  CliRun run;
+  const std::string command = std::string(EMBER_CLI_PATH) + " " + arguments + " 2>&1";
+  std::FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) return run;
+  char buffer[4096];
+  while (std::size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) run.output.append(buffer, n);
+  const int status = ::pclose(pipe);
+  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return run;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
+}
+
+void write_idx(const std::string& path, const std::vector<std::uint32_t>& dims, const std::vector<std::uint8_t>& data) {
+  gzFile file = gzopen(path.c_str(), "wb");
+  const std::uint8_t magic[4] = {0, 0, 0x08, static_cast<std::uint8_t>(dims.size())};
+  gzwrite(file, magic, 4);
+  for (std::uint32_t d : dims) {
+    const std::uint8_t be[4] = {static_cast<std::uint8_t>(d >> 24), static_cast<std::uint8_t>(d >> 16),
+                                static_cast<std::uint8_t>(d >> 8), static_cast<std::uint8_t>(d)};
+    gzwrite(file, be, 4);
+  }
+  gzwrite(file, data.data(), static_cast<unsigned>(data.size()));
+  gzclose(file);
+}
+
+// A small MNIST-shaped dataset whose class is visible in the image (a bright band at a
+// class-dependent row), so training makes progress in a few steps.
+class CliTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    char pattern[] = "/tmp/ember-cli-XXXXXX";
+    directory_ = ::mkdtemp(pattern);
+    std::mt19937 random(1);
+    for (const auto& [split, count] : {std::pair<std::string, int>{"train", 512}, {"t10k", 128}}) {
+      std::vector<std::uint8_t> images(static_cast<std::size_t>(count) * 28 * 28), labels(static_cast<std::size_t>(count));
+      for (int i = 0; i < count; ++i) {
+        const int label = static_cast<int>(random() % 10);
+        labels[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(label);
+        for (int p = 0; p < 28 * 28; ++p) {
+          const bool band = p / 28 >= 2 + 2 * label && p / 28 < 4 + 2 * label;
+          images[static_cast<std::size_t>(i * 784 + p)] = static_cast<std::uint8_t>(band ? 200 + random() % 56 : random() % 60);
+        }
+      }
+      write_idx(directory_ + "/" + split + "-images-idx3-ubyte.gz", {static_cast<std::uint32_t>(count), 28, 28}, images);
+      write_idx(directory_ + "/" + split + "-labels-idx1-ubyte.gz", {static_cast<std::uint32_t>(count)}, labels);
+    }
+  }
+  static void TearDownTestSuite() { std::system(("rm -rf " + directory_).c_str()); }
+  static std::string train_flags() { return "train --model seed-cnn --data " + directory_ + " --batch-size 32 --seed 3 "; }
+  static std::string directory_;
+};
+std::string CliTest::directory_;
+
+TEST_F(CliTest, HelpAndUsageErrorsExitWithTwo) {
+  EXPECT_EQ(ember("--help").exit_code, 0);
+  for (const char* command : {"train", "eval", "predict", "plan", "bench", "info"}) {
+    const CliRun help = ember(std::string(command) + " --help");
+    EXPECT_EQ(help.exit_code, 0) << command;
+    EXPECT_NE(help.output.find("usage: ember " + std::string(command)), std::string::npos) << help.output;
+  }
+  const CliRun unknown = ember("frobnicate");
+  EXPECT_EQ(unknown.exit_code, 2);
+  EXPECT_NE(unknown.output.find("unknown command 'frobnicate'"), std::string::npos) << unknown.output;
+
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"train --batch-size 0", "--batch-size: expected a positive integer, found '0'"},
+      {"train --batch-size -4", "--batch-size: expected a positive integer, found '-4'"},
+      {"train --lr -0.1", "--lr: expected a positive number, found '-0.1'"},
+      {"train --lr abc", "--lr: expected a positive number, found 'abc'"},
+      {"train --optimizer adagrad", "--optimizer: expected one of sgd|adam|adamw, found 'adagrad'"},
+      {"train --epochs", "--epochs needs a value"},
+      {"train --frobnicate 3", "unknown flag --frobnicate"},
+      {"eval", "--checkpoint is required"},
+  };
+  for (const auto& [arguments, message] : cases) {
+    const CliRun run = ember(arguments);
+    EXPECT_EQ(run.exit_code, 2) << arguments << ": " << run.output;
+    EXPECT_NE(run.output.find(message), std::string::npos) << arguments << ": " << run.output;
+  }
+}
+
+TEST_F(CliTest, FailuresExitWithOneAndSaySo) {
+  const CliRun missing = ember("eval --checkpoint /nonexistent/model.safetensors");
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.output.find("/nonexistent/model.safetensors: cannot open"), std::string::npos) << missing.output;
+  { std::ofstream(directory_ + "/corrupt.safetensors") << "this is not a checkpoint"; }
+  const CliRun corrupt = ember("eval --checkpoint " + directory_ + "/corrupt.safetensors --data " + directory_);
+  EXPECT_EQ(corrupt.exit_code, 1);
+  EXPECT_NE(corrupt.output.find("corrupt.safetensors"), std::string::npos) << corrupt.output;
+  const CliRun no_data = ember("train --data /nonexistent-dataset");
+  EXPECT_EQ(no_data.exit_code, 1);
+  EXPECT_NE(no_data.output.find("/nonexistent-dataset"), std::string::npos) << no_data.output;
+}
+
+TEST_F(CliTest, NeverRunsMoreThreadsThanItIsGiven) {
+  for (int threads : {1, 2}) {
+    const CliRun run = ember("bench --model seed-cnn --training --batch-size 64 --steps 3 --warmup 1 --json --threads " +
+                          std::to_string(threads));
+    ASSERT_EQ(run.exit_code, 0) << run.output;
+    const std::size_t at = run.output.find("\"threads_seen\": ");
+    ASSERT_NE(at, std::string::npos) << run.output;
+    const int seen = std::atoi(run.output.c_str() + at + 16);
+    EXPECT_LE(seen, threads) << run.output;
+    EXPECT_GE(seen, 1);
+  }
+}
+
+TEST_F(CliTest, ResumingGivesTheSameWeightsAsAnUninterruptedRun) {
+  const std::string straight = directory_ + "/straight.safetensors";
+  const std::string first = directory_ + "/first.safetensors";
+  ASSERT_EQ(ember(train_flags() + "--epochs 2 --threads 2 --save " + straight).exit_code, 0);
+  ASSERT_EQ(ember(train_flags() + "--epochs 1 --threads 2 --save " + first).exit_code, 0);
+  const CliRun resumed = ember(train_flags() + "--epochs 2 --threads 2 --resume " + first + " --save " + first);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("epoch 2:"), std::string::npos) << resumed.output;
+  EXPECT_EQ(resumed.output.find("epoch 1:"), std::string::npos) << resumed.output;
+  // Weights, optimizer state and metadata: the files are identical byte for byte.
+  EXPECT_TRUE(read_file(straight) == read_file(first));
+  // The same seed, data and threads reproduce the run exactly.
+  const std::string again = directory_ + "/again.safetensors";
+  ASSERT_EQ(ember(train_flags() + "--epochs 2 --threads 2 --save " + again).exit_code, 0);
+  EXPECT_TRUE(read_file(straight) == read_file(again));
+}
+
+TEST_F(CliTest, ANanLossStopsTrainingAndKeepsTheLastCheckpoint) {
+  const std::string checkpoint = directory_ + "/good.safetensors";
+  ASSERT_EQ(ember(train_flags() + "--epochs 1 --save " + checkpoint).exit_code, 0);
+  const std::string before = read_file(checkpoint);
+  // An absurd learning rate drives the weights to infinity within a few steps.
+  const CliRun run = ember(train_flags() + "--epochs 2 --lr 1e38 --resume " + checkpoint + " --save " + checkpoint);
+  EXPECT_EQ(run.exit_code, 1) << run.output;
+  EXPECT_NE(run.output.find("training stopped before applying this step"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("is intact"), std::string::npos) << run.output;
+  EXPECT_TRUE(read_file(checkpoint) == before);
+}
+
+TEST_F(CliTest, TrainEvalAndPredictWork) {
+  const std::string checkpoint = directory_ + "/model.safetensors";
+  const std::string log = directory_ + "/log.csv";
+  const CliRun train = ember(train_flags() + "--epochs 2 --save " + checkpoint + " --log " + log);
+  ASSERT_EQ(train.exit_code, 0) << train.output;
+  EXPECT_NE(train.output.find("epoch 2: train loss"), std::string::npos) << train.output;
+  const std::string csv = read_file(log);
+  EXPECT_EQ(csv.rfind("epoch,step,learning_rate,train_loss,train_accuracy,test_loss,test_accuracy", 0), 0u) << csv;
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 3);
+  const CliRun eval = ember("eval --checkpoint " + checkpoint + " --data " + directory_);
+  ASSERT_EQ(eval.exit_code, 0) << eval.output;
+  EXPECT_NE(eval.output.find("(128 images): accuracy"), std::string::npos) << eval.output;
+  const CliRun predict = ember("predict --checkpoint " + checkpoint + " --input " + directory_ + "/t10k-images-idx3-ubyte.gz --top 2 --limit 4");
+  ASSERT_EQ(predict.exit_code, 0) << predict.output;
+  EXPECT_EQ(std::count(predict.output.begin(), predict.output.end(), '\n'), 4) << predict.output;
+}
+
+}  // namespace
