@@ -65,8 +65,9 @@ class PreparedConv2d final : public PreparedLayer {
     const std::int64_t weight_count = args.param_grads[0].elements();
     if (weights_grad_reorder_) {
       float* plain = accumulate ? reinterpret_cast<float*>(scratch + weights_plain_offset_) : args.param_grads[0].data;
-      weights_grad_reorder_.execute(stream, wrap(weights_pd_.diff_weights_desc(), engine_, weights_grad),
-                                    wrap(weights_plain_, engine_, plain));
+      memory from = wrap(weights_pd_.diff_weights_desc(), engine_, weights_grad);
+      memory to = wrap(weights_plain_, engine_, plain);
+      weights_grad_reorder_.execute(stream, from, to);
       if (accumulate) add(args.param_grads[0].data, args.param_grads[0].data, plain, weight_count);
     } else if (accumulate) {
       add(args.param_grads[0].data, args.param_grads[0].data, weights_grad, weight_count);
