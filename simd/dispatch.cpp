@@ -71,3 +71,12 @@ Isa selected_isa() {
 }
 
 }  // namespace ember::simd
+
+namespace ember::simd {
+
+void refuse_unsupported_isa(Isa isa) {
+  throw std::runtime_error("the " + std::string(isa_name(isa)) + " kernels were asked for, but this CPU does not support " +
+                           std::string(isa_name(isa)));
+}
+
+}  // namespace ember::simd

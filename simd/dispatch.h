@@ -18,12 +18,29 @@ std::span<const Isa> available_isas();
 // The set every kernel entry point uses; fixed for the life of the process.
 Isa selected_isa();
 
-// One table of kernels per instruction set, built on first use and never changed.
-// `Makers` are the make_<family>_kernels<Arch> instantiations in Isa order.
+// The table of kernels of one instruction set, built on first use and never changed.
+// `Makers` are the make_<family>_kernels<Arch> instantiations in Isa order. Only the
+// requested set's maker runs: it is compiled with that set's flags, so calling the
+// AVX-512 one on a CPU without AVX-512 would be an illegal instruction.
+[[noreturn]] void refuse_unsupported_isa(Isa isa);
+
 template <class Kernels, Kernels (*make_sse4_2)(), Kernels (*make_avx2)(), Kernels (*make_avx512)()>
 const Kernels& kernels_for(Isa isa) {
-  static const Kernels tables[isa_count] = {make_sse4_2(), make_avx2(), make_avx512()};
-  return tables[static_cast<int>(isa)];
+  if (!isa_supported_by_cpu(isa)) refuse_unsupported_isa(isa);
+  switch (isa) {
+    case Isa::sse4_2: {
+      static const Kernels table = make_sse4_2();
+      return table;
+    }
+    case Isa::avx2: {
+      static const Kernels table = make_avx2();
+      return table;
+    }
+    case Isa::avx512:
+      break;
+  }
+  static const Kernels table = make_avx512();
+  return table;
 }
 
 }  // namespace ember::simd
