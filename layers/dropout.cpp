@@ -1,7 +1,9 @@
 #include "layers/dropout.h"
 
 #include <cstring>
+#include <string>
 
+#include "engine/error.h"
 #include "layers/options.h"
 #include "simd/elementwise.h"
 
@@ -45,7 +47,12 @@ class PreparedDropout final : public PreparedLayer {
 
 }  // namespace
 
-Dropout::Dropout(double probability) : probability_(probability) {}
+Dropout::Dropout(double probability) : probability_(probability) {
+  // p = 1 would scale the survivors by 1/(1 - p) = inf.
+  if (!(probability >= 0.0 && probability < 1.0)) {
+    throw Error("dropout: option \"p\" must be in [0, 1), found " + std::to_string(probability));
+  }
+}
 
 std::unique_ptr<Layer> Dropout::from_options(const Json& options) {
   const LayerOptions o("dropout", options, {"p"});

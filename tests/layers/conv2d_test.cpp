@@ -1,0 +1,124 @@
+#include "layers/conv2d.h"
+
+#include <gtest/gtest.h>
+
+#include "support/layer_harness.h"
+
+namespace ember {
+namespace {
+
+using testing::HarnessInput;
+using testing::LayerHarness;
+
+// PyTorch's nn.Conv2d, written out, in double.
+std::vector<double> conv2d_reference(const Conv2dOptions& o, const Shape& in, const std::vector<float>& x,
+                                     const std::vector<float>& weight, const std::vector<float>* bias, const Shape& out) {
+  const std::int64_t N = in[0], C = in[1], H = in[2], W = in[3], K = out[1], P = out[2], Q = out[3];
+  std::vector<double> y(static_cast<std::size_t>(out.elements()));
+  for (std::int64_t n = 0; n < N; ++n)
+    for (std::int64_t k = 0; k < K; ++k)
+      for (std::int64_t p = 0; p < P; ++p)
+        for (std::int64_t q = 0; q < Q; ++q) {
+          double sum = bias != nullptr ? (*bias)[static_cast<std::size_t>(k)] : 0.0;
+          for (std::int64_t c = 0; c < C; ++c)
+            for (std::int64_t r = 0; r < o.kernel[0]; ++r)
+              for (std::int64_t s = 0; s < o.kernel[1]; ++s) {
+                const std::int64_t h = p * o.stride[0] - o.padding[0] + r * o.dilation[0];
+                const std::int64_t w = q * o.stride[1] - o.padding[1] + s * o.dilation[1];
+                if (h < 0 || h >= H || w < 0 || w >= W) continue;
+                sum += static_cast<double>(x[static_cast<std::size_t>(((n * C + c) * H + h) * W + w)]) *
+                       weight[static_cast<std::size_t>(((k * C + c) * o.kernel[0] + r) * o.kernel[1] + s)];
+              }
+          y[static_cast<std::size_t>(((n * K + k) * P + p) * Q + q)] = sum;
+        }
+  return y;
+}
+
+struct ConvCase {
+  const char* name;
+  Conv2dOptions options;
+  Shape input;
+};
+
+Conv2dOptions conv(std::int64_t in, std::int64_t out, std::int64_t kh, std::int64_t kw, std::int64_t stride,
+                   std::int64_t pad_h, std::int64_t pad_w, std::int64_t dilation, bool bias) {
+  Conv2dOptions o;
+  o.in_channels = in;
+  o.out_channels = out;
+  o.kernel = {kh, kw};
+  o.stride = {stride, stride};
+  o.padding = {pad_h, pad_w};
+  o.dilation = {dilation, dilation};
+  o.bias = bias;
+  return o;
+}
+
+class Conv2dTest : public ::testing::TestWithParam<ConvCase> {};
+
+TEST_P(Conv2dTest, ForwardMatchesTheReference) {
+  const ConvCase& c = GetParam();
+  const Conv2d layer(c.options);
+  LayerHarness harness(layer, {HarnessInput{c.input}});
+  const std::vector<float> y = harness.forward();
+  const std::vector<float>* bias = c.options.bias ? &harness.params[1] : nullptr;
+  testing::expect_close(y, conv2d_reference(c.options, c.input, harness.inputs[0], harness.params[0], bias, harness.output_shape()),
+                        1e-5, "conv2d output");
+}
+
+TEST_P(Conv2dTest, GradientsMatchFiniteDifferences) {
+  const ConvCase& c = GetParam();
+  const Conv2d layer(c.options);
+  LayerHarness harness(layer, {HarnessInput{c.input}});
+  testing::expect_gradients_match_finite_differences(harness);
+}
+
+TEST_P(Conv2dTest, ParameterGradientsAccumulate) {
+  const ConvCase& c = GetParam();
+  const Conv2d layer(c.options);
+  LayerHarness harness(layer, {HarnessInput{c.input}});
+  testing::expect_parameter_gradients_accumulate(harness);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, Conv2dTest,
+    ::testing::Values(ConvCase{"seed_cnn_first_layer", conv(1, 32, 3, 3, 1, 1, 1, 1, true), Shape{2, 1, 28, 28}},
+                      ConvCase{"batch1_odd_sizes", conv(3, 5, 3, 3, 1, 1, 1, 1, true), Shape{1, 3, 7, 5}},
+                      ConvCase{"channels_not_multiple_of_16", conv(17, 19, 3, 3, 1, 0, 0, 1, true), Shape{2, 17, 6, 6}},
+                      ConvCase{"stride_and_asymmetric_padding", conv(4, 6, 5, 3, 2, 2, 1, 1, true), Shape{3, 4, 9, 8}},
+                      ConvCase{"dilation_no_bias", conv(2, 3, 3, 3, 1, 2, 2, 2, false), Shape{2, 2, 7, 7}},
+                      ConvCase{"one_by_one", conv(16, 32, 1, 1, 1, 0, 0, 1, true), Shape{2, 16, 4, 3}}),
+    [](const ::testing::TestParamInfo<ConvCase>& info) { return std::string(info.param.name); });
+
+TEST(Conv2d, NoGradientForAnInputThatNeedsNone) {
+  const Conv2d layer(conv(1, 8, 3, 3, 1, 1, 1, 1, true));
+  LayerHarness harness(layer, {HarnessInput{Shape{2, 1, 6, 6}, std::nullopt, false}});
+  // Backward-data would write the (absent) input gradient; weights must still be right.
+  testing::expect_gradients_match_finite_differences(harness);
+}
+
+TEST(Conv2d, TakesABlockedInput) {
+  const Conv2dOptions o = conv(16, 8, 3, 3, 1, 1, 1, 1, true);
+  const Conv2d layer(o);
+  LayerHarness harness(layer, {HarnessInput{Shape{2, 16, 5, 5}, dnnl::memory::format_tag::nChw16c}});
+  const std::vector<float> y = harness.forward();
+  testing::expect_close(y, conv2d_reference(o, Shape{2, 16, 5, 5}, harness.inputs[0], harness.params[0], &harness.params[1], harness.output_shape()),
+                        1e-5, "conv2d output");
+  testing::expect_gradients_match_finite_differences(harness);
+}
+
+TEST(Conv2d, WrongInputShapeIsNamed) {
+  const Conv2d layer(conv(3, 4, 3, 3, 1, 0, 0, 1, true));
+  const std::vector<Shape> wrong_channels{Shape{1, 2, 8, 8}};
+  EXPECT_THROW(
+      try { (void)layer.output_shape(wrong_channels); } catch (const std::exception& e) {
+        EXPECT_NE(std::string(e.what()).find("3"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("2"), std::string::npos) << e.what();
+        throw;
+      },
+      std::exception);
+  const std::vector<Shape> too_small{Shape{1, 3, 2, 2}};
+  EXPECT_THROW((void)layer.output_shape(too_small), std::exception);
+}
+
+}  // namespace
+}  // namespace ember

@@ -1,0 +1,91 @@
+#include "layers/linear.h"
+
+#include <gtest/gtest.h>
+
+#include "support/layer_harness.h"
+
+namespace ember {
+namespace {
+
+using testing::HarnessInput;
+using testing::LayerHarness;
+
+// y = x W^T + b over the last dimension, in double.
+std::vector<double> linear_reference(const std::vector<float>& x, const std::vector<float>& weight, const std::vector<float>* bias,
+                                     std::int64_t rows, std::int64_t in, std::int64_t out) {
+  std::vector<double> y(static_cast<std::size_t>(rows * out));
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t o = 0; o < out; ++o) {
+      double sum = bias != nullptr ? (*bias)[static_cast<std::size_t>(o)] : 0.0;
+      for (std::int64_t i = 0; i < in; ++i) {
+        sum += static_cast<double>(x[static_cast<std::size_t>(r * in + i)]) * weight[static_cast<std::size_t>(o * in + i)];
+      }
+      y[static_cast<std::size_t>(r * out + o)] = sum;
+    }
+  return y;
+}
+
+struct LinearCase {
+  const char* name;
+  Shape input;
+  std::int64_t out;
+  bool bias;
+};
+
+class LinearTest : public ::testing::TestWithParam<LinearCase> {};
+
+TEST_P(LinearTest, ForwardMatchesTheReference) {
+  const LinearCase& c = GetParam();
+  const std::int64_t in = c.input[c.input.rank() - 1];
+  const Linear layer(in, c.out, c.bias);
+  LayerHarness harness(layer, {HarnessInput{c.input}});
+  const std::vector<float> y = harness.forward();
+  const std::int64_t rows = c.input.elements() / in;
+  testing::expect_close(y, linear_reference(harness.inputs[0], harness.params[0], c.bias ? &harness.params[1] : nullptr, rows, in, c.out),
+                        1e-5, "linear output");
+}
+
+TEST_P(LinearTest, GradientsMatchFiniteDifferences) {
+  const LinearCase& c = GetParam();
+  const Linear layer(c.input[c.input.rank() - 1], c.out, c.bias);
+  LayerHarness harness(layer, {HarnessInput{c.input}});
+  testing::expect_gradients_match_finite_differences(harness);
+}
+
+TEST_P(LinearTest, ParameterGradientsAccumulate) {
+  const LinearCase& c = GetParam();
+  const Linear layer(c.input[c.input.rank() - 1], c.out, c.bias);
+  LayerHarness harness(layer, {HarnessInput{c.input}});
+  testing::expect_parameter_gradients_accumulate(harness);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, LinearTest,
+                         ::testing::Values(LinearCase{"batch1", Shape{1, 7}, 3, true},
+                                           LinearCase{"seed_cnn_fc2", Shape{16, 128}, 10, true},
+                                           LinearCase{"odd_sizes", Shape{5, 33}, 17, true},
+                                           LinearCase{"no_bias", Shape{4, 19}, 21, false},
+                                           LinearCase{"wide", Shape{3, 300}, 65, true},
+                                           LinearCase{"tokens", Shape{2, 7, 24}, 40, true}),
+                         [](const ::testing::TestParamInfo<LinearCase>& info) { return std::string(info.param.name); });
+
+TEST(Linear, InputGradientIsSkippedWhenNotNeeded) {
+  const Linear layer(9, 4, true);
+  LayerHarness harness(layer, {HarnessInput{Shape{3, 9}, std::nullopt, false}});
+  testing::expect_gradients_match_finite_differences(harness);
+}
+
+TEST(Linear, WrongInputWidthIsNamed) {
+  const Linear layer(128, 10, true);
+  const std::vector<Shape> wrong{Shape{4, 100}};
+  try {
+    (void)layer.output_shape(wrong);
+    FAIL() << "a 100-wide input was accepted by Linear(128, 10)";
+  } catch (const std::exception& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("128"), std::string::npos) << message;
+    EXPECT_NE(message.find("100"), std::string::npos) << message;
+  }
+}
+
+}  // namespace
+}  // namespace ember

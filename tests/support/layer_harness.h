@@ -1,0 +1,314 @@
+#pragma once
+// Runs one prepared layer by hand, outside any graph, for the layer tests: plain row-major
+// data in and out (inputs may be handed to the layer in a oneDNN blocked layout; outputs in
+// a blocked layout are reordered back), and a finite-difference check of every gradient.
+//
+// The scalar checked is L = sum(output * R) for a fixed random R, so dL/doutput = R and
+// the check covers the whole Jacobian-vector product, not one output.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include "engine/aligned_buffer.h"
+#include "layers/dnnl_util.h"
+#include "layers/layer.h"
+
+namespace ember::testing {
+
+struct HarnessInput {
+  Shape shape;
+  // When set, the layer receives this input in that oneDNN layout (nChw16c, ...).
+  std::optional<dnnl::memory::format_tag> layout;
+  bool needs_grad = true;
+};
+
+class LayerHarness {
+ public:
+  LayerHarness(const Layer& layer, std::vector<HarnessInput> input_specs, Mode mode = Mode::training,
+               std::uint64_t seed = 1)
+      : layer_(layer), specs_(std::move(input_specs)), mode_(mode), engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {
+    std::vector<Shape> shapes;
+    for (const HarnessInput& input : specs_) shapes.push_back(input.shape);
+    output_shape_ = layer.output_shape(shapes);
+    param_specs_ = layer.parameters(shapes);
+
+    std::mt19937 random(static_cast<unsigned>(seed));
+    std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+    for (const HarnessInput& input : specs_) {
+      ValueInfo info{input.shape, std::nullopt};
+      if (input.layout) info.blocked = dnnl::memory::desc(dnnl_util::dims_of(input.shape), dnnl::memory::data_type::f32, *input.layout);
+      input_infos_.push_back(info);
+      needs_grad_.push_back(input.needs_grad ? 1 : 0);
+      std::vector<float> data(static_cast<std::size_t>(input.shape.elements()));
+      for (float& x : data) x = value(random);
+      inputs.push_back(std::move(data));
+    }
+    for (const ParameterSpec& spec : param_specs_) {
+      std::vector<float> data(static_cast<std::size_t>(spec.shape.elements()));
+      for (float& x : data) x = 0.5f * value(random);
+      params.push_back(std::move(data));
+    }
+    PrepareContext context;
+    context.mode = mode_;
+    context.inputs = input_infos_;
+    context.input_needs_grad = needs_grad_;
+    context.engine = &engine_;
+    prepared_ = layer.prepare(context);
+    EXPECT_EQ(prepared_->output.shape, output_shape_) << "prepare() and output_shape() disagree";
+    saved_ = AlignedBuffer(prepared_->saved_bytes);
+  }
+
+  // Plain inputs and parameters: tests set them before calling forward().
+  std::vector<std::vector<float>> inputs;
+  std::vector<std::vector<float>> params;
+  // Index of the first sample in the whole batch (dropout masks depend on it).
+  std::int64_t first_sample = 0;
+
+  const Shape& output_shape() const { return output_shape_; }
+  const PreparedLayer& prepared() const { return *prepared_; }
+  const std::vector<ParameterSpec>& parameter_specs() const { return param_specs_; }
+
+  // Forward; returns the output in plain row-major order. Every output byte is poisoned
+  // with NaN first, so an element the layer forgets to write shows up.
+  std::vector<float> forward(std::uint64_t random_key = 42) {
+    stage_inputs();
+    output_ = poisoned(prepared_->output.bytes());
+    AlignedBuffer scratch(prepared_->forward_scratch_bytes);
+    std::vector<Tensor> param_views = param_tensors(params);
+    ForwardArgs args;
+    args.inputs = staged_views_;
+    args.output = Tensor{reinterpret_cast<float*>(output_.data()), output_shape_, blocked(prepared_->output)};
+    args.params = param_views;
+    args.saved = saved_.data();
+    args.scratch = scratch.data();
+    args.stream = &stream_;
+    args.mode = mode_;
+    args.random = CounterRandom(random_key);
+    args.first_sample = first_sample;
+    prepared_->forward(args);
+    stream_.wait();
+    return to_plain(args.output);
+  }
+
+  struct Gradients {
+    std::vector<std::vector<float>> inputs;  // empty where no gradient was asked for
+    std::vector<std::vector<float>> params;
+  };
+
+  // Backward after forward(); output_grad is plain. With accumulate, parameter gradients
+  // start from `start` (plain) instead of being overwritten.
+  Gradients backward(const std::vector<float>& output_grad, bool accumulate = false,
+                     const std::vector<std::vector<float>>* start = nullptr) {
+    const Tensor output{reinterpret_cast<float*>(output_.data()), output_shape_, blocked(prepared_->output)};
+    AlignedBuffer grad_buffer = from_plain(output_grad, output);
+    const Tensor output_grad_view{reinterpret_cast<float*>(grad_buffer.data()), output_shape_, output.blocked};
+
+    std::vector<AlignedBuffer> input_grad_buffers;
+    std::vector<Tensor> input_grad_views;
+    for (std::size_t i = 0; i < specs_.size(); ++i) {
+      if (needs_grad_[i] != 0) {
+        input_grad_buffers.push_back(poisoned(input_infos_[i].bytes()));
+        input_grad_views.push_back(Tensor{reinterpret_cast<float*>(input_grad_buffers.back().data()), specs_[i].shape,
+                                          blocked(input_infos_[i])});
+      } else {
+        input_grad_buffers.emplace_back();
+        input_grad_views.push_back(Tensor{nullptr, specs_[i].shape, nullptr});
+      }
+    }
+    std::vector<std::vector<float>> param_grads;
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      if (accumulate) {
+        param_grads.push_back((*start)[i]);
+      } else {
+        param_grads.emplace_back(params[i].size(), std::numeric_limits<float>::quiet_NaN());
+      }
+    }
+    std::vector<Tensor> param_views = param_tensors(params);
+    std::vector<Tensor> param_grad_views = param_tensors(param_grads);
+    AlignedBuffer scratch(prepared_->backward_scratch_bytes);
+
+    BackwardArgs args;
+    args.inputs = staged_views_;
+    args.output = output;
+    args.output_grad = output_grad_view;
+    args.input_grads = input_grad_views;
+    args.params = param_views;
+    args.param_grads = param_grad_views;
+    args.accumulate_param_grads = accumulate;
+    args.saved = saved_.data();
+    args.scratch = scratch.data();
+    args.stream = &stream_;
+    prepared_->backward(args);
+    stream_.wait();
+
+    Gradients result;
+    for (std::size_t i = 0; i < specs_.size(); ++i) {
+      result.inputs.push_back(needs_grad_[i] != 0 ? to_plain(input_grad_views[i]) : std::vector<float>{});
+    }
+    result.params = std::move(param_grads);
+    return result;
+  }
+
+  // L = sum(forward() * weights), in double.
+  double weighted_sum(const std::vector<float>& weights, std::uint64_t random_key = 42) {
+    const std::vector<float> out = forward(random_key);
+    double sum = 0.0;
+    for (std::size_t i = 0; i < out.size(); ++i) sum += static_cast<double>(out[i]) * weights[i];
+    return sum;
+  }
+
+ private:
+  static const dnnl::memory::desc* blocked(const ValueInfo& info) { return info.blocked ? &*info.blocked : nullptr; }
+
+  static AlignedBuffer poisoned(std::size_t bytes) {
+    AlignedBuffer buffer(bytes);
+    float* p = reinterpret_cast<float*>(buffer.data());
+    std::fill(p, p + bytes / sizeof(float), std::numeric_limits<float>::quiet_NaN());
+    return buffer;
+  }
+
+  std::vector<Tensor> param_tensors(std::vector<std::vector<float>>& data) const {
+    std::vector<Tensor> views;
+    for (std::size_t i = 0; i < data.size(); ++i) views.push_back(Tensor{data[i].data(), param_specs_[i].shape, nullptr});
+    return views;
+  }
+
+  void stage_inputs() {
+    staged_.clear();
+    staged_views_.clear();
+    for (std::size_t i = 0; i < specs_.size(); ++i) {
+      const Tensor like{nullptr, specs_[i].shape, blocked(input_infos_[i])};
+      staged_.push_back(from_plain(inputs[i], like));
+    }
+    for (std::size_t i = 0; i < specs_.size(); ++i) {
+      staged_views_.push_back(Tensor{reinterpret_cast<float*>(staged_[i].data()), specs_[i].shape, blocked(input_infos_[i])});
+    }
+  }
+
+  // A copy of plain data in the layout of `like` (zero padding for blocked layouts).
+  AlignedBuffer from_plain(const std::vector<float>& plain, const Tensor& like) {
+    AlignedBuffer buffer(like.bytes());
+    if (like.is_plain()) {
+      std::memcpy(buffer.data(), plain.data(), plain.size() * sizeof(float));
+      return buffer;
+    }
+    dnnl::memory source = dnnl_util::wrap(dnnl_util::plain_desc(like.shape), engine_, plain.data());
+    dnnl::memory destination = dnnl_util::wrap(*like.blocked, engine_, buffer.data());
+    dnnl::reorder(source, destination).execute(stream_, source, destination);
+    stream_.wait();
+    return buffer;
+  }
+
+  std::vector<float> to_plain(const Tensor& t) {
+    std::vector<float> plain(static_cast<std::size_t>(t.elements()));
+    if (t.is_plain()) {
+      std::memcpy(plain.data(), t.data, plain.size() * sizeof(float));
+      return plain;
+    }
+    dnnl::memory source = dnnl_util::wrap(*t.blocked, engine_, t.data);
+    dnnl::memory destination = dnnl_util::wrap(dnnl_util::plain_desc(t.shape), engine_, plain.data());
+    dnnl::reorder(source, destination).execute(stream_, source, destination);
+    stream_.wait();
+    return plain;
+  }
+
+  const Layer& layer_;
+  std::vector<HarnessInput> specs_;
+  Mode mode_;
+  dnnl::engine engine_;
+  dnnl::stream stream_;
+  Shape output_shape_;
+  std::vector<ParameterSpec> param_specs_;
+  std::vector<ValueInfo> input_infos_;
+  std::vector<char> needs_grad_;
+  std::unique_ptr<PreparedLayer> prepared_;
+  AlignedBuffer saved_;
+  AlignedBuffer output_;
+  std::vector<AlignedBuffer> staged_;
+  std::vector<Tensor> staged_views_;
+};
+
+inline std::vector<float> random_weights(std::size_t n, unsigned seed) {
+  std::mt19937 random(seed);
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+  std::vector<float> w(n);
+  for (float& x : w) x = value(random);
+  return w;
+}
+
+// Every element finite, and each close to the reference: |a - r| <= tolerance * (1 + |r|).
+inline void expect_close(const std::vector<float>& actual, const std::vector<double>& reference, double tolerance,
+                         const std::string& what) {
+  ASSERT_EQ(actual.size(), reference.size()) << what;
+  for (std::size_t i = 0; i < actual.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(actual[i])) << what << "[" << i << "] is " << actual[i];
+    ASSERT_LE(std::fabs(actual[i] - reference[i]), tolerance * (1.0 + std::fabs(reference[i])))
+        << what << "[" << i << "]: got " << actual[i] << ", reference " << reference[i];
+  }
+}
+
+struct GradcheckOptions {
+  float step = 1e-2f;
+  double tolerance = 2e-3;   // relative to 1 + |analytic|
+  int samples_per_tensor = 24;
+};
+
+// Compares backward() with central differences of L = sum(output * R), at sampled
+// elements of every input that needs a gradient and of every parameter.
+inline void expect_gradients_match_finite_differences(LayerHarness& harness, const GradcheckOptions& options = {}) {
+  const std::vector<float> weights = random_weights(static_cast<std::size_t>(harness.output_shape().elements()), 17);
+  harness.forward();
+  const LayerHarness::Gradients analytic = harness.backward(weights);
+
+  std::mt19937 random(23);
+  auto check = [&](std::vector<float>& values, const std::vector<float>& gradient, const std::string& name) {
+    ASSERT_EQ(values.size(), gradient.size()) << name;
+    std::uniform_int_distribution<std::size_t> pick(0, values.size() - 1);
+    std::vector<std::size_t> indices{0, values.size() - 1};
+    for (int s = 0; s < options.samples_per_tensor; ++s) indices.push_back(pick(random));
+    for (std::size_t index : indices) {
+      const float original = values[index];
+      values[index] = original + options.step;
+      const double plus = harness.weighted_sum(weights);
+      values[index] = original - options.step;
+      const double minus = harness.weighted_sum(weights);
+      values[index] = original;
+      const double numeric = (plus - minus) / (2.0 * options.step);
+      ASSERT_TRUE(std::isfinite(gradient[index])) << name << "[" << index << "] is " << gradient[index];
+      EXPECT_NEAR(gradient[index], numeric, options.tolerance * (1.0 + std::fabs(numeric)))
+          << "d L / d " << name << "[" << index << "]";
+    }
+  };
+  for (std::size_t i = 0; i < harness.inputs.size(); ++i) {
+    if (!analytic.inputs[i].empty()) check(harness.inputs[i], analytic.inputs[i], "input" + std::to_string(i));
+  }
+  for (std::size_t i = 0; i < harness.params.size(); ++i) {
+    check(harness.params[i], analytic.params[i], harness.parameter_specs()[i].name);
+  }
+}
+
+// Parameter gradients with accumulate set are the earlier ones plus the new ones.
+inline void expect_parameter_gradients_accumulate(LayerHarness& harness) {
+  const std::vector<float> weights = random_weights(static_cast<std::size_t>(harness.output_shape().elements()), 29);
+  harness.forward();
+  const LayerHarness::Gradients once = harness.backward(weights);
+  harness.forward();
+  const LayerHarness::Gradients twice = harness.backward(weights, true, &once.params);
+  for (std::size_t p = 0; p < once.params.size(); ++p) {
+    for (std::size_t i = 0; i < once.params[p].size(); ++i) {
+      ASSERT_NEAR(twice.params[p][i], 2.0f * once.params[p][i], 1e-5f * (1.0f + std::fabs(once.params[p][i])))
+          << harness.parameter_specs()[p].name << "[" << i << "]";
+    }
+  }
+}
+
+}  // namespace ember::testing
