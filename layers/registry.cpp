@@ -8,6 +8,7 @@
 #include "layers/dropout.h"
 #include "layers/flatten.h"
 #include "layers/linear.h"
+#include "layers/multi_head_attention.h"
 #include "layers/pool2d.h"
 #include "layers/relu.h"
 #include "layers/softmax.h"
@@ -26,6 +27,7 @@ const std::map<std::string, Factory, std::less<>>& factories() {
       {"flatten", &Flatten::from_options},
       {"linear", &Linear::from_options},
       {"max_pool2d", &Pool2d::max_from_options},
+      {"multi_head_attention", &MultiHeadAttention::from_options},
       {"relu", &Relu::from_options},
       {"softmax", &Softmax::from_options},
   };

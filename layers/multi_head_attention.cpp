@@ -1,0 +1,206 @@
+#include "layers/multi_head_attention.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "engine/aligned_buffer.h"
+#include "engine/error.h"
+#include "layers/options.h"
+#include "simd/attention.h"
+#include "simd/elementwise.h"
+#include "simd/gemm.h"
+
+namespace ember {
+namespace {
+
+using simd::Transpose;
+
+std::size_t float_bytes(std::int64_t floats) { return align_up(static_cast<std::size_t>(floats) * sizeof(float)); }
+
+class PreparedMultiHeadAttention final : public PreparedLayer {
+ public:
+  PreparedMultiHeadAttention(const MultiHeadAttentionOptions& o, std::int64_t batch, std::int64_t tokens, Mode mode)
+      : o_(o), batch_(batch), tokens_(tokens), rows_(batch * tokens), head_dim_(o.d_model / o.heads), mode_(mode) {
+    // Inference runs the heads in parallel when called outside a parallel region.
+    slices_ = mode == Mode::inference ? std::max(1, omp_get_max_threads()) : 1;
+    qkv_bytes_ = float_bytes(rows_ * 3 * o.d_model);
+    heads_bytes_ = float_bytes(rows_ * o.d_model);
+    lse_bytes_ = float_bytes(batch * o.heads * tokens);
+    gemm_bytes_ = float_bytes(static_cast<std::int64_t>(simd::gemm_scratch_floats()));
+    attention_forward_bytes_ = float_bytes(static_cast<std::int64_t>(simd::attention_forward_scratch_floats(head_dim_)));
+    const std::size_t attention_backward_bytes = float_bytes(static_cast<std::int64_t>(simd::attention_backward_scratch_floats(tokens)));
+    const std::size_t activations = qkv_bytes_ + heads_bytes_ + lse_bytes_;
+    const std::size_t forward_work = std::max(gemm_bytes_, attention_forward_bytes_ * static_cast<std::size_t>(slices_));
+    if (mode == Mode::training) {
+      saved_bytes = activations;
+      forward_scratch_bytes = forward_work;
+      backward_scratch_bytes = heads_bytes_ + qkv_bytes_ + std::max(gemm_bytes_, attention_backward_bytes);
+    } else {
+      forward_scratch_bytes = activations + forward_work;
+    }
+    backward_reads_inputs = true;
+  }
+
+  void forward(const ForwardArgs& args) const override {
+    std::byte* base = mode_ == Mode::training ? args.saved : args.scratch;
+    float* qkv = reinterpret_cast<float*>(base);
+    float* heads = reinterpret_cast<float*>(base + qkv_bytes_);
+    float* lse = reinterpret_cast<float*>(base + qkv_bytes_ + heads_bytes_);
+    std::byte* work = mode_ == Mode::training ? args.scratch : args.scratch + qkv_bytes_ + heads_bytes_ + lse_bytes_;
+    const std::int64_t d = o_.d_model;
+
+    simd::GemmEpilogue in_bias;
+    in_bias.bias = o_.bias ? args.params[1].data : nullptr;
+    simd::gemm(Transpose::no, Transpose::yes, rows_, 3 * d, d, args.inputs[0].data, d, args.params[0].data, d, qkv, 3 * d,
+               in_bias, reinterpret_cast<float*>(work));
+
+    const std::int64_t pairs = batch_ * o_.heads;
+    const int threads = omp_in_parallel() ? 1 : static_cast<int>(std::min<std::int64_t>({slices_, omp_get_max_threads(), pairs}));
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (std::int64_t pair = 0; pair < pairs; ++pair) {
+      const std::int64_t n = pair / o_.heads, h = pair % o_.heads;
+      float* scratch = reinterpret_cast<float*>(work + attention_forward_bytes_ * static_cast<std::size_t>(omp_get_thread_num()));
+      const float* q = qkv + n * tokens_ * 3 * d + h * head_dim_;
+      simd::attention_kernels().forward(shape(args.inputs, n), q, q + d, q + 2 * d, heads + n * tokens_ * d + h * head_dim_,
+                                        lse + pair * tokens_, scratch);
+    }
+
+    simd::GemmEpilogue out_bias;
+    out_bias.bias = o_.bias ? args.params[3].data : nullptr;
+    simd::gemm(Transpose::no, Transpose::yes, rows_, d, d, heads, d, args.params[o_.bias ? 2 : 1].data, d, args.output.data, d,
+               out_bias, reinterpret_cast<float*>(work));
+  }
+
+  void backward(const BackwardArgs& args) const override {
+    const float* qkv = reinterpret_cast<const float*>(args.saved);
+    const float* heads = reinterpret_cast<const float*>(args.saved + qkv_bytes_);
+    const float* lse = reinterpret_cast<const float*>(args.saved + qkv_bytes_ + heads_bytes_);
+    float* heads_grad = reinterpret_cast<float*>(args.scratch);
+    float* qkv_grad = reinterpret_cast<float*>(args.scratch + heads_bytes_);
+    float* work = reinterpret_cast<float*>(args.scratch + heads_bytes_ + qkv_bytes_);
+    const std::int64_t d = o_.d_model;
+    const float* dy = args.output_grad.data;
+    const int out_weight = o_.bias ? 2 : 1;
+    simd::GemmEpilogue accumulate;
+    accumulate.accumulate = args.accumulate_param_grads;
+
+    // Output projection: d(heads) = dY W_out; dW_out (+)= dY^T heads; db_out (+)= sums of dY
+    simd::gemm(Transpose::no, Transpose::no, rows_, d, d, dy, d, args.params[out_weight].data, d, heads_grad, d,
+               simd::GemmEpilogue{}, work);
+    simd::gemm(Transpose::yes, Transpose::no, d, d, rows_, dy, d, heads, d, args.param_grads[out_weight].data, d, accumulate,
+               work);
+    if (o_.bias) simd::elementwise_kernels().column_sums(args.param_grads[3].data, dy, rows_, d, d, args.accumulate_param_grads);
+
+    for (std::int64_t n = 0; n < batch_; ++n) {
+      for (std::int64_t h = 0; h < o_.heads; ++h) {
+        const std::int64_t offset = n * tokens_ * 3 * d + h * head_dim_;
+        const std::int64_t head_offset = n * tokens_ * d + h * head_dim_;
+        const float* q = qkv + offset;
+        float* q_grad = qkv_grad + offset;
+        simd::attention_kernels().backward(shape(args.inputs, n), q, q + d, q + 2 * d, heads + head_offset,
+                                           heads_grad + head_offset, lse + (n * o_.heads + h) * tokens_, q_grad, q_grad + d,
+                                           q_grad + 2 * d, work);
+      }
+    }
+
+    // Input projection: dX = dQKV W_in; dW_in (+)= dQKV^T X; db_in (+)= sums of dQKV
+    if (args.input_grads[0].data != nullptr) {
+      simd::gemm(Transpose::no, Transpose::no, rows_, d, 3 * d, qkv_grad, 3 * d, args.params[0].data, d,
+                 args.input_grads[0].data, d, simd::GemmEpilogue{}, work);
+    }
+    simd::gemm(Transpose::yes, Transpose::no, 3 * d, d, rows_, qkv_grad, 3 * d, args.inputs[0].data, d,
+               args.param_grads[0].data, d, accumulate, work);
+    if (o_.bias) {
+      simd::elementwise_kernels().column_sums(args.param_grads[1].data, qkv_grad, rows_, 3 * d, 3 * d,
+                                              args.accumulate_param_grads);
+    }
+    // The valid lengths are data, not something to learn.
+    if (o_.key_padding_mask && args.input_grads.size() > 1 && args.input_grads[1].data != nullptr) {
+      std::memset(args.input_grads[1].data, 0, static_cast<std::size_t>(batch_) * sizeof(float));
+    }
+  }
+
+ private:
+  simd::AttentionShape shape(std::span<const Tensor> inputs, std::int64_t n) const {
+    simd::AttentionShape s;
+    s.queries = s.keys = tokens_;
+    s.head_dim = head_dim_;
+    s.q_stride = s.k_stride = s.v_stride = 3 * o_.d_model;
+    s.o_stride = o_.d_model;
+    s.scale = 1.0f / std::sqrt(static_cast<float>(head_dim_));
+    s.causal = o_.causal;
+    if (o_.key_padding_mask) {
+      const float valid = inputs[1].data[n];
+      s.valid_keys = std::isfinite(valid) ? std::clamp<std::int64_t>(std::llround(valid), 0, tokens_) : 0;
+    }
+    return s;
+  }
+
+  MultiHeadAttentionOptions o_;
+  std::int64_t batch_, tokens_, rows_, head_dim_;
+  Mode mode_;
+  std::int64_t slices_ = 1;
+  std::size_t qkv_bytes_ = 0, heads_bytes_ = 0, lse_bytes_ = 0, gemm_bytes_ = 0, attention_forward_bytes_ = 0;
+};
+
+}  // namespace
+
+MultiHeadAttention::MultiHeadAttention(const MultiHeadAttentionOptions& options) : options_(options) {
+  if (options.d_model <= 0 || options.heads <= 0 || options.d_model % options.heads != 0) {
+    throw Error("multi_head_attention: d_model (" + std::to_string(options.d_model) + ") must be a positive multiple of heads (" +
+                std::to_string(options.heads) + ")");
+  }
+}
+
+std::unique_ptr<Layer> MultiHeadAttention::from_options(const Json& options) {
+  const LayerOptions o("multi_head_attention", options, {"d_model", "heads", "causal", "bias", "key_padding_mask"});
+  MultiHeadAttentionOptions m;
+  m.d_model = o.positive_integer("d_model");
+  m.heads = o.positive_integer("heads", 1);
+  m.causal = o.boolean("causal", false);
+  m.bias = o.boolean("bias", true);
+  m.key_padding_mask = o.boolean("key_padding_mask", false);
+  return std::make_unique<MultiHeadAttention>(m);
+}
+
+Json MultiHeadAttention::options() const {
+  return Json{{"d_model", options_.d_model},
+              {"heads", options_.heads},
+              {"causal", options_.causal},
+              {"bias", options_.bias},
+              {"key_padding_mask", options_.key_padding_mask}};
+}
+
+Shape MultiHeadAttention::output_shape(std::span<const Shape> inputs) const {
+  const Shape& x = inputs[0];
+  if (x.rank() != 3 || x[2] != options_.d_model) {
+    throw Error("multi_head_attention expects input (N, T, " + std::to_string(options_.d_model) + "), found " + x.str());
+  }
+  if (options_.key_padding_mask && !(inputs[1] == Shape{x[0], 1})) {
+    throw Error("multi_head_attention: the key padding input must be (" + std::to_string(x[0]) +
+                ", 1), each sequence's count of valid keys; found " + inputs[1].str());
+  }
+  return x;
+}
+
+std::vector<ParameterSpec> MultiHeadAttention::parameters(std::span<const Shape>) const {
+  const std::int64_t d = options_.d_model;
+  std::vector<ParameterSpec> specs{{"in_proj_weight", Shape{3 * d, d}, Init::kaiming_uniform, d}};
+  if (options_.bias) specs.push_back({"in_proj_bias", Shape{3 * d}, Init::zeros, d});
+  specs.push_back({"out_proj_weight", Shape{d, d}, Init::kaiming_uniform, d});
+  if (options_.bias) specs.push_back({"out_proj_bias", Shape{d}, Init::zeros, d});
+  return specs;
+}
+
+std::unique_ptr<PreparedLayer> MultiHeadAttention::prepare(const PrepareContext& context) const {
+  const Shape& x = context.inputs[0].shape;
+  auto prepared = std::make_unique<PreparedMultiHeadAttention>(options_, x[0], x[1], context.mode);
+  prepared->output.shape = x;
+  return prepared;
+}
+
+}  // namespace ember
