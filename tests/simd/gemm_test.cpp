@@ -1,0 +1,336 @@
+// simd/gemm.h against a double-precision scalar reference, for every instruction set
+// this CPU runs:
+//   C (M x N) = op(A) (M x K) * op(B) (K x N)  [+ C]  [+ bias (N)]  [then relu]
+// Every operand sits at the end of a guarded buffer (a read past it faults), the
+// padding of each leading dimension holds NaN (a kernel that reads it poisons C), and
+// the padding of C holds a sentinel that must come back bit for bit.
+#include "simd/gemm.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "simd_test_support.h"
+
+namespace ember::simd {
+namespace {
+
+// The table under test: made for this instruction set only (see testing::made_for).
+GemmKernels kernels_under_test(Isa isa) {
+  return testing::made_for<GemmKernels, make_gemm_kernels<ArchSse42>, make_gemm_kernels<ArchAvx2>,
+                           make_gemm_kernels<ArchAvx512>>(isa);
+}
+
+using testing::GuardedBuffer;
+
+constexpr float nan_value = std::numeric_limits<float>::quiet_NaN();
+constexpr float sentinel = -12345.5f;
+// Floats in front of C, which must keep the sentinel too.
+constexpr std::int64_t c_front = 16;
+
+struct GemmCase {
+  Transpose trans_a = Transpose::no;
+  Transpose trans_b = Transpose::no;
+  std::int64_t M = 0, N = 0, K = 0;
+  std::int64_t pad_a = 0, pad_b = 0, pad_c = 0;  // leading dimension minus row length
+  bool accumulate = false;
+  bool bias = false;
+  bool relu = false;
+};
+
+std::string describe(const GemmCase& c) {
+  std::ostringstream s;
+  s << "gemm(" << (c.trans_a == Transpose::yes ? "A^T" : "A") << ", " << (c.trans_b == Transpose::yes ? "B^T" : "B")
+    << ") M=" << c.M << " N=" << c.N << " K=" << c.K << " pads " << c.pad_a << "/" << c.pad_b << "/" << c.pad_c
+    << (c.accumulate ? " accumulate" : "") << (c.bias ? " bias" : "") << (c.relu ? " relu" : "");
+  return s.str();
+}
+
+// A stored matrix: `rows` rows of `cols` used floats, row stride `ld`. Only the floats up
+// to the last used one are allocated, as BLAS requires, so the guard page follows it.
+struct Stored {
+  std::int64_t rows, cols, ld;
+  std::int64_t floats() const { return rows == 0 ? 0 : (rows - 1) * ld + cols; }
+};
+
+// C (M x N) in double, from the operands as the kernel sees them.
+std::vector<double> reference_gemm(const GemmCase& c, const float* A, std::int64_t lda, const float* B, std::int64_t ldb,
+                                   const std::vector<float>& c_before, std::int64_t ldc, const float* bias,
+                                   std::vector<double>& magnitude) {
+  std::vector<double> out(static_cast<std::size_t>(c.M * c.N));
+  magnitude.assign(out.size(), 0.0);
+  for (std::int64_t i = 0; i < c.M; ++i) {
+    for (std::int64_t j = 0; j < c.N; ++j) {
+      double sum = 0.0, size = 0.0;
+      for (std::int64_t k = 0; k < c.K; ++k) {
+        const double a = c.trans_a == Transpose::yes ? A[k * lda + i] : A[i * lda + k];
+        const double b = c.trans_b == Transpose::yes ? B[j * ldb + k] : B[k * ldb + j];
+        sum += a * b;
+        size += std::abs(a * b);
+      }
+      if (c.accumulate) {
+        sum += c_before[static_cast<std::size_t>(c_front + i * ldc + j)];
+        size += std::abs(c_before[static_cast<std::size_t>(c_front + i * ldc + j)]);
+      }
+      if (bias != nullptr) {
+        sum += bias[j];
+        size += std::abs(bias[j]);
+      }
+      if (c.relu) sum = std::max(sum, 0.0);
+      out[static_cast<std::size_t>(i * c.N + j)] = sum;
+      magnitude[static_cast<std::size_t>(i * c.N + j)] = size;
+    }
+  }
+  return out;
+}
+
+// scratch: kernels.scratch_floats floats with a guard page after them, NaN-filled.
+::testing::AssertionResult check_gemm(Isa isa, const GemmKernels& kernels, const GemmCase& c, std::uint64_t seed,
+                                      GuardedBuffer<float>& scratch) {
+  const Stored a_shape = c.trans_a == Transpose::yes ? Stored{c.K, c.M, c.M + c.pad_a} : Stored{c.M, c.K, c.K + c.pad_a};
+  const Stored b_shape = c.trans_b == Transpose::yes ? Stored{c.N, c.K, c.K + c.pad_b} : Stored{c.K, c.N, c.N + c.pad_b};
+  const std::int64_t ldc = c.N + c.pad_c;
+  // The kernel may not use a leading dimension of 0 even for an empty row.
+  const std::int64_t lda = std::max<std::int64_t>(a_shape.ld, 1);
+  const std::int64_t ldb = std::max<std::int64_t>(b_shape.ld, 1);
+
+  auto fill = [](GuardedBuffer<float>& buffer, const Stored& shape, std::int64_t ld, std::uint64_t s) {
+    const std::vector<float> values = testing::uniform_vector(buffer.size(), s);
+    for (std::size_t p = 0; p < buffer.size(); ++p) {
+      const bool used = static_cast<std::int64_t>(p) % ld < shape.cols;
+      buffer[p] = used ? values[p] : nan_value;
+    }
+  };
+  GuardedBuffer<float> A(static_cast<std::size_t>(Stored{a_shape.rows, a_shape.cols, lda}.floats()));
+  GuardedBuffer<float> B(static_cast<std::size_t>(Stored{b_shape.rows, b_shape.cols, ldb}.floats()));
+  fill(A, a_shape, lda, seed);
+  fill(B, b_shape, ldb, seed + 1);
+  GuardedBuffer<float> bias(static_cast<std::size_t>(c.N));
+  bias.assign(testing::uniform_vector(bias.size(), seed + 2));
+
+  // C: a sentinel front, then M rows of ldc floats; used entries start as NaN (an
+  // overwriting gemm must not read them) or as values to accumulate onto.
+  GuardedBuffer<float> C(static_cast<std::size_t>(c_front + c.M * ldc));
+  const std::vector<float> start_values = testing::uniform_vector(C.size(), seed + 3);
+  for (std::size_t p = 0; p < C.size(); ++p) {
+    const std::int64_t q = static_cast<std::int64_t>(p) - c_front;
+    const bool used = q >= 0 && q % ldc < c.N;
+    C[p] = !used ? sentinel : (c.accumulate ? start_values[p] : nan_value);
+  }
+  const std::vector<float> c_before = C.to_vector();
+
+  GemmEpilogue epilogue;
+  epilogue.accumulate = c.accumulate;
+  epilogue.bias = c.bias ? bias.data() : nullptr;
+  epilogue.activation = c.relu ? Activation::relu : Activation::none;
+  kernels.gemm(c.trans_a, c.trans_b, c.M, c.N, c.K, A.data(), lda, B.data(), ldb, C.data() + c_front, ldc, epilogue,
+               scratch.data());
+
+  std::vector<double> magnitude;
+  const std::vector<double> expected =
+      reference_gemm(c, A.data(), lda, B.data(), ldb, c_before, ldc, epilogue.bias, magnitude);
+  for (std::size_t p = 0; p < C.size(); ++p) {
+    const std::int64_t q = static_cast<std::int64_t>(p) - c_front;
+    const bool used = q >= 0 && q % ldc < c.N;
+    if (!used) {
+      if (!testing::same_bits(C[p], sentinel)) {
+        return ::testing::AssertionFailure() << isa_name(isa) << " " << describe(c) << ": wrote " << C[p]
+                                             << " outside C at float offset " << q << " from C (ldc " << ldc << ")";
+      }
+      continue;
+    }
+    const std::int64_t i = q / ldc, j = q % ldc;
+    const double want = expected[static_cast<std::size_t>(i * c.N + j)];
+    // Float accumulation over K: error bounded by a small multiple of eps * sum |a_ik b_kj|.
+    const double tolerance = 1e-5 * magnitude[static_cast<std::size_t>(i * c.N + j)] + 1e-6;
+    if (!(std::abs(static_cast<double>(C[p]) - want) <= tolerance)) {
+      return ::testing::AssertionFailure() << isa_name(isa) << " " << describe(c) << ": C[" << i << "][" << j
+                                           << "] = " << C[p] << ", reference " << want << ", tolerance " << tolerance;
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+constexpr Transpose transposes[] = {Transpose::no, Transpose::yes};
+const std::vector<std::int64_t> awkward_sizes = {1, 2, 3, 7, 15, 16, 17, 33, 65, 130};
+
+// Runs every case; reports at most a few failures so a broken kernel stays readable.
+void check_all(Isa isa, const std::vector<GemmCase>& cases) {
+  const GemmKernels kernels = kernels_under_test(isa);
+  // One scratch for all cases (mapping and faulting in 512 KiB per case would dominate).
+  GuardedBuffer<float> scratch(kernels.scratch_floats);
+  for (float& x : scratch) x = nan_value;
+  int failures = 0;
+  std::uint64_t seed = 1;
+  for (const GemmCase& c : cases) {
+    const ::testing::AssertionResult result = check_gemm(isa, kernels, c, seed, scratch);
+    seed += 7;
+    EXPECT_TRUE(result);
+    if (!result && ++failures == 5) {
+      ADD_FAILURE() << "stopping after 5 failing cases of " << cases.size();
+      return;
+    }
+  }
+}
+
+class GemmTest : public ::testing::TestWithParam<Isa> {};
+
+TEST_P(GemmTest, AllTransposesOverAwkwardSizes) {
+  std::vector<GemmCase> cases;
+  for (Transpose ta : transposes) {
+    for (Transpose tb : transposes) {
+      for (std::int64_t M : awkward_sizes) {
+        for (std::int64_t N : awkward_sizes) {
+          for (std::int64_t K : awkward_sizes) {
+            GemmCase c;
+            c.trans_a = ta;
+            c.trans_b = tb;
+            c.M = M;
+            c.N = N;
+            c.K = K;
+            // Tight and padded leading dimensions, varied across the cases.
+            c.pad_a = (M + K) % 3 == 0 ? 0 : 3;
+            c.pad_b = (N + K) % 2 == 0 ? 0 : 5;
+            c.pad_c = (M + N) % 3 == 1 ? 0 : 2;
+            cases.push_back(c);
+          }
+        }
+      }
+    }
+  }
+  check_all(GetParam(), cases);
+}
+
+TEST_P(GemmTest, LeadingDimensionsLargerThanRowsAreRespected) {
+  std::vector<GemmCase> cases;
+  for (Transpose ta : transposes) {
+    for (Transpose tb : transposes) {
+      for (std::int64_t M : {1, 7, 17, 33}) {
+        for (std::int64_t N : {1, 3, 16, 17, 65}) {
+          for (std::int64_t K : {1, 15, 17, 33}) {
+            for (std::int64_t pad : {1, 37}) {
+              GemmCase c;
+              c.trans_a = ta;
+              c.trans_b = tb;
+              c.M = M;
+              c.N = N;
+              c.K = K;
+              c.pad_a = pad;
+              c.pad_b = pad + 2;
+              c.pad_c = pad + 1;
+              c.accumulate = (M + N) % 2 == 0;
+              cases.push_back(c);
+            }
+          }
+        }
+      }
+    }
+  }
+  check_all(GetParam(), cases);
+}
+
+TEST_P(GemmTest, EpiloguesAccumulateBiasAndRelu) {
+  std::vector<GemmCase> cases;
+  for (Transpose ta : transposes) {
+    for (Transpose tb : transposes) {
+      for (int epilogue = 0; epilogue < 8; ++epilogue) {
+        for (std::int64_t M : {1, 3, 16, 17}) {
+          for (std::int64_t N : {1, 7, 16, 17, 33}) {
+            for (std::int64_t K : {1, 2, 17, 65}) {
+              GemmCase c;
+              c.trans_a = ta;
+              c.trans_b = tb;
+              c.M = M;
+              c.N = N;
+              c.K = K;
+              c.pad_a = 1;
+              c.pad_c = 3;
+              c.accumulate = (epilogue & 1) != 0;
+              c.bias = (epilogue & 2) != 0;
+              c.relu = (epilogue & 4) != 0;
+              cases.push_back(c);
+            }
+          }
+        }
+      }
+    }
+  }
+  check_all(GetParam(), cases);
+}
+
+TEST_P(GemmTest, EmptyDimensions) {
+  // K = 0: C = 0 (or C unchanged when accumulating), then the epilogue. M = 0 or N = 0:
+  // nothing is touched, not even by the epilogue.
+  std::vector<GemmCase> cases;
+  for (Transpose ta : transposes) {
+    for (Transpose tb : transposes) {
+      for (int epilogue = 0; epilogue < 8; ++epilogue) {
+        for (auto [M, N, K] : {std::array<std::int64_t, 3>{0, 7, 5}, {5, 0, 7}, {0, 0, 3}, {0, 0, 0}, {3, 17, 0},
+                               {1, 1, 0}, {17, 33, 0}, {0, 9, 0}, {9, 0, 0}}) {
+          GemmCase c;
+          c.trans_a = ta;
+          c.trans_b = tb;
+          c.M = M;
+          c.N = N;
+          c.K = K;
+          c.pad_a = 2;
+          c.pad_b = 2;
+          c.pad_c = 2;
+          c.accumulate = (epilogue & 1) != 0;
+          c.bias = (epilogue & 2) != 0;
+          c.relu = (epilogue & 4) != 0;
+          cases.push_back(c);
+        }
+      }
+    }
+  }
+  check_all(GetParam(), cases);
+}
+
+TEST_P(GemmTest, SizesBeyondOneCacheBlock) {
+  // K > 2 * 256 and N > 2 * 512 cross the kernel's K and N blocks (and the scratch
+  // copies of B^T), with a remainder block in both.
+  std::vector<GemmCase> cases;
+  for (Transpose ta : transposes) {
+    for (Transpose tb : transposes) {
+      for (bool accumulate : {false, true}) {
+        GemmCase c;
+        c.trans_a = ta;
+        c.trans_b = tb;
+        c.M = 9;
+        c.N = 1100;
+        c.K = 600;
+        c.pad_a = 3;
+        c.pad_b = 1;
+        c.pad_c = 5;
+        c.accumulate = accumulate;
+        c.bias = accumulate;
+        c.relu = accumulate;
+        cases.push_back(c);
+      }
+    }
+  }
+  check_all(GetParam(), cases);
+}
+
+TEST_P(GemmTest, KernelsForIsaReturnsThisIsasTable) {
+  // The entry point the library uses (gemm_kernels() is gemm_kernels_for(selected_isa())).
+  const Isa isa = GetParam();
+  testing::expect_kernels_for_is_safe(isa, "gemm", [isa] {
+    const GemmKernels& table = gemm_kernels_for(isa);
+    const GemmKernels made = kernels_under_test(isa);
+    return table.gemm == made.gemm && table.scratch_floats == made.scratch_floats;
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(Isas, GemmTest, testing::all_available_isas(), testing::IsaName());
+
+}  // namespace
+}  // namespace ember::simd
