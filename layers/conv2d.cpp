@@ -1,6 +1,7 @@
 #include "layers/conv2d.h"
 
 #include <algorithm>
+#include <string>
 #include <unordered_map>
 
 #include "engine/error.h"
@@ -13,6 +14,12 @@ namespace {
 
 using dnnl::memory;
 using namespace dnnl_util;
+
+// oneDNN's reference implementations are correctness fallbacks: plain loops.
+template <class PrimitiveDesc>
+bool is_reference(const PrimitiveDesc& pd) {
+  return std::string(pd.impl_info_str()).rfind("ref", 0) == 0;
+}
 
 std::int64_t output_size(std::int64_t in, std::int64_t kernel, std::int64_t stride, std::int64_t padding, std::int64_t dilation) {
   return (in + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1;
@@ -42,7 +49,7 @@ class PreparedConv2d final : public PreparedLayer {
     dnnl::stream& stream = *args.stream;
     const bool accumulate = args.accumulate_param_grads;
     const memory source = wrap(source_, engine_, args.inputs[0].data);
-    const memory output_grad = wrap(forward_pd_.dst_desc(), engine_, args.output_grad.data);
+    memory output_grad = wrap(forward_pd_.dst_desc(), engine_, args.output_grad.data);
     std::byte* scratchpad = scratch + backward_scratchpad_offset_;  // shared by the two primitives, one after the other
 
     // Weight and bias gradients: straight into the gradient block when the layout is
@@ -53,9 +60,14 @@ class PreparedConv2d final : public PreparedLayer {
     float* bias_grad = !bias_ ? nullptr
                        : accumulate ? reinterpret_cast<float*>(scratch + bias_grad_offset_)
                                     : args.param_grads[1].data;
+    memory weights_output_grad = output_grad;
+    if (output_grad_reorder_) {
+      weights_output_grad = wrap(weights_pd_.diff_dst_desc(), engine_, scratch + output_grad_offset_);
+      output_grad_reorder_.execute(stream, output_grad, weights_output_grad);
+    }
     std::unordered_map<int, memory> weight_arguments{
         {DNNL_ARG_SRC, source},
-        {DNNL_ARG_DIFF_DST, output_grad},
+        {DNNL_ARG_DIFF_DST, weights_output_grad},
         {DNNL_ARG_DIFF_WEIGHTS, wrap(weights_pd_.diff_weights_desc(), engine_, weights_grad)},
         {DNNL_ARG_SCRATCHPAD, wrap(weights_pd_.scratchpad_desc(), engine_, scratchpad)}};
     if (bias_) weight_arguments[DNNL_ARG_DIFF_BIAS] = wrap(bias_desc_, engine_, bias_grad);
@@ -98,6 +110,8 @@ class PreparedConv2d final : public PreparedLayer {
   dnnl::convolution_backward_weights::primitive_desc weights_pd_;
   dnnl::convolution_backward_weights backward_weights_;
   dnnl::reorder weights_grad_reorder_;
+  dnnl::reorder output_grad_reorder_;  // forward's dst layout -> the one backward-weights reads
+  std::size_t output_grad_offset_ = 0;
   dnnl::convolution_backward_data::primitive_desc data_pd_;
   dnnl::convolution_backward_data backward_data_;
   dnnl::reorder data_weights_reorder_;
@@ -212,6 +226,25 @@ std::unique_ptr<PreparedLayer> Conv2d::prepare(const PrepareContext& context) co
                       : dnnl::convolution_backward_weights::desc(algorithm, p->source_, weights_any, output_desc, strides,
                                                                  dilates, padding_left, padding_right);
     p->weights_pd_ = dnnl::convolution_backward_weights::primitive_desc(weights_desc, attr, *context.engine, p->forward_pd_);
+    if (is_reference(p->weights_pd_)) {
+      // Some instruction sets have no optimized backward-weights for the layout the forward
+      // chose (AVX2 with a 1-channel input and nChw8c gradients falls to oneDNN's reference
+      // loop, ~200x slower). Let oneDNN pick the gradient's layout and reorder into it.
+      const auto any_desc =
+          options_.bias ? dnnl::convolution_backward_weights::desc(algorithm, p->source_, weights_any, p->bias_desc_, output_any,
+                                                                   strides, dilates, padding_left, padding_right)
+                        : dnnl::convolution_backward_weights::desc(algorithm, p->source_, weights_any, output_any, strides,
+                                                                   dilates, padding_left, padding_right);
+      auto any_pd = dnnl::convolution_backward_weights::primitive_desc(any_desc, attr, *context.engine, p->forward_pd_);
+      if (!is_reference(any_pd)) {
+        p->weights_pd_ = any_pd;
+        if (p->weights_pd_.diff_dst_desc() != output_desc) {
+          p->output_grad_reorder_ = dnnl::reorder(
+              dnnl::reorder::primitive_desc(*context.engine, output_desc, *context.engine, p->weights_pd_.diff_dst_desc()));
+          p->output_grad_offset_ = backward_scratch.add(p->weights_pd_.diff_dst_desc().get_size());
+        }
+      }
+    }
     p->backward_weights_ = dnnl::convolution_backward_weights(p->weights_pd_);
     p->weights_grad_offset_ = backward_scratch.add(p->weights_pd_.diff_weights_desc().get_size());
     if (p->weights_pd_.diff_weights_desc() != p->weights_plain_) {
