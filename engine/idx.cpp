@@ -2,7 +2,11 @@
 
 #include <zlib.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <limits>
 #include <memory>
 
 #include "engine/error.h"
@@ -10,9 +14,9 @@
 namespace ember {
 namespace {
 
-std::string hex(std::uint32_t value) {
+std::string hex(std::uint32_t value, int digits) {
   char text[16];
-  std::snprintf(text, sizeof text, "0x%08x", value);
+  std::snprintf(text, sizeof text, "0x%0*x", digits, value);
   return text;
 }
 
@@ -20,41 +24,72 @@ std::uint32_t big_endian(const std::uint8_t* p) {
   return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | std::uint32_t{p[3]};
 }
 
+bool gzip_magic(const std::uint8_t* p, std::size_t size) { return size >= 2 && p[0] == 0x1f && p[1] == 0x8b; }
+
+std::string dims_text(const std::vector<std::uint32_t>& dims) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
+  return s + "]";
+}
+
+// Inflates every member of a gzip file: RFC 1952 (section 2.2) lets a file hold several
+// members one after another (`cat a.gz b.gz`, bgzip), and gunzip yields their
+// concatenation. Anything after a member that is not another member is refused.
+std::vector<std::uint8_t> gunzip(const std::string& path, const std::vector<std::uint8_t>& raw) {
+  // windowBits 15 + 16: gzip only (a zlib stream after a member must not be taken for one).
+  z_stream stream{};
+  if (inflateInit2(&stream, 15 + 16) != Z_OK) throw Error(path + ": zlib could not start");
+  std::unique_ptr<z_stream, int (*)(z_stream*)> end_stream(&stream, &inflateEnd);
+  std::vector<std::uint8_t> out;
+  std::vector<std::uint8_t> buffer(1 << 16);
+  std::size_t consumed = 0;  // bytes of `raw` handed to zlib so far
+  int members = 1;
+  for (;;) {
+    if (stream.avail_in == 0 && consumed < raw.size()) {
+      // avail_in is 32 bits: feed files beyond 4 GiB in pieces.
+      const std::size_t piece = std::min<std::size_t>(raw.size() - consumed, std::numeric_limits<uInt>::max());
+      stream.next_in = const_cast<Bytef*>(raw.data() + consumed);
+      stream.avail_in = static_cast<uInt>(piece);
+      consumed += piece;
+    }
+    stream.next_out = buffer.data();
+    stream.avail_out = static_cast<uInt>(buffer.size());
+    const int status = inflate(&stream, Z_NO_FLUSH);
+    out.insert(out.end(), buffer.data(), buffer.data() + (buffer.size() - stream.avail_out));
+    if (status == Z_STREAM_END) {
+      const std::size_t rest = stream.avail_in + (raw.size() - consumed);
+      if (rest == 0) return out;
+      const std::size_t at = raw.size() - rest;
+      if (!gzip_magic(raw.data() + at, rest)) {
+        throw Error(path + ": " + std::to_string(rest) + (rest == 1 ? " byte" : " bytes") + " after gzip member " +
+                    std::to_string(members) + " (at byte " + std::to_string(at) + ") that are not another gzip member");
+      }
+      if (inflateReset(&stream) != Z_OK) throw Error(path + ": zlib could not start gzip member " + std::to_string(members + 1));
+      ++members;
+      continue;
+    }
+    if (status != Z_OK && status != Z_BUF_ERROR) {
+      const std::string reason = stream.msg != nullptr ? stream.msg : "zlib error " + std::to_string(status);
+      throw Error(path + ": corrupt or truncated gzip data (" + reason + ")");
+    }
+    // No more input and the member has not ended.
+    if (stream.avail_in == 0 && consumed == raw.size() && stream.avail_out != 0) {
+      throw Error(path + ": truncated gzip data (gzip member " + std::to_string(members) + " ends before its end marker)");
+    }
+  }
+}
+
 }  // namespace
 
 std::vector<std::uint8_t> read_maybe_gzipped(const std::string& path) {
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
-  if (!file) throw Error(path + ": cannot open");
+  if (!file) throw Error(path + ": cannot open: " + std::strerror(errno));
   std::vector<std::uint8_t> raw;
   std::uint8_t buffer[1 << 16];
   while (std::size_t n = std::fread(buffer, 1, sizeof buffer, file.get())) raw.insert(raw.end(), buffer, buffer + n);
-  if (std::ferror(file.get())) throw Error(path + ": read error");
-  if (raw.size() < 2 || raw[0] != 0x1f || raw[1] != 0x8b) return raw;
-
-  // gzip: inflate with zlib (windowBits 15 + 32 detects the gzip header).
-  z_stream stream{};
-  if (inflateInit2(&stream, 15 + 32) != Z_OK) throw Error(path + ": zlib could not start");
-  std::vector<std::uint8_t> out;
-  stream.next_in = raw.data();
-  stream.avail_in = static_cast<uInt>(raw.size());
-  int status = Z_OK;
-  while (status != Z_STREAM_END) {
-    stream.next_out = buffer;
-    stream.avail_out = sizeof buffer;
-    status = inflate(&stream, Z_NO_FLUSH);
-    if (status != Z_OK && status != Z_STREAM_END) {
-      const std::string reason = stream.msg != nullptr ? stream.msg : "unexpected end of data";
-      inflateEnd(&stream);
-      throw Error(path + ": corrupt or truncated gzip data (" + reason + ")");
-    }
-    out.insert(out.end(), buffer, buffer + (sizeof buffer - stream.avail_out));
-    if (status == Z_OK && stream.avail_in == 0 && stream.avail_out != 0) {
-      inflateEnd(&stream);
-      throw Error(path + ": truncated gzip data (the stream ends before its end marker)");
-    }
-  }
-  inflateEnd(&stream);
-  return out;
+  if (std::ferror(file.get())) throw Error(path + ": read error: " + std::strerror(errno));
+  if (!gzip_magic(raw.data(), raw.size())) return raw;
+  return gunzip(path, raw);
 }
 
 IdxArray read_idx(const std::string& path, int expected_rank) {
@@ -65,11 +100,11 @@ IdxArray read_idx(const std::string& path, int expected_rank) {
   const std::uint32_t expected_magic = 0x00000800u | static_cast<std::uint32_t>(expected_rank);
   const std::uint32_t magic = big_endian(bytes.data());
   if (bytes[0] != 0 || bytes[1] != 0) {
-    throw Error(path + ": magic: expected " + hex(expected_magic) + " (IDX, unsigned bytes, rank " +
-                std::to_string(expected_rank) + "), found " + hex(magic) + ": not an IDX file");
+    throw Error(path + ": magic: expected " + hex(expected_magic, 8) + " (IDX, unsigned bytes, rank " +
+                std::to_string(expected_rank) + "), found " + hex(magic, 8) + ": not an IDX file");
   }
   if (bytes[2] != 0x08) {
-    throw Error(path + ": data type: expected 0x08 (unsigned byte), found " + hex(bytes[2]));
+    throw Error(path + ": data type: expected 0x08 (unsigned byte), found " + hex(bytes[2], 2));
   }
   if (bytes[3] != expected_rank) {
     throw Error(path + ": rank: expected " + std::to_string(expected_rank) + ", found " + std::to_string(bytes[3]));
@@ -78,13 +113,17 @@ IdxArray read_idx(const std::string& path, int expected_rank) {
   if (bytes.size() < header) {
     throw Error(path + ": truncated: the header needs " + std::to_string(header) + " bytes, found " + std::to_string(bytes.size()));
   }
-  IdxArray array;
+  std::vector<std::uint32_t> sizes;
+  for (int d = 0; d < expected_rank; ++d) sizes.push_back(big_endian(bytes.data() + 4 + 4 * d));
+  for (std::size_t d = 0; d < sizes.size(); ++d) {
+    if (sizes[d] == 0) throw Error(path + ": dimension " + std::to_string(d) + " is 0");
+  }
+  // Checked: a wrapped product ([2^31, 2^31, 4] gives 0) would match a short, even empty, payload.
   std::uint64_t elements = 1;
-  for (int d = 0; d < expected_rank; ++d) {
-    const std::uint32_t size = big_endian(bytes.data() + 4 + 4 * d);
-    if (size == 0) throw Error(path + ": dimension " + std::to_string(d) + " is 0");
-    array.dims.push_back(size);
-    elements *= size;
+  for (const std::uint32_t size : sizes) {
+    if (__builtin_mul_overflow(elements, std::uint64_t{size}, &elements)) {
+      throw Error(path + ": dimensions " + dims_text(sizes) + ": the element count overflows 64 bits");
+    }
   }
   const std::uint64_t payload = bytes.size() - header;
   if (payload < elements) {
@@ -92,9 +131,12 @@ IdxArray read_idx(const std::string& path, int expected_rank) {
                 std::to_string(payload));
   }
   if (payload > elements) {
-    throw Error(path + ": " + std::to_string(payload - elements) + " unexpected bytes after the " +
+    const std::uint64_t extra = payload - elements;
+    throw Error(path + ": " + std::to_string(extra) + (extra == 1 ? " unexpected byte" : " unexpected bytes") + " after the " +
                 std::to_string(elements) + " the header promises");
   }
+  IdxArray array;
+  array.dims.assign(sizes.begin(), sizes.end());
   array.data.assign(bytes.begin() + static_cast<std::ptrdiff_t>(header), bytes.end());
   return array;
 }

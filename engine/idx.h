@@ -18,7 +18,8 @@ struct IdxArray {
 // expected and the found value.
 IdxArray read_idx(const std::string& path, int expected_rank);
 
-// The file's bytes, gunzipped if it starts with the gzip magic. Errors name the file.
+// The file's bytes, gunzipped if it starts with the gzip magic: all members of a
+// multi-member gzip file (`cat a.gz b.gz`), as gunzip yields them. Errors name the file.
 std::vector<std::uint8_t> read_maybe_gzipped(const std::string& path);
 
 }  // namespace ember

@@ -4,10 +4,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
@@ -30,11 +32,46 @@ std::string shape_text(std::span<const std::int64_t> shape) {
   return s + "]";
 }
 
+std::string unexpected_bytes(std::uint64_t count) {
+  return std::to_string(count) + (count == 1 ? " unexpected byte" : " unexpected bytes");
+}
+
+// The shape's byte size for elements of `element_size` bytes; nullopt if it does not fit in
+// 64 bits (computed unchecked, [2^62] of F32 would need 0 bytes). Dimensions are >= 0.
+std::optional<std::uint64_t> byte_size(std::span<const std::int64_t> shape, std::uint64_t element_size) {
+  std::uint64_t bytes = element_size;
+  for (const std::int64_t d : shape) {
+    if (__builtin_mul_overflow(bytes, static_cast<std::uint64_t>(d), &bytes)) return std::nullopt;
+  }
+  return bytes;
+}
+
+// True if nlohmann::json can write `text` (it must be valid UTF-8).
+bool writable_as_json(const std::string& text) {
+  try {
+    (void)Json(text).dump();
+    return true;
+  } catch (const Json::type_error&) {
+    return false;
+  }
+}
+
+struct Range {
+  std::uint64_t begin, end;
+  const std::string* name;
+};
+
+std::string range_text(const Range& range) {
+  return "'" + *range.name + "' (data_offsets [" + std::to_string(range.begin) + ", " + std::to_string(range.end) + "])";
+}
+
 }  // namespace
 
 std::int64_t SafetensorsTensor::elements() const {
   std::int64_t n = 1;
-  for (std::int64_t d : shape) n *= d;
+  for (const std::int64_t d : shape) {
+    if (__builtin_mul_overflow(n, d, &n)) throw Error("shape " + shape_text(shape) + ": the element count overflows 64 bits");
+  }
   return n;
 }
 
@@ -46,7 +83,7 @@ SafetensorsFile SafetensorsFile::read(const std::string& path) {
     if (!f) throw Error(path + ": cannot open: " + std::strerror(errno));
     std::byte chunk[1 << 16];
     while (std::size_t n = std::fread(chunk, 1, sizeof chunk, f.get())) file.buffer_.insert(file.buffer_.end(), chunk, chunk + n);
-    if (std::ferror(f.get())) throw Error(path + ": read error");
+    if (std::ferror(f.get())) throw Error(path + ": read error: " + std::strerror(errno));
   }
   const std::vector<std::byte>& bytes = file.buffer_;
   if (bytes.size() < 8) {
@@ -67,7 +104,7 @@ SafetensorsFile SafetensorsFile::read(const std::string& path) {
   }
   if (!header.is_object()) throw Error(path + ": the header must be a JSON object");
   const std::span<const std::byte> data(bytes.data() + 8 + header_length, bytes.size() - 8 - header_length);
-  std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;
+  std::vector<Range> ranges;
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") {
       if (!entry.is_object()) throw Error(path + ": __metadata__ must be an object of strings");
@@ -82,37 +119,65 @@ SafetensorsFile SafetensorsFile::read(const std::string& path) {
       throw Error(where + ": needs dtype, shape and data_offsets");
     }
     SafetensorsTensor tensor;
-    if (!entry["dtype"].is_string() || dtype_size(entry["dtype"].get<std::string>()) == 0) {
-      throw Error(where + ": dtype must be F32, I32 or I64, found " + entry["dtype"].dump());
+    const Json& dtype = entry.at("dtype");
+    if (!dtype.is_string() || dtype_size(dtype.get<std::string>()) == 0) {
+      throw Error(where + ": dtype must be F32, I32 or I64, found " + dtype.dump());
     }
-    tensor.dtype = entry["dtype"].get<std::string>();
-    if (!entry["shape"].is_array()) throw Error(where + ": shape must be an array, found " + entry["shape"].dump());
-    for (const Json& d : entry["shape"]) {
-      if (!d.is_number_integer() || d.get<std::int64_t>() < 0) throw Error(where + ": bad shape " + entry["shape"].dump());
+    tensor.dtype = dtype.get<std::string>();
+    const Json& shape = entry.at("shape");
+    if (!shape.is_array()) throw Error(where + ": shape must be an array, found " + shape.dump());
+    for (const Json& d : shape) {
+      // Sizes beyond INT64_MAX arrive as unsigned and read back negative: refused too.
+      if (!d.is_number_integer() || d.get<std::int64_t>() < 0) throw Error(where + ": bad shape " + shape.dump());
       tensor.shape.push_back(d.get<std::int64_t>());
     }
-    const Json& offsets = entry["data_offsets"];
+    const Json& offsets = entry.at("data_offsets");
     if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() || !offsets[1].is_number_unsigned()) {
       throw Error(where + ": data_offsets must be [begin, end], found " + offsets.dump());
     }
+    const std::optional<std::uint64_t> expected = byte_size(tensor.shape, dtype_size(tensor.dtype));
+    if (!expected) {
+      throw Error(where + ": shape " + shape_text(tensor.shape) + " of " + tensor.dtype +
+                  " is too large: its size in bytes overflows 64 bits");
+    }
     const auto begin = offsets[0].get<std::uint64_t>(), end = offsets[1].get<std::uint64_t>();
-    const std::uint64_t expected = static_cast<std::uint64_t>(tensor.elements()) * dtype_size(tensor.dtype);
-    if (end < begin || end - begin != expected) {
+    if (end < begin || end - begin != *expected) {
       throw Error(where + ": data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) + "] hold " +
                   std::to_string(end >= begin ? end - begin : 0) + " bytes; shape " + shape_text(tensor.shape) + " of " +
-                  tensor.dtype + " needs " + std::to_string(expected));
+                  tensor.dtype + " needs " + std::to_string(*expected));
     }
     if (end > data.size()) {
       throw Error(where + ": data ends at byte " + std::to_string(end) + " of the data section, which has only " +
                   std::to_string(data.size()) + " (truncated file)");
     }
     tensor.data = data.subspan(begin, end - begin);
-    ranges.emplace_back(begin, end);
-    file.tensors_[name] = std::move(tensor);
+    const auto [it, inserted] = file.tensors_.emplace(name, std::move(tensor));
+    ranges.push_back({begin, end, &it->first});
   }
-  std::sort(ranges.begin(), ranges.end());
-  for (std::size_t i = 1; i < ranges.size(); ++i) {
-    if (ranges[i].first < ranges[i - 1].second) throw Error(path + ": two tensors' data_offsets overlap");
+  // The format (and the Hugging Face reader) demands that the tensors, sorted by offset,
+  // tile the data section: each begins where the previous one ends, the last one ends at
+  // the end of the file. Bytes outside every tensor are refused, not ignored.
+  std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
+  std::uint64_t covered = 0;
+  for (std::size_t i = 0; i < ranges.size(); ++i) {
+    if (ranges[i].begin < covered) {
+      throw Error(path + ": tensors " + range_text(ranges[i - 1]) + " and " + range_text(ranges[i]) + ": data_offsets overlap");
+    }
+    if (ranges[i].begin > covered) {
+      throw Error(path + ": bytes [" + std::to_string(covered) + ", " + std::to_string(ranges[i].begin) +
+                  ") of the data section belong to no tensor (" +
+                  (i == 0 ? "before " + range_text(ranges[i]) : "between " + range_text(ranges[i - 1]) + " and " + range_text(ranges[i])) +
+                  ")");
+    }
+    covered = ranges[i].end;
+  }
+  if (covered < data.size()) {
+    const std::string extra = unexpected_bytes(data.size() - covered);
+    if (ranges.empty()) throw Error(path + ": " + extra + " of data in a file with no tensors");
+    throw Error(path + ": " + extra + " after the last tensor's data: " + range_text(ranges.back()) + " ends at byte " +
+                std::to_string(covered) + " of a " + std::to_string(data.size()) + "-byte data section");
   }
   return file;
 }
@@ -129,24 +194,37 @@ std::span<const float> SafetensorsFile::floats(const std::string& name, std::spa
   if (!std::equal(t.shape.begin(), t.shape.end(), shape.begin(), shape.end())) {
     throw Error(path_ + ": tensor '" + name + "' has shape " + shape_text(t.shape) + ", expected " + shape_text(shape));
   }
-  return {reinterpret_cast<const float*>(t.data.data()), static_cast<std::size_t>(t.elements())};
+  return {reinterpret_cast<const float*>(t.data.data()), t.data.size() / sizeof(float)};
 }
 
 void write_safetensors(const std::string& path, std::span<const TensorToWrite> tensors,
                        const std::map<std::string, std::string>& metadata) {
+  // Everything the reader checks is checked here first, before a byte is written.
   std::vector<const TensorToWrite*> sorted;
   for (const TensorToWrite& t : tensors) sorted.push_back(&t);
   std::sort(sorted.begin(), sorted.end(), [](const TensorToWrite* a, const TensorToWrite* b) { return a->name < b->name; });
+  for (std::size_t i = 0; i < sorted.size(); ++i) {
+    const TensorToWrite& t = *sorted[i];
+    const std::string where = path + ": tensor '" + t.name + "'";
+    if (t.name == "__metadata__") throw Error(where + ": the name is reserved for the header's metadata");
+    if (!writable_as_json(t.name)) throw Error(where + ": the name is not valid UTF-8");
+    if (i > 0 && sorted[i - 1]->name == t.name) throw Error(where + " given twice");
+    if (std::any_of(t.shape.begin(), t.shape.end(), [](std::int64_t d) { return d < 0; })) {
+      throw Error(where + ": bad shape " + shape_text(t.shape) + ": dimensions must be >= 0");
+    }
+    const std::optional<std::uint64_t> bytes = byte_size(t.shape, sizeof(float));
+    if (!bytes || *bytes != t.values.size() * sizeof(float)) {
+      throw Error(where + " has " + std::to_string(t.values.size()) + " values for shape " + shape_text(t.shape));
+    }
+  }
+  for (const auto& [key, value] : metadata) {
+    if (!writable_as_json(key) || !writable_as_json(value)) {
+      throw Error(path + ": __metadata__ entry '" + key + "': keys and values must be valid UTF-8");
+    }
+  }
   Json header = Json::object();
   std::uint64_t offset = 0;
   for (const TensorToWrite* t : sorted) {
-    std::int64_t elements = 1;
-    for (std::int64_t d : t->shape) elements *= d;
-    if (static_cast<std::size_t>(elements) != t->values.size()) {
-      throw Error(path + ": tensor '" + t->name + "' has " + std::to_string(t->values.size()) + " values for shape " +
-                  shape_text(t->shape));
-    }
-    if (header.contains(t->name)) throw Error(path + ": tensor '" + t->name + "' given twice");
     header[t->name] = {{"dtype", "F32"}, {"shape", t->shape}, {"data_offsets", {offset, offset + t->values.size() * 4}}};
     offset += t->values.size() * 4;
   }
@@ -154,9 +232,21 @@ void write_safetensors(const std::string& path, std::span<const TensorToWrite> t
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // keep the data 8-byte aligned
 
-  const std::string temporary = path + ".tmp-" + std::to_string(::getpid());
-  const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw Error(path + ": cannot write (creating " + temporary + "): " + std::strerror(errno));
+  // Unique per process, thread and call: two writers of one path (threads of a server,
+  // two runs) never write into the same temporary. O_EXCL: never reuse or follow what
+  // already sits under that name.
+  // (A leftover of a crashed writer with the same pid and thread id: take the next number.)
+  static std::atomic<std::uint64_t> writes{0};
+  std::string temporary;
+  int fd = -1;
+  for (int attempt = 0; fd < 0; ++attempt) {
+    temporary = path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(::gettid()) + "-" +
+                std::to_string(writes.fetch_add(1, std::memory_order_relaxed));
+    fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0 && (errno != EEXIST || attempt == 99)) {
+      throw Error(path + ": cannot write (creating " + temporary + "): " + std::strerror(errno));
+    }
+  }
   auto fail = [&](const std::string& what) {
     const std::string reason = std::strerror(errno);
     ::close(fd);
@@ -182,8 +272,9 @@ void write_safetensors(const std::string& path, std::span<const TensorToWrite> t
   for (const TensorToWrite* t : sorted) write_all(t->values.data(), t->values.size() * sizeof(float));  // x86: little-endian
   if (::fsync(fd) != 0) fail("fsync failed");
   if (::close(fd) != 0) {
+    const std::string reason = std::strerror(errno);
     ::unlink(temporary.c_str());
-    throw Error(path + ": close failed: " + std::strerror(errno));
+    throw Error(path + ": close failed: " + reason + "; the previous file, if any, is untouched");
   }
   if (::rename(temporary.c_str(), path.c_str()) != 0) {
     const std::string reason = std::strerror(errno);

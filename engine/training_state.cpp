@@ -1,6 +1,9 @@
 #include "engine/training_state.h"
 
 #include <algorithm>
+#include <limits>
+#include <span>
+#include <vector>
 
 #include "engine/error.h"
 #include "engine/model_spec.h"
@@ -32,16 +35,38 @@ Json metadata_json(const SafetensorsFile& file, const std::string& key) {
   }
 }
 
-std::int64_t metadata_integer(const SafetensorsFile& file, const std::string& key) {
+// A found value for a message: its JSON, cut short if long.
+std::string found_text(const Json& value) {
+  std::string text = value.dump();
+  if (text.size() > 80) text = text.substr(0, 77) + "...";
+  return text;
+}
+
+// ember writes model_spec, optimizer and run as JSON objects; valid JSON of another type
+// is refused here, not left to surface later as a nlohmann::json type_error.
+Json metadata_object(const SafetensorsFile& file, const std::string& key) {
+  Json value = metadata_json(file, key);
+  if (!value.is_object()) {
+    throw Error(file.path() + ": __metadata__." + key + ": expected a JSON object, found " + found_text(value));
+  }
+  return value;
+}
+
+// A decimal integer in [0, max]: digits only (no sign, space or suffix), no wrap-around.
+std::int64_t metadata_integer(const SafetensorsFile& file, const std::string& key,
+                              std::int64_t max = std::numeric_limits<std::int64_t>::max()) {
   const std::string& text = metadata_field(file, key);
-  try {
-    std::size_t used = 0;
-    const long long value = std::stoll(text, &used);
-    if (used != text.size() || value < 0) throw std::invalid_argument(text);
-    return value;
-  } catch (const std::exception&) {
+  if (text.empty() || !std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; })) {
     throw Error(file.path() + ": __metadata__." + key + ": expected a non-negative integer, found \"" + text + "\"");
   }
+  std::int64_t value = 0;
+  for (const char c : text) {
+    if (__builtin_mul_overflow(value, 10, &value) || __builtin_add_overflow(value, c - '0', &value) || value > max) {
+      throw Error(file.path() + ": __metadata__." + key + ": expected an integer in [0, " + std::to_string(max) + "], found \"" +
+                  text + "\"");
+    }
+  }
+  return value;
 }
 
 SafetensorsFile open_checkpoint(const std::string& path) {
@@ -58,11 +83,17 @@ SafetensorsFile open_checkpoint(const std::string& path) {
   return file;
 }
 
-void load_parameters(const SafetensorsFile& file, ParameterStore& parameters) {
+// Every parameter's values in the file, each checked for presence, dtype and shape;
+// nothing is copied, so a refused file changes nothing.
+std::vector<std::span<const float>> parameter_values(const SafetensorsFile& file, const ParameterStore& parameters) {
+  std::vector<std::span<const float>> values;
+  for (const ParameterEntry& entry : parameters.entries()) values.push_back(file.floats(entry.name, dims(entry.spec.shape)));
+  return values;
+}
+
+void copy_parameters(const std::vector<std::span<const float>>& values, ParameterStore& parameters) {
   for (std::size_t i = 0; i < parameters.entries().size(); ++i) {
-    const ParameterEntry& entry = parameters.entries()[i];
-    const std::span<const float> values = file.floats(entry.name, dims(entry.spec.shape));
-    std::copy(values.begin(), values.end(), parameters.values().begin() + entry.offset);
+    std::copy(values[i].begin(), values[i].end(), parameters.values().begin() + parameters.entries()[i].offset);
   }
 }
 
@@ -97,32 +128,42 @@ void save_training_state(const std::string& path, const TrainingState& state, co
 }
 
 TrainingState load_training_state(const std::string& path, ParameterStore& parameters, Optimizer& optimizer) {
+  // Everything is read and checked first; the parameters and the optimizer change only
+  // once nothing can fail, so a refused checkpoint leaves the caller's state as it was.
   const SafetensorsFile file = open_checkpoint(path);
   TrainingState state;
-  state.model_spec = metadata_json(file, "model_spec");
-  state.optimizer = metadata_json(file, "optimizer");
-  state.run = metadata_json(file, "run");
-  state.epoch = static_cast<int>(metadata_integer(file, "epoch"));
+  state.model_spec = metadata_object(file, "model_spec");
+  state.optimizer = metadata_object(file, "optimizer");
+  state.run = metadata_object(file, "run");
+  state.epoch = static_cast<int>(metadata_integer(file, "epoch", std::numeric_limits<int>::max()));
   state.step = metadata_integer(file, "step");
-  if (state.optimizer.value("name", "") != optimizer.name()) {
-    throw Error(path + ": the checkpoint's optimizer is " + state.optimizer.value("name", std::string("unknown")) +
-                ", this run uses " + std::string(optimizer.name()));
+  const std::int64_t optimizer_steps = metadata_integer(file, "optimizer_steps");
+  const auto name = state.optimizer.find("name");
+  if (name == state.optimizer.end()) throw Error(path + ": __metadata__.optimizer has no 'name'");
+  if (!name->is_string()) {
+    throw Error(path + ": __metadata__.optimizer.name: expected a string, found " + found_text(*name));
   }
-  load_parameters(file, parameters);
+  if (name->get<std::string>() != optimizer.name()) {
+    throw Error(path + ": the checkpoint's optimizer is " + name->get<std::string>() + ", this run uses " +
+                std::string(optimizer.name()));
+  }
+  const std::vector<std::span<const float>> values = parameter_values(file, parameters);
 
   // Optimizer blocks: per-parameter slices back into blocks laid out like the parameters.
   const auto block_floats = static_cast<std::size_t>(optimizer.total_floats());
+  const std::vector<std::string> state_names = optimizer.state_names();
   std::vector<std::vector<float>> blocks;
-  std::vector<ConstOptimizerStateView> views;
-  for (const std::string& name : optimizer.state_names()) {
+  for (const std::string& state_name : state_names) {
     std::vector<float>& block = blocks.emplace_back(block_floats, 0.0f);
     for (const ParameterEntry& entry : parameters.entries()) {
-      const std::span<const float> values = file.floats(state_tensor_name(name, entry.name), dims(entry.spec.shape));
-      std::copy(values.begin(), values.end(), block.begin() + entry.offset);
+      const std::span<const float> slice = file.floats(state_tensor_name(state_name, entry.name), dims(entry.spec.shape));
+      std::copy(slice.begin(), slice.end(), block.begin() + entry.offset);
     }
   }
-  for (std::size_t i = 0; i < blocks.size(); ++i) views.push_back({optimizer.state_names()[i], blocks[i]});
-  optimizer.import_state(metadata_integer(file, "optimizer_steps"), views);
+  std::vector<ConstOptimizerStateView> views;
+  for (std::size_t i = 0; i < blocks.size(); ++i) views.push_back({state_names[i], blocks[i]});
+  optimizer.import_state(optimizer_steps, views);  // checks everything before it changes anything
+  copy_parameters(values, parameters);              // cannot fail
   return state;
 }
 
@@ -131,8 +172,14 @@ TrainedModel load_trained_model(const std::string& path) {
   TrainedModel model;
   model.graph = std::make_unique<Graph>(graph_from_spec(metadata_json(file, "model_spec"), path + " (model_spec)"));
   model.parameters = std::make_unique<ParameterStore>(*model.graph);
-  load_parameters(file, *model.parameters);
-  model.run = metadata_json(file, "run");
+  copy_parameters(parameter_values(file, *model.parameters), *model.parameters);
+  model.run = metadata_object(file, "run");
+  // Evaluation and prediction normalize inputs with these.
+  for (const char* key : {"mean", "std"}) {
+    if (model.run.contains(key) && !model.run[key].is_number()) {
+      throw Error(path + ": __metadata__.run." + key + ": expected a number, found " + found_text(model.run[key]));
+    }
+  }
   return model;
 }
 

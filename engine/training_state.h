@@ -26,7 +26,9 @@ void save_training_state(const std::string& path, const TrainingState& state, co
                          const Optimizer& optimizer);
 
 // Restores parameters and optimizer state in place; checks every tensor's presence and
-// shape and names the first mismatch.
+// shape and every metadata field's type and range, and names the first mismatch. All is
+// checked before anything is copied: a refused checkpoint leaves `parameters` and
+// `optimizer` as they were.
 TrainingState load_training_state(const std::string& path, ParameterStore& parameters, Optimizer& optimizer);
 
 // A trained model for evaluation and prediction: its graph and weights, and the run
