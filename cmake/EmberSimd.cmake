@@ -26,7 +26,10 @@ function(ember_simd_family target family)
     set(out "${CMAKE_CURRENT_BINARY_DIR}/generated/${family}_${isa}.cpp")
     configure_file("${PROJECT_SOURCE_DIR}/cmake/simd_instance.cpp.in" "${out}" @ONLY)
     target_sources(${target} PRIVATE "${out}")
-    set_source_files_properties("${out}" PROPERTIES COMPILE_OPTIONS "${EMBER_ISA_FLAGS_${isa}}")
+    # Always optimized: at -O0 the inline standard-library helpers a kernel calls (std::min,
+    # std::fill, ...) stay out of line, compiled with this set's flags, and the linker may
+    # keep that copy for every caller (tests/simd/check_isa_symbols.sh checks it).
+    set_source_files_properties("${out}" PROPERTIES COMPILE_OPTIONS "${EMBER_ISA_FLAGS_${isa}};$<$<CONFIG:Debug>:-O2>")
   endforeach()
   target_sources(${target} PRIVATE "${CMAKE_CURRENT_SOURCE_DIR}/${family}.cpp")
 endfunction()

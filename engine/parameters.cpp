@@ -76,6 +76,7 @@ void ParameterStore::initialize(std::uint64_t seed) {
         case Init::zeros: p[j] = 0.0f; break;
         case Init::ones: p[j] = 1.0f; break;
         case Init::normal: p[j] = random.normal(); break;
+        case Init::normal_scaled: p[j] = e.spec.scale * random.normal(); break;
       }
     }
   }

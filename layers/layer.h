@@ -38,6 +38,7 @@ enum class Init {
   zeros,
   ones,
   normal,           // N(0, 1) (nn.Embedding)
+  normal_scaled,    // N(0, scale^2): learned positional embeddings (ViT uses scale 0.02)
 };
 
 struct ParameterSpec {
@@ -45,6 +46,7 @@ struct ParameterSpec {
   Shape shape;            // PyTorch's layout: Linear (out, in), Conv2d (O, I, kH, kW)
   Init init = Init::zeros;
   std::int64_t fan_in = 1;
+  float scale = 1.0f;     // standard deviation of Init::normal_scaled
 };
 
 // A value flowing between layers at one micro-batch size.

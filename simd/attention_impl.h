@@ -72,7 +72,7 @@ void attention_forward(const AttentionShape& s, const float* q, const float* k, 
         scale_row<Arch>(row, s.scale, visible);
         const float new_max = std::max(running_max[i], row_max<Arch>(row, visible));
         // exp(-inf) = 0 on the first block: nothing accumulated yet is rescaled away.
-        const float rescale = std::exp(running_max[i] - new_max);
+        const float rescale = expf(running_max[i] - new_max);
         const float block_sum = exp_shifted<Arch>(row, row, new_max, visible);
         running_sum[i] = running_sum[i] * rescale + block_sum;
         if (rescale != 1.0f) scale_row<Arch>(acc + i * D, rescale, D);
@@ -92,7 +92,7 @@ void attention_forward(const AttentionShape& s, const float* q, const float* k, 
       }
       std::memcpy(out, acc + i * D, static_cast<std::size_t>(D) * sizeof(float));
       scale_row<Arch>(out, 1.0f / running_sum[i], D);
-      lse[r0 + i] = running_max[i] + std::log(running_sum[i]);
+      lse[r0 + i] = running_max[i] + logf(running_sum[i]);
     }
   }
 }
@@ -144,7 +144,7 @@ void attention_backward(const AttentionShape& s, const float* q, const float* k,
         for (; j + W <= visible; j += W) {
           xsimd::exp(xsimd::fms(Batch::load_unaligned(row + j), scale, shift)).store_unaligned(row + j);
         }
-        for (; j < visible; ++j) row[j] = std::exp(row[j] * s.scale - lse[r0 + i]);
+        for (; j < visible; ++j) row[j] = expf(row[j] * s.scale - lse[r0 + i]);
         std::fill(row + visible, row + bc, 0.0f);
       }
       // dV += P^T dO

@@ -47,10 +47,10 @@ void adam_step(float* params, const float* grads, float* exp_avg, float* exp_avg
   using Batch = xsimd::batch<float, Arch>;
   constexpr std::int64_t width = static_cast<std::int64_t>(Batch::size);
   // PyTorch computes the bias corrections in Python floats (double).
-  const double bias_correction1 = 1.0 - std::pow(static_cast<double>(h.beta1), static_cast<double>(h.step));
-  const double bias_correction2 = 1.0 - std::pow(static_cast<double>(h.beta2), static_cast<double>(h.step));
+  const double bias_correction1 = 1.0 - pow(static_cast<double>(h.beta1), static_cast<double>(h.step));
+  const double bias_correction2 = 1.0 - pow(static_cast<double>(h.beta2), static_cast<double>(h.step));
   const auto step_size = static_cast<float>(static_cast<double>(h.lr) / bias_correction1);
-  const auto correction2_sqrt = static_cast<float>(std::sqrt(bias_correction2));
+  const auto correction2_sqrt = static_cast<float>(sqrt(bias_correction2));
   const float decay = 1.0f - h.lr * h.weight_decay;
   const bool l2 = !h.decoupled_weight_decay && h.weight_decay != 0.0f;
   const bool decoupled = h.decoupled_weight_decay && h.weight_decay != 0.0f;
@@ -78,7 +78,7 @@ void adam_step(float* params, const float* grads, float* exp_avg, float* exp_avg
     const float v = exp_avg_sq[i] * h.beta2 + (1.0f - h.beta2) * g * g;
     exp_avg[i] = m;
     exp_avg_sq[i] = v;
-    params[i] = p - step_size * (m / (std::sqrt(v) / correction2_sqrt + h.eps));
+    params[i] = p - step_size * (m / (sqrtf(v) / correction2_sqrt + h.eps));
   }
 }
 

@@ -53,7 +53,7 @@ float exp_shifted(float* out, const float* in, float shift, std::int64_t cols) {
   }
   float total = xsimd::hadd(sum);
   for (; j < cols; ++j) {
-    out[j] = std::exp(in[j] - shift);
+    out[j] = expf(in[j] - shift);
     total += out[j];
   }
   return total;
@@ -119,7 +119,7 @@ void log_softmax_forward(float* out, const float* in, std::int64_t rows, std::in
     const float* x = in + r * cols;
     float* y = out + r * cols;
     const float max = row_max<Arch>(x, cols);
-    const float log_sum = std::log(exp_shifted<Arch>(y, x, max, cols));
+    const float log_sum = logf(exp_shifted<Arch>(y, x, max, cols));
     // (x - max) - log_sum, not x - (max + log_sum): for logits ~1e4 the sum max + log_sum
     // would round away most of log_sum's digits.
     std::int64_t j = 0;
@@ -152,7 +152,7 @@ void log_softmax_backward(float* in_grad, const float* out_grad, const float* ou
     for (; j + width <= cols; j += width) {
       xsimd::fnma(xsimd::exp(Batch::load_unaligned(y + j)), sum, Batch::load_unaligned(dy + j)).store_unaligned(dx + j);
     }
-    for (; j < cols; ++j) dx[j] = dy[j] - std::exp(y[j]) * total;
+    for (; j < cols; ++j) dx[j] = dy[j] - expf(y[j]) * total;
   }
 }
 
@@ -163,7 +163,7 @@ void exp_kernel(float* out, const float* in, std::int64_t n) {
   constexpr std::int64_t width = static_cast<std::int64_t>(Batch::size);
   std::int64_t i = 0;
   for (; i + width <= n; i += width) xsimd::exp(Batch::load_unaligned(in + i)).store_unaligned(out + i);
-  for (; i < n; ++i) out[i] = std::exp(in[i]);
+  for (; i < n; ++i) out[i] = expf(in[i]);
 }
 
 template <class Arch>

@@ -25,6 +25,8 @@
 namespace ember::testing {
 
 struct HarnessInput {
+  HarnessInput(Shape input_shape, std::optional<dnnl::memory::format_tag> input_layout = std::nullopt, bool input_needs_grad = true)
+      : shape(input_shape), layout(input_layout), needs_grad(input_needs_grad) {}
   Shape shape;
   // When set, the layer receives this input in that oneDNN layout (nChw16c, ...).
   std::optional<dnnl::memory::format_tag> layout;

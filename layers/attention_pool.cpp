@@ -1,0 +1,130 @@
+#include "layers/attention_pool.h"
+
+#include <string>
+
+#include "engine/aligned_buffer.h"
+#include "engine/error.h"
+#include "layers/options.h"
+#include "simd/elementwise.h"
+#include "simd/gemm.h"
+#include "simd/softmax.h"
+
+namespace ember {
+namespace {
+
+class PreparedAttentionPool final : public PreparedLayer {
+ public:
+  PreparedAttentionPool(std::int64_t batch, std::int64_t tokens, std::int64_t channels, bool training)
+      : batch_(batch), tokens_(tokens), channels_(channels), training_(training) {}
+
+  // Scratch: the GEMM's packing space, then one or two (N x T) matrices, each 64-byte aligned.
+  static std::size_t gemm_bytes() { return align_up(simd::gemm_scratch_floats() * sizeof(float)); }
+  std::size_t matrix_bytes() const { return align_up(static_cast<std::size_t>(batch_ * tokens_) * sizeof(float)); }
+
+  void forward(const ForwardArgs& args) const override {
+    float* gemm_scratch = reinterpret_cast<float*>(args.scratch);
+    float* scores = reinterpret_cast<float*>(args.scratch + gemm_bytes());
+    // The attention weights: kept in `saved` for backward in training.
+    float* weights = training_ ? reinterpret_cast<float*>(args.saved) : reinterpret_cast<float*>(args.scratch + gemm_bytes() + matrix_bytes());
+    const float* x = args.inputs[0].data;
+
+    // scores (N*T x 1) = X (N*T x C) w^T + b
+    simd::GemmEpilogue epilogue;
+    epilogue.bias = args.params[1].data;
+    simd::gemm(simd::Transpose::no, simd::Transpose::yes, batch_ * tokens_, 1, channels_, x, channels_, args.params[0].data,
+               channels_, scores, 1, epilogue, gemm_scratch);
+    simd::softmax_kernels().softmax_forward(weights, scores, batch_, tokens_);
+
+    // y[n] (C) = sum_t a[n, t] x[n, t]
+    const simd::ElementwiseKernels& k = simd::elementwise_kernels();
+    for (std::int64_t n = 0; n < batch_; ++n) {
+      float* y = args.output.data + n * channels_;
+      const float* a = weights + n * tokens_;
+      const float* xn = x + n * tokens_ * channels_;
+      k.scale(y, a[0], xn, channels_);
+      for (std::int64_t t = 1; t < tokens_; ++t) k.axpy(y, a[t], xn + t * channels_, channels_);
+    }
+  }
+
+  //   da[n, t] = dy[n] . x[n, t]
+  //   ds[n] = a[n] * (da[n] - sum_t a[n, t] da[n, t])     (softmax backward)
+  //   dx[n, t] = a[n, t] dy[n] + ds[n, t] w
+  //   dw (1 x C) (+)= ds^T (1 x N*T) X (N*T x C);  db (+)= sum of ds
+  void backward(const BackwardArgs& args) const override {
+    float* gemm_scratch = reinterpret_cast<float*>(args.scratch);
+    float* da = reinterpret_cast<float*>(args.scratch + gemm_bytes());
+    float* ds = reinterpret_cast<float*>(args.scratch + gemm_bytes() + matrix_bytes());
+    const float* a = reinterpret_cast<const float*>(args.saved);
+    const float* x = args.inputs[0].data;
+    const float* dy = args.output_grad.data;
+    const float* w = args.params[0].data;
+
+    for (std::int64_t n = 0; n < batch_; ++n) {
+      // da[n] (T x 1) = X[n] (T x C) dy[n]^T
+      simd::gemm(simd::Transpose::no, simd::Transpose::yes, tokens_, 1, channels_, x + n * tokens_ * channels_, channels_,
+                 dy + n * channels_, channels_, da + n * tokens_, 1, simd::GemmEpilogue{}, gemm_scratch);
+    }
+    simd::softmax_kernels().softmax_backward(ds, da, a, batch_, tokens_);
+
+    const simd::ElementwiseKernels& k = simd::elementwise_kernels();
+    if (float* dx = args.input_grads[0].data; dx != nullptr) {
+      for (std::int64_t n = 0; n < batch_; ++n) {
+        for (std::int64_t t = 0; t < tokens_; ++t) {
+          const std::int64_t row = n * tokens_ + t;
+          k.scale(dx + row * channels_, a[row], dy + n * channels_, channels_);
+          k.axpy(dx + row * channels_, ds[row], w, channels_);
+        }
+      }
+    }
+    simd::GemmEpilogue weight_grad;
+    weight_grad.accumulate = args.accumulate_param_grads;
+    simd::gemm(simd::Transpose::yes, simd::Transpose::no, 1, channels_, batch_ * tokens_, ds, 1, x, channels_,
+               args.param_grads[0].data, channels_, weight_grad, gemm_scratch);
+    k.column_sums(args.param_grads[1].data, ds, batch_ * tokens_, 1, 1, args.accumulate_param_grads);
+  }
+
+ private:
+  std::int64_t batch_, tokens_, channels_;
+  bool training_;
+};
+
+}  // namespace
+
+AttentionPool::AttentionPool(std::int64_t features) : features_(features) {
+  if (features <= 0) throw Error("attention_pool: option 'features' must be a positive integer, found " + std::to_string(features));
+}
+
+std::unique_ptr<Layer> AttentionPool::from_options(const Json& options) {
+  const LayerOptions o("attention_pool", options, {"features"});
+  return std::make_unique<AttentionPool>(o.positive_integer("features"));
+}
+
+Shape AttentionPool::output_shape(std::span<const Shape> inputs) const {
+  const Shape& x = inputs[0];
+  if (x.rank() != 3 || x[2] != features_) {
+    throw Error("attention_pool expects input (N, T, " + std::to_string(features_) + "), found " + x.str());
+  }
+  return Shape{x[0], x[2]};
+}
+
+std::vector<ParameterSpec> AttentionPool::parameters(std::span<const Shape>) const {
+  return {{"weight", Shape{1, features_}, Init::kaiming_uniform, features_},
+          {"bias", Shape{1}, Init::bias_uniform, features_}};
+}
+
+std::unique_ptr<PreparedLayer> AttentionPool::prepare(const PrepareContext& context) const {
+  const Shape& x = context.inputs[0].shape;
+  const bool training = context.mode == Mode::training;
+  auto prepared = std::make_unique<PreparedAttentionPool>(x[0], x[1], features_, training);
+  prepared->output.shape = output_shape(std::span<const Shape>(&x, 1));
+  const std::size_t matrix = prepared->matrix_bytes();
+  // Forward: scores, and the weights themselves when they are not saved.
+  prepared->forward_scratch_bytes = PreparedAttentionPool::gemm_bytes() + (training ? 1 : 2) * matrix;
+  if (training) {
+    prepared->saved_bytes = static_cast<std::size_t>(x[0] * x[1]) * sizeof(float);
+    prepared->backward_scratch_bytes = PreparedAttentionPool::gemm_bytes() + 2 * matrix;
+  }
+  return prepared;
+}
+
+}  // namespace ember
