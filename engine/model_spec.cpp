@@ -6,6 +6,7 @@
 
 #include "engine/error.h"
 #include "layers/registry.h"
+#include "layers/transformer_encoder_block.h"
 
 namespace ember {
 namespace {
@@ -17,6 +18,40 @@ std::string where(std::string_view source, std::size_t index, const Json& layer)
                          ? "'" + layer["name"].get<std::string>() + "'"
                          : "#" + std::to_string(index);
   return std::string(source) + ": layer " + name;
+}
+
+// Composite kinds (a transformer encoder block) become the layers they are made of.
+Json expand_composites(const Json& layers, std::string_view source) {
+  Json expanded = Json::array();
+  std::string previous = "input";
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    const Json& layer = layers[i];
+    if (!(layer.is_object() && layer.contains("kind") && layer["kind"] == transformer_encoder_block_kind)) {
+      expanded.push_back(layer);
+      if (layer.is_object() && layer.contains("name") && layer["name"].is_string()) previous = layer["name"];
+      continue;
+    }
+    const std::string at = where(source, i, layer);
+    if (!layer.contains("name") || !layer["name"].is_string()) throw Error(at + ": field 'name' is missing or not a string");
+    std::string input = previous;
+    if (layer.contains("inputs")) {
+      if (!layer["inputs"].is_array() || layer["inputs"].size() != 1 || !layer["inputs"][0].is_string()) {
+        throw Error(at + ": field 'inputs': a transformer_encoder_block takes one input, found " + layer["inputs"].dump());
+      }
+      input = layer["inputs"][0];
+    }
+    Json options = layer;
+    options.erase("name");
+    options.erase("kind");
+    options.erase("inputs");
+    try {
+      for (Json& part : expand_transformer_encoder_block(layer["name"], input, options)) expanded.push_back(std::move(part));
+    } catch (const Error& e) {
+      throw Error(at + ": " + e.what());
+    }
+    previous = layer["name"];
+  }
+  return expanded;
 }
 
 }  // namespace
@@ -51,7 +86,7 @@ Graph graph_from_spec(const Json& spec, std::string_view source) {
   }
   std::map<std::string, ValueId> values{{"input", graph.input()}};
   ValueId previous = graph.input();
-  const Json& layers = spec["layers"];
+  const Json layers = expand_composites(spec["layers"], source);
   for (std::size_t i = 0; i < layers.size(); ++i) {
     const Json& layer = layers[i];
     const std::string at = where(source, i, layer);
@@ -163,8 +198,46 @@ const char* const lenet = R"({
   ]
 })";
 
+// Convolution then attention: two conv blocks turn a 28x28 image into a 7x7 map of 64
+// features, read as 49 tokens with a learned position each, then two pre-norm transformer
+// encoder blocks (d 64, 4 heads), a final LayerNorm, the mean over tokens and a classifier.
+const char* const attn_cnn = R"({
+  "format": "ember.model", "version": 1, "name": "attn-cnn",
+  "input": [1, 28, 28],
+  "layers": [
+    {"name": "conv1", "kind": "conv2d", "in_channels": 1, "out_channels": 32, "kernel": 3, "padding": 1},
+    {"name": "relu1", "kind": "relu"},
+    {"name": "pool1", "kind": "max_pool2d", "kernel": 2},
+    {"name": "conv2", "kind": "conv2d", "in_channels": 32, "out_channels": 64, "kernel": 3, "padding": 1},
+    {"name": "relu2", "kind": "relu"},
+    {"name": "pool2", "kind": "max_pool2d", "kernel": 2},
+    {"name": "tokens", "kind": "tokens_from_feature_map"},
+    {"name": "position", "kind": "positional_embedding", "tokens": 49, "features": 64},
+    {"name": "block1", "kind": "transformer_encoder_block", "d_model": 64, "heads": 4, "mlp_hidden": 128},
+    {"name": "block2", "kind": "transformer_encoder_block", "d_model": 64, "heads": 4, "mlp_hidden": 128},
+    {"name": "norm", "kind": "layer_norm", "features": 64},
+    {"name": "pool", "kind": "mean_pool_tokens"},
+    {"name": "classifier", "kind": "linear", "in_features": 64, "out_features": 10}
+  ]
+})";
+
+// The tutorial's attention example with its shape bugs fixed, trained with MSE on the
+// synthetic attention-retrieval task (engine/synthetic_task.h): each of 16 tokens is
+// embedded, attention pooling scores the tokens and takes their softmax-weighted sum,
+// and a Linear maps it to the 4 target values.
+const char* const attention_mse = R"({
+  "format": "ember.model", "version": 1, "name": "attention-mse",
+  "input": [16, 8], "loss": "mse", "data": "attention-retrieval",
+  "layers": [
+    {"name": "embed", "kind": "linear", "in_features": 8, "out_features": 32},
+    {"name": "attention", "kind": "attention_pool", "features": 32},
+    {"name": "head", "kind": "linear", "in_features": 32, "out_features": 4}
+  ]
+})";
+
 const std::map<std::string, const char*, std::less<>>& builtins() {
-  static const std::map<std::string, const char*, std::less<>> table{{"seed-cnn", seed_cnn}, {"lenet", lenet}};
+  static const std::map<std::string, const char*, std::less<>> table{
+      {"seed-cnn", seed_cnn}, {"lenet", lenet}, {"attn-cnn", attn_cnn}, {"attention-mse", attention_mse}};
   return table;
 }
 

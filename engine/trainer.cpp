@@ -3,9 +3,10 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <functional>
+#include <limits>
 #include <memory>
 
-#include "engine/training_state.h"
 #include "engine/clip.h"
 #include "engine/dataset.h"
 #include "engine/error.h"
@@ -16,6 +17,8 @@
 #include "engine/parameters.h"
 #include "engine/random.h"
 #include "engine/schedule.h"
+#include "engine/synthetic_task.h"
+#include "engine/training_state.h"
 
 namespace ember {
 namespace {
@@ -55,6 +58,65 @@ Json run_json(const TrainOptions& o) {
 
 }  // namespace
 
+// Where the batches come from: an image classification dataset, or a synthetic regression
+// task. The loaders are owned here; the functions fill one batch and return its size.
+struct TrainingData {
+  std::int64_t train_size = 0, test_size = 0;
+  std::int64_t train_batches = 0, test_batches = 0;
+  std::int64_t max_batch = 0;
+  std::int64_t target_floats = 0;  // per sample; 0 for class labels
+  std::function<std::int64_t(int, std::int64_t, float*, std::int32_t*, float*)> train_batch, test_batch;
+  std::shared_ptr<void> owner;
+};
+
+TrainingData training_data(const std::string& name, const Shape& input_shape, const TrainOptions& options) {
+  TrainingData data;
+  const std::int64_t test_batch_size = std::max<std::int64_t>(options.batch_size, 256);
+  if (name == attention_retrieval_name) {
+    struct Regression {
+      RegressionDataset train_set, test_set;
+      std::unique_ptr<RegressionLoader> train_loader, test_loader;
+    };
+    auto r = std::make_shared<Regression>();
+    r->train_set = make_attention_retrieval(options.train_limit > 0 ? options.train_limit : 20000, mix64(options.seed) ^ 1);
+    r->test_set = make_attention_retrieval(options.test_limit > 0 ? options.test_limit : 2000, mix64(options.seed) ^ 2);
+    if (!(r->train_set.sample_shape == input_shape)) {
+      throw Error(std::string(attention_retrieval_name) + ": samples are " + r->train_set.sample_shape.str() +
+                  " but the model's input is " + input_shape.str());
+    }
+    r->train_loader = std::make_unique<RegressionLoader>(r->train_set, options.batch_size, options.seed, true);
+    r->test_loader = std::make_unique<RegressionLoader>(r->test_set, test_batch_size, options.seed, false);
+    data.train_size = r->train_set.count;
+    data.test_size = r->test_set.count;
+    data.train_batches = r->train_loader->batches_per_epoch();
+    data.test_batches = r->test_loader->batches_per_epoch();
+    data.target_floats = r->train_set.outputs;
+    data.train_batch = [r](int epoch, std::int64_t b, float* x, std::int32_t*, float* y) { return r->train_loader->load(epoch, b, x, y); };
+    data.test_batch = [r](int epoch, std::int64_t b, float* x, std::int32_t*, float* y) { return r->test_loader->load(epoch, b, x, y); };
+    data.owner = r;
+  } else {
+    struct Images {
+      Dataset train_set, test_set;
+      std::unique_ptr<BatchLoader> train_loader, test_loader;
+    };
+    auto i = std::make_shared<Images>();
+    i->train_set = load_dataset(name, Split::train, options.train_limit);
+    i->test_set = load_dataset(name, Split::test, options.test_limit);
+    const ImageFormat format = image_format_for(input_shape, i->train_set, options.mean, options.std);
+    i->train_loader = std::make_unique<BatchLoader>(i->train_set, format, options.batch_size, options.seed, /*shuffle=*/true);
+    i->test_loader = std::make_unique<BatchLoader>(i->test_set, format, test_batch_size, options.seed, /*shuffle=*/false);
+    data.train_size = i->train_set.size();
+    data.test_size = i->test_set.size();
+    data.train_batches = i->train_loader->batches_per_epoch();
+    data.test_batches = i->test_loader->batches_per_epoch();
+    data.train_batch = [i](int epoch, std::int64_t b, float* x, std::int32_t* labels, float*) { return i->train_loader->load(epoch, b, x, labels); };
+    data.test_batch = [i](int epoch, std::int64_t b, float* x, std::int32_t* labels, float*) { return i->test_loader->load(epoch, b, x, labels); };
+    data.owner = i;
+  }
+  data.max_batch = std::max(options.batch_size, test_batch_size);
+  return data;
+}
+
 std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& observer) {
   check_options(options);
   const Json spec = load_model_spec(options.model);
@@ -73,18 +135,15 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
     optimizer_options.weight_decay.reset();  // AdamW's default
   }
   std::unique_ptr<Optimizer> optimizer = make_optimizer(options.optimizer, optimizer_options, parameters);
-  const std::unique_ptr<Loss> loss = make_loss("cross_entropy", static_cast<float>(options.label_smoothing));
-
-  const Dataset train_set = load_dataset(options.data, Split::train, options.train_limit);
-  const Dataset test_set = load_dataset(options.data, Split::test, options.test_limit);
-  const ImageFormat format = image_format_for(input_shape, train_set, options.mean, options.std);
-  BatchLoader train_loader(train_set, format, options.batch_size, options.seed, /*shuffle=*/true);
-  BatchLoader test_loader(test_set, format, std::max<std::int64_t>(options.batch_size, 256), options.seed, /*shuffle=*/false);
-
+  // The spec may name its loss and its default data (attention-mse: MSE on a synthetic task).
+  const std::string loss_name = spec.value("loss", std::string("cross_entropy"));
+  const std::string data_name = !options.data.empty() ? options.data : spec.value("data", std::string("fashion-mnist"));
+  const std::unique_ptr<Loss> loss = make_loss(loss_name, static_cast<float>(options.label_smoothing));
+  TrainingData data = training_data(data_name, input_shape, options);
   ScheduleOptions schedule_options;
   schedule_options.kind = schedule_kind_from_name(options.schedule);
   schedule_options.unit = ScheduleUnit::epochs;
-  schedule_options.steps_per_epoch = train_loader.batches_per_epoch();
+  schedule_options.steps_per_epoch = data.train_batches;
   schedule_options.step_size = options.step_size;
   schedule_options.gamma = options.gamma;
   schedule_options.t_max = options.epochs;
@@ -110,9 +169,9 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
   executor_options.micro_batch = options.micro_batch;
   Executor executor(graph, parameters, executor_options);
 
-  observer.on_start(std::to_string(parameters.parameter_count()) + " parameters, " +
-                    std::to_string(train_set.size()) + " training and " + std::to_string(test_set.size()) +
-                    " test images, " + std::to_string(options.threads) + " thread(s)");
+  observer.on_start(std::to_string(parameters.parameter_count()) + " parameters, " + std::to_string(data.train_size) +
+                    " training and " + std::to_string(data.test_size) + " test samples (" + data_name + "), " +
+                    std::to_string(options.threads) + " thread(s)");
 
   std::ofstream log;
   if (!options.log.empty()) {
@@ -122,20 +181,24 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
     if (!append) log << "epoch,step,learning_rate,train_loss,train_accuracy,test_loss,test_accuracy,seconds,images_per_second\n";
   }
 
-  std::vector<float> images(static_cast<std::size_t>(std::max(train_loader.batch_size(), test_loader.batch_size()) *
-                                                     input_shape.elements()));
-  std::vector<std::int32_t> labels(static_cast<std::size_t>(std::max(train_loader.batch_size(), test_loader.batch_size())));
+  std::vector<float> inputs(static_cast<std::size_t>(data.max_batch * input_shape.elements()));
+  std::vector<std::int32_t> labels(static_cast<std::size_t>(data.max_batch));
+  std::vector<float> values(static_cast<std::size_t>(data.max_batch * data.target_floats));
+  auto targets_of = [&](std::int64_t count) {
+    return data.target_floats > 0 ? Targets{{}, values.data()}
+                                  : Targets{std::span<const std::int32_t>(labels.data(), static_cast<std::size_t>(count)), nullptr};
+  };
   std::vector<EpochReport> reports;
   for (int epoch = first_epoch; epoch < options.epochs; ++epoch) {
     const auto start = Clock::now();
-    const std::int64_t batches = train_loader.batches_per_epoch();
+    const std::int64_t batches = data.train_batches;
     StepResult epoch_total;
     double learning_rate = 0.0;
     for (std::int64_t b = 0; b < batches; ++b) {
-      const std::int64_t count = train_loader.load(epoch, b, images.data(), labels.data());
-      const Targets targets{std::span<const std::int32_t>(labels.data(), static_cast<std::size_t>(count)), nullptr};
+      const std::int64_t count = data.train_batch(epoch, b, inputs.data(), labels.data(), values.data());
+      const Targets targets = targets_of(count);
       const std::uint64_t step_seed = mix64(options.seed ^ mix64(static_cast<std::uint64_t>(step) + 1));
-      const StepResult result = executor.train_step(images.data(), count, targets, *loss, step_seed);
+      const StepResult result = executor.train_step(inputs.data(), count, targets, *loss, step_seed);
       const double mean_loss = result.mean_loss();
       if (!std::isfinite(mean_loss)) {
         throw Error("epoch " + std::to_string(epoch + 1) + ", batch " + std::to_string(b + 1) + ": the loss is " +
@@ -172,10 +235,9 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
     const double train_seconds = seconds_since(start);
 
     StepResult test_total;
-    for (std::int64_t b = 0; b < test_loader.batches_per_epoch(); ++b) {
-      const std::int64_t count = test_loader.load(0, b, images.data(), labels.data());
-      const Targets targets{std::span<const std::int32_t>(labels.data(), static_cast<std::size_t>(count)), nullptr};
-      const StepResult result = executor.evaluate(images.data(), count, targets, *loss);
+    for (std::int64_t b = 0; b < data.test_batches; ++b) {
+      const std::int64_t count = data.test_batch(0, b, inputs.data(), labels.data(), values.data());
+      const StepResult result = executor.evaluate(inputs.data(), count, targets_of(count), *loss);
       test_total.loss_sum += result.loss_sum;
       test_total.correct += result.correct;
       test_total.samples += result.samples;
@@ -186,9 +248,11 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
     report.step = step;
     report.learning_rate = learning_rate;
     report.train_loss = epoch_total.mean_loss();
-    report.train_accuracy = static_cast<double>(epoch_total.correct) / static_cast<double>(epoch_total.samples);
+    // Regression has no accuracy: NaN says so.
+    const double no_accuracy = std::numeric_limits<double>::quiet_NaN();
+    report.train_accuracy = data.target_floats > 0 ? no_accuracy : static_cast<double>(epoch_total.correct) / static_cast<double>(epoch_total.samples);
     report.test_loss = test_total.mean_loss();
-    report.test_accuracy = static_cast<double>(test_total.correct) / static_cast<double>(test_total.samples);
+    report.test_accuracy = data.target_floats > 0 ? no_accuracy : static_cast<double>(test_total.correct) / static_cast<double>(test_total.samples);
     report.seconds = seconds_since(start);
     report.images_per_second = static_cast<double>(epoch_total.samples) / train_seconds;
 

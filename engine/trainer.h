@@ -10,7 +10,9 @@ namespace ember {
 
 struct TrainOptions {
   std::string model = "seed-cnn";      // built-in name or path to a JSON spec
-  std::string data = "fashion-mnist";  // fashion-mnist | mnist | directory of IDX files
+  // fashion-mnist | mnist | directory of IDX files | attention-retrieval; empty: the model's
+  // own (its spec's "data", else fashion-mnist)
+  std::string data;
   int epochs = 3;
   std::int64_t batch_size = 64;
   std::string optimizer = "adam";      // sgd | adam | adamw

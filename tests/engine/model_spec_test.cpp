@@ -30,6 +30,52 @@ TEST(ModelSpec, BuiltInModelsBuildWithTheExpectedShapes) {
   EXPECT_EQ(lenet.value_shape(lenet.output()), (Shape{1, 10}));
 }
 
+TEST(ModelSpec, AttentionModelsBuildWithTheExpectedShapes) {
+  const Graph attn = graph_from_spec(builtin_model_spec("attn-cnn"));
+  EXPECT_EQ(attn.value_shape(attn.find("pool2")->output), (Shape{1, 64, 7, 7}));
+  EXPECT_EQ(attn.value_shape(attn.find("tokens")->output), (Shape{1, 49, 64}));
+  EXPECT_EQ(attn.value_shape(attn.find("block2")->output), (Shape{1, 49, 64}));
+  EXPECT_EQ(attn.value_shape(attn.output()), (Shape{1, 10}));
+
+  const Graph mse = graph_from_spec(builtin_model_spec("attention-mse"));
+  EXPECT_EQ(mse.input_sample_shape(), (Shape{16, 8}));
+  EXPECT_EQ(mse.value_shape(mse.find("attention")->output), (Shape{1, 32}));
+  EXPECT_EQ(mse.value_shape(mse.output()), (Shape{1, 4}));
+}
+
+TEST(ModelSpec, ATransformerBlockExpandsIntoItsPreNormLayers) {
+  const Json spec = Json::parse(R"({
+    "input": [5, 16],
+    "layers": [
+      {"name": "block", "kind": "transformer_encoder_block", "d_model": 16, "heads": 2, "mlp_hidden": 24, "causal": true},
+      {"name": "pool", "kind": "mean_pool_tokens", "inputs": ["block"]}
+    ]})");
+  const Graph graph = graph_from_spec(spec);
+  std::vector<std::string> names;
+  for (const Node& node : graph.nodes()) names.push_back(node.name + ":" + std::string(node.layer->kind()));
+  EXPECT_EQ(names, (std::vector<std::string>{"block.norm1:layer_norm", "block.attention:multi_head_attention",
+                                             "block.residual1:add", "block.norm2:layer_norm", "block.mlp_in:linear",
+                                             "block.gelu:gelu", "block.mlp_out:linear", "block:add",
+                                             "pool:mean_pool_tokens"}));
+  // The residuals read the block's input and the first residual.
+  EXPECT_EQ(graph.nodes()[2].inputs[0], graph.input());
+  EXPECT_EQ(graph.nodes()[7].inputs[0], graph.nodes()[2].output);
+  EXPECT_EQ(graph.nodes()[1].layer->options()["causal"], true);
+  EXPECT_EQ(graph.nodes()[4].layer->options()["out_features"], 24);
+  // Written back, the spec lists the expanded layers and rebuilds the same graph.
+  const Json written = spec_from_graph(graph, "block");
+  EXPECT_EQ(spec_from_graph(graph_from_spec(written), "block"), written);
+}
+
+TEST(ModelSpec, ATransformerBlockWithBadOptionsNamesThem) {
+  const Json spec = Json::parse(R"({
+    "input": [5, 16],
+    "layers": [{"name": "block", "kind": "transformer_encoder_block", "d_model": 16, "heads": 2, "width": 3}]})");
+  const std::string message = error_of(spec);
+  EXPECT_NE(message.find("'block'"), std::string::npos) << message;
+  EXPECT_NE(message.find("width"), std::string::npos) << message;
+}
+
 TEST(ModelSpec, EveryBuiltInModelRoundTrips) {
   for (const std::string& name : builtin_model_names()) {
     const Graph graph = graph_from_spec(builtin_model_spec(name));

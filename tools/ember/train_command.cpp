@@ -1,5 +1,6 @@
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <string>
 
@@ -44,9 +45,14 @@ class ProgressPrinter final : public TrainingObserver {
 
   void on_epoch(const EpochReport& r) override {
     if (terminal_) std::printf("\n");
-    std::printf("epoch %d: train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%% | %.0f img/s, %s\n", r.epoch,
-                r.train_loss, 100.0 * r.train_accuracy, r.test_loss, 100.0 * r.test_accuracy, r.images_per_second,
-                clock_text(r.seconds).c_str());
+    if (std::isnan(r.test_accuracy)) {  // regression: no accuracy
+      std::printf("epoch %d: train loss %.4f | test loss %.4f | %.0f samples/s, %s\n", r.epoch, r.train_loss, r.test_loss,
+                  r.images_per_second, clock_text(r.seconds).c_str());
+    } else {
+      std::printf("epoch %d: train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%% | %.0f img/s, %s\n", r.epoch,
+                  r.train_loss, 100.0 * r.train_accuracy, r.test_loss, 100.0 * r.test_accuracy, r.images_per_second,
+                  clock_text(r.seconds).c_str());
+    }
     std::fflush(stdout);
   }
 
@@ -57,9 +63,9 @@ class ProgressPrinter final : public TrainingObserver {
 }  // namespace
 
 int train_command(int argc, char** argv) {
-  Flags flags("train", "Train a model on an image classification dataset; test accuracy is reported after every epoch.");
+  Flags flags("train", "Train a model; test loss (and accuracy, for classification) is reported after every epoch.");
   flags.value("model", "built-in model (seed-cnn, lenet) or path to a JSON model spec", "seed-cnn", "M")
-      .value("data", "fashion-mnist, mnist, or a directory of IDX files", "fashion-mnist", "D")
+      .value("data", "fashion-mnist, mnist, a directory of IDX files, or attention-retrieval (synthetic); default: the model's own, else fashion-mnist", "", "D")
       .value("epochs", "passes over the training set", "3", "N")
       .value("batch-size", "samples per optimizer step", "64", "B")
       .value("lr", "learning rate", "1e-3", "LR")

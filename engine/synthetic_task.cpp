@@ -1,0 +1,58 @@
+#include "engine/synthetic_task.h"
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+
+#include "engine/random.h"
+
+namespace ember {
+
+RegressionDataset make_attention_retrieval(std::int64_t count, std::uint64_t seed) {
+  constexpr std::int64_t T = attention_retrieval_tokens, F = attention_retrieval_features, O = attention_retrieval_outputs;
+  RegressionDataset data;
+  data.sample_shape = Shape{T, F};
+  data.outputs = O;
+  data.count = count;
+  data.inputs.resize(static_cast<std::size_t>(count * T * F));
+  data.targets.resize(static_cast<std::size_t>(count * O));
+  Random random(seed);
+  for (std::int64_t n = 0; n < count; ++n) {
+    float* x = data.inputs.data() + n * T * F;
+    for (std::int64_t i = 0; i < T * F; ++i) x[i] = random.normal();
+    std::int64_t key = 0;
+    for (std::int64_t t = 1; t < T; ++t) {
+      if (x[t * F] > x[key * F]) key = t;
+    }
+    std::memcpy(data.targets.data() + n * O, x + key * F + 1, static_cast<std::size_t>(O) * sizeof(float));
+  }
+  return data;
+}
+
+RegressionLoader::RegressionLoader(const RegressionDataset& data, std::int64_t batch_size, std::uint64_t seed, bool shuffle)
+    : data_(data), batch_size_(batch_size), seed_(seed), shuffle_(shuffle), order_(static_cast<std::size_t>(data.count)) {
+  std::iota(order_.begin(), order_.end(), 0);
+}
+
+std::int64_t RegressionLoader::load(int epoch, std::int64_t batch, float* inputs, float* targets) {
+  if (shuffle_ && epoch != order_epoch_) {
+    std::iota(order_.begin(), order_.end(), 0);
+    Random random(mix64(seed_ ^ mix64(static_cast<std::uint64_t>(epoch) + 0x5eed)));
+    for (std::int64_t i = data_.count - 1; i > 0; --i) {  // Fisher-Yates
+      std::swap(order_[static_cast<std::size_t>(i)], order_[random.below(static_cast<std::uint64_t>(i) + 1)]);
+    }
+    order_epoch_ = epoch;
+  }
+  const std::int64_t first = batch * batch_size_;
+  const std::int64_t count = std::min(batch_size_, data_.count - first);
+  const std::int64_t in = data_.sample_shape.elements();
+  for (std::int64_t i = 0; i < count; ++i) {
+    const std::int64_t sample = order_[static_cast<std::size_t>(first + i)];
+    std::memcpy(inputs + i * in, data_.inputs.data() + sample * in, static_cast<std::size_t>(in) * sizeof(float));
+    std::memcpy(targets + i * data_.outputs, data_.targets.data() + sample * data_.outputs,
+                static_cast<std::size_t>(data_.outputs) * sizeof(float));
+  }
+  return count;
+}
+
+}  // namespace ember
