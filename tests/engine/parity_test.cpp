@@ -12,52 +12,17 @@
 #include "engine/loss.h"
 #include "engine/model_spec.h"
 #include "engine/optimizer.h"
-#include "engine/safetensors.h"
+#include "support/golden_file.h"
 
 namespace ember {
 namespace {
 
 constexpr double tolerance = 1e-4;
 
-struct Golden {
-  SafetensorsFile file = SafetensorsFile::read(std::string(EMBER_TEST_DATA_DIR) + "/seed_cnn_golden.safetensors");
-  std::vector<float> input;
+struct Golden : testing::GoldenFile {
   std::vector<std::int32_t> labels;
-
-  Golden() {
-    const SafetensorsTensor& x = file.tensor("input");
-    input.assign(reinterpret_cast<const float*>(x.data.data()), reinterpret_cast<const float*>(x.data.data()) + x.elements());
-    const SafetensorsTensor& y = file.tensor("labels");
-    EXPECT_EQ(y.dtype, "I64");
-    for (std::int64_t i = 0; i < y.elements(); ++i) {
-      std::int64_t label = 0;
-      std::memcpy(&label, y.data.data() + i * 8, 8);
-      labels.push_back(static_cast<std::int32_t>(label));
-    }
-  }
-
-  std::span<const float> tensor(const std::string& name) const {
-    const SafetensorsTensor& t = file.tensor(name);
-    return {reinterpret_cast<const float*>(t.data.data()), static_cast<std::size_t>(t.elements())};
-  }
-
-  void load_parameters(ParameterStore& parameters) const {
-    for (const ParameterEntry& e : parameters.entries()) {
-      const auto values = tensor("param." + e.name);
-      ASSERT_EQ(static_cast<std::int64_t>(values.size()), e.spec.shape.elements()) << e.name;
-      std::copy(values.begin(), values.end(), parameters.values().begin() + e.offset);
-    }
-  }
+  Golden() : GoldenFile("seed_cnn_golden.safetensors"), labels(int_tensor("labels")) {}
 };
-
-double relative_error(std::span<const float> ours, std::span<const float> theirs) {
-  double max_difference = 0.0, max_reference = 0.0;
-  for (std::size_t i = 0; i < theirs.size(); ++i) {
-    max_difference = std::max(max_difference, std::fabs(static_cast<double>(ours[i]) - theirs[i]));
-    max_reference = std::max(max_reference, std::fabs(static_cast<double>(theirs[i])));
-  }
-  return max_difference / std::max(max_reference, 1e-30);
-}
 
 struct ParityCase {
   int threads;
@@ -78,7 +43,7 @@ TEST_P(SeedCnnParity, LogitsLossAndGradientsMatchPyTorch) {
 
   std::vector<float> logits(8 * 10);
   executor.infer(golden.input.data(), 8, logits.data());
-  const double logits_error = relative_error(logits, golden.tensor("logits"));
+  const double logits_error = testing::relative_error(logits, golden.tensor("logits"));
   std::printf("logits: max relative error %.3g\n", logits_error);
   EXPECT_LE(logits_error, tolerance);
 
@@ -89,7 +54,7 @@ TEST_P(SeedCnnParity, LogitsLossAndGradientsMatchPyTorch) {
   EXPECT_LE(std::fabs(result.mean_loss() - torch_loss) / torch_loss, tolerance);
   for (const ParameterEntry& e : parameters.entries()) {
     const auto ours = parameters.gradients().subspan(static_cast<std::size_t>(e.offset), static_cast<std::size_t>(e.spec.shape.elements()));
-    const double error = relative_error(ours, golden.tensor("grad." + e.name));
+    const double error = testing::relative_error(ours, golden.tensor("grad." + e.name));
     std::printf("grad %-12s max relative error %.3g\n", e.name.c_str(), error);
     EXPECT_LE(error, tolerance) << e.name;
   }
@@ -114,14 +79,17 @@ TEST_P(SeedCnnParity, ParametersAfterThreeAdamStepsMatchPyTorch) {
   }
   for (const ParameterEntry& e : parameters.entries()) {
     const auto ours = parameters.values().subspan(static_cast<std::size_t>(e.offset), static_cast<std::size_t>(e.spec.shape.elements()));
-    const double error = relative_error(ours, golden.tensor("after3." + e.name));
+    const double error = testing::relative_error(ours, golden.tensor("after3." + e.name));
     std::printf("after 3 steps %-12s max relative error %.3g\n", e.name.c_str(), error);
     EXPECT_LE(error, tolerance) << e.name;
   }
 }
 
 // The whole batch in one micro-batch, and split unevenly across two threads.
-INSTANTIATE_TEST_SUITE_P(Splits, SeedCnnParity, ::testing::Values(ParityCase{1, 8}, ParityCase{2, 3}));
+INSTANTIATE_TEST_SUITE_P(Splits, SeedCnnParity, ::testing::Values(ParityCase{1, 8}, ParityCase{2, 3}),
+                         [](const ::testing::TestParamInfo<ParityCase>& info) {
+                           return std::to_string(info.param.threads) + "_threads_micro_batch_" + std::to_string(info.param.micro_batch);
+                         });
 
 }  // namespace
 }  // namespace ember

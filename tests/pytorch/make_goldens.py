@@ -2,10 +2,17 @@
 """PyTorch parity goldens for ember's models.
 
 Run with Debian's PyTorch (python3-torch, 1.13):  /usr/bin/python3 tests/pytorch/make_goldens.py
-It writes tests/data/seed_cnn_golden.safetensors: the seed CNN at PyTorch's default
-initialization (torch.manual_seed(0)) on the first 8 Fashion-MNIST test images, with the
-logits, the cross-entropy loss, every parameter gradient, and every parameter after 3 Adam
-steps (lr 1e-3) on that batch. The C++ test (tests/engine/parity_test.cpp) loads the same
+It writes, in tests/data/:
+- seed_cnn_golden.safetensors: the seed CNN at PyTorch's default initialization
+  (torch.manual_seed(0)) on the first 8 Fashion-MNIST test images, with the logits, the
+  cross-entropy loss, every parameter gradient, and every parameter after 3 Adam steps
+  (lr 1e-3) on that batch;
+- attn_cnn_golden.safetensors: the attn-cnn model (conv blocks, tokens, 2 pre-norm
+  transformer encoder blocks, mean pool) on the first 4 test images: logits, loss, every
+  parameter gradient;
+- mha_golden.safetensors: one nn.MultiheadAttention(32, 4, batch_first=True) on a random
+  (3, 11, 32) batch, MSE against a random target: output, loss, every parameter gradient.
+Parameter names are ember's ("block1.attention.in_proj_weight", ...). The C++ test (tests/engine/parity_test.cpp) loads the same
 weights into ember and compares; it needs no Python. The file is committed.
 """
 import gzip
@@ -67,6 +74,93 @@ class SeedCnn(nn.Module):
         return self.fc2(torch.relu(self.fc1(x)))
 
 
+class Block(nn.Module):
+    """ember's transformer_encoder_block: pre-norm, GELU (erf) MLP."""
+
+    def __init__(self, d, heads, hidden):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d)
+        self.attention = nn.MultiheadAttention(d, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(d)
+        self.mlp_in = nn.Linear(d, hidden)
+        self.mlp_out = nn.Linear(hidden, d)
+
+    def forward(self, x):
+        h = self.norm1(x)
+        x = x + self.attention(h, h, h, need_weights=False)[0]
+        return x + self.mlp_out(torch.nn.functional.gelu(self.mlp_in(self.norm2(x))))
+
+
+class AttnCnn(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+        self.position = nn.Parameter(torch.randn(49, 64) * 0.02)
+        self.block1 = Block(64, 4, 128)
+        self.block2 = Block(64, 4, 128)
+        self.norm = nn.LayerNorm(64)
+        self.classifier = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = torch.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)
+        x = x.flatten(2).transpose(1, 2) + self.position  # (N, 49, 64)
+        x = self.block2(self.block1(x))
+        return self.classifier(self.norm(x).mean(dim=1))
+
+
+def ember_name(name):
+    """PyTorch's parameter names -> ember's (node.parameter)."""
+    name = name.replace("attention.out_proj.weight", "attention.out_proj_weight")
+    name = name.replace("attention.out_proj.bias", "attention.out_proj_bias")
+    return "position.weight" if name == "position" else name
+
+
+def gradients_golden(model, x, target, loss_fn, out_name):
+    tensors = {"input": x.numpy()}
+    tensors["target"] = target.numpy()
+    for name, p in model.named_parameters():
+        # Random biases and norm parameters, so a gradient that ignores them shows up.
+        if name.endswith("bias") or "norm" in name:
+            with torch.no_grad():
+                p.uniform_(-0.5, 0.5) if name.endswith("bias") else p.uniform_(0.5, 1.5)
+        tensors["param." + ember_name(name)] = p.detach().numpy().copy()
+    output = model(x)
+    loss = loss_fn(output, target)
+    loss.backward()
+    tensors["output"] = output.detach().numpy().copy()
+    tensors["loss"] = np.array([loss.item()], dtype=np.float32)
+    for name, p in model.named_parameters():
+        tensors["grad." + ember_name(name)] = p.grad.detach().numpy().copy()
+    metadata = {"made_by": "tests/pytorch/make_goldens.py", "torch": torch.__version__, "seed": "0", "threads": "1"}
+    out = os.path.join(HERE, "..", "data", out_name)
+    write_safetensors(out, tensors, metadata)
+    print("wrote", os.path.normpath(out), "loss", tensors["loss"][0], file=sys.stderr)
+
+
+def attention_goldens():
+    torch.manual_seed(0)
+    images = read_idx(os.path.join(DATA, "t10k-images-idx3-ubyte.gz"))[:4]
+    labels = read_idx(os.path.join(DATA, "t10k-labels-idx1-ubyte.gz"))[:4]
+    x = torch.from_numpy(images.astype(np.float32) / 255.0).reshape(4, 1, 28, 28)
+    y = torch.from_numpy(labels.astype(np.int64))
+    gradients_golden(AttnCnn(), x, y, nn.CrossEntropyLoss(), "attn_cnn_golden.safetensors")
+
+    torch.manual_seed(1)
+
+    class Single(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention = nn.MultiheadAttention(32, 4, batch_first=True)
+
+        def forward(self, x):
+            return self.attention(x, x, x, need_weights=False)[0]
+
+    x = torch.randn(3, 11, 32)
+    gradients_golden(Single(), x, torch.randn(3, 11, 32), nn.MSELoss(), "mha_golden.safetensors")
+
+
 def main():
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -101,6 +195,7 @@ def main():
     out = os.path.join(HERE, "..", "data", "seed_cnn_golden.safetensors")
     write_safetensors(out, tensors, metadata)
     print("wrote", os.path.normpath(out), "loss", tensors["loss"][0], file=sys.stderr)
+    attention_goldens()
 
 
 if __name__ == "__main__":
