@@ -67,7 +67,7 @@ void attention_core(benchmark::State& state, bool backward, bool causal) {
   const std::int64_t heads = state.range(0), tokens = state.range(1), dim = state.range(2);
   Heads x(heads, tokens, dim);
   const std::size_t scratch_floats =
-      std::max(simd::attention_forward_scratch_floats(dim), backward ? simd::attention_backward_scratch_floats(tokens) : 0);
+      std::max(simd::attention_forward_scratch_floats(dim), backward ? simd::attention_backward_scratch_floats(tokens, dim) : 0);
   std::vector<AlignedBuffer> scratch;
   for (int t = 0; t < omp_get_max_threads(); ++t) scratch.emplace_back(scratch_floats * sizeof(float));
   for (auto _ : state) {

@@ -32,7 +32,7 @@ class PreparedMultiHeadAttention final : public PreparedLayer {
     lse_bytes_ = float_bytes(batch * o.heads * tokens);
     gemm_bytes_ = float_bytes(static_cast<std::int64_t>(simd::gemm_scratch_floats()));
     attention_forward_bytes_ = float_bytes(static_cast<std::int64_t>(simd::attention_forward_scratch_floats(head_dim_)));
-    const std::size_t attention_backward_bytes = float_bytes(static_cast<std::int64_t>(simd::attention_backward_scratch_floats(tokens)));
+    const std::size_t attention_backward_bytes = float_bytes(static_cast<std::int64_t>(simd::attention_backward_scratch_floats(tokens, head_dim_)));
     const std::size_t activations = qkv_bytes_ + heads_bytes_ + lse_bytes_;
     const std::size_t forward_work = std::max(gemm_bytes_, attention_forward_bytes_ * static_cast<std::size_t>(slices_));
     if (mode == Mode::training) {

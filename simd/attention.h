@@ -52,11 +52,12 @@ inline constexpr std::int64_t attention_key_block = 64;
 
 // Scratch, in floats (64-byte aligned), one call needs.
 inline std::size_t attention_forward_scratch_floats(std::int64_t head_dim) {
-  return static_cast<std::size_t>(attention_query_block * attention_key_block +
+  return static_cast<std::size_t>(attention_query_block * attention_key_block + head_dim * attention_key_block +
                                   attention_query_block * head_dim + 2 * attention_query_block);
 }
-inline std::size_t attention_backward_scratch_floats(std::int64_t queries) {
-  return static_cast<std::size_t>(2 * attention_query_block * attention_key_block + queries);
+inline std::size_t attention_backward_scratch_floats(std::int64_t queries, std::int64_t head_dim) {
+  return static_cast<std::size_t>(2 * attention_query_block * attention_key_block + 2 * head_dim * attention_key_block +
+                                  queries);
 }
 
 }  // namespace ember::simd

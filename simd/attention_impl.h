@@ -32,6 +32,17 @@ std::int64_t attention_visible(const AttentionShape& s, std::int64_t query, std:
   return std::clamp<std::int64_t>(query + 1 - c0, 0, block_keys);
 }
 
+// out (cols x rows, leading dimension ld) = in (rows x cols, stride)^T. Blocks of K and V
+// are transposed once so that S = Q K^T and dP = dO V^T run on the broadcast GEMM tile
+// (rows of Q broadcast against contiguous columns of K^T), not on dot products that
+// end in horizontal reductions.
+template <class Arch>
+void transpose_block(float* out, std::int64_t ld, const float* in, std::int64_t stride, std::int64_t rows, std::int64_t cols) {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t c = 0; c < cols; ++c) out[c * ld + r] = in[r * stride + c];
+  }
+}
+
 template <class Arch>
 void scale_row(float* row, float factor, std::int64_t n) {
   using Batch = xsimd::batch<float, Arch>;
@@ -49,7 +60,8 @@ void attention_forward(const AttentionShape& s, const float* q, const float* k, 
   constexpr std::int64_t BC = attention_key_block;
   const std::int64_t D = s.head_dim;
   float* scores = scratch;          // BR x BC, then the probabilities
-  float* acc = scores + BR * BC;    // BR x D, the unnormalized output
+  float* keys_t = scores + BR * BC; // D x BC, the key block transposed
+  float* acc = keys_t + D * BC;     // BR x D, the unnormalized output
   float* running_max = acc + BR * D;
   float* running_sum = running_max + BR;
   const float minus_infinity = -std::numeric_limits<float>::infinity();
@@ -62,8 +74,9 @@ void attention_forward(const AttentionShape& s, const float* q, const float* k, 
     const std::int64_t key_end = attention_key_end<Arch>(s, r0 + br - 1);
     for (std::int64_t c0 = 0; c0 < key_end; c0 += BC) {
       const std::int64_t bc = std::min(BC, key_end - c0);
-      gemm<Arch>(Transpose::no, Transpose::yes, br, bc, D, q + r0 * s.q_stride, s.q_stride, k + c0 * s.k_stride,
-                 s.k_stride, scores, BC, GemmEpilogue{}, nullptr);
+      transpose_block<Arch>(keys_t, BC, k + c0 * s.k_stride, s.k_stride, bc, D);
+      gemm<Arch>(Transpose::no, Transpose::no, br, bc, D, q + r0 * s.q_stride, s.q_stride, keys_t, BC, scores, BC,
+                 GemmEpilogue{}, nullptr);
       for (std::int64_t i = 0; i < br; ++i) {
         float* row = scores + i * BC;
         const std::int64_t visible = attention_visible<Arch>(s, r0 + i, c0, bc);
@@ -111,9 +124,11 @@ void attention_backward(const AttentionShape& s, const float* q, const float* k,
   constexpr std::int64_t BR = attention_query_block;
   constexpr std::int64_t BC = attention_key_block;
   const std::int64_t D = s.head_dim;
-  float* probs = scratch;            // BR x BC
-  float* prob_grads = probs + BR * BC;  // BR x BC: dP, then dS
-  float* delta = prob_grads + BR * BC;  // T_q: rowsum(dO * O)
+  float* probs = scratch;                // BR x BC
+  float* prob_grads = probs + BR * BC;   // BR x BC: dP, then dS
+  float* keys_t = prob_grads + BR * BC;  // D x BC
+  float* values_t = keys_t + D * BC;     // D x BC
+  float* delta = values_t + D * BC;      // T_q: rowsum(dO * O)
 
   zero_rows<Arch>(q_grad, s.queries, D, s.q_stride);
   zero_rows<Arch>(k_grad, s.keys, D, s.k_stride);
@@ -127,14 +142,16 @@ void attention_backward(const AttentionShape& s, const float* q, const float* k,
     const std::int64_t bc = std::min(BC, key_end - c0);
     const float* k_block = k + c0 * s.k_stride;
     const float* v_block = v + c0 * s.v_stride;
+    transpose_block<Arch>(keys_t, BC, k_block, s.k_stride, bc, D);
+    transpose_block<Arch>(values_t, BC, v_block, s.v_stride, bc, D);
     for (std::int64_t r0 = 0; r0 < s.queries; r0 += BR) {
       const std::int64_t br = std::min(BR, s.queries - r0);
       if (s.causal && c0 > r0 + br - 1) continue;  // every key of the block is in the future
       const float* q_block = q + r0 * s.q_stride;
       const float* o_grad_block = o_grad + r0 * s.o_stride;
       // P = exp(scale Q K^T - lse), recomputed.
-      gemm<Arch>(Transpose::no, Transpose::yes, br, bc, D, q_block, s.q_stride, k_block, s.k_stride, probs, BC,
-                 GemmEpilogue{}, nullptr);
+      gemm<Arch>(Transpose::no, Transpose::no, br, bc, D, q_block, s.q_stride, keys_t, BC, probs, BC, GemmEpilogue{},
+                 nullptr);
       for (std::int64_t i = 0; i < br; ++i) {
         float* row = probs + i * BC;
         const std::int64_t visible = attention_visible<Arch>(s, r0 + i, c0, bc);
@@ -151,7 +168,7 @@ void attention_backward(const AttentionShape& s, const float* q, const float* k,
       gemm<Arch>(Transpose::yes, Transpose::no, bc, D, br, probs, BC, o_grad_block, s.o_stride, v_grad + c0 * s.v_stride,
                  s.v_stride, accumulate, nullptr);
       // dP = dO V^T; dS = P * (dP - delta) * scale
-      gemm<Arch>(Transpose::no, Transpose::yes, br, bc, D, o_grad_block, s.o_stride, v_block, s.v_stride, prob_grads, BC,
+      gemm<Arch>(Transpose::no, Transpose::no, br, bc, D, o_grad_block, s.o_stride, values_t, BC, prob_grads, BC,
                  GemmEpilogue{}, nullptr);
       for (std::int64_t i = 0; i < br; ++i) {
         const float* p = probs + i * BC;

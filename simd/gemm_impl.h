@@ -93,6 +93,20 @@ void broadcast_tile(std::int64_t rows, std::int64_t cols, std::int64_t K, const 
   }
 }
 
+// broadcast_tile with the row count as a template argument, so a tile of fewer rows than
+// the register block (the last rows of C) still takes the fast path.
+template <class Arch, int Rows>
+void broadcast_tile_rows(std::int64_t rows, std::int64_t cols, std::int64_t K, const float* a, std::int64_t a_row,
+                         std::int64_t a_col, const float* b, std::int64_t ldb, float* c, std::int64_t ldc, bool overwrite) {
+  if constexpr (Rows > 1) {
+    if (rows < Rows) {
+      broadcast_tile_rows<Arch, Rows - 1>(rows, cols, K, a, a_row, a_col, b, ldb, c, ldc, overwrite);
+      return;
+    }
+  }
+  broadcast_tile<Arch, Rows>(rows, cols, K, a, a_row, a_col, b, ldb, c, ldc, overwrite);
+}
+
 // C (M x N) (+)= op(A) * B, B (K x N) row-major with stride ldb.
 template <class Arch>
 void gemm_broadcast(std::int64_t M, std::int64_t N, std::int64_t K, const float* A, std::int64_t a_row,
@@ -108,8 +122,8 @@ void gemm_broadcast(std::int64_t M, std::int64_t N, std::int64_t K, const float*
       for (std::int64_t i = 0; i < M; i += R) {
         const std::int64_t rows = std::min<std::int64_t>(R, M - i);
         for (std::int64_t j = j0; j < j0 + nc; j += tile_cols) {
-          broadcast_tile<Arch, R>(rows, std::min(tile_cols, j0 + nc - j), kc, A + i * a_row + k0 * a_col, a_row, a_col,
-                                  B + k0 * ldb + j, ldb, C + i * ldc + j, ldc, first);
+          broadcast_tile_rows<Arch, R>(rows, std::min(tile_cols, j0 + nc - j), kc, A + i * a_row + k0 * a_col, a_row, a_col,
+                                       B + k0 * ldb + j, ldb, C + i * ldc + j, ldc, first);
         }
       }
     }

@@ -132,7 +132,7 @@ TEST_P(AttentionTest, MatchesTheExplicitSoftmaxForwardAndBackward) {
   const float sentinel = 12345.0f;
   std::vector<float> o(static_cast<std::size_t>(c.queries * s.o_stride), sentinel);
   std::vector<float> lse(static_cast<std::size_t>(c.queries));
-  AlignedBuffer scratch(std::max(attention_forward_scratch_floats(D), attention_backward_scratch_floats(c.queries)) * sizeof(float));
+  AlignedBuffer scratch(std::max(attention_forward_scratch_floats(D), attention_backward_scratch_floats(c.queries, D)) * sizeof(float));
   kernels.forward(s, q, k, v, o.data(), lse.data(), scratch.floats());
 
   const Reference r = reference_attention(s, q, k, v, o_grad.data());
