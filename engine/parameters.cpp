@@ -77,6 +77,7 @@ void ParameterStore::initialize(std::uint64_t seed) {
         case Init::ones: p[j] = 1.0f; break;
         case Init::normal: p[j] = random.normal(); break;
         case Init::normal_scaled: p[j] = e.spec.scale * random.normal(); break;
+        case Init::uniform_scaled: p[j] = random.uniform(-e.spec.scale, e.spec.scale); break;
       }
     }
   }

@@ -39,6 +39,7 @@ enum class Init {
   ones,
   normal,           // N(0, 1) (nn.Embedding)
   normal_scaled,    // N(0, scale^2): learned positional embeddings (ViT uses scale 0.02)
+  uniform_scaled,   // U(-scale, scale): xavier_uniform_ with scale = sqrt(6 / (fan_in + fan_out))
 };
 
 struct ParameterSpec {
@@ -46,7 +47,7 @@ struct ParameterSpec {
   Shape shape;            // PyTorch's layout: Linear (out, in), Conv2d (O, I, kH, kW)
   Init init = Init::zeros;
   std::int64_t fan_in = 1;
-  float scale = 1.0f;     // standard deviation of Init::normal_scaled
+  float scale = 1.0f;     // Init::normal_scaled's standard deviation, Init::uniform_scaled's bound
 };
 
 // A value flowing between layers at one micro-batch size.

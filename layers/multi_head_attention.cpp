@@ -189,7 +189,10 @@ Shape MultiHeadAttention::output_shape(std::span<const Shape> inputs) const {
 
 std::vector<ParameterSpec> MultiHeadAttention::parameters(std::span<const Shape>) const {
   const std::int64_t d = options_.d_model;
-  std::vector<ParameterSpec> specs{{"in_proj_weight", Shape{3 * d, d}, Init::kaiming_uniform, d}};
+  // As nn.MultiheadAttention: xavier_uniform_ for the fused projection (fan_in d, fan_out
+  // 3d), Linear's default for the output projection, zero biases.
+  const auto xavier = static_cast<float>(std::sqrt(6.0 / static_cast<double>(d + 3 * d)));
+  std::vector<ParameterSpec> specs{{"in_proj_weight", Shape{3 * d, d}, Init::uniform_scaled, d, xavier}};
   if (options_.bias) specs.push_back({"in_proj_bias", Shape{3 * d}, Init::zeros, d});
   specs.push_back({"out_proj_weight", Shape{d, d}, Init::kaiming_uniform, d});
   if (options_.bias) specs.push_back({"out_proj_bias", Shape{d}, Init::zeros, d});
