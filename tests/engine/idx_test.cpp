@@ -18,26 +18,19 @@
 
 #include "engine/dataset.h"
 #include "engine/error.h"
+#include "support/file_helpers.h"
 
 namespace ember {
 namespace {
 
 namespace fs = std::filesystem;
-using Bytes = std::vector<std::uint8_t>;
-
-// The message of the ember::Error `action` throws; other exceptions and no exception are
-// reported as such so that a test comparing messages fails with a readable diff.
-template <class Action>
-std::string error_of(Action&& action) {
-  try {
-    action();
-  } catch (const Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    return std::string("not an ember::Error: ") + e.what();
-  }
-  return "no error";
-}
+using testing::Bytes;
+using testing::contains;
+using testing::error_of;
+using testing::header_length_of;
+using testing::read_file;
+using testing::starts_with;
+using testing::write_file;
 
 void put_big_endian(Bytes& out, std::uint32_t value) {
   for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<std::uint8_t>(value >> shift));
@@ -55,17 +48,6 @@ Bytes ramp(std::size_t n, std::uint8_t first = 0) {
   Bytes out(n);
   for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<std::uint8_t>(first + i * 7);
   return out;
-}
-
-void write_file(const std::string& path, const Bytes& bytes) {
-  std::ofstream file(path, std::ios::binary | std::ios::trunc);
-  file.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-  ASSERT_TRUE(file.good()) << path;
-}
-
-Bytes read_file(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  return Bytes(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
 }
 
 // gzip through zlib's own writer, as `gzip` would produce it.

@@ -23,44 +23,19 @@
 #include <vector>
 
 #include "engine/error.h"
+#include "support/file_helpers.h"
 
 namespace ember {
 namespace {
 
 namespace fs = std::filesystem;
-using Bytes = std::vector<std::uint8_t>;
-
-template <class Action>
-std::string error_of(Action&& action) {
-  try {
-    action();
-  } catch (const Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    return std::string("not an ember::Error: ") + e.what();
-  }
-  return "no error";
-}
-
-bool starts_with(const std::string& text, const std::string& prefix) { return text.rfind(prefix, 0) == 0; }
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
-
-void write_file(const std::string& path, const Bytes& bytes) {
-  std::ofstream file(path, std::ios::binary | std::ios::trunc);
-  file.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-  ASSERT_TRUE(file.good()) << path;
-}
-
-Bytes read_file(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  return Bytes(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
-}
-
-std::uint64_t header_length_of(const Bytes& file) {
-  std::uint64_t length = 0;
-  for (int i = 7; i >= 0; --i) length = (length << 8) | file[static_cast<std::size_t>(i)];
-  return length;
-}
+using testing::Bytes;
+using testing::contains;
+using testing::error_of;
+using testing::header_length_of;
+using testing::read_file;
+using testing::starts_with;
+using testing::write_file;
 
 // A hand-made file: little-endian length, the header text as given, then `data`.
 Bytes safetensors_bytes(const std::string& header, const Bytes& data, std::uint64_t length_field) {

@@ -1,0 +1,53 @@
+#pragma once
+// Small helpers for the tests of file readers and writers (IDX, safetensors, checkpoints).
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <exception>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "engine/error.h"
+
+namespace ember::testing {
+
+using Bytes = std::vector<std::uint8_t>;
+
+// The message of the ember::Error `action` throws; other exceptions and no exception are
+// reported as such so that a test comparing messages fails with a readable diff.
+template <class Action>
+std::string error_of(Action&& action) {
+  try {
+    action();
+  } catch (const Error& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    return std::string("not an ember::Error: ") + e.what();
+  }
+  return "no error";
+}
+
+inline bool starts_with(const std::string& text, const std::string& prefix) { return text.rfind(prefix, 0) == 0; }
+inline bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+inline void write_file(const std::string& path, const Bytes& bytes) {
+  std::ofstream file(path, std::ios::binary | std::ios::trunc);
+  file.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  ASSERT_TRUE(file.good()) << path;
+}
+
+inline Bytes read_file(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  return Bytes(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
+}
+
+// The 8-byte little-endian header length at the start of a safetensors file.
+inline std::uint64_t header_length_of(const Bytes& file) {
+  std::uint64_t length = 0;
+  for (int i = 7; i >= 0; --i) length = (length << 8) | file[static_cast<std::size_t>(i)];
+  return length;
+}
+
+}  // namespace ember::testing
