@@ -198,8 +198,9 @@ const char* const lenet = R"({
   ]
 })";
 
-// Convolution then attention: two conv blocks turn a 28x28 image into a 7x7 map of 64
-// features, read as 49 tokens with a learned position each, then two pre-norm transformer
+// Convolution then attention: two conv blocks (two 3x3 convolutions at 28x28, one at
+// 14x14) turn a 28x28 image into a 7x7 map of 64 features, read as 49 tokens with a
+// learned position each, then two pre-norm transformer
 // encoder blocks (d 64, 4 heads), a final LayerNorm, the mean over tokens and a classifier.
 const char* const attn_cnn = R"({
   "format": "ember.model", "version": 1, "name": "attn-cnn",
@@ -207,9 +208,11 @@ const char* const attn_cnn = R"({
   "layers": [
     {"name": "conv1", "kind": "conv2d", "in_channels": 1, "out_channels": 32, "kernel": 3, "padding": 1},
     {"name": "relu1", "kind": "relu"},
-    {"name": "pool1", "kind": "max_pool2d", "kernel": 2},
-    {"name": "conv2", "kind": "conv2d", "in_channels": 32, "out_channels": 64, "kernel": 3, "padding": 1},
+    {"name": "conv2", "kind": "conv2d", "in_channels": 32, "out_channels": 32, "kernel": 3, "padding": 1},
     {"name": "relu2", "kind": "relu"},
+    {"name": "pool1", "kind": "max_pool2d", "kernel": 2},
+    {"name": "conv3", "kind": "conv2d", "in_channels": 32, "out_channels": 64, "kernel": 3, "padding": 1},
+    {"name": "relu3", "kind": "relu"},
     {"name": "pool2", "kind": "max_pool2d", "kernel": 2},
     {"name": "tokens", "kind": "tokens_from_feature_map"},
     {"name": "position", "kind": "positional_embedding", "tokens": 49, "features": 64},

@@ -95,7 +95,8 @@ class AttnCnn(nn.Module):
     def __init__(self):
         super().__init__()
         self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
-        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 32, 3, padding=1)
+        self.conv3 = nn.Conv2d(32, 64, 3, padding=1)
         self.position = nn.Parameter(torch.randn(49, 64) * 0.02)
         self.block1 = Block(64, 4, 128)
         self.block2 = Block(64, 4, 128)
@@ -103,8 +104,8 @@ class AttnCnn(nn.Module):
         self.classifier = nn.Linear(64, 10)
 
     def forward(self, x):
-        x = torch.max_pool2d(torch.relu(self.conv1(x)), 2)
-        x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)
+        x = torch.max_pool2d(torch.relu(self.conv2(torch.relu(self.conv1(x)))), 2)
+        x = torch.max_pool2d(torch.relu(self.conv3(x)), 2)
         x = x.flatten(2).transpose(1, 2) + self.position  # (N, 49, 64)
         x = self.block2(self.block1(x))
         return self.classifier(self.norm(x).mean(dim=1))

@@ -178,4 +178,17 @@ TEST_F(CliTest, TrainEvalAndPredictWork) {
   EXPECT_EQ(std::count(predict.output.begin(), predict.output.end(), '\n'), 4) << predict.output;
 }
 
+// The tutorial's attention example on its synthetic task: the test MSE must fall from ~1
+// (what predicting zeros or an average scores) to below the README's 0.1 in 3 epochs.
+TEST_F(CliTest, AttentionMseLearnsToAttend) {
+  const CliRun run = ember("train --model attention-mse --epochs 3 --threads 2");
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  const std::size_t at = run.output.rfind("test loss ");
+  ASSERT_NE(at, std::string::npos) << run.output;
+  const double test_loss = std::stod(run.output.substr(at + 10));
+  EXPECT_LT(test_loss, 0.1) << run.output;
+  EXPECT_EQ(run.output.find("acc"), std::string::npos) << "a regression reports no accuracy:\n" << run.output;
+}
+
+
 }  // namespace
