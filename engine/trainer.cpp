@@ -56,8 +56,6 @@ Json run_json(const TrainOptions& o) {
               {"clip_norm", o.clip_norm}, {"train_limit", o.train_limit}};
 }
 
-}  // namespace
-
 // Where the batches come from: an image classification dataset, or a synthetic regression
 // task. The loaders are owned here; the functions fill one batch and return its size.
 struct TrainingData {
@@ -116,6 +114,8 @@ TrainingData training_data(const std::string& name, const Shape& input_shape, co
   data.max_batch = std::max(options.batch_size, test_batch_size);
   return data;
 }
+
+}  // namespace
 
 std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& observer) {
   check_options(options);
