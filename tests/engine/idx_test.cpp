@@ -59,23 +59,7 @@ void write_gzip(const std::string& path, const Bytes& bytes) {
 }
 
 // Each test gets its own directory under the system's temporary directory.
-class IdxFiles : public ::testing::Test {
- protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    directory_ = fs::temp_directory_path() /
-                 ("ember-" + std::string(info->test_suite_name()) + "-" + info->name() + "-" + std::to_string(::getpid()));
-    fs::remove_all(directory_);
-    fs::create_directories(directory_);
-  }
-  void TearDown() override {
-    std::error_code ignored;
-    fs::remove_all(directory_, ignored);
-  }
-  std::string path(const std::string& name) const { return (directory_ / name).string(); }
-
-  fs::path directory_;
-};
+class IdxFiles : public testing::TempDirectoryTest {};
 
 TEST_F(IdxFiles, RawImagesAndLabelsRoundTrip) {
   const Bytes pixels = ramp(3 * 2 * 4);

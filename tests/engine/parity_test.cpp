@@ -52,12 +52,7 @@ TEST_P(SeedCnnParity, LogitsLossAndGradientsMatchPyTorch) {
   const double torch_loss = golden.tensor("loss")[0];
   std::printf("loss: ember %.7f torch %.7f\n", result.mean_loss(), torch_loss);
   EXPECT_LE(std::fabs(result.mean_loss() - torch_loss) / torch_loss, tolerance);
-  for (const ParameterEntry& e : parameters.entries()) {
-    const auto ours = parameters.gradients().subspan(static_cast<std::size_t>(e.offset), static_cast<std::size_t>(e.spec.shape.elements()));
-    const double error = testing::relative_error(ours, golden.tensor("grad." + e.name));
-    std::printf("grad %-12s max relative error %.3g\n", e.name.c_str(), error);
-    EXPECT_LE(error, tolerance) << e.name;
-  }
+  testing::expect_gradients_match(parameters, golden, tolerance);
 }
 
 TEST_P(SeedCnnParity, ParametersAfterThreeAdamStepsMatchPyTorch) {

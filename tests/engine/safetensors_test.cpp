@@ -30,6 +30,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::Bytes;
+using testing::FileSizeLimit;
 using testing::contains;
 using testing::error_of;
 using testing::header_length_of;
@@ -60,44 +61,8 @@ float from_bits(std::uint32_t b) {
   return value;
 }
 
-// While alive, writing a regular file beyond `bytes` fails with EFBIG (RLIMIT_FSIZE, with
-// SIGXFSZ ignored): a disk that fills up half way through a write, for this process only.
-class FileSizeLimit {
- public:
-  explicit FileSizeLimit(rlim_t bytes) {
-    ::getrlimit(RLIMIT_FSIZE, &saved_);
-    saved_handler_ = std::signal(SIGXFSZ, SIG_IGN);
-    rlimit limit = saved_;
-    limit.rlim_cur = bytes;
-    ::setrlimit(RLIMIT_FSIZE, &limit);
-  }
-  ~FileSizeLimit() {
-    ::setrlimit(RLIMIT_FSIZE, &saved_);
-    std::signal(SIGXFSZ, saved_handler_);
-  }
-  FileSizeLimit(const FileSizeLimit&) = delete;
-  FileSizeLimit& operator=(const FileSizeLimit&) = delete;
-
- private:
-  rlimit saved_{};
-  void (*saved_handler_)(int) = SIG_DFL;
-};
-
-class SafetensorsFiles : public ::testing::Test {
+class SafetensorsFiles : public testing::TempDirectoryTest {
  protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    directory_ = fs::temp_directory_path() /
-                 ("ember-" + std::string(info->test_suite_name()) + "-" + info->name() + "-" + std::to_string(::getpid()));
-    fs::remove_all(directory_);
-    fs::create_directories(directory_);
-  }
-  void TearDown() override {
-    std::error_code ignored;
-    fs::permissions(directory_, fs::perms::owner_all, fs::perm_options::add, ignored);
-    fs::remove_all(directory_, ignored);
-  }
-  std::string path(const std::string& name) const { return (directory_ / name).string(); }
   std::set<std::string> listing() const {
     std::set<std::string> names;
     for (const auto& entry : fs::directory_iterator(directory_)) names.insert(entry.path().filename().string());
@@ -112,7 +77,6 @@ class SafetensorsFiles : public ::testing::Test {
     write_safetensors(path(name), tensors, {{"k", "v"}});
   }
 
-  fs::path directory_;
   std::vector<float> a_{1, 2, 3, 4, 5, 6};
   std::vector<float> b_{-1, -2, -3, -4};
 };

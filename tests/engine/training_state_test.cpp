@@ -32,6 +32,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::Bytes;
+using testing::FileSizeLimit;
 using testing::contains;
 using testing::error_of;
 using testing::header_length_of;
@@ -139,44 +140,8 @@ struct Snapshot {
   std::vector<std::vector<float>> state;
 };
 
-// While alive, writing a regular file beyond `bytes` fails with EFBIG (RLIMIT_FSIZE, with
-// SIGXFSZ ignored): a disk that fills up half way through a save, for this process only.
-class FileSizeLimit {
- public:
-  explicit FileSizeLimit(rlim_t bytes) {
-    ::getrlimit(RLIMIT_FSIZE, &saved_);
-    saved_handler_ = std::signal(SIGXFSZ, SIG_IGN);
-    rlimit limit = saved_;
-    limit.rlim_cur = bytes;
-    ::setrlimit(RLIMIT_FSIZE, &limit);
-  }
-  ~FileSizeLimit() {
-    ::setrlimit(RLIMIT_FSIZE, &saved_);
-    std::signal(SIGXFSZ, saved_handler_);
-  }
-  FileSizeLimit(const FileSizeLimit&) = delete;
-  FileSizeLimit& operator=(const FileSizeLimit&) = delete;
-
- private:
-  rlimit saved_{};
-  void (*saved_handler_)(int) = SIG_DFL;
-};
-
-class CheckpointFiles : public ::testing::Test {
+class CheckpointFiles : public testing::TempDirectoryTest {
  protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    directory_ = fs::temp_directory_path() /
-                 ("ember-" + std::string(info->test_suite_name()) + "-" + info->name() + "-" + std::to_string(::getpid()));
-    fs::remove_all(directory_);
-    fs::create_directories(directory_);
-  }
-  void TearDown() override {
-    std::error_code ignored;
-    fs::remove_all(directory_, ignored);
-  }
-  std::string path(const std::string& name) const { return (directory_ / name).string(); }
-
   // An Adam run of three steps saved to `name`.
   void save_adam(const std::string& name) {
     Trainee trainee(tiny_spec(), "adam");
@@ -201,7 +166,6 @@ class CheckpointFiles : public ::testing::Test {
     return error_of([&] { load_training_state(path(name), trainee.parameters, *trainee.optimizer); });
   }
 
-  fs::path directory_;
 };
 
 TEST_F(CheckpointFiles, SaveLoadRoundTripsParametersAndOptimizerState) {

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <span>
 #include <string>
@@ -63,6 +64,16 @@ inline double relative_error(std::span<const float> ours, std::span<const float>
     max_reference = std::max(max_reference, std::fabs(static_cast<double>(theirs[i])));
   }
   return max_difference / std::max(max_reference, 1e-30);
+}
+
+// Every parameter's gradient against the golden's "grad.<name>", within `tolerance`.
+inline void expect_gradients_match(const ParameterStore& parameters, const GoldenFile& golden, double tolerance) {
+  for (const ParameterEntry& e : parameters.entries()) {
+    const auto ours = parameters.gradients().subspan(static_cast<std::size_t>(e.offset), static_cast<std::size_t>(e.spec.shape.elements()));
+    const double error = relative_error(ours, golden.tensor("grad." + e.name));
+    std::printf("grad %-32s max relative error %.3g\n", e.name.c_str(), error);
+    EXPECT_LE(error, tolerance) << e.name;
+  }
 }
 
 }  // namespace ember::testing
