@@ -94,24 +94,12 @@ ImageFormat image_format_for(const Shape& input, const Dataset& dataset, double 
 
 BatchLoader::BatchLoader(const Dataset& dataset, const ImageFormat& format, std::int64_t batch_size, std::uint64_t seed,
                          bool shuffle)
-    : dataset_(dataset), format_(format), batch_size_(batch_size), seed_(seed), shuffle_(shuffle) {
+    : dataset_(dataset), format_(format), batch_size_(batch_size), order_(dataset.count, seed, shuffle) {
   if (batch_size < 1) throw Error("batch size must be positive, found " + std::to_string(batch_size));
   if (dataset.count < 1) throw Error(dataset.source + ": the dataset is empty");
 }
 
-const std::vector<std::int64_t>& BatchLoader::order(int epoch) {
-  if (order_epoch_ == epoch) return order_;
-  order_.resize(static_cast<std::size_t>(dataset_.count));
-  std::iota(order_.begin(), order_.end(), 0);
-  if (shuffle_) {
-    Random random(mix64(seed_) ^ mix64(static_cast<std::uint64_t>(epoch) + 0x5eed));
-    for (std::size_t i = order_.size(); i > 1; --i) {
-      std::swap(order_[i - 1], order_[random.below(i)]);  // Fisher-Yates
-    }
-  }
-  order_epoch_ = epoch;
-  return order_;
-}
+const std::vector<std::int64_t>& BatchLoader::order(int epoch) { return order_.of(epoch); }
 
 std::int64_t BatchLoader::load(int epoch, std::int64_t batch, float* images, std::int32_t* labels) {
   if (batch < 0 || batch >= batches_per_epoch()) {

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/epoch_order.h"
 #include "engine/random.h"
 #include "engine/shape.h"
 
@@ -66,10 +67,7 @@ class BatchLoader {
   const Dataset& dataset_;
   ImageFormat format_;
   std::int64_t batch_size_;
-  std::uint64_t seed_;
-  bool shuffle_;
-  int order_epoch_ = -1;
-  std::vector<std::int64_t> order_;
+  EpochOrder order_;
 };
 
 }  // namespace ember

@@ -2,8 +2,9 @@
 
 #include <algorithm>
 #include <cstring>
-#include <numeric>
+#include <string>
 
+#include "engine/error.h"
 #include "engine/random.h"
 
 namespace ember {
@@ -30,24 +31,20 @@ RegressionDataset make_attention_retrieval(std::int64_t count, std::uint64_t see
 }
 
 RegressionLoader::RegressionLoader(const RegressionDataset& data, std::int64_t batch_size, std::uint64_t seed, bool shuffle)
-    : data_(data), batch_size_(batch_size), seed_(seed), shuffle_(shuffle), order_(static_cast<std::size_t>(data.count)) {
-  std::iota(order_.begin(), order_.end(), 0);
+    : data_(data), batch_size_(batch_size), order_(data.count, seed, shuffle) {
+  if (batch_size < 1) throw Error("batch size must be positive, found " + std::to_string(batch_size));
 }
 
 std::int64_t RegressionLoader::load(int epoch, std::int64_t batch, float* inputs, float* targets) {
-  if (shuffle_ && epoch != order_epoch_) {
-    std::iota(order_.begin(), order_.end(), 0);
-    Random random(mix64(seed_ ^ mix64(static_cast<std::uint64_t>(epoch) + 0x5eed)));
-    for (std::int64_t i = data_.count - 1; i > 0; --i) {  // Fisher-Yates
-      std::swap(order_[static_cast<std::size_t>(i)], order_[random.below(static_cast<std::uint64_t>(i) + 1)]);
-    }
-    order_epoch_ = epoch;
+  if (batch < 0 || batch >= batches_per_epoch()) {
+    throw Error("batch " + std::to_string(batch) + " does not exist; an epoch has " + std::to_string(batches_per_epoch()));
   }
+  const std::vector<std::int64_t>& order = order_.of(epoch);
   const std::int64_t first = batch * batch_size_;
   const std::int64_t count = std::min(batch_size_, data_.count - first);
   const std::int64_t in = data_.sample_shape.elements();
   for (std::int64_t i = 0; i < count; ++i) {
-    const std::int64_t sample = order_[static_cast<std::size_t>(first + i)];
+    const std::int64_t sample = order[static_cast<std::size_t>(first + i)];
     std::memcpy(inputs + i * in, data_.inputs.data() + sample * in, static_cast<std::size_t>(in) * sizeof(float));
     std::memcpy(targets + i * data_.outputs, data_.targets.data() + sample * data_.outputs,
                 static_cast<std::size_t>(data_.outputs) * sizeof(float));

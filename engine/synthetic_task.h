@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "engine/epoch_order.h"
 #include "engine/shape.h"
 
 namespace ember {
@@ -43,10 +44,7 @@ class RegressionLoader {
  private:
   const RegressionDataset& data_;
   std::int64_t batch_size_;
-  std::uint64_t seed_;
-  bool shuffle_;
-  int order_epoch_ = -1;
-  std::vector<std::int64_t> order_;
+  EpochOrder order_;
 };
 
 }  // namespace ember

@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "engine/error.h"
+
 namespace ember {
 namespace {
 
@@ -50,6 +52,19 @@ TEST(RegressionLoader, EveryEpochVisitsEverySampleOnceAndKeepsThePartialBatch) {
   }
   EXPECT_EQ(total, 10);
   EXPECT_EQ(seen, std::vector<int>(10, 1));
+}
+
+TEST(RegressionLoader, BadBatchSizesAndIndicesAreRefused) {
+  const RegressionDataset data = make_attention_retrieval(10, 1);
+  EXPECT_THROW(RegressionLoader(data, 0, 1, true), Error);
+  RegressionLoader loader(data, 4, 1, true);
+  std::vector<float> x(4 * 128), y(4 * 4);
+  try {
+    loader.load(0, 3, x.data(), y.data());
+    ADD_FAILURE() << "batch 3 of 3 was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("an epoch has 3"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace
