@@ -65,6 +65,10 @@ struct PrepareContext {
   // Per input: does backward have to produce its gradient? (Never for the model input.)
   std::span<const char> input_needs_grad;
   const dnnl::engine* engine = nullptr;
+  // Inference only: the layer's output goes straight into a ReLU that the step program
+  // removed, so the layer applies it (oneDNN post-op). Only layers whose
+  // fuses_following_relu() is true are asked.
+  bool fuse_relu = false;
 };
 
 struct ForwardArgs {
@@ -124,6 +128,8 @@ class Layer {
   // oneDNN layers and pointwise layers take inputs in a blocked oneDNN layout; the rest
   // get plain row-major inputs (the executor inserts the reorder).
   virtual bool accepts_blocked_inputs() const { return false; }
+  // Can prepare() honour PrepareContext::fuse_relu?
+  virtual bool fuses_following_relu() const { return false; }
   virtual std::unique_ptr<PreparedLayer> prepare(const PrepareContext& context) const = 0;
 };
 
