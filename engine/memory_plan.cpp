@@ -63,45 +63,9 @@ class FreeList {
   std::size_t top_ = 0;
 };
 
-}  // namespace
-
-MemoryPlan plan_memory(std::span<const TensorLifetime> tensors, PlanStrategy strategy) {
-  MemoryPlan plan;
-  plan.offsets.assign(tensors.size(), 0);
-  int last_position = 0;
-  for (const TensorLifetime& t : tensors) {
-    if (t.last_use < t.first_use) {
-      throw Error("tensor '" + t.name + "': last use " + std::to_string(t.last_use) + " is before first use " +
-                  std::to_string(t.first_use));
-    }
-    plan.naive_bytes += align_up(t.bytes);
-    last_position = std::max(last_position, t.last_use);
-  }
-
-  // Lower bound: the largest sum of live bytes at one position.
-  std::vector<std::size_t> live(static_cast<std::size_t>(last_position) + 2, 0);
-  for (const TensorLifetime& t : tensors) {
-    live[static_cast<std::size_t>(t.first_use)] += align_up(t.bytes);
-    live[static_cast<std::size_t>(t.last_use) + 1] -= align_up(t.bytes);
-  }
-  std::size_t running = 0;
-  for (std::size_t p = 0; p + 1 < live.size(); ++p) {
-    running += live[p];
-    plan.lower_bound_bytes = std::max(plan.lower_bound_bytes, running);
-  }
-
-  if (strategy == PlanStrategy::one_slice_each) {
-    std::size_t offset = 0;
-    for (std::size_t i = 0; i < tensors.size(); ++i) {
-      plan.offsets[i] = offset;
-      offset += align_up(tensors[i].bytes);
-    }
-    plan.arena_bytes = offset;
-    return plan;
-  }
-
-  // Walk positions in order: free what died before this position, then place what is
-  // born here, largest first (large blocks placed early fragment less).
+// The in-order walk: free what died before each position, then place what is born
+// there, largest first, in the smallest free block that holds it.
+std::size_t place_in_order(std::span<const TensorLifetime> tensors, std::vector<std::size_t>& offsets) {
   std::vector<std::size_t> order(tensors.size());
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
@@ -119,12 +83,112 @@ MemoryPlan plan_memory(std::span<const TensorLifetime> tensors, PlanStrategy str
     const TensorLifetime& t = tensors[i];
     while (next_death < by_death.size() && tensors[by_death[next_death]].last_use < t.first_use) {
       const std::size_t d = by_death[next_death++];
-      // Only tensors already placed can be freed (all with first_use <= last_use < t.first_use are).
-      if (tensors[d].bytes > 0) free_list.release(plan.offsets[d], align_up(tensors[d].bytes));
+      // Every tensor that died before t was born has been placed already.
+      if (tensors[d].bytes > 0) free_list.release(offsets[d], align_up(tensors[d].bytes));
     }
-    if (t.bytes > 0) plan.offsets[i] = free_list.allocate(align_up(t.bytes));
+    if (t.bytes > 0) offsets[i] = free_list.allocate(align_up(t.bytes));
   }
-  plan.arena_bytes = free_list.top();
+  return free_list.top();
+}
+
+// Largest first; each tensor goes in the smallest gap between the placed tensors whose
+// lifetimes overlap its own (adjacent ones merged), or above them all.
+std::size_t place_by_size(std::span<const TensorLifetime> tensors, std::vector<std::size_t>& offsets) {
+  std::vector<std::size_t> order;
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    if (tensors[i].bytes > 0) order.push_back(i);
+  }
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    if (align_up(tensors[a].bytes) != align_up(tensors[b].bytes)) return align_up(tensors[a].bytes) > align_up(tensors[b].bytes);
+    return tensors[a].last_use - tensors[a].first_use > tensors[b].last_use - tensors[b].first_use;
+  });
+  std::vector<std::size_t> placed;
+  std::vector<std::pair<std::size_t, std::size_t>> taken;  // [begin, end) of live-together tensors
+  std::size_t arena = 0;
+  for (std::size_t i : order) {
+    const TensorLifetime& t = tensors[i];
+    const std::size_t bytes = align_up(t.bytes);
+    taken.clear();
+    for (std::size_t j : placed) {
+      if (tensors[j].first_use <= t.last_use && t.first_use <= tensors[j].last_use) {
+        taken.emplace_back(offsets[j], offsets[j] + align_up(tensors[j].bytes));
+      }
+    }
+    std::sort(taken.begin(), taken.end());
+    std::size_t best = 0, best_gap = 0, cursor = 0;
+    bool found = false;
+    for (const auto& [begin, end] : taken) {
+      if (begin > cursor) {
+        const std::size_t gap = begin - cursor;
+        if (gap >= bytes && (!found || gap < best_gap)) {
+          best = cursor;
+          best_gap = gap;
+          found = true;
+        }
+      }
+      cursor = std::max(cursor, end);
+    }
+    offsets[i] = found ? best : cursor;
+    arena = std::max(arena, offsets[i] + bytes);
+    placed.push_back(i);
+  }
+  return arena;
+}
+
+}  // namespace
+
+MemoryPlan plan_memory(std::span<const TensorLifetime> tensors, PlanStrategy strategy) {
+  MemoryPlan plan;
+  plan.offsets.assign(tensors.size(), 0);
+  int last_position = 0;
+  for (const TensorLifetime& t : tensors) {
+    if (t.first_use < 0 || t.last_use < t.first_use) {
+      throw Error("tensor '" + t.name + "': lifetime " + std::to_string(t.first_use) + ".." + std::to_string(t.last_use) +
+                  " is not a range of step positions (first use >= 0, last use >= first use)");
+    }
+    plan.naive_bytes += align_up(t.bytes);
+    last_position = std::max(last_position, t.last_use);
+  }
+
+  // Lower bound: the largest sum of live bytes at one position.
+  std::vector<std::size_t> live(static_cast<std::size_t>(last_position) + 2, 0);
+  for (const TensorLifetime& t : tensors) {
+    live[static_cast<std::size_t>(t.first_use)] += align_up(t.bytes);
+    live[static_cast<std::size_t>(t.last_use) + 1] -= align_up(t.bytes);
+  }
+  std::size_t running = 0;
+  for (std::size_t p = 0; p + 1 < live.size(); ++p) {
+    running += live[p];
+    plan.lower_bound_bytes = std::max(plan.lower_bound_bytes, running);
+  }
+
+  switch (strategy) {
+    case PlanStrategy::one_slice_each: {
+      std::size_t offset = 0;
+      for (std::size_t i = 0; i < tensors.size(); ++i) {
+        plan.offsets[i] = offset;
+        offset += align_up(tensors[i].bytes);
+      }
+      plan.arena_bytes = offset;
+      break;
+    }
+    case PlanStrategy::best_fit_in_order:
+      plan.arena_bytes = place_in_order(tensors, plan.offsets);
+      break;
+    case PlanStrategy::best_fit_by_size:
+      plan.arena_bytes = place_by_size(tensors, plan.offsets);
+      break;
+    case PlanStrategy::best_fit: {
+      plan.arena_bytes = place_in_order(tensors, plan.offsets);
+      std::vector<std::size_t> by_size(tensors.size(), 0);
+      const std::size_t arena = place_by_size(tensors, by_size);
+      if (arena < plan.arena_bytes) {
+        plan.arena_bytes = arena;
+        plan.offsets = std::move(by_size);
+      }
+      break;
+    }
+  }
   return plan;
 }
 

@@ -21,8 +21,16 @@ struct TensorLifetime {
 };
 
 enum class PlanStrategy {
-  one_slice_each,  // every tensor its own slice: no reuse
-  best_fit,        // reuse memory of tensors that are dead: best fit, neighbours merged
+  one_slice_each,     // every tensor its own slice: no reuse
+  // Walk the step in order: free what died, place what is born in the smallest free
+  // block that holds it (free list, neighbours merged). What a runtime allocator would do.
+  best_fit_in_order,
+  // Place the largest tensors first, each in the smallest gap left by the tensors already
+  // placed that are live at the same time. Knowing every lifetime up front, this avoids
+  // the in-order walk's trap: a small long-lived tensor placed where a large one is needed
+  // later.
+  best_fit_by_size,
+  best_fit,           // both best-fit orders; keep the smaller arena
 };
 
 struct MemoryPlan {
