@@ -63,6 +63,28 @@ StepProgram::StepProgram(const Graph& graph, const ParameterStore& parameters, s
     return copy;
   };
 
+  // Conv+ReLU fusion (inference): a layer that can apply a ReLU to its own output does
+  // so when a ReLU is the only reader of that output; the ReLU node then runs nothing and
+  // its output is the layer's.
+  std::vector<int> graph_readers(static_cast<std::size_t>(value_count), 0);
+  for (const Node& node : nodes) {
+    for (ValueId v : node.inputs) ++graph_readers[static_cast<std::size_t>(v)];
+  }
+  ++graph_readers[static_cast<std::size_t>(graph_.output())];
+  elided_.assign(nodes.size(), 0);
+  std::vector<char> fuse_relu(nodes.size(), 0);
+  if (!training) {
+    for (std::size_t n = 0; n < nodes.size(); ++n) {
+      const Node& node = nodes[n];
+      if (node.layer->kind() != "relu" || node.inputs.size() != 1 || node.inputs[0] == graph_.input()) continue;
+      const auto producer = static_cast<std::size_t>(graph_.producer(node.inputs[0]));
+      if (graph_readers[static_cast<std::size_t>(node.inputs[0])] == 1 && nodes[producer].layer->fuses_following_relu()) {
+        fuse_relu[producer] = 1;
+        elided_[n] = 1;
+      }
+    }
+  }
+
   // Prepare every layer with the 1-thread budget it will run under.
   layers_.resize(nodes.size());
   input_slots_.resize(nodes.size());
@@ -73,6 +95,12 @@ StepProgram::StepProgram(const Graph& graph, const ParameterStore& parameters, s
     try {
       for (std::size_t n = 0; n < nodes.size(); ++n) {
         const Node& node = nodes[n];
+        if (elided_[n]) {
+          input_slots_[n] = {node.inputs[0]};
+          output_slot_[n] = node.output;
+          slots_[static_cast<std::size_t>(node.output)] = slots_[static_cast<std::size_t>(node.inputs[0])];
+          continue;
+        }
         std::vector<ValueInfo> inputs;
         std::vector<char> needs_grad;
         bool any_grad = false;
@@ -89,6 +117,7 @@ StepProgram::StepProgram(const Graph& graph, const ParameterStore& parameters, s
         context.inputs = inputs;
         context.input_needs_grad = needs_grad;
         context.engine = &engine_;
+        context.fuse_relu = fuse_relu[n] != 0;
         try {
           layers_[n] = node.layer->prepare(context);
         } catch (const dnnl::error& e) {
@@ -143,7 +172,7 @@ StepProgram::StepProgram(const Graph& graph, const ParameterStore& parameters, s
 
   // The op sequence.
   for (std::size_t n = 0; n < nodes.size(); ++n) {
-    ops_.push_back({OpKind::forward, static_cast<int>(n)});
+    if (!elided_[n]) ops_.push_back({OpKind::forward, static_cast<int>(n)});
     const int out = output_slot_[n];
     if (plain_copy_[static_cast<std::size_t>(out)] >= 0) {
       ops_.push_back({OpKind::reorder_to_plain, plain_copy_[static_cast<std::size_t>(out)]});
@@ -175,7 +204,8 @@ StepProgram::StepProgram(const Graph& graph, const ParameterStore& parameters, s
     }
     return nodes[static_cast<std::size_t>(graph_.producer(static_cast<ValueId>(slot)))].name;
   };
-  std::vector<int> value_tensor(slot_count, -1), grad_tensor(slot_count, -1), partial_tensor(slot_count, -1);
+  std::vector<int> value_tensor(slot_count, -1), grad_tensor(slot_count, -1);
+  std::vector<std::vector<int>> partial_tensors(slot_count);
   // A pointwise layer may write its output over its input when nothing else reads that
   // input later: the two slots then share one tensor (its lifetime is the union).
   std::vector<int> readers(slot_count, 0);
@@ -186,17 +216,21 @@ StepProgram::StepProgram(const Graph& graph, const ParameterStore& parameters, s
   auto in_place_input = [&](std::size_t slot) -> int {
     if (copy_of_[slot] >= 0) return -1;
     const auto n = static_cast<std::size_t>(graph_.producer(static_cast<ValueId>(slot)));
+    if (elided_[n]) return input_slots_[n][0];  // a fused ReLU: its output is its input
     const PreparedLayer& layer = *layers_[n];
-    if (!layer.can_run_in_place || input_slots_[n].size() != 1) return -1;
-    const auto input = static_cast<std::size_t>(input_slots_[n][0]);
-    if (input == 0 || copy_of_[input] >= 0 || readers[input] != 1) return -1;
-    if (slots_[input].bytes() != slots_[slot].bytes()) return -1;
-    if (training) {
-      // Backward must not need the overwritten input, neither this layer's nor its producer's.
-      const auto producer = static_cast<std::size_t>(graph_.producer(static_cast<ValueId>(input)));
-      if (layer.backward_reads_inputs || layers_[producer]->backward_reads_output) return -1;
+    if (!layer.can_run_in_place) return -1;
+    for (int candidate : input_slots_[n]) {
+      const auto input = static_cast<std::size_t>(candidate);
+      if (input == 0 || copy_of_[input] >= 0 || readers[input] != 1) continue;
+      if (slots_[input].bytes() != slots_[slot].bytes()) continue;
+      if (training) {
+        // Backward must not need the overwritten input, neither this layer's nor its producer's.
+        const auto producer = static_cast<std::size_t>(graph_.producer(static_cast<ValueId>(input)));
+        if (layer.backward_reads_inputs || elided_[producer] || layers_[producer]->backward_reads_output) continue;
+      }
+      return candidate;
     }
-    return static_cast<int>(input);
+    return -1;
   };
   for (std::size_t slot = 1; slot < slot_count; ++slot) {
     const int shared = in_place_input(slot);
@@ -204,11 +238,26 @@ StepProgram::StepProgram(const Graph& graph, const ParameterStore& parameters, s
                                      : add_tensor(slot_name(slot), slots_[slot].bytes());
     if (training && requires_grad_[slot]) {
       grad_tensor[slot] = add_tensor(slot_name(slot) + ".grad", slots_[slot].bytes());
-      if (gradient_writers_[slot] > 1) partial_tensor[slot] = add_tensor(slot_name(slot) + ".grad_partial", slots_[slot].bytes());
+      if (gradient_writers_[slot] > 1) {
+        // One partial buffer per occurrence of the slot among one layer's inputs (add(x, x)
+        // writes two gradients of x at once).
+        int occurrences = 1;
+        for (const auto& slots : input_slots_) {
+          occurrences = std::max(occurrences, static_cast<int>(std::count(slots.begin(), slots.end(), static_cast<int>(slot))));
+        }
+        for (int k = 0; k < occurrences; ++k) {
+          partial_tensors[slot].push_back(add_tensor(slot_name(slot) + ".grad_partial" + (k > 0 ? std::to_string(k) : ""),
+                                                     slots_[slot].bytes()));
+        }
+      }
     }
   }
   std::vector<int> saved_tensor(nodes.size()), forward_scratch_tensor(nodes.size()), backward_scratch_tensor(nodes.size());
   for (std::size_t n = 0; n < nodes.size(); ++n) {
+    if (elided_[n]) {
+      saved_tensor[n] = forward_scratch_tensor[n] = backward_scratch_tensor[n] = -1;
+      continue;
+    }
     saved_tensor[n] = training ? add_tensor(nodes[n].name + ".saved", layers_[n]->saved_bytes) : -1;
     forward_scratch_tensor[n] = add_tensor(nodes[n].name + ".scratch", layers_[n]->forward_scratch_bytes);
     backward_scratch_tensor[n] = training ? add_tensor(nodes[n].name + ".backward_scratch", layers_[n]->backward_scratch_bytes) : -1;
@@ -218,6 +267,9 @@ StepProgram::StepProgram(const Graph& graph, const ParameterStore& parameters, s
     auto& t = tensors[static_cast<std::size_t>(tensor)];
     t.first_use = std::min(t.first_use, position);
     t.last_use = std::max(t.last_use, position);
+  };
+  auto touch_partials = [&](std::size_t slot, int position) {
+    for (int tensor : partial_tensors[slot]) touch(tensor, position);
   };
   for (std::size_t p = 0; p < ops_.size(); ++p) {
     const Op op = ops_[p];
@@ -238,7 +290,7 @@ StepProgram::StepProgram(const Graph& graph, const ParameterStore& parameters, s
       case OpKind::loss:
         touch(value_tensor[static_cast<std::size_t>(op.index)], pos);
         touch(grad_tensor[static_cast<std::size_t>(op.index)], pos);
-        touch(partial_tensor[static_cast<std::size_t>(op.index)], pos);
+        touch_partials(static_cast<std::size_t>(op.index), pos);
         break;
       case OpKind::backward: {
         const auto n = static_cast<std::size_t>(op.index);
@@ -248,7 +300,7 @@ StepProgram::StepProgram(const Graph& graph, const ParameterStore& parameters, s
         for (int slot : input_slots_[n]) {
           if (layers_[n]->backward_reads_inputs) touch(value_tensor[static_cast<std::size_t>(slot)], pos);
           touch(grad_tensor[static_cast<std::size_t>(slot)], pos);
-          touch(partial_tensor[static_cast<std::size_t>(slot)], pos);
+          touch_partials(static_cast<std::size_t>(slot), pos);
         }
         touch(saved_tensor[n], pos);
         touch(backward_scratch_tensor[n], pos);
@@ -259,7 +311,7 @@ StepProgram::StepProgram(const Graph& graph, const ParameterStore& parameters, s
         const auto from = static_cast<std::size_t>(copy_of_[c]);
         touch(grad_tensor[c], pos);
         touch(grad_tensor[from], pos);
-        touch(partial_tensor[from], pos);
+        touch_partials(from, pos);
         break;
       }
     }
@@ -277,11 +329,11 @@ StepProgram::StepProgram(const Graph& graph, const ParameterStore& parameters, s
   auto offset_of = [&](int tensor) { return tensor < 0 ? no_tensor : report_.plan.offsets[static_cast<std::size_t>(tensor)]; };
   value_offset_.resize(slot_count);
   grad_offset_.resize(slot_count);
-  partial_offset_.resize(slot_count);
+  partial_offsets_.resize(slot_count);
   for (std::size_t slot = 0; slot < slot_count; ++slot) {
     value_offset_[slot] = offset_of(value_tensor[slot]);
     grad_offset_[slot] = offset_of(grad_tensor[slot]);
-    partial_offset_[slot] = offset_of(partial_tensor[slot]);
+    for (int tensor : partial_tensors[slot]) partial_offsets_[slot].push_back(offset_of(tensor));
   }
   saved_offset_.resize(nodes.size());
   forward_scratch_offset_.resize(nodes.size());
@@ -312,18 +364,22 @@ StepResult StepProgram::run(const StepRun& run, std::byte* arena, std::span<char
     return static_cast<std::int64_t>(slots_[static_cast<std::size_t>(slot)].bytes() / sizeof(float));
   };
   // A gradient with several writers: the first writes the gradient buffer, the others
-  // write the partial buffer and add it in.
+  // write a partial buffer that is then added in. `occurrence` counts earlier appearances
+  // of the slot among one layer's inputs: each needs a buffer of its own.
   if (written.size() < slots_.size()) throw Error("step program: flag buffer too small");
   std::fill(written.begin(), written.begin() + static_cast<std::ptrdiff_t>(slots_.size()), 0);
-  auto begin_grad = [&](int slot) -> Tensor {
-    if (!written[static_cast<std::size_t>(slot)]) return grad_tensor(slot);
-    return view(arena, partial_offset_[static_cast<std::size_t>(slot)], slots_[static_cast<std::size_t>(slot)]);
+  auto grad_buffer = [&](int slot, int occurrence) {  // -1: the gradient itself, else a partial
+    return occurrence - (written[static_cast<std::size_t>(slot)] ? 0 : 1);
   };
-  auto end_grad = [&](int slot) {
-    if (written[static_cast<std::size_t>(slot)]) {
+  auto partial = [&](int slot, int buffer) {
+    return view(arena, partial_offsets_[static_cast<std::size_t>(slot)][static_cast<std::size_t>(buffer)],
+                slots_[static_cast<std::size_t>(slot)]);
+  };
+  auto begin_grad = [&](int slot, int buffer) -> Tensor { return buffer < 0 ? grad_tensor(slot) : partial(slot, buffer); };
+  auto end_grad = [&](int slot, int buffer) {
+    if (buffer >= 0) {
       float* grad = grad_tensor(slot).data;
-      const float* partial = reinterpret_cast<const float*>(arena + partial_offset_[static_cast<std::size_t>(slot)]);
-      simd::elementwise_kernels().add(grad, grad, partial, floats_of(slot));
+      simd::elementwise_kernels().add(grad, grad, partial(slot, buffer).data, floats_of(slot));
     }
     written[static_cast<std::size_t>(slot)] = 1;
   };
@@ -333,6 +389,7 @@ StepResult StepProgram::run(const StepRun& run, std::byte* arena, std::span<char
   result.samples = micro_batch_;
   std::array<Tensor, max_layer_inputs> inputs{};
   std::array<Tensor, max_layer_inputs> input_grads{};
+  std::array<int, max_layer_inputs> buffers{};
   std::array<Tensor, max_layer_params> params{};
   std::array<Tensor, max_layer_params> param_grads{};
 
@@ -386,9 +443,10 @@ StepResult StepProgram::run(const StepRun& run, std::byte* arena, std::span<char
         if (run.loss == nullptr) break;
         const Targets part = slice_targets(*run.targets, run.first_sample, micro_batch_, prediction.shape.sample_elements());
         Tensor grad{};
-        if (training) grad = begin_grad(op.index);
+        const int buffer = training ? grad_buffer(op.index, 0) : -1;
+        if (training) grad = begin_grad(op.index, buffer);
         const LossResult loss = run.loss->compute(prediction, part, run.grad_scale, training ? grad.data : nullptr);
-        if (training) end_grad(op.index);
+        if (training) end_grad(op.index, buffer);
         result.loss_sum = loss.loss_sum;
         result.correct = loss.correct;
         break;
@@ -404,7 +462,8 @@ StepResult StepProgram::run(const StepRun& run, std::byte* arena, std::span<char
         const auto& slots = input_slots_[n];
         for (std::size_t k = 0; k < slots.size(); ++k) {
           inputs[k] = slot_tensor(slots[k]);
-          input_grads[k] = requires_grad_[static_cast<std::size_t>(slots[k])] ? begin_grad(slots[k]) : Tensor{};
+          buffers[k] = grad_buffer(slots[k], static_cast<int>(std::count(slots.begin(), slots.begin() + static_cast<std::ptrdiff_t>(k), slots[k])));
+          input_grads[k] = requires_grad_[static_cast<std::size_t>(slots[k])] ? begin_grad(slots[k], buffers[k]) : Tensor{};
         }
         const std::size_t param_count = gather_params(n, true);
         BackwardArgs args;
@@ -420,7 +479,7 @@ StepResult StepProgram::run(const StepRun& run, std::byte* arena, std::span<char
         args.stream = &stream;
         layers_[n]->backward(args);
         for (std::size_t k = 0; k < slots.size(); ++k) {
-          if (requires_grad_[static_cast<std::size_t>(slots[k])]) end_grad(slots[k]);
+          if (requires_grad_[static_cast<std::size_t>(slots[k])]) end_grad(slots[k], buffers[k]);
         }
         break;
       }
@@ -429,10 +488,11 @@ StepResult StepProgram::run(const StepRun& run, std::byte* arena, std::span<char
         const int from = copy_of_[c];
         if (!written[c]) break;  // no plain consumer produced a gradient
         const Tensor src = grad_tensor(op.index);
-        const Tensor dst = begin_grad(from);
+        const int buffer = grad_buffer(from, 0);
+        const Tensor dst = begin_grad(from, buffer);
         grad_to_blocked_[c].execute(stream, {{DNNL_ARG_FROM, memory(src, plain_desc_[c])},
                                               {DNNL_ARG_TO, memory(dst, *slots_[static_cast<std::size_t>(from)].blocked)}});
-        end_grad(from);
+        end_grad(from, buffer);
         break;
       }
     }

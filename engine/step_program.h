@@ -95,9 +95,11 @@ class StepProgram {
   int loss_slot_ = -1;
   std::vector<char> requires_grad_;             // per slot
   std::vector<char> runs_backward_;             // per node
+  std::vector<char> elided_;                    // per node: a ReLU fused into its producer
   std::vector<int> gradient_writers_;           // per slot
 
-  std::vector<std::size_t> value_offset_, grad_offset_, partial_offset_;                 // per slot
+  std::vector<std::size_t> value_offset_, grad_offset_;                 // per slot
+  std::vector<std::vector<std::size_t>> partial_offsets_;               // per slot: its partial gradient buffers
   std::vector<std::size_t> saved_offset_, forward_scratch_offset_, backward_scratch_offset_;  // per node
   std::vector<Op> ops_;
   StepPlanReport report_;

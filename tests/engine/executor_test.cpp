@@ -107,6 +107,19 @@ TEST(Executor, DagWithAValueReadTwiceSumsBothGradients) {
   expect_gradients_match_finite_differences(spec, 4, 3);
 }
 
+// add(x, x) writes two gradients of x in one backward call. With a third reader of x the
+// gradient has three writers; backward runs `double` first, so two writers come at once
+// before any gradient of x exists.
+TEST(Executor, ALayerReadingOneValueTwiceGetsBothGradients) {
+  const Json spec = Json::parse(R"({"input": [6], "layers": [
+      {"name": "a", "kind": "linear", "in_features": 6, "out_features": 6},
+      {"name": "r", "kind": "relu", "inputs": ["a"]},
+      {"name": "double", "kind": "add", "inputs": ["a", "a"]},
+      {"name": "sum", "kind": "add", "inputs": ["double", "r"]},
+      {"name": "out", "kind": "linear", "in_features": 6, "out_features": 3}]})");
+  expect_gradients_match_finite_differences(spec, 4, 3);
+}
+
 TEST(Executor, StepIsBitwiseIdenticalForOneTwoAndFourThreads) {
   const Graph graph = graph_from_spec(builtin_model_spec("seed-cnn"));
   const Batch batch = random_batch(graph, 70, 10, 9);  // 70: a partial last micro-batch
