@@ -45,6 +45,7 @@ std::unique_ptr<PreparedLayer> Add::prepare(const PrepareContext& context) const
   auto prepared = std::make_unique<PreparedAdd>();
   prepared->output.shape = output_shape(std::array<Shape, 2>{context.inputs[0].shape, context.inputs[1].shape});
   prepared->backward_reads_inputs = false;
+  prepared->can_run_in_place = true;  // elementwise: each output element reads only its own inputs
   return prepared;
 }
 
