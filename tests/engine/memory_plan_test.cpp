@@ -25,7 +25,8 @@ TEST(MemoryPlan, RandomLifetimesNeverOverlapAndRespectTheLowerBound) {
   std::mt19937 random(42);
   for (int trial = 0; trial < 300; ++trial) {
     const auto tensors = random_lifetimes(random, 1 + trial % 60, 1 + trial % 25);
-    for (PlanStrategy strategy : {PlanStrategy::best_fit, PlanStrategy::one_slice_each}) {
+    for (PlanStrategy strategy : {PlanStrategy::best_fit, PlanStrategy::best_fit_in_order, PlanStrategy::best_fit_by_size,
+                                  PlanStrategy::one_slice_each}) {
       const MemoryPlan plan = plan_memory(tensors, strategy);
       ASSERT_NO_THROW(validate_memory_plan(tensors, plan)) << "trial " << trial;
       EXPECT_GE(plan.arena_bytes, plan.lower_bound_bytes);
@@ -44,6 +45,21 @@ TEST(MemoryPlan, ReusesTheMemoryOfDeadTensors) {
   EXPECT_EQ(plan.arena_bytes, 2u * 1024u);
   const MemoryPlan naive = plan_memory(chain, PlanStrategy::one_slice_each);
   EXPECT_EQ(naive.arena_bytes, 10u * 1024u);
+}
+
+// The in-order walk's trap: a small tensor born with a large short-lived one is placed
+// above it, so the next large tensor finds the hole too small and grows the arena.
+// Placing by size knows every lifetime and reaches the lower bound.
+TEST(MemoryPlan, BestFitBySizeAvoidsTheInOrderTrap) {
+  const std::vector<TensorLifetime> tensors = {
+      {"small_long", 2048, 0, 1}, {"big_first", 524288, 0, 0}, {"big_second", 524416, 1, 1}, {"tail", 128, 1, 2}};
+  const MemoryPlan in_order = plan_memory(tensors, PlanStrategy::best_fit_in_order);
+  const MemoryPlan by_size = plan_memory(tensors, PlanStrategy::best_fit_by_size);
+  const MemoryPlan best = plan_memory(tensors, PlanStrategy::best_fit);
+  EXPECT_GT(in_order.arena_bytes, in_order.lower_bound_bytes);
+  EXPECT_EQ(by_size.arena_bytes, by_size.lower_bound_bytes);
+  EXPECT_EQ(best.arena_bytes, by_size.arena_bytes);
+  EXPECT_NO_THROW(validate_memory_plan(tensors, best));
 }
 
 TEST(MemoryPlan, OffsetsAre64ByteAligned) {
