@@ -222,6 +222,15 @@ void micro_kernel(std::int64_t kc, const float* a, const float* b, float* c, std
   constexpr int MR = T::mr;
   constexpr std::int64_t W = T::width;
   constexpr std::int64_t NR = T::nr;
+  // The C tile is touched only after the K loop: start fetching it now (two lines per
+  // row: an unaligned row of NR floats may straddle them), so its misses overlap the FMAs.
+  if (rows == MR) {
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      __builtin_prefetch(c + r * ldc, 1);
+      __builtin_prefetch(c + r * ldc + NR - 1, 1);
+    }
+  }
   Batch acc0[MR], acc1[MR];
 #pragma GCC unroll 16
   for (int r = 0; r < MR; ++r) acc0[r] = acc1[r] = Batch(0.0f);
