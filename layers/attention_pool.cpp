@@ -1,5 +1,6 @@
 #include "layers/attention_pool.h"
 
+#include <algorithm>
 #include <string>
 
 #include "engine/aligned_buffer.h"
@@ -15,10 +16,16 @@ namespace {
 class PreparedAttentionPool final : public PreparedLayer {
  public:
   PreparedAttentionPool(std::int64_t batch, std::int64_t tokens, std::int64_t channels, bool training)
-      : batch_(batch), tokens_(tokens), channels_(channels), training_(training) {}
+      : batch_(batch), tokens_(tokens), channels_(channels), training_(training) {
+    using simd::Transpose;
+    const std::size_t floats = std::max({simd::gemm_scratch_floats(Transpose::no, Transpose::yes, batch * tokens, 1, channels, 1),
+                                         simd::gemm_scratch_floats(Transpose::no, Transpose::yes, tokens, 1, channels, 1),
+                                         simd::gemm_scratch_floats(Transpose::yes, Transpose::no, 1, channels, batch * tokens, 1)});
+    gemm_bytes_ = align_up(floats * sizeof(float));
+  }
 
   // Scratch: the GEMM's packing space, then one or two (N x T) matrices, each 64-byte aligned.
-  static std::size_t gemm_bytes() { return align_up(simd::gemm_scratch_floats() * sizeof(float)); }
+  std::size_t gemm_bytes() const { return gemm_bytes_; }
   std::size_t matrix_bytes() const { return align_up(static_cast<std::size_t>(batch_ * tokens_) * sizeof(float)); }
 
   void forward(const ForwardArgs& args) const override {
@@ -32,7 +39,7 @@ class PreparedAttentionPool final : public PreparedLayer {
     simd::GemmEpilogue epilogue;
     epilogue.bias = args.params[1].data;
     simd::gemm(simd::Transpose::no, simd::Transpose::yes, batch_ * tokens_, 1, channels_, x, channels_, args.params[0].data,
-               channels_, scores, 1, epilogue, gemm_scratch);
+               channels_, scores, 1, epilogue, gemm_scratch, 1);
     simd::softmax_kernels().softmax_forward(weights, scores, batch_, tokens_);
 
     // y[n] (C) = sum_t a[n, t] x[n, t]
@@ -62,7 +69,7 @@ class PreparedAttentionPool final : public PreparedLayer {
     for (std::int64_t n = 0; n < batch_; ++n) {
       // da[n] (T x 1) = X[n] (T x C) dy[n]^T
       simd::gemm(simd::Transpose::no, simd::Transpose::yes, tokens_, 1, channels_, x + n * tokens_ * channels_, channels_,
-                 dy + n * channels_, channels_, da + n * tokens_, 1, simd::GemmEpilogue{}, gemm_scratch);
+                 dy + n * channels_, channels_, da + n * tokens_, 1, simd::GemmEpilogue{}, gemm_scratch, 1);
     }
     simd::softmax_kernels().softmax_backward(ds, da, a, batch_, tokens_);
 
@@ -79,13 +86,14 @@ class PreparedAttentionPool final : public PreparedLayer {
     simd::GemmEpilogue weight_grad;
     weight_grad.accumulate = args.accumulate_param_grads;
     simd::gemm(simd::Transpose::yes, simd::Transpose::no, 1, channels_, batch_ * tokens_, ds, 1, x, channels_,
-               args.param_grads[0].data, channels_, weight_grad, gemm_scratch);
+               args.param_grads[0].data, channels_, weight_grad, gemm_scratch, 1);
     k.column_sums(args.param_grads[1].data, ds, batch_ * tokens_, 1, 1, args.accumulate_param_grads);
   }
 
  private:
   std::int64_t batch_, tokens_, channels_;
   bool training_;
+  std::size_t gemm_bytes_ = 0;
 };
 
 }  // namespace
@@ -119,10 +127,10 @@ std::unique_ptr<PreparedLayer> AttentionPool::prepare(const PrepareContext& cont
   prepared->output.shape = output_shape(std::span<const Shape>(&x, 1));
   const std::size_t matrix = prepared->matrix_bytes();
   // Forward: scores, and the weights themselves when they are not saved.
-  prepared->forward_scratch_bytes = PreparedAttentionPool::gemm_bytes() + (training ? 1 : 2) * matrix;
+  prepared->forward_scratch_bytes = prepared->gemm_bytes() + (training ? 1 : 2) * matrix;
   if (training) {
     prepared->saved_bytes = static_cast<std::size_t>(x[0] * x[1]) * sizeof(float);
-    prepared->backward_scratch_bytes = PreparedAttentionPool::gemm_bytes() + 2 * matrix;
+    prepared->backward_scratch_bytes = prepared->gemm_bytes() + 2 * matrix;
   }
   return prepared;
 }

@@ -1,5 +1,7 @@
 #include "layers/linear.h"
 
+#include <algorithm>
+
 #include "engine/error.h"
 #include "layers/options.h"
 #include "simd/elementwise.h"
@@ -17,7 +19,7 @@ class PreparedLinear final : public PreparedLayer {
     simd::GemmEpilogue epilogue;
     epilogue.bias = bias_ ? args.params[1].data : nullptr;
     simd::gemm(simd::Transpose::no, simd::Transpose::yes, rows_, out_, in_, args.inputs[0].data, in_, args.params[0].data,
-               in_, args.output.data, out_, epilogue, reinterpret_cast<float*>(args.scratch));
+               in_, args.output.data, out_, epilogue, reinterpret_cast<float*>(args.scratch), 1);
   }
 
   // dX (rows x in) = dY W;  dW (out x in) (+)= dY^T X;  db (+)= column sums of dY
@@ -26,12 +28,12 @@ class PreparedLinear final : public PreparedLayer {
     const float* dy = args.output_grad.data;
     if (args.input_grads[0].data != nullptr) {
       simd::gemm(simd::Transpose::no, simd::Transpose::no, rows_, in_, out_, dy, out_, args.params[0].data, in_,
-                 args.input_grads[0].data, in_, simd::GemmEpilogue{}, scratch);
+                 args.input_grads[0].data, in_, simd::GemmEpilogue{}, scratch, 1);
     }
     simd::GemmEpilogue weights;
     weights.accumulate = args.accumulate_param_grads;
     simd::gemm(simd::Transpose::yes, simd::Transpose::no, out_, in_, rows_, dy, out_, args.inputs[0].data, in_,
-               args.param_grads[0].data, in_, weights, scratch);
+               args.param_grads[0].data, in_, weights, scratch, 1);
     if (bias_) {
       simd::elementwise_kernels().column_sums(args.param_grads[1].data, dy, rows_, out_, out_, args.accumulate_param_grads);
     }
@@ -78,9 +80,15 @@ std::unique_ptr<PreparedLayer> Linear::prepare(const PrepareContext& context) co
   const Shape& x = context.inputs[0].shape;
   auto prepared = std::make_unique<PreparedLinear>(x.elements() / in_features_, in_features_, out_features_, bias_);
   prepared->output.shape = output_shape(std::span<const Shape>(&x, 1));
-  const std::size_t scratch = simd::gemm_scratch_floats() * sizeof(float);
-  prepared->forward_scratch_bytes = scratch;
-  prepared->backward_scratch_bytes = scratch;
+  // One thread per GEMM: the executor already runs samples in parallel.
+  const std::int64_t rows = x.elements() / in_features_;
+  using simd::Transpose;
+  prepared->forward_scratch_bytes =
+      simd::gemm_scratch_floats(Transpose::no, Transpose::yes, rows, out_features_, in_features_, 1) * sizeof(float);
+  prepared->backward_scratch_bytes =
+      std::max(simd::gemm_scratch_floats(Transpose::no, Transpose::no, rows, in_features_, out_features_, 1),
+               simd::gemm_scratch_floats(Transpose::yes, Transpose::no, out_features_, in_features_, rows, 1)) *
+      sizeof(float);
   return prepared;
 }
 

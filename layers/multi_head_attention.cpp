@@ -30,7 +30,15 @@ class PreparedMultiHeadAttention final : public PreparedLayer {
     qkv_bytes_ = float_bytes(rows_ * 3 * o.d_model);
     heads_bytes_ = float_bytes(rows_ * o.d_model);
     lse_bytes_ = float_bytes(batch * o.heads * tokens);
-    gemm_bytes_ = float_bytes(static_cast<std::int64_t>(simd::gemm_scratch_floats()));
+    // The GEMMs run on one thread (training: inside the executor's batch parallelism).
+    const std::int64_t d = o.d_model;
+    gemm_bytes_ = float_bytes(static_cast<std::int64_t>(std::max({
+        simd::gemm_scratch_floats(Transpose::no, Transpose::yes, rows_, 3 * d, d, 1),
+        simd::gemm_scratch_floats(Transpose::no, Transpose::yes, rows_, d, d, 1),
+        simd::gemm_scratch_floats(Transpose::no, Transpose::no, rows_, d, d, 1),
+        simd::gemm_scratch_floats(Transpose::yes, Transpose::no, d, d, rows_, 1),
+        simd::gemm_scratch_floats(Transpose::no, Transpose::no, rows_, d, 3 * d, 1),
+        simd::gemm_scratch_floats(Transpose::yes, Transpose::no, 3 * d, d, rows_, 1)})));
     attention_forward_bytes_ = float_bytes(static_cast<std::int64_t>(simd::attention_forward_scratch_floats(head_dim_)));
     const std::size_t attention_backward_bytes = float_bytes(static_cast<std::int64_t>(simd::attention_backward_scratch_floats(tokens, head_dim_)));
     const std::size_t activations = qkv_bytes_ + heads_bytes_ + lse_bytes_;
@@ -56,7 +64,7 @@ class PreparedMultiHeadAttention final : public PreparedLayer {
     simd::GemmEpilogue in_bias;
     in_bias.bias = o_.bias ? args.params[1].data : nullptr;
     simd::gemm(Transpose::no, Transpose::yes, rows_, 3 * d, d, args.inputs[0].data, d, args.params[0].data, d, qkv, 3 * d,
-               in_bias, reinterpret_cast<float*>(work));
+               in_bias, reinterpret_cast<float*>(work), 1);
 
     const std::int64_t pairs = batch_ * o_.heads;
     const int threads = omp_in_parallel() ? 1 : static_cast<int>(std::min<std::int64_t>({slices_, omp_get_max_threads(), pairs}));
@@ -72,7 +80,7 @@ class PreparedMultiHeadAttention final : public PreparedLayer {
     simd::GemmEpilogue out_bias;
     out_bias.bias = o_.bias ? args.params[3].data : nullptr;
     simd::gemm(Transpose::no, Transpose::yes, rows_, d, d, heads, d, args.params[o_.bias ? 2 : 1].data, d, args.output.data, d,
-               out_bias, reinterpret_cast<float*>(work));
+               out_bias, reinterpret_cast<float*>(work), 1);
   }
 
   void backward(const BackwardArgs& args) const override {
@@ -90,9 +98,9 @@ class PreparedMultiHeadAttention final : public PreparedLayer {
 
     // Output projection: d(heads) = dY W_out; dW_out (+)= dY^T heads; db_out (+)= sums of dY
     simd::gemm(Transpose::no, Transpose::no, rows_, d, d, dy, d, args.params[out_weight].data, d, heads_grad, d,
-               simd::GemmEpilogue{}, work);
+               simd::GemmEpilogue{}, work, 1);
     simd::gemm(Transpose::yes, Transpose::no, d, d, rows_, dy, d, heads, d, args.param_grads[out_weight].data, d, accumulate,
-               work);
+               work, 1);
     if (o_.bias) simd::elementwise_kernels().column_sums(args.param_grads[3].data, dy, rows_, d, d, args.accumulate_param_grads);
 
     for (std::int64_t n = 0; n < batch_; ++n) {
@@ -110,10 +118,10 @@ class PreparedMultiHeadAttention final : public PreparedLayer {
     // Input projection: dX = dQKV W_in; dW_in (+)= dQKV^T X; db_in (+)= sums of dQKV
     if (args.input_grads[0].data != nullptr) {
       simd::gemm(Transpose::no, Transpose::no, rows_, d, 3 * d, qkv_grad, 3 * d, args.params[0].data, d,
-                 args.input_grads[0].data, d, simd::GemmEpilogue{}, work);
+                 args.input_grads[0].data, d, simd::GemmEpilogue{}, work, 1);
     }
     simd::gemm(Transpose::yes, Transpose::no, 3 * d, d, rows_, qkv_grad, 3 * d, args.inputs[0].data, d,
-               args.param_grads[0].data, d, accumulate, work);
+               args.param_grads[0].data, d, accumulate, work, 1);
     if (o_.bias) {
       simd::elementwise_kernels().column_sums(args.param_grads[1].data, qkv_grad, rows_, 3 * d, 3 * d,
                                               args.accumulate_param_grads);

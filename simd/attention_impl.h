@@ -2,7 +2,7 @@
 // Generic body of the fused attention kernels (simd/attention.h), compiled once per
 // instruction set. Every function is a template on Arch (see simd/arch.h).
 //
-// The block products (Q_i K_j^T, P V_j and the four of backward) run on the GEMM tiles of
+// The block products (Q_i K_j^T, P V_j and the four of backward) run on the unpacked GEMM of
 // gemm_impl.h; the softmax part works on one BR x BC block of scores that stays in L1.
 #include <algorithm>
 #include <cmath>
@@ -75,8 +75,8 @@ void attention_forward(const AttentionShape& s, const float* q, const float* k, 
     for (std::int64_t c0 = 0; c0 < key_end; c0 += BC) {
       const std::int64_t bc = std::min(BC, key_end - c0);
       transpose_block<Arch>(keys_t, BC, k + c0 * s.k_stride, s.k_stride, bc, D);
-      gemm<Arch>(Transpose::no, Transpose::no, br, bc, D, q + r0 * s.q_stride, s.q_stride, keys_t, BC, scores, BC,
-                 GemmEpilogue{}, nullptr);
+      gemm_unpacked<Arch>(Transpose::no, br, bc, D, q + r0 * s.q_stride, s.q_stride, keys_t, BC, scores, BC,
+                 /*accumulate=*/false);
       for (std::int64_t i = 0; i < br; ++i) {
         float* row = scores + i * BC;
         const std::int64_t visible = attention_visible<Arch>(s, r0 + i, c0, bc);
@@ -91,10 +91,7 @@ void attention_forward(const AttentionShape& s, const float* q, const float* k, 
         if (rescale != 1.0f) scale_row<Arch>(acc + i * D, rescale, D);
         running_max[i] = new_max;
       }
-      GemmEpilogue accumulate;
-      accumulate.accumulate = true;
-      gemm<Arch>(Transpose::no, Transpose::no, br, D, bc, scores, BC, v + c0 * s.v_stride, s.v_stride, acc, D, accumulate,
-                 nullptr);
+      gemm_unpacked<Arch>(Transpose::no, br, D, bc, scores, BC, v + c0 * s.v_stride, s.v_stride, acc, D, /*accumulate=*/true);
     }
     for (std::int64_t i = 0; i < br; ++i) {
       float* out = o + (r0 + i) * s.o_stride;
@@ -135,8 +132,6 @@ void attention_backward(const AttentionShape& s, const float* q, const float* k,
   zero_rows<Arch>(v_grad, s.keys, D, s.v_stride);
   for (std::int64_t i = 0; i < s.queries; ++i) delta[i] = dot<Arch>(o_grad + i * s.o_stride, o + i * s.o_stride, D);
 
-  GemmEpilogue accumulate;
-  accumulate.accumulate = true;
   const std::int64_t key_end = attention_key_end<Arch>(s, s.queries - 1);
   for (std::int64_t c0 = 0; c0 < key_end; c0 += BC) {
     const std::int64_t bc = std::min(BC, key_end - c0);
@@ -150,8 +145,7 @@ void attention_backward(const AttentionShape& s, const float* q, const float* k,
       const float* q_block = q + r0 * s.q_stride;
       const float* o_grad_block = o_grad + r0 * s.o_stride;
       // P = exp(scale Q K^T - lse), recomputed.
-      gemm<Arch>(Transpose::no, Transpose::no, br, bc, D, q_block, s.q_stride, keys_t, BC, probs, BC, GemmEpilogue{},
-                 nullptr);
+      gemm_unpacked<Arch>(Transpose::no, br, bc, D, q_block, s.q_stride, keys_t, BC, probs, BC, /*accumulate=*/false);
       for (std::int64_t i = 0; i < br; ++i) {
         float* row = probs + i * BC;
         const std::int64_t visible = attention_visible<Arch>(s, r0 + i, c0, bc);
@@ -165,11 +159,11 @@ void attention_backward(const AttentionShape& s, const float* q, const float* k,
         std::fill(row + visible, row + bc, 0.0f);
       }
       // dV += P^T dO
-      gemm<Arch>(Transpose::yes, Transpose::no, bc, D, br, probs, BC, o_grad_block, s.o_stride, v_grad + c0 * s.v_stride,
-                 s.v_stride, accumulate, nullptr);
+      gemm_unpacked<Arch>(Transpose::yes, bc, D, br, probs, BC, o_grad_block, s.o_stride, v_grad + c0 * s.v_stride,
+                 s.v_stride, /*accumulate=*/true);
       // dP = dO V^T; dS = P * (dP - delta) * scale
-      gemm<Arch>(Transpose::no, Transpose::no, br, bc, D, o_grad_block, s.o_stride, values_t, BC, prob_grads, BC,
-                 GemmEpilogue{}, nullptr);
+      gemm_unpacked<Arch>(Transpose::no, br, bc, D, o_grad_block, s.o_stride, values_t, BC, prob_grads, BC,
+                 /*accumulate=*/false);
       for (std::int64_t i = 0; i < br; ++i) {
         const float* p = probs + i * BC;
         float* ds = prob_grads + i * BC;
@@ -182,10 +176,10 @@ void attention_backward(const AttentionShape& s, const float* q, const float* k,
         for (; j < bc; ++j) ds[j] = p[j] * (ds[j] - delta[r0 + i]) * s.scale;
       }
       // dQ += dS K; dK += dS^T Q
-      gemm<Arch>(Transpose::no, Transpose::no, br, D, bc, prob_grads, BC, k_block, s.k_stride, q_grad + r0 * s.q_stride,
-                 s.q_stride, accumulate, nullptr);
-      gemm<Arch>(Transpose::yes, Transpose::no, bc, D, br, prob_grads, BC, q_block, s.q_stride, k_grad + c0 * s.k_stride,
-                 s.k_stride, accumulate, nullptr);
+      gemm_unpacked<Arch>(Transpose::no, br, D, bc, prob_grads, BC, k_block, s.k_stride, q_grad + r0 * s.q_stride,
+                 s.q_stride, /*accumulate=*/true);
+      gemm_unpacked<Arch>(Transpose::yes, bc, D, br, prob_grads, BC, q_block, s.q_stride, k_grad + c0 * s.k_stride,
+                 s.k_stride, /*accumulate=*/true);
     }
   }
 }

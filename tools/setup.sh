@@ -10,9 +10,10 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 # Build and test: the compiler and CMake, oneDNN 2.6 (its CMake package needs the OpenCL
-# headers it only recommends), xsimd 8.1, GoogleTest, Google Benchmark, zlib, nlohmann-json.
+# headers it only recommends), xsimd 8.1, GoogleTest, Google Benchmark, zlib, nlohmann-json;
+# OpenBLAS (its OpenMP flavour, found with pkg-config) is gemm_bench's second reference.
 packages=(g++ cmake make libdnnl-dev ocl-icd-opencl-dev libxsimd-dev libgtest-dev libbenchmark-dev zlib1g-dev
-          nlohmann-json3-dev)
+          nlohmann-json3-dev libopenblas-dev libopenblas-openmp-dev pkgconf)
 build=1
 for argument in "$@"; do
   case "$argument" in

@@ -1,14 +1,16 @@
 // simd/gemm.h against a double-precision scalar reference, for every instruction set
 // this CPU runs:
-//   C (M x N) = op(A) (M x K) * op(B) (K x N)  [+ C]  [+ bias (N)]  [then relu]
+//   C (M x N) = op(A) (M x K) * op(B) (K x N)  [+ C]  [+ bias (N)]  [then relu / gelu]
 // Every operand sits at the end of a guarded buffer (a read past it faults), the
 // padding of each leading dimension holds NaN (a kernel that reads it poisons C), and
-// the padding of C holds a sentinel that must come back bit for bit.
+// the padding of C holds a sentinel that must come back bit for bit. The scratch is
+// exactly what gemm_scratch_floats asked for, NaN-filled, with a guard page after it.
 #include "simd/gemm.h"
 
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstring>
 #include <cstdint>
 #include <limits>
 #include <sstream>
@@ -42,14 +44,26 @@ struct GemmCase {
   std::int64_t pad_a = 0, pad_b = 0, pad_c = 0;  // leading dimension minus row length
   bool accumulate = false;
   bool bias = false;
-  bool relu = false;
+  Activation activation = Activation::none;
+  int threads = 1;
 };
+
+const char* activation_name(Activation a) {
+  switch (a) {
+    case Activation::none: return "";
+    case Activation::relu: return " relu";
+    case Activation::gelu: return " gelu";
+    case Activation::gelu_tanh: return " gelu_tanh";
+  }
+  return " ?";
+}
 
 std::string describe(const GemmCase& c) {
   std::ostringstream s;
   s << "gemm(" << (c.trans_a == Transpose::yes ? "A^T" : "A") << ", " << (c.trans_b == Transpose::yes ? "B^T" : "B")
     << ") M=" << c.M << " N=" << c.N << " K=" << c.K << " pads " << c.pad_a << "/" << c.pad_b << "/" << c.pad_c
-    << (c.accumulate ? " accumulate" : "") << (c.bias ? " bias" : "") << (c.relu ? " relu" : "");
+    << (c.accumulate ? " accumulate" : "") << (c.bias ? " bias" : "") << activation_name(c.activation) << " threads "
+    << c.threads;
   return s.str();
 }
 
@@ -60,7 +74,18 @@ struct Stored {
   std::int64_t floats() const { return rows == 0 ? 0 : (rows - 1) * ld + cols; }
 };
 
-// C (M x N) in double, from the operands as the kernel sees them.
+// The activations in double: GELU as torch.nn.GELU (erf) and its tanh approximation.
+double activate(Activation a, double x) {
+  switch (a) {
+    case Activation::none: return x;
+    case Activation::relu: return std::max(x, 0.0);
+    case Activation::gelu: return 0.5 * x * std::erfc(-x / std::sqrt(2.0));
+    case Activation::gelu_tanh: return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+  }
+  return x;
+}
+
+// C (M x N) in double, from the operands as the kernel sees them, before the activation.
 std::vector<double> reference_gemm(const GemmCase& c, const float* A, std::int64_t lda, const float* B, std::int64_t ldb,
                                    const std::vector<float>& c_before, std::int64_t ldc, const float* bias,
                                    std::vector<double>& magnitude) {
@@ -83,7 +108,6 @@ std::vector<double> reference_gemm(const GemmCase& c, const float* A, std::int64
         sum += bias[j];
         size += std::abs(bias[j]);
       }
-      if (c.relu) sum = std::max(sum, 0.0);
       out[static_cast<std::size_t>(i * c.N + j)] = sum;
       magnitude[static_cast<std::size_t>(i * c.N + j)] = size;
     }
@@ -91,9 +115,7 @@ std::vector<double> reference_gemm(const GemmCase& c, const float* A, std::int64
   return out;
 }
 
-// scratch: kernels.scratch_floats floats with a guard page after them, NaN-filled.
-::testing::AssertionResult check_gemm(Isa isa, const GemmKernels& kernels, const GemmCase& c, std::uint64_t seed,
-                                      GuardedBuffer<float>& scratch) {
+::testing::AssertionResult check_gemm(Isa isa, const GemmKernels& kernels, const GemmCase& c, std::uint64_t seed) {
   const Stored a_shape = c.trans_a == Transpose::yes ? Stored{c.K, c.M, c.M + c.pad_a} : Stored{c.M, c.K, c.K + c.pad_a};
   const Stored b_shape = c.trans_b == Transpose::yes ? Stored{c.N, c.K, c.K + c.pad_b} : Stored{c.K, c.N, c.N + c.pad_b};
   const std::int64_t ldc = c.N + c.pad_c;
@@ -129,9 +151,11 @@ std::vector<double> reference_gemm(const GemmCase& c, const float* A, std::int64
   GemmEpilogue epilogue;
   epilogue.accumulate = c.accumulate;
   epilogue.bias = c.bias ? bias.data() : nullptr;
-  epilogue.activation = c.relu ? Activation::relu : Activation::none;
+  epilogue.activation = c.activation;
+  GuardedBuffer<float> scratch(kernels.scratch_floats(c.trans_a, c.trans_b, c.M, c.N, c.K, c.threads));
+  for (float& x : scratch) x = nan_value;
   kernels.gemm(c.trans_a, c.trans_b, c.M, c.N, c.K, A.data(), lda, B.data(), ldb, C.data() + c_front, ldc, epilogue,
-               scratch.data());
+               scratch.data(), c.threads);
 
   std::vector<double> magnitude;
   const std::vector<double> expected =
@@ -147,9 +171,11 @@ std::vector<double> reference_gemm(const GemmCase& c, const float* A, std::int64
       continue;
     }
     const std::int64_t i = q / ldc, j = q % ldc;
-    const double want = expected[static_cast<std::size_t>(i * c.N + j)];
-    // Float accumulation over K: error bounded by a small multiple of eps * sum |a_ik b_kj|.
-    const double tolerance = 1e-5 * magnitude[static_cast<std::size_t>(i * c.N + j)] + 1e-6;
+    const double sum = expected[static_cast<std::size_t>(i * c.N + j)];
+    const double want = activate(c.activation, sum);
+    // Float accumulation over K: error bounded by a small multiple of eps * sum |a_ik b_kj|;
+    // GELU's slope stays below 1.13, and its float evaluation adds a few ulp of its value.
+    const double tolerance = 1.2 * (1e-5 * magnitude[static_cast<std::size_t>(i * c.N + j)] + 1e-6) + 4e-6 * std::abs(want);
     if (!(std::abs(static_cast<double>(C[p]) - want) <= tolerance)) {
       return ::testing::AssertionFailure() << isa_name(isa) << " " << describe(c) << ": C[" << i << "][" << j
                                            << "] = " << C[p] << ", reference " << want << ", tolerance " << tolerance;
@@ -164,13 +190,10 @@ const std::vector<std::int64_t> awkward_sizes = {1, 2, 3, 7, 15, 16, 17, 33, 65,
 // Runs every case; reports at most a few failures so a broken kernel stays readable.
 void check_all(Isa isa, const std::vector<GemmCase>& cases) {
   const GemmKernels kernels = kernels_under_test(isa);
-  // One scratch for all cases (mapping and faulting in 512 KiB per case would dominate).
-  GuardedBuffer<float> scratch(kernels.scratch_floats);
-  for (float& x : scratch) x = nan_value;
   int failures = 0;
   std::uint64_t seed = 1;
   for (const GemmCase& c : cases) {
-    const ::testing::AssertionResult result = check_gemm(isa, kernels, c, seed, scratch);
+    const ::testing::AssertionResult result = check_gemm(isa, kernels, c, seed);
     seed += 7;
     EXPECT_TRUE(result);
     if (!result && ++failures == 5) {
@@ -236,11 +259,11 @@ TEST_P(GemmTest, LeadingDimensionsLargerThanRowsAreRespected) {
   check_all(GetParam(), cases);
 }
 
-TEST_P(GemmTest, EpiloguesAccumulateBiasAndRelu) {
+TEST_P(GemmTest, EpiloguesAccumulateBiasAndActivations) {
   std::vector<GemmCase> cases;
   for (Transpose ta : transposes) {
     for (Transpose tb : transposes) {
-      for (int epilogue = 0; epilogue < 8; ++epilogue) {
+      for (int epilogue = 0; epilogue < 16; ++epilogue) {
         for (std::int64_t M : {1, 3, 16, 17}) {
           for (std::int64_t N : {1, 7, 16, 17, 33}) {
             for (std::int64_t K : {1, 2, 17, 65}) {
@@ -254,7 +277,7 @@ TEST_P(GemmTest, EpiloguesAccumulateBiasAndRelu) {
               c.pad_c = 3;
               c.accumulate = (epilogue & 1) != 0;
               c.bias = (epilogue & 2) != 0;
-              c.relu = (epilogue & 4) != 0;
+              c.activation = static_cast<Activation>(epilogue >> 2);
               cases.push_back(c);
             }
           }
@@ -271,7 +294,7 @@ TEST_P(GemmTest, EmptyDimensions) {
   std::vector<GemmCase> cases;
   for (Transpose ta : transposes) {
     for (Transpose tb : transposes) {
-      for (int epilogue = 0; epilogue < 8; ++epilogue) {
+      for (int epilogue = 0; epilogue < 16; ++epilogue) {
         for (auto [M, N, K] : {std::array<std::int64_t, 3>{0, 7, 5}, {5, 0, 7}, {0, 0, 3}, {0, 0, 0}, {3, 17, 0},
                                {1, 1, 0}, {17, 33, 0}, {0, 9, 0}, {9, 0, 0}}) {
           GemmCase c;
@@ -285,7 +308,7 @@ TEST_P(GemmTest, EmptyDimensions) {
           c.pad_c = 2;
           c.accumulate = (epilogue & 1) != 0;
           c.bias = (epilogue & 2) != 0;
-          c.relu = (epilogue & 4) != 0;
+          c.activation = static_cast<Activation>(epilogue >> 2);
           cases.push_back(c);
         }
       }
@@ -295,8 +318,8 @@ TEST_P(GemmTest, EmptyDimensions) {
 }
 
 TEST_P(GemmTest, SizesBeyondOneCacheBlock) {
-  // K > 2 * 256 and N > 2 * 512 cross the kernel's K and N blocks (and the scratch
-  // copies of B^T), with a remainder block in both.
+  // K = 600 crosses the K blocks (the epilogue runs at the last one only); a thin M
+  // against a wide N runs many B slivers past one A sliver.
   std::vector<GemmCase> cases;
   for (Transpose ta : transposes) {
     for (Transpose tb : transposes) {
@@ -312,12 +335,118 @@ TEST_P(GemmTest, SizesBeyondOneCacheBlock) {
         c.pad_c = 5;
         c.accumulate = accumulate;
         c.bias = accumulate;
-        c.relu = accumulate;
+        c.activation = accumulate ? Activation::gelu : Activation::relu;
         cases.push_back(c);
       }
     }
   }
   check_all(GetParam(), cases);
+}
+
+// Sizes one below, at and one above every blocking boundary of this instruction set's
+// kernel (MR, NR, KC, MC, NC), one dimension at a time, for all four transposes.
+TEST_P(GemmTest, TailsAroundEveryBlockingBoundary) {
+  const GemmBlocking b = kernels_under_test(GetParam()).blocking;
+  std::vector<std::array<std::int64_t, 3>> shapes;  // M, N, K
+  for (std::int64_t M : {b.mr - 1, b.mr, b.mr + 1, 2 * b.mr + 1, b.mc - 1, b.mc, b.mc + 1}) shapes.push_back({M, b.nr + 1, 37});
+  for (std::int64_t N : {b.nr - 1, b.nr, b.nr + 1, 3 * b.nr - 1, b.nc - 1, b.nc, b.nc + 1}) shapes.push_back({b.mr + 1, N, 29});
+  for (std::int64_t K : {b.kc - 1, b.kc, b.kc + 1, 2 * b.kc + 1, 3 * b.kc - 1}) shapes.push_back({b.mr + 1, b.nr + 3, K});
+  // Every boundary at once, with the whole epilogue.
+  shapes.push_back({b.mc + b.mr + 1, b.nc + b.nr + 1, b.kc + 1});
+  std::vector<GemmCase> cases;
+  for (Transpose ta : transposes) {
+    for (Transpose tb : transposes) {
+      for (std::size_t s = 0; s < shapes.size(); ++s) {
+        GemmCase c;
+        c.trans_a = ta;
+        c.trans_b = tb;
+        c.M = shapes[s][0];
+        c.N = shapes[s][1];
+        c.K = shapes[s][2];
+        c.pad_a = static_cast<std::int64_t>(s % 3);
+        c.pad_b = static_cast<std::int64_t>(s % 2) * 5;
+        c.pad_c = 1;
+        c.accumulate = s % 2 == 1 || s + 1 == shapes.size();
+        c.bias = s % 3 != 0;
+        c.activation = s + 1 == shapes.size() ? Activation::gelu : static_cast<Activation>(s % 4);
+        cases.push_back(c);
+      }
+    }
+  }
+  check_all(GetParam(), cases);
+}
+
+// Shapes large enough to be split among threads: every thread count gives C bit for bit
+// as one thread does (and each is right, with exactly its queried scratch).
+TEST_P(GemmTest, ThreadCountsGiveBitwiseIdenticalResults) {
+  const Isa isa = GetParam();
+  const GemmKernels kernels = kernels_under_test(isa);
+  // The kernel does split: two threads need a second set of panels.
+  EXPECT_GT(kernels.scratch_floats(Transpose::no, Transpose::yes, 300, 300, 300, 2),
+            kernels.scratch_floats(Transpose::no, Transpose::yes, 300, 300, 300, 1));
+  const std::array<std::int64_t, 3> shapes[] = {{150, 100, 300}, {37, 530, 129}, {301, 23, 700}, {64, 256, 513}};
+  std::vector<GemmCase> cases;
+  std::uint64_t seed = 100;
+  for (Transpose ta : transposes) {
+    for (Transpose tb : transposes) {
+      for (const auto& [M, N, K] : shapes) {
+        GemmCase c;
+        c.trans_a = ta;
+        c.trans_b = tb;
+        c.M = M;
+        c.N = N;
+        c.K = K;
+        c.pad_a = 1;
+        c.pad_c = 2;
+        c.accumulate = (M + K) % 2 == 1;
+        c.bias = true;
+        c.activation = Activation::gelu;
+        const Stored a_shape = ta == Transpose::yes ? Stored{K, M, M + 1} : Stored{M, K, K + 1};
+        const Stored b_shape = tb == Transpose::yes ? Stored{N, K, K} : Stored{K, N, N};
+        const std::int64_t ldc = N + 2;
+        const std::vector<float> A = testing::uniform_vector(static_cast<std::size_t>(a_shape.floats()), seed);
+        const std::vector<float> B = testing::uniform_vector(static_cast<std::size_t>(b_shape.floats()), seed + 1);
+        const std::vector<float> bias = testing::uniform_vector(static_cast<std::size_t>(N), seed + 2);
+        const std::vector<float> c_start = testing::uniform_vector(static_cast<std::size_t>(M * ldc), seed + 3);
+        seed += 5;
+        GemmEpilogue epilogue;
+        epilogue.accumulate = c.accumulate;
+        epilogue.bias = bias.data();
+        epilogue.activation = c.activation;
+        std::vector<float> one_thread;
+        for (int threads : {1, 2, 3, 4}) {
+          c.threads = threads;
+          GuardedBuffer<float> scratch(kernels.scratch_floats(ta, tb, M, N, K, threads));
+          for (float& x : scratch) x = nan_value;
+          std::vector<float> C = c_start;
+          kernels.gemm(ta, tb, M, N, K, A.data(), a_shape.ld, B.data(), b_shape.ld, C.data(), ldc, epilogue, scratch.data(),
+                       threads);
+          if (threads == 1) {
+            one_thread = C;
+          } else {
+            EXPECT_EQ(std::memcmp(C.data(), one_thread.data(), C.size() * sizeof(float)), 0)
+                << isa_name(isa) << " " << describe(c) << ": C differs from the one-thread result";
+          }
+          cases.push_back(c);
+        }
+      }
+    }
+  }
+  check_all(isa, cases);
+}
+
+// Batch-1 and small-batch inference must not need large scratch: a Linear forward of one
+// sample packs nothing, and small shapes take small panels.
+TEST_P(GemmTest, ScratchFollowsTheShape) {
+  const GemmKernels kernels = kernels_under_test(GetParam());
+  EXPECT_EQ(kernels.scratch_floats(Transpose::no, Transpose::yes, 1, 128, 6272, 1), 0u);
+  EXPECT_EQ(kernels.scratch_floats(Transpose::no, Transpose::no, 0, 128, 64, 4), 0u);
+  EXPECT_EQ(kernels.scratch_floats(Transpose::no, Transpose::yes, 16, 128, 0, 1), 0u);
+  EXPECT_LT(kernels.scratch_floats(Transpose::no, Transpose::yes, 16, 10, 128, 1) * sizeof(float), 32u * 1024);
+  EXPECT_LT(kernels.scratch_floats(Transpose::no, Transpose::yes, 784, 192, 64, 1) * sizeof(float), 128u * 1024);
+  // Small problems stay on one thread, whatever the caller allows.
+  EXPECT_EQ(kernels.scratch_floats(Transpose::no, Transpose::yes, 16, 10, 128, 8),
+            kernels.scratch_floats(Transpose::no, Transpose::yes, 16, 10, 128, 1));
 }
 
 TEST_P(GemmTest, KernelsForIsaReturnsThisIsasTable) {
@@ -326,7 +455,7 @@ TEST_P(GemmTest, KernelsForIsaReturnsThisIsasTable) {
   testing::expect_kernels_for_is_safe(isa, "gemm", [isa] {
     const GemmKernels& table = gemm_kernels_for(isa);
     const GemmKernels made = kernels_under_test(isa);
-    return table.gemm == made.gemm && table.scratch_floats == made.scratch_floats;
+    return table.gemm == made.gemm && table.scratch_floats == made.scratch_floats && table.blocking.mr == made.blocking.mr;
   });
 }
 
