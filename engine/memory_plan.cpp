@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 #include <numeric>
+#include <random>
 
 #include "engine/aligned_buffer.h"
 #include "engine/error.h"
@@ -91,17 +92,10 @@ std::size_t place_in_order(std::span<const TensorLifetime> tensors, std::vector<
   return free_list.top();
 }
 
-// Largest first; each tensor goes in the smallest gap between the placed tensors whose
-// lifetimes overlap its own (adjacent ones merged), or above them all.
-std::size_t place_by_size(std::span<const TensorLifetime> tensors, std::vector<std::size_t>& offsets) {
-  std::vector<std::size_t> order;
-  for (std::size_t i = 0; i < tensors.size(); ++i) {
-    if (tensors[i].bytes > 0) order.push_back(i);
-  }
-  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
-    if (align_up(tensors[a].bytes) != align_up(tensors[b].bytes)) return align_up(tensors[a].bytes) > align_up(tensors[b].bytes);
-    return tensors[a].last_use - tensors[a].first_use > tensors[b].last_use - tensors[b].first_use;
-  });
+// Places tensors in the given order, each in the smallest gap between the placed tensors
+// whose lifetimes overlap its own (adjacent ones merged), or above them all.
+std::size_t place_in_gaps(std::span<const TensorLifetime> tensors, std::span<const std::size_t> order,
+                          std::vector<std::size_t>& offsets) {
   std::vector<std::size_t> placed;
   std::vector<std::pair<std::size_t, std::size_t>> taken;  // [begin, end) of live-together tensors
   std::size_t arena = 0;
@@ -131,6 +125,40 @@ std::size_t place_by_size(std::span<const TensorLifetime> tensors, std::vector<s
     offsets[i] = found ? best : cursor;
     arena = std::max(arena, offsets[i] + bytes);
     placed.push_back(i);
+  }
+  return arena;
+}
+
+// Largest first into gaps. Equal-ish sizes can still land in an unlucky order (a large
+// short-lived scratch placed first pushes two long-lived tensors apart), so a few orders
+// near the size order are tried too, as XLA's heap simulator tries several algorithms, and
+// the smallest arena is kept. The trials are seeded: plans are deterministic.
+std::size_t place_by_size(std::span<const TensorLifetime> tensors, std::size_t lower_bound, std::vector<std::size_t>& offsets) {
+  std::vector<std::size_t> order;
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    if (tensors[i].bytes > 0) order.push_back(i);
+  }
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    if (align_up(tensors[a].bytes) != align_up(tensors[b].bytes)) return align_up(tensors[a].bytes) > align_up(tensors[b].bytes);
+    return tensors[a].last_use - tensors[a].first_use > tensors[b].last_use - tensors[b].first_use;
+  });
+  std::size_t arena = place_in_gaps(tensors, order, offsets);
+  if (order.size() < 2) return arena;
+  constexpr int trials = 48;
+  std::mt19937 random(order.size());
+  std::uniform_int_distribution<std::size_t> neighbour(0, order.size() - 2);
+  std::vector<std::size_t> trial_order, trial_offsets(tensors.size(), 0);
+  for (int trial = 0; trial < trials && arena > lower_bound; ++trial) {
+    trial_order = order;
+    for (int swap = 0; swap < 1 + trial % 4; ++swap) {
+      const std::size_t k = neighbour(random);
+      std::swap(trial_order[k], trial_order[k + 1]);
+    }
+    const std::size_t trial_arena = place_in_gaps(tensors, trial_order, trial_offsets);
+    if (trial_arena < arena) {
+      arena = trial_arena;
+      offsets = trial_offsets;
+    }
   }
   return arena;
 }
@@ -176,12 +204,12 @@ MemoryPlan plan_memory(std::span<const TensorLifetime> tensors, PlanStrategy str
       plan.arena_bytes = place_in_order(tensors, plan.offsets);
       break;
     case PlanStrategy::best_fit_by_size:
-      plan.arena_bytes = place_by_size(tensors, plan.offsets);
+      plan.arena_bytes = place_by_size(tensors, plan.lower_bound_bytes, plan.offsets);
       break;
     case PlanStrategy::best_fit: {
       plan.arena_bytes = place_in_order(tensors, plan.offsets);
       std::vector<std::size_t> by_size(tensors.size(), 0);
-      const std::size_t arena = place_by_size(tensors, by_size);
+      const std::size_t arena = place_by_size(tensors, plan.lower_bound_bytes, by_size);
       if (arena < plan.arena_bytes) {
         plan.arena_bytes = arena;
         plan.offsets = std::move(by_size);
