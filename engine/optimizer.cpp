@@ -7,6 +7,7 @@
 
 #include "engine/error.h"
 #include "engine/parameters.h"
+#include "engine/threading.h"
 #include "simd/optimizer.h"
 
 namespace ember {
@@ -91,8 +92,22 @@ Optimizer::Optimizer(std::span<float> values, std::span<const float> gradients, 
   for (std::size_t i = 0; i < state_names_.size(); ++i) state_.emplace_back(values.size() * sizeof(float));
 }
 
-void Optimizer::step() {
-  update(step_count_ + 1);
+void Optimizer::step(int threads) {
+  if (threads < 1) throw Error(std::string(name()) + ": threads must be at least 1, found " + std::to_string(threads));
+  const auto total = static_cast<std::int64_t>(values_.size());
+  // Chunks of whole cache lines, few enough that a thread's share stays contiguous.
+  constexpr std::int64_t chunk = 16384;
+  const std::int64_t chunks = (total + chunk - 1) / chunk;
+  const std::int64_t step = step_count_ + 1;
+  if (threads == 1 || chunks < 2) {
+    update(step, 0, total);
+  } else {
+    parallel_region(static_cast<int>(std::min<std::int64_t>(threads, chunks)), [&](int thread, int thread_count) {
+      const std::int64_t first = chunks * thread / thread_count, last = chunks * (thread + 1) / thread_count;
+      const std::int64_t begin = first * chunk;
+      update(step, begin, std::min(total, last * chunk) - begin);
+    });
+  }
   ++step_count_;
 }
 
@@ -160,7 +175,7 @@ SgdOptimizer::SgdOptimizer(std::span<float> values, std::span<const float> gradi
     : Optimizer(values, gradients, validated_sgd(options),
                 options.momentum != 0.0f ? std::vector<std::string>{"momentum_buffer"} : std::vector<std::string>{}) {}
 
-void SgdOptimizer::update(std::int64_t step) {
+void SgdOptimizer::update(std::int64_t step, std::int64_t begin, std::int64_t count) {
   simd::SgdHyper hyper{};
   hyper.lr = learning_rate();
   hyper.momentum = options_.momentum;
@@ -169,9 +184,8 @@ void SgdOptimizer::update(std::int64_t step) {
   hyper.nesterov = options_.nesterov;
   // PyTorch's momentum_buffer is None until the first step, which sets it to the gradient.
   hyper.first_step = step == 1;
-  float* momentum_buffer = options_.momentum != 0.0f ? state_block(0) : nullptr;
-  simd::optimizer_kernels().sgd_step(values_.data(), gradients_.data(), momentum_buffer,
-                                     static_cast<std::int64_t>(values_.size()), hyper);
+  float* momentum_buffer = options_.momentum != 0.0f ? state_block(0) + begin : nullptr;
+  simd::optimizer_kernels().sgd_step(values_.data() + begin, gradients_.data() + begin, momentum_buffer, count, hyper);
 }
 
 AdamOptimizer::AdamOptimizer(std::span<float> values, std::span<const float> gradients, const OptimizerOptions& options,
@@ -179,7 +193,7 @@ AdamOptimizer::AdamOptimizer(std::span<float> values, std::span<const float> gra
     : Optimizer(values, gradients, validated_adam(options, decoupled_weight_decay), {"exp_avg", "exp_avg_sq"}),
       decoupled_weight_decay_(decoupled_weight_decay) {}
 
-void AdamOptimizer::update(std::int64_t step) {
+void AdamOptimizer::update(std::int64_t step, std::int64_t begin, std::int64_t count) {
   simd::AdamHyper hyper{};
   hyper.lr = learning_rate();
   hyper.beta1 = options_.beta1;
@@ -188,8 +202,8 @@ void AdamOptimizer::update(std::int64_t step) {
   hyper.weight_decay = *options_.weight_decay;
   hyper.decoupled_weight_decay = decoupled_weight_decay_;
   hyper.step = step;
-  simd::optimizer_kernels().adam_step(values_.data(), gradients_.data(), state_block(0), state_block(1),
-                                      static_cast<std::int64_t>(values_.size()), hyper);
+  simd::optimizer_kernels().adam_step(values_.data() + begin, gradients_.data() + begin, state_block(0) + begin,
+                                      state_block(1) + begin, count, hyper);
 }
 
 std::unique_ptr<Optimizer> make_optimizer(std::string_view name, const OptimizerOptions& options,

@@ -58,8 +58,9 @@ class Optimizer {
   Optimizer(const Optimizer&) = delete;
   Optimizer& operator=(const Optimizer&) = delete;
 
-  // One update of every value from its gradient, at learning_rate().
-  void step();
+  // One update of every value from its gradient, at learning_rate(), on `threads`
+  // threads. The update is elementwise, so the result does not depend on the thread count.
+  void step(int threads = 1);
 
   // "sgd", "adam", "adamw"
   virtual std::string_view name() const = 0;
@@ -88,8 +89,8 @@ class Optimizer {
   // values and gradients: the ParameterStore's blocks (equal length, not owned).
   Optimizer(std::span<float> values, std::span<const float> gradients, OptimizerOptions options,
             std::vector<std::string> state_names);
-  // One update of the whole block; `step` is 1 for the first update.
-  virtual void update(std::int64_t step) = 0;
+  // One update of values [begin, begin + count); `step` is 1 for the first update.
+  virtual void update(std::int64_t step, std::int64_t begin, std::int64_t count) = 0;
   float* state_block(std::size_t index);
 
   std::span<float> values_;
@@ -111,7 +112,7 @@ class SgdOptimizer final : public Optimizer {
   std::string_view name() const override { return "sgd"; }
 
  private:
-  void update(std::int64_t step) override;
+  void update(std::int64_t step, std::int64_t begin, std::int64_t count) override;
 };
 
 // torch.optim.Adam (decoupled = false) or AdamW (decoupled = true). State: "exp_avg",
@@ -123,7 +124,7 @@ class AdamOptimizer final : public Optimizer {
   std::string_view name() const override { return decoupled_weight_decay_ ? "adamw" : "adam"; }
 
  private:
-  void update(std::int64_t step) override;
+  void update(std::int64_t step, std::int64_t begin, std::int64_t count) override;
   bool decoupled_weight_decay_;
 };
 

@@ -215,7 +215,7 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
       }
       learning_rate = schedule.at(step);
       optimizer->set_learning_rate(static_cast<float>(learning_rate));
-      optimizer->step();
+      optimizer->step(options.threads);
       ++step;
 
       epoch_total.loss_sum += result.loss_sum;

@@ -434,5 +434,27 @@ TEST(Optimizer, BadHyperParametersAreNamed) {
   EXPECT_EQ(sgd->options().learning_rate, 1e-3f);
 }
 
+// The update is split over threads by parameter ranges: any thread count gives the same
+// bits, on a block long enough to be split (several 16384-float chunks and a ragged end).
+TEST(Optimizer, StepIsBitwiseTheSameOnOneTwoAndThreeThreads) {
+  for (const Case& c : reference_cases()) {
+    const std::size_t n = 3 * 16384 + 1001;
+    std::vector<std::vector<float>> results;
+    for (int threads : {1, 2, 3}) {
+      std::vector<float> params = random_vector(n, 9, 1.0f);
+      std::vector<float> grads(n);
+      auto optimizer = make_optimizer(c.optimizer, c.options, params, grads);
+      for (int step = 0; step < 3; ++step) {
+        fill(grads, random_vector(n, 90 + static_cast<std::size_t>(step), 0.5f));
+        optimizer->step(threads);
+      }
+      results.push_back(params);
+    }
+    EXPECT_EQ(results[0], results[1]) << c.name;
+    EXPECT_EQ(results[0], results[2]) << c.name;
+    EXPECT_NE(results[0], random_vector(n, 9, 1.0f)) << c.name << ": the step changed nothing";
+  }
+}
+
 }  // namespace
 }  // namespace ember

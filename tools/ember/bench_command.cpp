@@ -98,7 +98,7 @@ int bench_command(int argc, char** argv) {
     const Targets targets{labels[b], nullptr};
     if (training) {
       executor.train_step(inputs[b].data(), batch, targets, loss, static_cast<std::uint64_t>(i));
-      optimizer->step();
+      optimizer->step(threads);
     } else {
       executor.infer(inputs[b].data(), batch, output.data());
     }
