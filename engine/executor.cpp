@@ -10,14 +10,32 @@
 
 namespace ember {
 
+void check_executor_options(const ExecutorOptions& options) {
+  if (options.threads < 1 || options.threads > 64) {
+    throw Error("thread count must be between 1 and 64, found " + std::to_string(options.threads));
+  }
+  if (options.micro_batch < 1) {
+    throw Error("micro-batch size must be at least 1, found " + std::to_string(options.micro_batch));
+  }
+}
+
+BatchLayout batch_layout(const ExecutorOptions& options, std::int64_t batch, Mode mode) {
+  if (batch < 1) throw Error("batch size must be at least 1, found " + std::to_string(batch));
+  BatchLayout layout;
+  layout.full_size = std::min(options.micro_batch, batch);
+  layout.micro_batches = (batch + options.micro_batch - 1) / options.micro_batch;
+  layout.last_size = batch - (layout.micro_batches - 1) * options.micro_batch;
+  const std::int64_t lanes = std::max(options.gradient_lanes, options.threads);
+  layout.gradient_lanes = mode == Mode::training ? std::min(lanes, layout.micro_batches) : 0;
+  // Training: whole lanes per thread; inference: whole micro-batches.
+  layout.threads = static_cast<int>(
+      std::min<std::int64_t>(options.threads, mode == Mode::training ? layout.gradient_lanes : layout.micro_batches));
+  return layout;
+}
+
 Executor::Executor(const Graph& graph, ParameterStore& parameters, ExecutorOptions options)
     : graph_(graph), parameters_(parameters), options_(options) {
-  if (options_.threads < 1 || options_.threads > 64) {
-    throw Error("thread count must be between 1 and 64, found " + std::to_string(options_.threads));
-  }
-  if (options_.micro_batch < 1) {
-    throw Error("micro-batch size must be at least 1, found " + std::to_string(options_.micro_batch));
-  }
+  check_executor_options(options_);
   options_.gradient_lanes = std::max(options_.gradient_lanes, options_.threads);
   engine_ = std::make_unique<dnnl::engine>(dnnl::engine::kind::cpu, 0);
 }
@@ -25,6 +43,13 @@ Executor::Executor(const Graph& graph, ParameterStore& parameters, ExecutorOptio
 Executor::~Executor() = default;
 
 std::int64_t Executor::output_sample_elements() const { return graph_.value_shape(graph_.output()).sample_elements(); }
+
+std::size_t Executor::buffer_bytes() const {
+  std::size_t bytes = 0;
+  for (const ThreadState& state : threads_) bytes += align_up(state.arena.size()) + align_up(state.flags.size());
+  for (const AlignedBuffer& lane : extra_lanes_) bytes += align_up(lane.size());
+  return bytes;
+}
 
 const StepProgram& Executor::program(std::int64_t micro_batch, Mode mode) {
   for (const auto& p : programs_) {
@@ -37,20 +62,21 @@ const StepProgram& Executor::program(std::int64_t micro_batch, Mode mode) {
 
 StepResult Executor::run_batch(const float* input, std::int64_t batch, Mode mode, const Targets* targets, const Loss* loss,
                                std::uint64_t step_seed, float* output) {
-  if (batch < 1) throw Error("batch size must be at least 1, found " + std::to_string(batch));
   if (input == nullptr) throw Error("no input given");
   if (targets != nullptr && !targets->labels.empty() && static_cast<std::int64_t>(targets->labels.size()) < batch) {
     throw Error("batch of " + std::to_string(batch) + " samples but only " + std::to_string(targets->labels.size()) +
                 " labels");
   }
-  const std::int64_t micro_count = (batch + options_.micro_batch - 1) / options_.micro_batch;
-  const std::int64_t last_size = batch - (micro_count - 1) * options_.micro_batch;
+  const BatchLayout layout = batch_layout(options_, batch, mode);
+  const std::int64_t micro_count = layout.micro_batches;
   // Compile every size this batch needs before entering the parallel region.
-  const StepProgram& full = program(std::min(options_.micro_batch, batch), mode);
-  const StepProgram& last = program(last_size, mode);
+  const StepProgram& full = program(layout.full_size, mode);
+  const StepProgram& last = program(layout.last_size, mode);
   const std::size_t arena_bytes = std::max(full.arena_bytes(), last.arena_bytes());
   const std::size_t flag_bytes = std::max(full.flag_bytes(), last.flag_bytes());
-  while (threads_.size() < static_cast<std::size_t>(options_.threads)) {
+  // One arena per thread that runs micro-batches, not per thread of the budget: a batch
+  // with fewer micro-batches than threads leaves the rest idle.
+  while (threads_.size() < static_cast<std::size_t>(layout.threads)) {
     threads_.push_back(ThreadState{AlignedBuffer(), AlignedBuffer(), std::make_unique<dnnl::stream>(*engine_)});
   }
   for (ThreadState& state : threads_) {
@@ -59,7 +85,7 @@ StepResult Executor::run_batch(const float* input, std::int64_t batch, Mode mode
   }
 
   const bool training = mode == Mode::training;
-  const auto lanes = static_cast<std::int64_t>(std::min<std::int64_t>(options_.gradient_lanes, micro_count));
+  const std::int64_t lanes = layout.gradient_lanes;
   if (training) {
     while (static_cast<std::int64_t>(extra_lanes_.size()) + 1 < lanes) {
       extra_lanes_.emplace_back(static_cast<std::size_t>(parameters_.total_floats()) * sizeof(float));
@@ -70,7 +96,7 @@ StepResult Executor::run_batch(const float* input, std::int64_t batch, Mode mode
   };
 
   std::vector<StepResult> results(static_cast<std::size_t>(micro_count));
-  std::vector<std::string> failures(static_cast<std::size_t>(options_.threads));
+  std::vector<std::string> failures(static_cast<std::size_t>(layout.threads));
   const CounterRandom random(step_seed);
   auto run_one = [&](std::int64_t j, int thread, std::int64_t lane, bool accumulate) {
     StepRun run;
@@ -88,8 +114,7 @@ StepResult Executor::run_batch(const float* input, std::int64_t batch, Mode mode
     results[static_cast<std::size_t>(j)] = step.run(
         run, state.arena.data(), std::span<char>(reinterpret_cast<char*>(state.flags.data()), state.flags.size()), *state.stream);
   };
-  const int threads = static_cast<int>(std::min<std::int64_t>(options_.threads, training ? lanes : micro_count));
-  parallel_region(threads, [&](int thread, int thread_count) {
+  parallel_region(layout.threads, [&](int thread, int thread_count) {
     try {
       if (training) {
         // Whole lanes per thread; within a lane, micro-batches in order.

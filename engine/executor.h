@@ -27,6 +27,21 @@ struct ExecutorOptions {
   PlanStrategy plan_strategy = PlanStrategy::best_fit;
 };
 
+// How the executor runs a batch: the micro-batch sizes, the gradient lanes and the
+// threads (one arena each). run_batch() follows it and estimate_step_memory() counts from
+// it, so the estimate cannot drift from what is allocated.
+struct BatchLayout {
+  std::int64_t micro_batches = 0;
+  std::int64_t full_size = 0;       // samples in every micro-batch but the last
+  std::int64_t last_size = 0;       // samples in the last micro-batch
+  std::int64_t gradient_lanes = 0;  // training: lanes written, lane 0 included; inference: 0
+  int threads = 0;                  // threads that run micro-batches
+};
+// Throws ember::Error naming a thread count outside 1..64 or a micro-batch below 1.
+void check_executor_options(const ExecutorOptions& options);
+// Throws ember::Error for a batch below 1.
+BatchLayout batch_layout(const ExecutorOptions& options, std::int64_t batch, Mode mode);
+
 class Executor {
  public:
   Executor(const Graph& graph, ParameterStore& parameters, ExecutorOptions options);
@@ -43,6 +58,9 @@ class Executor {
   void infer(const float* input, std::int64_t batch, float* output);
 
   std::int64_t output_sample_elements() const;
+  // Bytes of the buffers the executor holds now: arenas, flag buffers, gradient lanes
+  // 1..L-1 (estimate_step_memory counts them before they exist).
+  std::size_t buffer_bytes() const;
   const ExecutorOptions& options() const { return options_; }
   const StepPlanReport& plan_report(std::int64_t micro_batch, Mode mode) { return program(micro_batch, mode).report(); }
 

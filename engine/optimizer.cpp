@@ -172,8 +172,7 @@ void Optimizer::import_state(std::int64_t step_count, std::span<const ConstOptim
 }
 
 SgdOptimizer::SgdOptimizer(std::span<float> values, std::span<const float> gradients, const OptimizerOptions& options)
-    : Optimizer(values, gradients, validated_sgd(options),
-                options.momentum != 0.0f ? std::vector<std::string>{"momentum_buffer"} : std::vector<std::string>{}) {}
+    : Optimizer(values, gradients, validated_sgd(options), optimizer_state_names("sgd", options)) {}
 
 void SgdOptimizer::update(std::int64_t step, std::int64_t begin, std::int64_t count) {
   simd::SgdHyper hyper{};
@@ -190,7 +189,8 @@ void SgdOptimizer::update(std::int64_t step, std::int64_t begin, std::int64_t co
 
 AdamOptimizer::AdamOptimizer(std::span<float> values, std::span<const float> gradients, const OptimizerOptions& options,
                              bool decoupled_weight_decay)
-    : Optimizer(values, gradients, validated_adam(options, decoupled_weight_decay), {"exp_avg", "exp_avg_sq"}),
+    : Optimizer(values, gradients, validated_adam(options, decoupled_weight_decay),
+                optimizer_state_names(decoupled_weight_decay ? "adamw" : "adam", options)),
       decoupled_weight_decay_(decoupled_weight_decay) {}
 
 void AdamOptimizer::update(std::int64_t step, std::int64_t begin, std::int64_t count) {
@@ -204,6 +204,12 @@ void AdamOptimizer::update(std::int64_t step, std::int64_t begin, std::int64_t c
   hyper.step = step;
   simd::optimizer_kernels().adam_step(values_.data() + begin, gradients_.data() + begin, state_block(0) + begin,
                                       state_block(1) + begin, count, hyper);
+}
+
+std::vector<std::string> optimizer_state_names(std::string_view name, const OptimizerOptions& options) {
+  if (name == "sgd") return options.momentum != 0.0f ? std::vector<std::string>{"momentum_buffer"} : std::vector<std::string>{};
+  if (name == "adam" || name == "adamw") return {"exp_avg", "exp_avg_sq"};
+  throw Error("unknown optimizer '" + std::string(name) + "'; valid optimizers: sgd, adam, adamw");
 }
 
 std::unique_ptr<Optimizer> make_optimizer(std::string_view name, const OptimizerOptions& options,

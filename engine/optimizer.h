@@ -128,6 +128,10 @@ class AdamOptimizer final : public Optimizer {
   bool decoupled_weight_decay_;
 };
 
+// The state blocks the optimizer `name` keeps with these options, in state_tensors()
+// order: what it will allocate, known before it is made (estimate_step_memory).
+std::vector<std::string> optimizer_state_names(std::string_view name, const OptimizerOptions& options);
+
 // "sgd" | "adam" | "adamw"; any other name is an error that lists the valid ones.
 std::unique_ptr<Optimizer> make_optimizer(std::string_view name, const OptimizerOptions& options,
                                           std::span<float> values, std::span<const float> gradients);

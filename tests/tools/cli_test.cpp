@@ -191,4 +191,38 @@ TEST_F(CliTest, AttentionMseLearnsToAttend) {
 }
 
 
+
+TEST_F(CliTest, PlanPrintsEveryTensorTheTotalsAndTheWholeStep) {
+  const CliRun run = ember("plan --model seed-cnn --batch-size 256 --micro-batch 16 --threads 2 --training --optimizer adam");
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  for (const char* expected : {"tensor", "shape", "bytes", "offset", "first", "last",
+                               "conv1 ", "(16, 32, 28, 28)", "fc1.grad ", "(16, 128)",
+                               "per micro-batch of 16 (training)", "  arena ", "  naive ", "  lower bound ", "x lower bound",
+                               "whole step, batch 256 on 2 thread(s)", "  parameters ", "(4 lane(s))", "(adam, 2 block(s))",
+                               "  arenas ", "(2 x ", "  total "}) {
+    EXPECT_NE(run.output.find(expected), std::string::npos) << "missing '" << expected << "' in\n" << run.output;
+  }
+  const CliRun inference = ember("plan --model attn-cnn --batch-size 64");
+  ASSERT_EQ(inference.exit_code, 0) << inference.output;
+  EXPECT_NE(inference.output.find("(inference)"), std::string::npos) << inference.output;
+  EXPECT_EQ(inference.output.find("  optimizer "), std::string::npos) << inference.output;
+
+  const std::vector<std::pair<std::string, std::string>> usage = {
+      {"plan --batch-size 0", "--batch-size: expected a positive integer, found '0'"},
+      {"plan --micro-batch x", "--micro-batch: expected a positive integer, found 'x'"},
+      {"plan --threads 65", "--threads: expected 1 to 64, found '65'"},
+      {"plan --optimizer adagrad", "--optimizer: expected one of sgd|sgd-momentum|adam|adamw, found 'adagrad'"},
+      {"plan --training=yes", "--training takes no value"},
+      {"plan --frobnicate 1", "unknown flag --frobnicate"},
+  };
+  for (const auto& [arguments, message] : usage) {
+    const CliRun bad = ember(arguments);
+    EXPECT_EQ(bad.exit_code, 2) << arguments << ": " << bad.output;
+    EXPECT_NE(bad.output.find(message), std::string::npos) << arguments << ": " << bad.output;
+  }
+  const CliRun missing = ember("plan --model /nonexistent/model.json");
+  EXPECT_EQ(missing.exit_code, 1) << missing.output;
+  EXPECT_NE(missing.output.find("/nonexistent/model.json"), std::string::npos) << missing.output;
+}
+
 }  // namespace

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Peak memory of training the seed CNN (Adam, cross-entropy, synthetic batch), ember vs
+# PyTorch, side by side: the peak resident memory each adds above its baseline.
+#
+#   bench/compare_memory.sh [batch] [steps]      (defaults: batch 256, 5 steps)
+#
+# Baselines (bench/train_memory_probe.cpp, bench/pytorch_memory.py): the process with its
+# libraries loaded and the synthetic batch made, before any model exists ("cold"); "warm"
+# also after one training step of a throwaway model on one sample per thread (OpenMP
+# threads started, kernels generated once), with freed memory given back. Each figure is
+# the median of 3 runs. The target is ember <= 0.5x PyTorch.
+# EMBER_BUILD overrides the build directory (default build/release, tools/setup.sh's).
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+batch=${1:-256}
+steps=${2:-5}
+probe="${EMBER_BUILD:-$root/build/release}/ember_train_memory"
+jemalloc=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
+[[ -x $probe ]] || { echo "no $probe: run tools/setup.sh first" >&2; exit 1; }
+[[ -f $jemalloc ]] || { echo "no $jemalloc: run tools/setup.sh --with-pytorch" >&2; exit 1; }
+
+median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+field() { sed -n "s/.*\"$1\": \"\{0,1\}\([^,\"}]*\).*/\1/p"; }
+
+echo "| threads | baseline | ember MiB | PyTorch MiB | ember / PyTorch | ember estimate MiB |"
+echo "|---:|---|---:|---:|---:|---:|"
+for threads in 1 2; do
+  for warm in "" --warm; do
+    ember_runs=() torch_runs=()
+    for round in 1 2 3; do
+      line=$("$probe" --threads "$threads" --batch "$batch" --steps "$steps" $warm)
+      ember_runs+=("$(echo "$line" | field peak_above_baseline_mib)")
+      estimate=$(echo "$line" | field estimate_mib)
+      torch_line=$(LD_PRELOAD=$jemalloc /usr/bin/python3 "$root/bench/pytorch_memory.py" --threads "$threads" \
+        --batch-size "$batch" --steps "$steps" $warm)
+      torch_runs+=("$(echo "$torch_line" | field peak_above_baseline_mib)")
+    done
+    e=$(printf '%s\n' "${ember_runs[@]}" | median)
+    t=$(printf '%s\n' "${torch_runs[@]}" | median)
+    label=cold
+    [[ -n $warm ]] && label=warm
+    printf '| %d | %s | %.1f | %.1f | %.2f | %.1f |\n' "$threads" "$label" "$e" "$t" \
+      "$(echo "$e / $t" | bc -l)" "$estimate"
+  done
+done
+echo
+echo "seed-cnn, Adam, batch $batch, $steps steps; PyTorch $(echo "$torch_line" | field torch), BLAS $(echo "$torch_line" | field blas), allocator $(echo "$torch_line" | field allocator)"

@@ -1,0 +1,68 @@
+#pragma once
+// The memory of a whole step, known before anything runs: every buffer an Executor, its
+// ParameterStore and its Optimizer allocate to run a batch (`ember plan` prints it).
+//
+// Counted, each as the AlignedBuffer the engine allocates (zero-filled, so resident):
+//   parameters       the store's value block
+//   gradients        lane 0, the store's gradient block (allocated in inference too),
+//                    and in training the executor's lanes 1..L-1 (BatchLayout)
+//   optimizer state  one block per optimizer_state_names() entry (adam: 2, sgd with
+//                    momentum: 1, plain sgd: 0)
+//   arenas           one per thread that runs micro-batches, each the largest plan among
+//                    the micro-batch sizes the batch runs (full and last); oneDNN's
+//                    scratchpads and workspaces are tensors of those plans. Each thread's
+//                    flag buffer is counted with its arena.
+// Not counted: the caller's batch (input and targets; in `ember train` the trainer's one
+// batch buffer, like the dataset, is the caller's data), and what is not a planned buffer:
+// oneDNN primitive objects and their JIT code, ember's compiled step programs (op lists,
+// memory descriptors), thread stacks and the allocator's own overhead. tests/memory
+// measures the peak RSS of real training steps against total() to keep that part small.
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "engine/executor.h"
+#include "engine/optimizer.h"
+
+namespace ember {
+
+struct StepMemoryOptions {
+  std::int64_t batch = 1;
+  ExecutorOptions executor;         // threads, micro-batch, gradient lanes, plan strategy
+  Mode mode = Mode::training;
+  std::string optimizer = "adam";   // training: sgd | adam | adamw; ignored in inference
+  OptimizerOptions optimizer_options;  // sgd keeps a momentum buffer when momentum != 0
+};
+
+struct StepMemory {
+  std::size_t block_bytes = 0;      // one parameter-shaped block (padding included)
+  std::size_t parameters = 0;
+  std::size_t gradients = 0;
+  std::int64_t gradient_lanes = 0;  // blocks in `gradients`
+  std::size_t optimizer_state = 0;
+  int optimizer_blocks = 0;         // blocks in `optimizer_state`
+  std::size_t arenas = 0;           // arena_count x (arena_bytes + flag_bytes)
+  int arena_count = 0;
+  std::size_t arena_bytes = 0;      // one arena
+  std::size_t flag_bytes = 0;       // one flag buffer, as allocated
+  std::size_t total() const { return parameters + gradients + optimizer_state + arenas; }
+};
+
+// What one compiled micro-batch size needs per thread (StepProgram::arena_bytes() and
+// flag_bytes()).
+struct ProgramFootprint {
+  std::size_t arena_bytes = 0;
+  std::size_t flag_bytes = 0;
+};
+
+// The arithmetic: `parameter_floats` is ParameterStore::total_floats(); `programs` holds
+// the footprints of the micro-batch sizes the batch runs (BatchLayout's full and last).
+StepMemory estimate_step_memory(std::int64_t parameter_floats, std::span<const ProgramFootprint> programs,
+                                const StepMemoryOptions& options);
+
+// Compiles the step programs the batch needs (on an engine of its own, freed on return)
+// and counts. Throws ember::Error on bad options, as the Executor would.
+StepMemory estimate_step_memory(const Graph& graph, const ParameterStore& parameters, const StepMemoryOptions& options);
+
+}  // namespace ember

@@ -1,0 +1,97 @@
+#include "engine/step_memory.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+#include <vector>
+
+#include "engine/error.h"
+#include "engine/loss.h"
+#include "engine/model_spec.h"
+
+namespace ember {
+namespace {
+
+StepMemoryOptions training(std::int64_t batch, int threads, std::int64_t micro_batch = 16) {
+  StepMemoryOptions options;
+  options.batch = batch;
+  options.executor.threads = threads;
+  options.executor.micro_batch = micro_batch;
+  options.mode = Mode::training;
+  return options;
+}
+
+TEST(StepMemory, CountsBlocksLanesAndArenasByTheExecutorsRules) {
+  const std::vector<ProgramFootprint> programs{{1000, 10}, {200, 12}};  // full, last
+  const std::int64_t floats = 1600;  // 6400 bytes, a multiple of 64
+  // 256 samples in 16 micro-batches: 4 lanes; 2 threads, 2 arenas of the larger plan.
+  const StepMemory m = estimate_step_memory(floats, programs, training(256, 2));
+  EXPECT_EQ(m.block_bytes, 6400u);
+  EXPECT_EQ(m.parameters, 6400u);
+  EXPECT_EQ(m.gradient_lanes, 4);
+  EXPECT_EQ(m.gradients, 4u * 6400u);
+  EXPECT_EQ(m.optimizer_blocks, 2);  // adam
+  EXPECT_EQ(m.optimizer_state, 2u * 6400u);
+  EXPECT_EQ(m.arena_count, 2);
+  EXPECT_EQ(m.arena_bytes, 1024u);  // 1000 rounded up to 64 bytes, as allocated
+  EXPECT_EQ(m.flag_bytes, 64u);
+  EXPECT_EQ(m.arenas, 2u * (1024u + 64u));
+  EXPECT_EQ(m.total(), 6400u * 7 + 2u * 1088u);
+
+  // Fewer micro-batches than threads and lanes: only the threads that run get an arena.
+  const StepMemory small = estimate_step_memory(floats, programs, training(16, 2));
+  EXPECT_EQ(small.gradient_lanes, 1);
+  EXPECT_EQ(small.arena_count, 1);
+  // More threads than lanes: lanes grow to the thread count.
+  EXPECT_EQ(estimate_step_memory(floats, programs, training(256, 6)).gradient_lanes, 6);
+
+  StepMemoryOptions sgd = training(256, 1);
+  sgd.optimizer = "sgd";
+  EXPECT_EQ(estimate_step_memory(floats, programs, sgd).optimizer_blocks, 0);
+  sgd.optimizer_options.momentum = 0.9f;
+  EXPECT_EQ(estimate_step_memory(floats, programs, sgd).optimizer_blocks, 1);
+
+  // Inference: no optimizer, no lanes but the store's own gradient block.
+  StepMemoryOptions inference = training(256, 2);
+  inference.mode = Mode::inference;
+  const StepMemory i = estimate_step_memory(floats, programs, inference);
+  EXPECT_EQ(i.gradient_lanes, 1);
+  EXPECT_EQ(i.optimizer_state, 0u);
+  EXPECT_EQ(i.arena_count, 2);
+}
+
+TEST(StepMemory, RefusesWhatTheExecutorRefuses) {
+  const std::vector<ProgramFootprint> programs{{1000, 10}};
+  EXPECT_THROW(estimate_step_memory(16, programs, training(0, 1)), Error);
+  EXPECT_THROW(estimate_step_memory(16, programs, training(64, 0)), Error);
+  EXPECT_THROW(estimate_step_memory(16, programs, training(64, 65)), Error);
+  EXPECT_THROW(estimate_step_memory(16, programs, training(64, 1, 0)), Error);
+  StepMemoryOptions unknown = training(64, 1);
+  unknown.optimizer = "adagrad";
+  EXPECT_THROW(estimate_step_memory(16, programs, unknown), Error);
+  EXPECT_THROW(estimate_step_memory(16, {}, training(64, 1)), Error);
+}
+
+// The estimate counts, before anything runs, exactly the buffers an executor then holds.
+TEST(StepMemory, MatchesWhatTheExecutorAllocates) {
+  const Graph graph = graph_from_spec(builtin_model_spec("seed-cnn"), "seed-cnn");
+  const CrossEntropyLoss loss;
+  // 100 samples in micro-batches of 16: six of 16 and a last of 4.
+  for (const auto& [batch, threads] : {std::pair<std::int64_t, int>{100, 2}, {256, 1}, {8, 2}}) {
+    ParameterStore parameters(graph);
+    parameters.initialize(1);
+    const StepMemoryOptions options = training(batch, threads);
+    const StepMemory estimate = estimate_step_memory(graph, parameters, options);
+    std::vector<float> input(static_cast<std::size_t>(batch * graph.input_sample_shape().elements()), 0.5f);
+    std::vector<std::int32_t> labels(static_cast<std::size_t>(batch), 3);
+    Executor executor(graph, parameters, options.executor);
+    executor.train_step(input.data(), batch, Targets{labels, nullptr}, loss, 0);
+    // The executor holds the arenas, flag buffers and lanes 1..L-1; lane 0 is the store's.
+    EXPECT_EQ(executor.buffer_bytes(), estimate.arenas + estimate.gradients - estimate.block_bytes)
+        << "batch " << batch << ", " << threads << " thread(s)";
+    EXPECT_EQ(estimate.block_bytes, static_cast<std::size_t>(parameters.total_floats()) * sizeof(float));
+  }
+}
+
+}  // namespace
+}  // namespace ember
