@@ -81,6 +81,7 @@ StepProgram::StepProgram(const Graph& graph, const ParameterStore& parameters, s
       if (graph_readers[static_cast<std::size_t>(node.inputs[0])] == 1 && nodes[producer].layer->fuses_following_relu()) {
         fuse_relu[producer] = 1;
         elided_[n] = 1;
+        report_.fused.push_back(nodes[producer].name + "+" + node.name);
       }
     }
   }
@@ -192,9 +193,10 @@ StepProgram::StepProgram(const Graph& graph, const ParameterStore& parameters, s
 
   // Tensors and lifetimes.
   std::vector<TensorLifetime>& tensors = report_.tensors;
-  auto add_tensor = [&](std::string name, std::size_t bytes) -> int {
+  auto add_tensor = [&](std::string name, std::size_t bytes, const ValueInfo* value = nullptr) -> int {
     if (bytes == 0) return -1;
     tensors.push_back({std::move(name), bytes, std::numeric_limits<int>::max(), -1});
+    report_.shapes.push_back(value == nullptr ? "-" : value->shape.str() + (value->blocked ? " blocked" : ""));
     return static_cast<int>(tensors.size()) - 1;
   };
   auto slot_name = [&](std::size_t slot) {
@@ -235,9 +237,9 @@ StepProgram::StepProgram(const Graph& graph, const ParameterStore& parameters, s
   for (std::size_t slot = 1; slot < slot_count; ++slot) {
     const int shared = in_place_input(slot);
     value_tensor[slot] = shared >= 0 ? value_tensor[static_cast<std::size_t>(shared)]
-                                     : add_tensor(slot_name(slot), slots_[slot].bytes());
+                                     : add_tensor(slot_name(slot), slots_[slot].bytes(), &slots_[slot]);
     if (training && requires_grad_[slot]) {
-      grad_tensor[slot] = add_tensor(slot_name(slot) + ".grad", slots_[slot].bytes());
+      grad_tensor[slot] = add_tensor(slot_name(slot) + ".grad", slots_[slot].bytes(), &slots_[slot]);
       if (gradient_writers_[slot] > 1) {
         // One partial buffer per occurrence of the slot among one layer's inputs (add(x, x)
         // writes two gradients of x at once).
@@ -247,7 +249,7 @@ StepProgram::StepProgram(const Graph& graph, const ParameterStore& parameters, s
         }
         for (int k = 0; k < occurrences; ++k) {
           partial_tensors[slot].push_back(add_tensor(slot_name(slot) + ".grad_partial" + (k > 0 ? std::to_string(k) : ""),
-                                                     slots_[slot].bytes()));
+                                                     slots_[slot].bytes(), &slots_[slot]));
         }
       }
     }

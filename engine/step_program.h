@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include <oneapi/dnnl/dnnl.hpp>
@@ -32,7 +33,9 @@ struct StepResult {
 // One step's tensors and their placement, as data (for `ember plan` and tests).
 struct StepPlanReport {
   std::vector<TensorLifetime> tensors;
+  std::vector<std::string> shapes;  // per tensor: "(16, 32, 28, 28)", "+ blocked" if oneDNN's layout pads; "-" for raw bytes
   MemoryPlan plan;
+  std::vector<std::string> fused;   // "conv1+relu1": ReLUs applied by the layer before them (inference)
 };
 
 // What one run of a program reads and writes besides its arena.

@@ -18,22 +18,6 @@ std::string mebibytes(std::size_t bytes) {
   return text;
 }
 
-// A planned tensor's logical shape from its name: "<node>" and its ".plain" copy,
-// ".grad" and ".grad_partial" have the node's output shape at the micro-batch; a layer's
-// ".saved" and scratch tensors are raw bytes ("-"). Blocked oneDNN layouts may pad, so
-// bytes can exceed 4 x elements.
-std::string tensor_shape(const Graph& graph, const std::string& name, std::int64_t micro_batch) {
-  const std::size_t dot = name.find('.');
-  const std::string node = name.substr(0, dot);
-  const std::string suffix = dot == std::string::npos ? "" : name.substr(dot + 1);
-  for (const char* value_suffix : {"", "plain", "grad", "plain.grad", "grad_partial", "plain.grad_partial"}) {
-    if (suffix != value_suffix) continue;
-    const Node* found = graph.find(node);
-    return found != nullptr ? graph.value_shape(found->output).with_batch(micro_batch).str() : "-";
-  }
-  return "-";
-}
-
 }  // namespace
 
 int plan_command(int argc, char** argv) {
@@ -70,10 +54,10 @@ int plan_command(int argc, char** argv) {
   const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   const StepProgram program(graph, parameters, micro_batch, options.mode, engine, options.executor.plan_strategy);
   const StepPlanReport& report = program.report();
-  std::printf("%-28s %-18s %14s %12s %6s %6s\n", "tensor", "shape", "bytes", "offset", "first", "last");
+  std::printf("%-28s %-26s %14s %12s %6s %6s\n", "tensor", "shape", "bytes", "offset", "first", "last");
   for (std::size_t i = 0; i < report.tensors.size(); ++i) {
     const TensorLifetime& t = report.tensors[i];
-    std::printf("%-28s %-18s %14zu %12zu %6d %6d\n", t.name.c_str(), tensor_shape(graph, t.name, micro_batch).c_str(), t.bytes,
+    std::printf("%-28s %-26s %14zu %12zu %6d %6d\n", t.name.c_str(), report.shapes[i].c_str(), t.bytes,
                 report.plan.offsets[i], t.first_use, t.last_use);
   }
   std::printf("\nper micro-batch of %lld (%s)\n  arena       %s\n  naive       %s\n  lower bound %s (arena = %.3f x lower bound)\n",
@@ -81,6 +65,7 @@ int plan_command(int argc, char** argv) {
               mebibytes(report.plan.arena_bytes).c_str(), mebibytes(report.plan.naive_bytes).c_str(),
               mebibytes(report.plan.lower_bound_bytes).c_str(),
               report.plan.lower_bound_bytes > 0 ? static_cast<double>(report.plan.arena_bytes) / static_cast<double>(report.plan.lower_bound_bytes) : 1.0);
+  for (const std::string& fused : report.fused) std::printf("  fused       %s (ReLU applied by the layer before it)\n", fused.c_str());
 
   std::printf("\nwhole step, batch %lld on %lld thread(s) (input batch not included)\n  parameters  %s (%lld values)\n",
               static_cast<long long>(batch), static_cast<long long>(threads), mebibytes(memory.parameters).c_str(),
