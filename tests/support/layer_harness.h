@@ -203,10 +203,7 @@ class LayerHarness {
       std::memcpy(buffer.data(), plain.data(), plain.size() * sizeof(float));
       return buffer;
     }
-    dnnl::memory source = dnnl_util::wrap(dnnl_util::plain_desc(like.shape), engine_, plain.data());
-    dnnl::memory destination = dnnl_util::wrap(*like.blocked, engine_, buffer.data());
-    dnnl::reorder(source, destination).execute(stream_, source, destination);
-    stream_.wait();
+    reorder(dnnl_util::plain_desc(like.shape), plain.data(), *like.blocked, buffer.data());
     return buffer;
   }
 
@@ -216,11 +213,17 @@ class LayerHarness {
       std::memcpy(plain.data(), t.data, plain.size() * sizeof(float));
       return plain;
     }
-    dnnl::memory source = dnnl_util::wrap(*t.blocked, engine_, t.data);
-    dnnl::memory destination = dnnl_util::wrap(dnnl_util::plain_desc(t.shape), engine_, plain.data());
-    dnnl::reorder(source, destination).execute(stream_, source, destination);
-    stream_.wait();
+    reorder(*t.blocked, t.data, dnnl_util::plain_desc(t.shape), plain.data());
     return plain;
+  }
+
+  void reorder(const dnnl::memory::desc& from_desc, const void* from, const dnnl::memory::desc& to_desc, void* to) {
+    const dnnl::reorder primitive(dnnl::reorder::primitive_desc(engine_, from_desc, engine_, to_desc));
+    dnnl_util::PrimitiveArguments(engine_, "test harness reorder")
+        .add(DNNL_ARG_FROM, from_desc, from)
+        .add(DNNL_ARG_TO, to_desc, to)
+        .execute(primitive, stream_);
+    stream_.wait();
   }
 
   const Layer& layer_;
