@@ -208,7 +208,16 @@ std::unique_ptr<PreparedLayer> Conv2d::prepare(const PrepareContext& context) co
     padding_right[a] = std::max<std::int64_t>(0, (out_shape[2 + static_cast<int>(a)] - 1) * options_.stride[a] + extent -
                                                      input.shape[2 + static_cast<int>(a)] - options_.padding[a]);
   }
+  if (context.fuse_relu && training) {
+    throw Error("conv2d: a following ReLU can be fused in inference only; training's backward needs the output before the ReLU");
+  }
   const auto attr = user_scratchpad();
+  auto forward_attr = user_scratchpad();
+  if (context.fuse_relu) {
+    dnnl::post_ops relu;
+    relu.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);  // scale, algorithm, alpha (slope), beta
+    forward_attr.set_post_ops(relu);
+  }
   const auto prop = training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
   const auto algorithm = dnnl::algorithm::convolution_direct;
   const auto forward_desc =
@@ -216,7 +225,7 @@ std::unique_ptr<PreparedLayer> Conv2d::prepare(const PrepareContext& context) co
                                                       strides, dilates, padding_left, padding_right)
                     : dnnl::convolution_forward::desc(prop, algorithm, p->source_, weights_any, output_any, strides, dilates,
                                                       padding_left, padding_right);
-  p->forward_pd_ = dnnl::convolution_forward::primitive_desc(forward_desc, attr, *context.engine);
+  p->forward_pd_ = dnnl::convolution_forward::primitive_desc(forward_desc, forward_attr, *context.engine);
   p->forward_ = dnnl::convolution_forward(p->forward_pd_);
   p->forward_weights_ = p->forward_pd_.weights_desc();
   p->output_ = p->forward_pd_.dst_desc();

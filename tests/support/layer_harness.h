@@ -35,8 +35,10 @@ struct HarnessInput {
 
 class LayerHarness {
  public:
+  // fuse_relu: prepare the layer with PrepareContext::fuse_relu (its output is then
+  // max(0, output)).
   LayerHarness(const Layer& layer, std::vector<HarnessInput> input_specs, Mode mode = Mode::training,
-               std::uint64_t seed = 1)
+               std::uint64_t seed = 1, bool fuse_relu = false)
       : layer_(layer), specs_(std::move(input_specs)), mode_(mode), engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {
     std::vector<Shape> shapes;
     for (const HarnessInput& input : specs_) shapes.push_back(input.shape);
@@ -64,6 +66,7 @@ class LayerHarness {
     context.inputs = input_infos_;
     context.input_needs_grad = needs_grad_;
     context.engine = &engine_;
+    context.fuse_relu = fuse_relu;
     prepared_ = layer.prepare(context);
     EXPECT_EQ(prepared_->output.shape, output_shape_) << "prepare() and output_shape() disagree";
     saved_ = AlignedBuffer(prepared_->saved_bytes);
