@@ -7,7 +7,6 @@
 #include "engine/training_state.h"
 
 namespace ember {
-
 struct InferenceSession::Workspace {
   AlignedBuffer arena;
   AlignedBuffer flags;
@@ -80,27 +79,25 @@ void InferenceSession::run(const float* input, std::int64_t batch, float* output
   }
   if (input == nullptr || output == nullptr) throw Error("inference session: input or output buffer is null");
   std::unique_ptr<Workspace> workspace = take_workspace();
-  std::string failure;
-  // One compute thread per call: concurrency comes from concurrent callers. The region
-  // also keeps oneDNN from starting threads of its own.
-  parallel_region(1, [&](int, int) {
-    try {
-      StepRun step;
-      for (std::int64_t first = 0; first < batch; first += options_.micro_batch) {
-        const std::int64_t size = std::min(options_.micro_batch, batch - first);
-        step.first_sample = first;
-        step.input = input + first * input_sample_elements();
-        step.output = output;
-        programs_[static_cast<std::size_t>(size - 1)]->run(
-            step, workspace->arena.data(),
-            std::span<char>(reinterpret_cast<char*>(workspace->flags.data()), workspace->flags.size()), workspace->stream);
-      }
-    } catch (const std::exception& e) {
-      failure = e.what();
+  try {
+    // One compute thread per call: concurrency comes from concurrent callers. The budget
+    // also keeps oneDNN from starting threads of its own.
+    const OneThreadBudget one_thread;
+    StepRun step;
+    for (std::int64_t first = 0; first < batch; first += options_.micro_batch) {
+      const std::int64_t size = std::min(options_.micro_batch, batch - first);
+      step.first_sample = first;
+      step.input = input + first * input_sample_elements();
+      step.output = output;
+      programs_[static_cast<std::size_t>(size - 1)]->run(
+          step, workspace->arena.data(),
+          std::span<char>(reinterpret_cast<char*>(workspace->flags.data()), workspace->flags.size()), workspace->stream);
     }
-  });
+  } catch (...) {
+    give_back(std::move(workspace));
+    throw;
+  }
   give_back(std::move(workspace));
-  if (!failure.empty()) throw Error(failure);
 }
 
 }  // namespace ember
