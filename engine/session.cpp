@@ -1,12 +1,24 @@
 #include "engine/session.h"
 
 #include <algorithm>
+#include <string>
 
 #include "engine/error.h"
 #include "engine/threading.h"
 #include "engine/training_state.h"
 
 namespace ember {
+namespace {
+
+// "(batch, 1, 28, 28)"
+std::string batched_text(const Shape& sample) {
+  std::string text = "(batch";
+  for (std::int64_t d : sample.dims()) text += ", " + std::to_string(d);
+  return text + ")";
+}
+
+}  // namespace
+
 struct InferenceSession::Workspace {
   AlignedBuffer arena;
   AlignedBuffer flags;
@@ -70,6 +82,31 @@ std::unique_ptr<InferenceSession::Workspace> InferenceSession::take_workspace() 
 void InferenceSession::give_back(std::unique_ptr<Workspace> workspace) const {
   std::lock_guard<std::mutex> lock(pool_mutex_);
   pool_.push_back(std::move(workspace));
+}
+
+void InferenceSession::run(std::span<const float> input, const Shape& input_shape, std::span<float> output) const {
+  const Shape& sample = input_sample_shape();
+  bool matches = input_shape.rank() == sample.rank() + 1;
+  for (int axis = 0; matches && axis < sample.rank(); ++axis) matches = input_shape[axis + 1] == sample[axis];
+  if (!matches) {
+    throw Error("inference session: input shape " + input_shape.str() + " does not match " + batched_text(sample));
+  }
+  const std::int64_t batch = input_shape[0];
+  if (batch < 1 || batch > options_.max_batch) {
+    throw Error("inference session: input shape " + input_shape.str() + " has a batch of " + std::to_string(batch) +
+                " samples; this session takes 1 to " + std::to_string(options_.max_batch));
+  }
+  if (static_cast<std::int64_t>(input.size()) != input_shape.elements()) {
+    throw Error("inference session: input shape " + input_shape.str() + " has " + std::to_string(input_shape.elements()) +
+                " elements, the input holds " + std::to_string(input.size()));
+  }
+  const std::int64_t output_elements = batch * output_sample_elements();
+  if (static_cast<std::int64_t>(output.size()) < output_elements) {
+    throw Error("inference session: a batch of " + std::to_string(batch) + " needs an output of " +
+                std::to_string(output_elements) + " floats (" + std::to_string(output_sample_elements()) +
+                " per sample), the output holds " + std::to_string(output.size()));
+  }
+  run(input.data(), batch, output.data());
 }
 
 void InferenceSession::run(const float* input, std::int64_t batch, float* output) const {
