@@ -57,7 +57,8 @@ class ScratchLayout {
 
 // The arguments of one primitive execution, and the execution, without a heap
 // allocation in ember's code: the C++ API's dnnl::memory allocates a shared_ptr control
-// block per object and primitive::execute builds a std::vector from an unordered_map. Here
+// block per object and primitive::execute builds a std::vector from an unordered_map
+// (primitive_desc's layout queries build a std::vector too: query them in prepare()). Here
 // the memory objects are created and destroyed through the C API and the argument array
 // lives on the stack. (oneDNN 2.6 still allocates inside dnnl_memory_create and
 // dnnl_primitive_execute; that is out of ember's reach.)
