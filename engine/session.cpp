@@ -1,12 +1,23 @@
 #include "engine/session.h"
 
 #include <algorithm>
+#include <string>
 
 #include "engine/error.h"
 #include "engine/threading.h"
 #include "engine/training_state.h"
 
 namespace ember {
+namespace {
+
+// "(batch, 1, 28, 28)"
+std::string batched_text(const Shape& sample) {
+  std::string text = "(batch";
+  for (std::int64_t d : sample.dims()) text += ", " + std::to_string(d);
+  return text + ")";
+}
+
+}  // namespace
 
 struct InferenceSession::Workspace {
   AlignedBuffer arena;
@@ -73,6 +84,31 @@ void InferenceSession::give_back(std::unique_ptr<Workspace> workspace) const {
   pool_.push_back(std::move(workspace));
 }
 
+void InferenceSession::run(std::span<const float> input, const Shape& input_shape, std::span<float> output) const {
+  const Shape& sample = input_sample_shape();
+  bool matches = input_shape.rank() == sample.rank() + 1;
+  for (int axis = 0; matches && axis < sample.rank(); ++axis) matches = input_shape[axis + 1] == sample[axis];
+  if (!matches) {
+    throw Error("inference session: input shape " + input_shape.str() + " does not match " + batched_text(sample));
+  }
+  const std::int64_t batch = input_shape[0];
+  if (batch < 1 || batch > options_.max_batch) {
+    throw Error("inference session: input shape " + input_shape.str() + " has a batch of " + std::to_string(batch) +
+                " samples; this session takes 1 to " + std::to_string(options_.max_batch));
+  }
+  if (static_cast<std::int64_t>(input.size()) != input_shape.elements()) {
+    throw Error("inference session: input shape " + input_shape.str() + " has " + std::to_string(input_shape.elements()) +
+                " elements, the input holds " + std::to_string(input.size()));
+  }
+  const std::int64_t output_elements = batch * output_sample_elements();
+  if (static_cast<std::int64_t>(output.size()) < output_elements) {
+    throw Error("inference session: a batch of " + std::to_string(batch) + " needs an output of " +
+                std::to_string(output_elements) + " floats (" + std::to_string(output_sample_elements()) +
+                " per sample), the output holds " + std::to_string(output.size()));
+  }
+  run(input.data(), batch, output.data());
+}
+
 void InferenceSession::run(const float* input, std::int64_t batch, float* output) const {
   if (batch < 1 || batch > options_.max_batch) {
     throw Error("inference session: batch of " + std::to_string(batch) + " samples; this session takes 1 to " +
@@ -80,27 +116,25 @@ void InferenceSession::run(const float* input, std::int64_t batch, float* output
   }
   if (input == nullptr || output == nullptr) throw Error("inference session: input or output buffer is null");
   std::unique_ptr<Workspace> workspace = take_workspace();
-  std::string failure;
-  // One compute thread per call: concurrency comes from concurrent callers. The region
-  // also keeps oneDNN from starting threads of its own.
-  parallel_region(1, [&](int, int) {
-    try {
-      StepRun step;
-      for (std::int64_t first = 0; first < batch; first += options_.micro_batch) {
-        const std::int64_t size = std::min(options_.micro_batch, batch - first);
-        step.first_sample = first;
-        step.input = input + first * input_sample_elements();
-        step.output = output;
-        programs_[static_cast<std::size_t>(size - 1)]->run(
-            step, workspace->arena.data(),
-            std::span<char>(reinterpret_cast<char*>(workspace->flags.data()), workspace->flags.size()), workspace->stream);
-      }
-    } catch (const std::exception& e) {
-      failure = e.what();
+  try {
+    // One compute thread per call: concurrency comes from concurrent callers. The budget
+    // also keeps oneDNN from starting threads of its own.
+    const OneThreadBudget one_thread;
+    StepRun step;
+    for (std::int64_t first = 0; first < batch; first += options_.micro_batch) {
+      const std::int64_t size = std::min(options_.micro_batch, batch - first);
+      step.first_sample = first;
+      step.input = input + first * input_sample_elements();
+      step.output = output;
+      programs_[static_cast<std::size_t>(size - 1)]->run(
+          step, workspace->arena.data(),
+          std::span<char>(reinterpret_cast<char*>(workspace->flags.data()), workspace->flags.size()), workspace->stream);
     }
-  });
+  } catch (...) {
+    give_back(std::move(workspace));
+    throw;
+  }
   give_back(std::move(workspace));
-  if (!failure.empty()) throw Error(failure);
 }
 
 }  // namespace ember

@@ -8,6 +8,7 @@
 
 #include "engine/error.h"
 #include "engine/threading.h"
+#include "layers/dnnl_util.h"
 #include "simd/elementwise.h"
 
 namespace ember {
@@ -385,7 +386,6 @@ StepResult StepProgram::run(const StepRun& run, std::byte* arena, std::span<char
     }
     written[static_cast<std::size_t>(slot)] = 1;
   };
-  auto memory = [&](const Tensor& t, const dnnl::memory::desc& desc) { return dnnl::memory(desc, engine_, t.data); };
 
   StepResult result;
   result.samples = micro_batch_;
@@ -432,8 +432,10 @@ StepResult StepProgram::run(const StepRun& run, std::byte* arena, std::span<char
         const int from = copy_of_[c];
         const Tensor src = slot_tensor(from);
         const Tensor dst = slot_tensor(op.index);
-        to_plain_[c].execute(stream, {{DNNL_ARG_FROM, memory(src, *src.blocked)},
-                                       {DNNL_ARG_TO, memory(dst, plain_desc_[c])}});
+        dnnl_util::PrimitiveArguments(engine_, "reorder to plain")
+            .add(DNNL_ARG_FROM, *src.blocked, src.data)
+            .add(DNNL_ARG_TO, plain_desc_[c], dst.data)
+            .execute(to_plain_[c], stream);
         break;
       }
       case OpKind::loss: {
@@ -492,8 +494,10 @@ StepResult StepProgram::run(const StepRun& run, std::byte* arena, std::span<char
         const Tensor src = grad_tensor(op.index);
         const int buffer = grad_buffer(from, 0);
         const Tensor dst = begin_grad(from, buffer);
-        grad_to_blocked_[c].execute(stream, {{DNNL_ARG_FROM, memory(src, plain_desc_[c])},
-                                              {DNNL_ARG_TO, memory(dst, *slots_[static_cast<std::size_t>(from)].blocked)}});
+        dnnl_util::PrimitiveArguments(engine_, "reorder of a gradient to blocked")
+            .add(DNNL_ARG_FROM, plain_desc_[c], src.data)
+            .add(DNNL_ARG_TO, *slots_[static_cast<std::size_t>(from)].blocked, dst.data)
+            .execute(grad_to_blocked_[c], stream);
         end_grad(from, buffer);
         break;
       }

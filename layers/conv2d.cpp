@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <string>
-#include <unordered_map>
 
 #include "engine/error.h"
 #include "layers/dnnl_util.h"
@@ -29,27 +28,28 @@ class PreparedConv2d final : public PreparedLayer {
  public:
   void forward(const ForwardArgs& args) const override {
     std::byte* scratch = args.scratch;
-    memory weights = wrap(weights_plain_, engine_, args.params[0].data);
+    const void* weights = args.params[0].data;
     if (forward_weights_reorder_) {
-      memory reordered = wrap(forward_pd_.weights_desc(), engine_, scratch + forward_weights_offset_);
-      forward_weights_reorder_.execute(*args.stream, weights, reordered);
+      std::byte* reordered = scratch + forward_weights_offset_;
+      PrimitiveArguments(engine_, "conv2d forward weights reorder")
+          .add(DNNL_ARG_FROM, weights_plain_, weights)
+          .add(DNNL_ARG_TO, forward_weights_, reordered)
+          .execute(forward_weights_reorder_, *args.stream);
       weights = reordered;
     }
-    std::unordered_map<int, memory> arguments{
-        {DNNL_ARG_SRC, wrap(source_, engine_, args.inputs[0].data)},
-        {DNNL_ARG_WEIGHTS, weights},
-        {DNNL_ARG_DST, wrap(forward_pd_.dst_desc(), engine_, args.output.data)},
-        {DNNL_ARG_SCRATCHPAD, wrap(forward_pd_.scratchpad_desc(), engine_, scratch + forward_scratchpad_offset_)}};
-    if (bias_) arguments[DNNL_ARG_BIAS] = wrap(bias_desc_, engine_, args.params[1].data);
-    forward_.execute(*args.stream, arguments);
+    PrimitiveArguments arguments(engine_, "conv2d forward");
+    arguments.add(DNNL_ARG_SRC, source_, args.inputs[0].data)
+        .add(DNNL_ARG_WEIGHTS, forward_weights_, weights)
+        .add(DNNL_ARG_DST, output_, args.output.data)
+        .add(DNNL_ARG_SCRATCHPAD, forward_scratchpad_, scratch + forward_scratchpad_offset_);
+    if (bias_) arguments.add(DNNL_ARG_BIAS, bias_desc_, args.params[1].data);
+    arguments.execute(forward_, *args.stream);
   }
 
   void backward(const BackwardArgs& args) const override {
     std::byte* scratch = args.scratch;
     dnnl::stream& stream = *args.stream;
     const bool accumulate = args.accumulate_param_grads;
-    const memory source = wrap(source_, engine_, args.inputs[0].data);
-    memory output_grad = wrap(forward_pd_.dst_desc(), engine_, args.output_grad.data);
     std::byte* scratchpad = scratch + backward_scratchpad_offset_;  // shared by the two primitives, one after the other
 
     // Weight and bias gradients: straight into the gradient block when the layout is
@@ -60,26 +60,31 @@ class PreparedConv2d final : public PreparedLayer {
     float* bias_grad = !bias_ ? nullptr
                        : accumulate ? reinterpret_cast<float*>(scratch + bias_grad_offset_)
                                     : args.param_grads[1].data;
-    memory weights_output_grad = output_grad;
+    const void* weights_output_grad = args.output_grad.data;
     if (output_grad_reorder_) {
-      weights_output_grad = wrap(weights_pd_.diff_dst_desc(), engine_, scratch + output_grad_offset_);
-      output_grad_reorder_.execute(stream, output_grad, weights_output_grad);
+      std::byte* reordered = scratch + output_grad_offset_;
+      PrimitiveArguments(engine_, "conv2d output gradient reorder")
+          .add(DNNL_ARG_FROM, output_, args.output_grad.data)
+          .add(DNNL_ARG_TO, weights_output_grad_, reordered)
+          .execute(output_grad_reorder_, stream);
+      weights_output_grad = reordered;
     }
-    std::unordered_map<int, memory> weight_arguments{
-        {DNNL_ARG_SRC, source},
-        {DNNL_ARG_DIFF_DST, weights_output_grad},
-        {DNNL_ARG_DIFF_WEIGHTS, wrap(weights_pd_.diff_weights_desc(), engine_, weights_grad)},
-        {DNNL_ARG_SCRATCHPAD, wrap(weights_pd_.scratchpad_desc(), engine_, scratchpad)}};
-    if (bias_) weight_arguments[DNNL_ARG_DIFF_BIAS] = wrap(bias_desc_, engine_, bias_grad);
-    backward_weights_.execute(stream, weight_arguments);
+    PrimitiveArguments weight_arguments(engine_, "conv2d backward weights");
+    weight_arguments.add(DNNL_ARG_SRC, source_, args.inputs[0].data)
+        .add(DNNL_ARG_DIFF_DST, weights_output_grad_, weights_output_grad)
+        .add(DNNL_ARG_DIFF_WEIGHTS, weights_grad_, weights_grad)
+        .add(DNNL_ARG_SCRATCHPAD, weights_scratchpad_, scratchpad);
+    if (bias_) weight_arguments.add(DNNL_ARG_DIFF_BIAS, bias_desc_, bias_grad);
+    weight_arguments.execute(backward_weights_, stream);
 
     const auto& add = simd::elementwise_kernels().add;
     const std::int64_t weight_count = args.param_grads[0].elements();
     if (weights_grad_reorder_) {
       float* plain = accumulate ? reinterpret_cast<float*>(scratch + weights_plain_offset_) : args.param_grads[0].data;
-      memory from = wrap(weights_pd_.diff_weights_desc(), engine_, weights_grad);
-      memory to = wrap(weights_plain_, engine_, plain);
-      weights_grad_reorder_.execute(stream, from, to);
+      PrimitiveArguments(engine_, "conv2d weight gradient reorder")
+          .add(DNNL_ARG_FROM, weights_grad_, weights_grad)
+          .add(DNNL_ARG_TO, weights_plain_, plain)
+          .execute(weights_grad_reorder_, stream);
       if (accumulate) add(args.param_grads[0].data, args.param_grads[0].data, plain, weight_count);
     } else if (accumulate) {
       add(args.param_grads[0].data, args.param_grads[0].data, weights_grad, weight_count);
@@ -87,21 +92,30 @@ class PreparedConv2d final : public PreparedLayer {
     if (bias_ && accumulate) add(args.param_grads[1].data, args.param_grads[1].data, bias_grad, args.param_grads[1].elements());
 
     if (args.input_grads[0].data == nullptr) return;
-    memory weights = wrap(weights_plain_, engine_, args.params[0].data);
+    const void* weights = args.params[0].data;
     if (data_weights_reorder_) {
-      memory reordered = wrap(data_pd_.weights_desc(), engine_, scratch + data_weights_offset_);
-      data_weights_reorder_.execute(stream, weights, reordered);
+      std::byte* reordered = scratch + data_weights_offset_;
+      PrimitiveArguments(engine_, "conv2d backward data weights reorder")
+          .add(DNNL_ARG_FROM, weights_plain_, weights)
+          .add(DNNL_ARG_TO, data_weights_, reordered)
+          .execute(data_weights_reorder_, stream);
       weights = reordered;
     }
-    backward_data_.execute(stream, {{DNNL_ARG_DIFF_DST, output_grad},
-                                    {DNNL_ARG_WEIGHTS, weights},
-                                    {DNNL_ARG_DIFF_SRC, wrap(source_, engine_, args.input_grads[0].data)},
-                                    {DNNL_ARG_SCRATCHPAD, wrap(data_pd_.scratchpad_desc(), engine_, scratchpad)}});
+    PrimitiveArguments(engine_, "conv2d backward data")
+        .add(DNNL_ARG_DIFF_DST, output_, args.output_grad.data)
+        .add(DNNL_ARG_WEIGHTS, data_weights_, weights)
+        .add(DNNL_ARG_DIFF_SRC, source_, args.input_grads[0].data)
+        .add(DNNL_ARG_SCRATCHPAD, data_scratchpad_, scratchpad)
+        .execute(backward_data_, stream);
   }
 
   dnnl::engine engine_;
   bool bias_ = true;
   memory::desc source_, weights_plain_, bias_desc_;
+  // The layouts the primitives take, queried once in prepare(): primitive_desc's queries
+  // build a std::vector on every call.
+  memory::desc forward_weights_, output_, forward_scratchpad_;
+  memory::desc weights_output_grad_, weights_grad_, weights_scratchpad_, data_weights_, data_scratchpad_;
   dnnl::convolution_forward::primitive_desc forward_pd_;
   dnnl::convolution_forward forward_;
   dnnl::reorder forward_weights_reorder_;
@@ -194,7 +208,16 @@ std::unique_ptr<PreparedLayer> Conv2d::prepare(const PrepareContext& context) co
     padding_right[a] = std::max<std::int64_t>(0, (out_shape[2 + static_cast<int>(a)] - 1) * options_.stride[a] + extent -
                                                      input.shape[2 + static_cast<int>(a)] - options_.padding[a]);
   }
+  if (context.fuse_relu && training) {
+    throw Error("conv2d: a following ReLU can be fused in inference only; training's backward needs the output before the ReLU");
+  }
   const auto attr = user_scratchpad();
+  auto forward_attr = user_scratchpad();
+  if (context.fuse_relu) {
+    dnnl::post_ops relu;
+    relu.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);  // scale, algorithm, alpha (slope), beta
+    forward_attr.set_post_ops(relu);
+  }
   const auto prop = training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
   const auto algorithm = dnnl::algorithm::convolution_direct;
   const auto forward_desc =
@@ -202,8 +225,11 @@ std::unique_ptr<PreparedLayer> Conv2d::prepare(const PrepareContext& context) co
                                                       strides, dilates, padding_left, padding_right)
                     : dnnl::convolution_forward::desc(prop, algorithm, p->source_, weights_any, output_any, strides, dilates,
                                                       padding_left, padding_right);
-  p->forward_pd_ = dnnl::convolution_forward::primitive_desc(forward_desc, attr, *context.engine);
+  p->forward_pd_ = dnnl::convolution_forward::primitive_desc(forward_desc, forward_attr, *context.engine);
   p->forward_ = dnnl::convolution_forward(p->forward_pd_);
+  p->forward_weights_ = p->forward_pd_.weights_desc();
+  p->output_ = p->forward_pd_.dst_desc();
+  p->forward_scratchpad_ = p->forward_pd_.scratchpad_desc();
   ScratchLayout forward_scratch;
   if (p->forward_pd_.weights_desc() != p->weights_plain_) {
     p->forward_weights_reorder_ =
@@ -246,6 +272,9 @@ std::unique_ptr<PreparedLayer> Conv2d::prepare(const PrepareContext& context) co
       }
     }
     p->backward_weights_ = dnnl::convolution_backward_weights(p->weights_pd_);
+    p->weights_output_grad_ = p->weights_pd_.diff_dst_desc();
+    p->weights_grad_ = p->weights_pd_.diff_weights_desc();
+    p->weights_scratchpad_ = p->weights_pd_.scratchpad_desc();
     p->weights_grad_offset_ = backward_scratch.add(p->weights_pd_.diff_weights_desc().get_size());
     if (p->weights_pd_.diff_weights_desc() != p->weights_plain_) {
       p->weights_grad_reorder_ = dnnl::reorder(
@@ -259,6 +288,8 @@ std::unique_ptr<PreparedLayer> Conv2d::prepare(const PrepareContext& context) co
                                                             padding_left, padding_right);
       p->data_pd_ = dnnl::convolution_backward_data::primitive_desc(data_desc, attr, *context.engine, p->forward_pd_);
       p->backward_data_ = dnnl::convolution_backward_data(p->data_pd_);
+      p->data_weights_ = p->data_pd_.weights_desc();
+      p->data_scratchpad_ = p->data_pd_.scratchpad_desc();
       if (p->data_pd_.weights_desc() != p->weights_plain_) {
         p->data_weights_reorder_ = dnnl::reorder(
             dnnl::reorder::primitive_desc(*context.engine, p->weights_plain_, *context.engine, p->data_pd_.weights_desc()));

@@ -67,14 +67,21 @@ class PreparedMultiHeadAttention final : public PreparedLayer {
                in_bias, reinterpret_cast<float*>(work), 1);
 
     const std::int64_t pairs = batch_ * o_.heads;
-    const int threads = omp_in_parallel() ? 1 : static_cast<int>(std::min<std::int64_t>({slices_, omp_get_max_threads(), pairs}));
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-    for (std::int64_t pair = 0; pair < pairs; ++pair) {
+    auto attend = [&](std::int64_t pair, int thread) {
       const std::int64_t n = pair / o_.heads, h = pair % o_.heads;
-      float* scratch = reinterpret_cast<float*>(work + attention_forward_bytes_ * static_cast<std::size_t>(omp_get_thread_num()));
+      float* scratch = reinterpret_cast<float*>(work + attention_forward_bytes_ * static_cast<std::size_t>(thread));
       const float* q = qkv + n * tokens_ * 3 * d + h * head_dim_;
       simd::attention_kernels().forward(shape(args.inputs, n), q, q + d, q + 2 * d, heads + n * tokens_ * d + h * head_dim_,
                                         lse + pair * tokens_, scratch);
+    };
+    const int threads = omp_in_parallel() ? 1 : static_cast<int>(std::min<std::int64_t>({slices_, omp_get_max_threads(), pairs}));
+    if (threads > 1) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+      for (std::int64_t pair = 0; pair < pairs; ++pair) attend(pair, omp_get_thread_num());
+    } else {
+      // No OpenMP construct at all: libgomp allocates a team even for one thread (an
+      // `if (false)` region included), and a warm inference call must not allocate.
+      for (std::int64_t pair = 0; pair < pairs; ++pair) attend(pair, 0);
     }
 
     simd::GemmEpilogue out_bias;

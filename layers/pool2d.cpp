@@ -1,7 +1,6 @@
 #include "layers/pool2d.h"
 
 #include <algorithm>
-#include <unordered_map>
 
 #include "engine/error.h"
 #include "layers/dnnl_util.h"
@@ -16,26 +15,29 @@ using namespace dnnl_util;
 class PreparedPool2d final : public PreparedLayer {
  public:
   void forward(const ForwardArgs& args) const override {
-    std::unordered_map<int, memory> arguments{
-        {DNNL_ARG_SRC, wrap(forward_pd_.src_desc(), engine_, args.inputs[0].data)},
-        {DNNL_ARG_DST, wrap(forward_pd_.dst_desc(), engine_, args.output.data)},
-        {DNNL_ARG_SCRATCHPAD, wrap(forward_pd_.scratchpad_desc(), engine_, args.scratch)}};
-    if (has_workspace_) arguments[DNNL_ARG_WORKSPACE] = wrap(forward_pd_.workspace_desc(), engine_, args.saved);
-    forward_.execute(*args.stream, arguments);
+    PrimitiveArguments arguments(engine_, "pool2d forward");
+    arguments.add(DNNL_ARG_SRC, source_, args.inputs[0].data)
+        .add(DNNL_ARG_DST, output_, args.output.data)
+        .add(DNNL_ARG_SCRATCHPAD, forward_scratchpad_, args.scratch);
+    if (has_workspace_) arguments.add(DNNL_ARG_WORKSPACE, workspace_, args.saved);
+    arguments.execute(forward_, *args.stream);
   }
 
   void backward(const BackwardArgs& args) const override {
     if (args.input_grads[0].data == nullptr) return;
-    std::unordered_map<int, memory> arguments{
-        {DNNL_ARG_DIFF_DST, wrap(backward_pd_.diff_dst_desc(), engine_, args.output_grad.data)},
-        {DNNL_ARG_DIFF_SRC, wrap(backward_pd_.diff_src_desc(), engine_, args.input_grads[0].data)},
-        {DNNL_ARG_SCRATCHPAD, wrap(backward_pd_.scratchpad_desc(), engine_, args.scratch)}};
-    if (has_workspace_) arguments[DNNL_ARG_WORKSPACE] = wrap(forward_pd_.workspace_desc(), engine_, args.saved);
-    backward_.execute(*args.stream, arguments);
+    PrimitiveArguments arguments(engine_, "pool2d backward");
+    arguments.add(DNNL_ARG_DIFF_DST, output_, args.output_grad.data)
+        .add(DNNL_ARG_DIFF_SRC, source_, args.input_grads[0].data)
+        .add(DNNL_ARG_SCRATCHPAD, backward_scratchpad_, args.scratch);
+    if (has_workspace_) arguments.add(DNNL_ARG_WORKSPACE, workspace_, args.saved);
+    arguments.execute(backward_, *args.stream);
   }
 
   dnnl::engine engine_;
   bool has_workspace_ = false;
+  // The layouts the primitives take, queried once in prepare(): primitive_desc's queries
+  // build a std::vector on every call.
+  memory::desc source_, output_, workspace_, forward_scratchpad_, backward_scratchpad_;
   dnnl::pooling_forward::primitive_desc forward_pd_;
   dnnl::pooling_forward forward_;
   dnnl::pooling_backward::primitive_desc backward_pd_;
@@ -118,6 +120,10 @@ std::unique_ptr<PreparedLayer> Pool2d::prepare(const PrepareContext& context) co
   const dnnl::pooling_forward::desc forward_desc(prop, algorithm, source, output_any, strides, kernel, padding_left, padding_right);
   p->forward_pd_ = dnnl::pooling_forward::primitive_desc(forward_desc, attr, *context.engine);
   p->forward_ = dnnl::pooling_forward(p->forward_pd_);
+  p->source_ = p->forward_pd_.src_desc();
+  p->output_ = p->forward_pd_.dst_desc();
+  p->workspace_ = p->forward_pd_.workspace_desc();
+  p->forward_scratchpad_ = p->forward_pd_.scratchpad_desc();
   p->has_workspace_ = training && options_.kind == PoolKind::max;
   p->saved_bytes = p->has_workspace_ ? p->forward_pd_.workspace_desc().get_size() : 0;
   p->forward_scratch_bytes = p->forward_pd_.scratchpad_desc().get_size();
@@ -130,6 +136,7 @@ std::unique_ptr<PreparedLayer> Pool2d::prepare(const PrepareContext& context) co
     const dnnl::pooling_backward::desc backward_desc(algorithm, source, output_desc, strides, kernel, padding_left, padding_right);
     p->backward_pd_ = dnnl::pooling_backward::primitive_desc(backward_desc, attr, *context.engine, p->forward_pd_);
     p->backward_ = dnnl::pooling_backward(p->backward_pd_);
+    p->backward_scratchpad_ = p->backward_pd_.scratchpad_desc();
     p->backward_scratch_bytes = p->backward_pd_.scratchpad_desc().get_size();
   }
   return p;

@@ -1,46 +1,81 @@
 // The inference session servers embed: concurrent callers with mixed batch sizes get
-// bitwise the outputs one caller gets, and bad calls fail with a clear error. The tsan
-// preset runs these tests under ThreadSanitizer.
+// bitwise the outputs one caller gets, memory stays bounded whatever batch sizes arrive,
+// and bad calls and bad checkpoints fail with an ember::Error that names the problem. The
+// tsan preset runs these tests under ThreadSanitizer.
 #include "engine/session.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <random>
 #include <thread>
 
 #include "engine/error.h"
 #include "engine/model_spec.h"
+#include "engine/optimizer.h"
+#include "engine/training_state.h"
+#include "support/file_helpers.h"
 
 namespace ember {
 namespace {
 
-std::unique_ptr<InferenceSession> make_session(const std::string& model, std::int64_t max_batch) {
+using testing::contains;
+using testing::error_of;
+
+std::unique_ptr<InferenceSession> make_session(const std::string& model, std::int64_t max_batch, std::int64_t micro_batch = 4) {
   auto graph = std::make_unique<Graph>(graph_from_spec(builtin_model_spec(model)));
   auto parameters = std::make_unique<ParameterStore>(*graph);
   parameters->initialize(3);
   SessionOptions options;
   options.max_batch = max_batch;
-  options.micro_batch = 4;
+  options.micro_batch = micro_batch;
   return std::make_unique<InferenceSession>(std::move(graph), std::move(parameters), options);
+}
+
+std::vector<float> random_inputs(std::size_t count, unsigned seed) {
+  std::mt19937 random(seed);
+  std::uniform_real_distribution<float> value(0.0f, 1.0f);
+  std::vector<float> input(count);
+  for (float& x : input) x = value(random);
+  return input;
+}
+
+// Calls per thread: EMBER_TEST_SESSION_CALLS lowers it where a call is slow (the tsan
+// preset sets it: ThreadSanitizer makes a call ~20x slower).
+int calls_per_thread() {
+  const char* text = std::getenv("EMBER_TEST_SESSION_CALLS");
+  const int calls = text != nullptr ? std::atoi(text) : 500;
+  return calls > 0 ? calls : 500;
+}
+
+// Bytes of physical memory the process holds (/proc/self/statm: size resident ...).
+std::size_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  std::size_t size = 0, resident = 0;
+  statm >> size >> resident;
+  return resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
 }
 
 class InferenceSessionTest : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(InferenceSessionTest, ConcurrentCallersGetTheOutputsOfOneCaller) {
-  constexpr std::int64_t max_batch = 9;
+  constexpr std::int64_t max_batch = 16;  // micro-batch 4: programs for 1..4, a call runs up to 4 of them
   const auto session = make_session(GetParam(), max_batch);
-  const std::int64_t in = session->input_sample_elements(), out = session->output_sample_elements();
-  std::mt19937 random(1);
-  std::uniform_real_distribution<float> value(0.0f, 1.0f);
-  std::vector<float> input(static_cast<std::size_t>(max_batch * in));
-  for (float& x : input) x = value(random);
+  const std::int64_t out = session->output_sample_elements();
+  const std::vector<float> input = random_inputs(static_cast<std::size_t>(max_batch * session->input_sample_elements()), 1);
   // One caller's outputs for every batch size.
   std::vector<std::vector<float>> expected(max_batch + 1);
   for (std::int64_t b = 1; b <= max_batch; ++b) {
     expected[static_cast<std::size_t>(b)].resize(static_cast<std::size_t>(b * out));
     session->run(input.data(), b, expected[static_cast<std::size_t>(b)].data());
   }
-  constexpr int threads = 4, calls = 12;
+  constexpr int threads = 8;
+  const int calls = calls_per_thread();
   std::vector<int> mismatches(threads, 0);
   std::vector<std::thread> callers;
   for (int t = 0; t < threads; ++t) {
@@ -56,8 +91,33 @@ TEST_P(InferenceSessionTest, ConcurrentCallersGetTheOutputsOfOneCaller) {
     });
   }
   for (std::thread& caller : callers) caller.join();
-  EXPECT_EQ(mismatches, std::vector<int>(threads, 0));
+  EXPECT_EQ(mismatches, std::vector<int>(threads, 0)) << calls << " calls per thread";
   EXPECT_LE(session->workspace_count(), static_cast<std::size_t>(threads + 1));
+}
+
+// Every batch size 1..64 (micro-batch 16: 64 = 16 x 4, 37 = 16 + 16 + 5), over and over:
+// programs exist for 1..16 from construction on, one sequential caller reuses one
+// workspace, so the process's resident memory must not grow. It measures real RSS: a
+// program or an arena built per call, or a leak of one tensor per call, shows.
+TEST_P(InferenceSessionTest, MemoryStaysBoundedWhenBatchSizesVary) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "resident memory includes the sanitizer's shadow memory and quarantine";
+#endif
+  constexpr std::int64_t max_batch = 64, cycles = 10;
+  const auto session = make_session(GetParam(), max_batch, 16);
+  const std::vector<float> input = random_inputs(static_cast<std::size_t>(max_batch * session->input_sample_elements()), 2);
+  std::vector<float> output(static_cast<std::size_t>(max_batch * session->output_sample_elements()));
+  std::size_t settled = 0;
+  for (std::int64_t cycle = 0; cycle < cycles; ++cycle) {
+    if (cycle == 2) settled = resident_bytes();
+    for (std::int64_t b = 1; b <= max_batch; ++b) session->run(input.data(), b, output.data());
+  }
+  const std::size_t end = resident_bytes();
+  const std::ptrdiff_t growth = static_cast<std::ptrdiff_t>(end) - static_cast<std::ptrdiff_t>(settled);
+  std::printf("resident after 2 cycles %zu KiB, after %lld cycles %zu KiB\n", settled / 1024, static_cast<long long>(cycles),
+              end / 1024);
+  EXPECT_LT(growth, std::ptrdiff_t{1} << 20) << "resident memory grew by " << growth << " bytes";
+  EXPECT_EQ(session->workspace_count(), 1u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, InferenceSessionTest, ::testing::Values("seed-cnn", "attn-cnn"),
@@ -81,6 +141,101 @@ TEST(InferenceSession, BadBatchSizesAreRefusedWithTheLimits) {
       EXPECT_NE(message.find("8"), std::string::npos) << message;
     }
   }
+}
+
+TEST(InferenceSession, ShapedRunChecksTheInputShapeAndBufferSizes) {
+  const auto session = make_session("seed-cnn", 8);  // input (batch, 1, 28, 28), output 10 per sample
+  const std::vector<float> input = random_inputs(static_cast<std::size_t>(3 * 784), 3);
+  std::vector<float> output(30), expected(30);
+  session->run(input.data(), 3, expected.data());
+  session->run(input, Shape{3, 1, 28, 28}, output);
+  EXPECT_EQ(output, expected);
+
+  struct Case {
+    Shape shape;
+    std::size_t input_floats, output_floats;
+    std::vector<std::string> named;  // what the message must name
+  };
+  const std::vector<Case> cases{
+      {Shape{3, 28, 28}, 3 * 784, 30, {"(3, 28, 28)", "(batch, 1, 28, 28)"}},
+      {Shape{3, 3, 28, 28}, 3 * 784, 30, {"(3, 3, 28, 28)", "(batch, 1, 28, 28)"}},
+      {Shape{3, 1, 28, 27}, 3 * 784, 30, {"(3, 1, 28, 27)", "(batch, 1, 28, 28)"}},
+      {Shape{9, 1, 28, 28}, 3 * 784, 30, {"(9, 1, 28, 28)", "1 to 8"}},
+      {Shape{0, 1, 28, 28}, 3 * 784, 30, {"(0, 1, 28, 28)", "1 to 8"}},
+      {Shape{3, 1, 28, 28}, 2 * 784, 30, {"(3, 1, 28, 28)", "2352", "1568"}},
+      {Shape{2, 1, 28, 28}, 3 * 784, 30, {"(2, 1, 28, 28)", "1568", "2352"}},
+      {Shape{3, 1, 28, 28}, 3 * 784, 29, {"30", "29"}},
+  };
+  for (const Case& c : cases) {
+    const std::string message = error_of([&] {
+      session->run(std::span<const float>(input.data(), c.input_floats), c.shape, std::span<float>(output.data(), c.output_floats));
+    });
+    for (const std::string& part : c.named) EXPECT_TRUE(contains(message, part)) << c.shape.str() << ": " << message;
+  }
+}
+
+class InferenceSessionCheckpoint : public testing::TempDirectoryTest {
+ protected:
+  // A real checkpoint of seed-cnn, written by the engine's save function.
+  std::string write_checkpoint() {
+    const Graph graph = graph_from_spec(builtin_model_spec("seed-cnn"));
+    ParameterStore parameters(graph);
+    parameters.initialize(4);
+    const auto optimizer = make_optimizer("sgd", OptimizerOptions{}, parameters);
+    TrainingState state;
+    state.model_spec = spec_from_graph(graph, "seed-cnn");
+    state.optimizer = {{"name", std::string(optimizer->name())}, {"learning_rate", optimizer->learning_rate()}};
+    state.run = {{"seed", 4}, {"data", "synthetic"}};
+    const std::string file = path("model.safetensors");
+    save_training_state(file, state, parameters, *optimizer);
+    return file;
+  }
+
+  // open() must fail with an ember::Error that names the file; never crash.
+  void expect_refused(const std::string& file, const std::string& what) {
+    const std::string message = error_of([&] { (void)InferenceSession::open(file); });
+    EXPECT_TRUE(contains(message, file)) << what << ": " << message;
+    EXPECT_FALSE(testing::starts_with(message, "not an ember::Error")) << what << ": " << message;
+    EXPECT_NE(message, "no error") << what;
+  }
+};
+
+TEST_F(InferenceSessionCheckpoint, OpensAGoodCheckpoint) {
+  const std::string file = write_checkpoint();
+  const auto session = InferenceSession::open(file, SessionOptions{4, 2, 1});
+  const std::vector<float> input = random_inputs(4 * 784, 5);
+  std::vector<float> output(40, -1.0f);
+  session->run(input.data(), 4, output.data());
+  EXPECT_TRUE(std::all_of(output.begin(), output.end(), [](float x) { return std::isfinite(x) && x != -1.0f; }));
+}
+
+TEST_F(InferenceSessionCheckpoint, TruncatedCheckpointsAreRefusedNamingTheFile) {
+  const testing::Bytes whole = testing::read_file(write_checkpoint());
+  ASSERT_GT(whole.size(), 16u);
+  const std::size_t header_end = 8 + testing::header_length_of(whole);
+  ASSERT_LT(header_end, whole.size());
+  for (std::size_t length : {std::size_t{0}, std::size_t{1}, std::size_t{7}, std::size_t{8}, std::size_t{9}, header_end / 2,
+                             header_end - 1, header_end, header_end + 1, (header_end + whole.size()) / 2, whole.size() - 1}) {
+    const std::string file = path("truncated-" + std::to_string(length) + ".safetensors");
+    testing::write_file(file, testing::Bytes(whole.begin(), whole.begin() + static_cast<std::ptrdiff_t>(length)));
+    expect_refused(file, "truncated to " + std::to_string(length) + " of " + std::to_string(whole.size()) + " bytes");
+  }
+}
+
+TEST_F(InferenceSessionCheckpoint, GarbageAndMissingFilesAreRefusedNamingTheFile) {
+  std::mt19937 random(6);
+  testing::Bytes garbage(4096);
+  for (auto& byte : garbage) byte = static_cast<std::uint8_t>(random());
+  testing::write_file(path("garbage.safetensors"), garbage);
+  expect_refused(path("garbage.safetensors"), "random bytes");
+
+  // A plausible header length, then not JSON.
+  testing::Bytes not_json{16, 0, 0, 0, 0, 0, 0, 0};
+  for (char c : std::string("not a header, no")) not_json.push_back(static_cast<std::uint8_t>(c));
+  testing::write_file(path("not_json.safetensors"), not_json);
+  expect_refused(path("not_json.safetensors"), "a header that is not JSON");
+
+  expect_refused(path("missing.safetensors"), "a missing file");
 }
 
 }  // namespace

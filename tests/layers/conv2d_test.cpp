@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
+#include "engine/error.h"
 #include "support/layer_harness.h"
 
 namespace ember {
@@ -79,6 +82,21 @@ TEST_P(Conv2dTest, ParameterGradientsAccumulate) {
   testing::expect_parameter_gradients_accumulate(harness);
 }
 
+// Inference with PrepareContext::fuse_relu: the ReLU the step program removed runs as a
+// oneDNN post-op, so the output is max(0, conv).
+TEST_P(Conv2dTest, FusedReluGivesTheRectifiedReference) {
+  const ConvCase& c = GetParam();
+  const Conv2d layer(c.options);
+  LayerHarness harness(layer, {HarnessInput{c.input}}, Mode::inference, 1, /*fuse_relu=*/true);
+  const std::vector<float> y = harness.forward();
+  const std::vector<float>* bias = c.options.bias ? &harness.params[1] : nullptr;
+  std::vector<double> reference = conv2d_reference(c.options, c.input, harness.inputs[0], harness.params[0], bias, harness.output_shape());
+  const auto negatives = std::count_if(reference.begin(), reference.end(), [](double r) { return r < 0.0; });
+  ASSERT_GT(negatives, 0) << "the case must have negative pre-activations, or it cannot tell a fused ReLU from none";
+  for (double& r : reference) r = std::max(0.0, r);
+  testing::expect_close(y, reference, 1e-5, "conv2d + ReLU output");
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Shapes, Conv2dTest,
     ::testing::Values(ConvCase{"seed_cnn_first_layer", conv(1, 32, 3, 3, 1, 1, 1, 1, true), Shape{2, 1, 28, 28}},
@@ -104,6 +122,26 @@ TEST(Conv2d, TakesABlockedInput) {
   testing::expect_close(y, conv2d_reference(o, Shape{2, 16, 5, 5}, harness.inputs[0], harness.params[0], &harness.params[1], harness.output_shape()),
                         1e-5, "conv2d output");
   testing::expect_gradients_match_finite_differences(harness);
+}
+
+TEST(Conv2d, FusedReluIsRefusedInTraining) {
+  const Conv2d layer(conv(1, 8, 3, 3, 1, 1, 1, 1, true));
+  const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  const ValueInfo input{Shape{2, 1, 6, 6}, std::nullopt};
+  const char needs_grad = 1;
+  PrepareContext context;
+  context.mode = Mode::training;
+  context.inputs = std::span<const ValueInfo>(&input, 1);
+  context.input_needs_grad = std::span<const char>(&needs_grad, 1);
+  context.engine = &engine;
+  context.fuse_relu = true;
+  EXPECT_TRUE(layer.fuses_following_relu());
+  try {
+    (void)layer.prepare(context);
+    ADD_FAILURE() << "fuse_relu was accepted in training";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("inference only"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Conv2d, WrongInputShapeIsNamed) {

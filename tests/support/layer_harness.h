@@ -35,8 +35,10 @@ struct HarnessInput {
 
 class LayerHarness {
  public:
+  // fuse_relu: prepare the layer with PrepareContext::fuse_relu (its output is then
+  // max(0, output)).
   LayerHarness(const Layer& layer, std::vector<HarnessInput> input_specs, Mode mode = Mode::training,
-               std::uint64_t seed = 1)
+               std::uint64_t seed = 1, bool fuse_relu = false)
       : layer_(layer), specs_(std::move(input_specs)), mode_(mode), engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {
     std::vector<Shape> shapes;
     for (const HarnessInput& input : specs_) shapes.push_back(input.shape);
@@ -64,6 +66,7 @@ class LayerHarness {
     context.inputs = input_infos_;
     context.input_needs_grad = needs_grad_;
     context.engine = &engine_;
+    context.fuse_relu = fuse_relu;
     prepared_ = layer.prepare(context);
     EXPECT_EQ(prepared_->output.shape, output_shape_) << "prepare() and output_shape() disagree";
     saved_ = AlignedBuffer(prepared_->saved_bytes);
@@ -203,10 +206,7 @@ class LayerHarness {
       std::memcpy(buffer.data(), plain.data(), plain.size() * sizeof(float));
       return buffer;
     }
-    dnnl::memory source = dnnl_util::wrap(dnnl_util::plain_desc(like.shape), engine_, plain.data());
-    dnnl::memory destination = dnnl_util::wrap(*like.blocked, engine_, buffer.data());
-    dnnl::reorder(source, destination).execute(stream_, source, destination);
-    stream_.wait();
+    reorder(dnnl_util::plain_desc(like.shape), plain.data(), *like.blocked, buffer.data());
     return buffer;
   }
 
@@ -216,11 +216,17 @@ class LayerHarness {
       std::memcpy(plain.data(), t.data, plain.size() * sizeof(float));
       return plain;
     }
-    dnnl::memory source = dnnl_util::wrap(*t.blocked, engine_, t.data);
-    dnnl::memory destination = dnnl_util::wrap(dnnl_util::plain_desc(t.shape), engine_, plain.data());
-    dnnl::reorder(source, destination).execute(stream_, source, destination);
-    stream_.wait();
+    reorder(*t.blocked, t.data, dnnl_util::plain_desc(t.shape), plain.data());
     return plain;
+  }
+
+  void reorder(const dnnl::memory::desc& from_desc, const void* from, const dnnl::memory::desc& to_desc, void* to) {
+    const dnnl::reorder primitive(dnnl::reorder::primitive_desc(engine_, from_desc, engine_, to_desc));
+    dnnl_util::PrimitiveArguments(engine_, "test harness reorder")
+        .add(DNNL_ARG_FROM, from_desc, from)
+        .add(DNNL_ARG_TO, to_desc, to)
+        .execute(primitive, stream_);
+    stream_.wait();
   }
 
   const Layer& layer_;
