@@ -9,10 +9,12 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-# Build and test: the compiler and CMake, oneDNN 2.6 (its CMake package needs the OpenCL
-# headers it only recommends), xsimd 8.1, GoogleTest, Google Benchmark, zlib, nlohmann-json.
-packages=(g++ cmake make libdnnl-dev ocl-icd-opencl-dev libxsimd-dev libgtest-dev libbenchmark-dev zlib1g-dev
-          nlohmann-json3-dev)
+# Build and test: the C and C++ compilers (the C API is tested from C) and CMake, oneDNN 2.6
+# (its CMake package needs the OpenCL headers it only recommends), xsimd 8.1, GoogleTest,
+# Google Benchmark, zlib, nlohmann-json, and pkg-config (the install test builds the
+# README's embedding example with it).
+packages=(gcc g++ cmake make libdnnl-dev ocl-icd-opencl-dev libxsimd-dev libgtest-dev libbenchmark-dev zlib1g-dev
+          nlohmann-json3-dev pkgconf)
 build=1
 for argument in "$@"; do
   case "$argument" in
