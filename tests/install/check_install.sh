@@ -25,6 +25,10 @@ cmake --install "$build" --prefix "$prefix" >"$work/install.log" || { cat "$work
 pc=$(find "$prefix" -name ember.pc -print -quit)
 [[ -n $pc ]] || fail "no ember.pc installed"
 libdir=$(dirname "$(dirname "$pc")")
+# A static libember (-DBUILD_SHARED_LIBS=OFF) needs its private dependencies at link time,
+# and a C++ link: pkg-config --static, and CXX enabled in the CMake project.
+pkg_config_static='' languages='C'
+if [[ ! -e $libdir/libember.so ]]; then pkg_config_static=--static languages='C CXX'; fi
 [[ -f $prefix/include/ember.h ]] || fail "include/ember.h not installed"
 [[ -x $prefix/bin/ember ]] || fail "bin/ember not installed"
 
@@ -63,7 +67,7 @@ expect_prediction() {  # expect_prediction NAME BINARY
 }
 
 step "(a) cc \$(pkg-config --cflags --libs ember)"
-flags=$(PKG_CONFIG_PATH=$libdir/pkgconfig pkg-config --cflags --libs ember) || fail "pkg-config ember"
+flags=$(PKG_CONFIG_PATH=$libdir/pkgconfig pkg-config $pkg_config_static --cflags --libs ember) || fail "pkg-config ember"
 # shellcheck disable=SC2086  # pkg-config output is a list of words
 "$cc" -std=c11 -Wall -Wextra -Werror "${cflags[@]}" "$work/embed.c" $flags -o "$work/embed_pkg_config" ||
   fail "the README example does not compile with pkg-config's flags ($flags)"
@@ -72,9 +76,9 @@ expect_prediction "pkg-config build" "$work/embed_pkg_config"
 step "(b) find_package(ember) in a CMake project"
 mkdir -p "$work/project"
 cp "$work/embed.c" "$work/project/embed.c"
-cat >"$work/project/CMakeLists.txt" <<'EOF'
+cat >"$work/project/CMakeLists.txt" <<EOF
 cmake_minimum_required(VERSION 3.25)
-project(embed LANGUAGES C)
+project(embed LANGUAGES $languages)
 find_package(ember 0.1 REQUIRED)
 add_executable(embed embed.c)
 target_compile_options(embed PRIVATE -Wall -Wextra -Werror)
