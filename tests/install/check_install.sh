@@ -41,6 +41,7 @@ step "make a checkpoint with the installed CLI (seed-cnn, one epoch on 32 blank 
 data=$work/data
 mkdir -p "$data"
 be32() {  # a 32-bit big-endian number, as bytes
+  # shellcheck disable=SC2059  # the format is the bytes, as octal escapes
   printf "$(printf '\\%03o\\%03o\\%03o\\%03o' $(($1 >> 24 & 255)) $(($1 >> 16 & 255)) $(($1 >> 8 & 255)) $(($1 & 255)))"
 }
 idx() {  # idx FILE COUNT [ROWS COLUMNS]: an IDX file of zero bytes (blank images, or labels of class 0)
@@ -93,7 +94,7 @@ step "the installed C++ headers compile on their own (engine/session.h and what 
 headers=$(cd "$prefix/include/ember" && find . -name '*.h' | sort)
 [[ $headers == *engine/session.h* ]] || fail "include/ember/engine/session.h not installed"
 for header in $headers; do echo "#include \"${header#./}\""; done >"$work/headers.cpp"
-# shellcheck disable=SC2086
+# shellcheck disable=SC2046  # pkg-config output is a list of words
 c++ -std=c++20 -fsyntax-only $(PKG_CONFIG_PATH=$libdir/pkgconfig pkg-config --cflags ember) "$work/headers.cpp" ||
   fail "the installed C++ headers do not compile"
 
