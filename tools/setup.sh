@@ -9,11 +9,13 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-# Build and test: the compiler and CMake, oneDNN 2.6 (its CMake package needs the OpenCL
-# headers it only recommends), xsimd 8.1, GoogleTest, Google Benchmark, zlib, nlohmann-json;
-# OpenBLAS (its OpenMP flavour, found with pkg-config) is gemm_bench's second reference.
-packages=(g++ cmake make libdnnl-dev ocl-icd-opencl-dev libxsimd-dev libgtest-dev libbenchmark-dev zlib1g-dev
-          nlohmann-json3-dev libopenblas-dev libopenblas-openmp-dev pkgconf)
+# Build and test: the C and C++ compilers (the C API is tested from C) and CMake, oneDNN 2.6
+# (its CMake package needs the OpenCL headers it only recommends), xsimd 8.1, GoogleTest,
+# Google Benchmark, zlib, nlohmann-json, pkg-config (the install test builds the README's
+# embedding example with it); OpenBLAS (its OpenMP flavour, found with pkg-config) is
+# gemm_bench's second reference.
+packages=(gcc g++ cmake make libdnnl-dev ocl-icd-opencl-dev libxsimd-dev libgtest-dev libbenchmark-dev zlib1g-dev
+          nlohmann-json3-dev pkgconf libopenblas-dev libopenblas-openmp-dev)
 build=1
 for argument in "$@"; do
   case "$argument" in
