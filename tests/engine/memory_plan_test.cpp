@@ -16,7 +16,7 @@ std::vector<TensorLifetime> random_lifetimes(std::mt19937& random, int count, in
   for (int i = 0; i < count; ++i) {
     int a = position(random), b = position(random);
     if (a > b) std::swap(a, b);
-    tensors.push_back({"t" + std::to_string(i), static_cast<std::size_t>(size(random)), a, b});
+    tensors.push_back({std::string("t").append(std::to_string(i)), static_cast<std::size_t>(size(random)), a, b});
   }
   return tensors;
 }
@@ -38,7 +38,7 @@ TEST(MemoryPlan, RandomLifetimesNeverOverlapAndRespectTheLowerBound) {
 TEST(MemoryPlan, ReusesTheMemoryOfDeadTensors) {
   // A chain: each tensor dies when the next is made, so two buffers suffice.
   std::vector<TensorLifetime> chain;
-  for (int i = 0; i < 10; ++i) chain.push_back({"t" + std::to_string(i), 1024, i, i + 1});
+  for (int i = 0; i < 10; ++i) chain.push_back({std::string("t").append(std::to_string(i)), 1024, i, i + 1});
   const MemoryPlan plan = plan_memory(chain);
   EXPECT_EQ(plan.naive_bytes, 10u * 1024u);
   EXPECT_EQ(plan.lower_bound_bytes, 2u * 1024u);
