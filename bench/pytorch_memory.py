@@ -31,8 +31,8 @@ os.environ["OMP_NUM_THREADS"] = str(args.threads)  # before torch starts its poo
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pytorch_models import MODELS, runtime_libraries  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "pytorch"))
+from ember_models import BUILTIN_MODELS, runtime_libraries  # noqa: E402
 
 torch.set_num_threads(args.threads)
 
@@ -68,14 +68,14 @@ def main():
     x = torch.rand(args.batch_size, 1, 28, 28, generator=generator)
     y = torch.randint(0, 10, (args.batch_size,), generator=generator)
     if args.warm:
-        train(MODELS[args.model](), x[: args.threads], y[: args.threads], 1)
+        train(BUILTIN_MODELS[args.model][0](), x[: args.threads], y[: args.threads], 1)
         gc.collect()
     give_back_freed_memory()
     baseline = status_bytes("VmRSS")
     with open("/proc/self/clear_refs", "w") as clear_refs:
         clear_refs.write("5")
     torch.manual_seed(0)
-    train(MODELS[args.model](), x, y, args.steps)
+    train(BUILTIN_MODELS[args.model][0](), x, y, args.steps)
     peak = status_bytes("VmHWM")
     blas, allocator = runtime_libraries()
     print(json.dumps({"framework": "pytorch", "torch": torch.__version__, "model": args.model,

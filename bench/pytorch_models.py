@@ -1,71 +1,151 @@
-"""ember's built-in seed-cnn and attn-cnn as PyTorch modules, for the bench scripts.
+#!/usr/bin/python3
+"""The PyTorch side of bench/compare.sh: ember's built-in models (tests/pytorch/ember_models.py)
+timed the way `ember bench` times them.
 
-The same definitions as tests/pytorch/make_goldens.py, whose goldens prove ember computes
-what these compute.
+A training step is zero_grad, forward, the spec's loss (cross-entropy, or MSE for
+attention-mse), backward and Adam (lr 1e-3); inference is model.eval() under
+torch.no_grad(). Data as in `ember bench --data`: the first batches of Fashion-MNIST's
+training set in file order, /255 (LeNet's zero-padded to 32x32), or for attention-mse the
+attention-retrieval task (16 tokens of 8 N(0, 1) features; the target is features 1-4 of
+the token whose feature 0 is largest) with ember's sample count. Batches are made before
+the clock starts and reused in turn.
+
+  pytorch_models.py --threads N --model M --batch-size B [--inference] [--steps S] [--warmup W]
+      prints one JSON line like `ember bench --json`;
+  pytorch_models.py --threads N --serve
+      prints a JSON line describing the set-up (torch, threads, BLAS, allocator), then
+      answers each request line {"model", "mode", "batch", "steps", "warmup"} with one
+      JSON result line, so a driver can interleave runs without paying torch's start-up.
+
+Run it with /usr/bin/python3 (Debian's torch), OpenBLAS installed and jemalloc preloaded
+(LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2); the set-up line says what was used.
 """
-import torch
-import torch.nn as nn
+import argparse
+import json
+import os
+import sys
+import time
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--threads", type=int, required=True)
+parser.add_argument("--serve", action="store_true")
+parser.add_argument("--model", default="seed-cnn")
+parser.add_argument("--batch-size", type=int, default=64)
+parser.add_argument("--inference", action="store_true")
+parser.add_argument("--steps", type=int, default=50)
+parser.add_argument("--warmup", type=int, default=5)
+args = parser.parse_args()
+os.environ["OMP_NUM_THREADS"] = str(args.threads)  # before torch starts its pools
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "pytorch"))
+from ember_models import BUILTIN_MODELS, FASHION_MNIST, read_idx  # noqa: E402
+
+torch.set_num_threads(args.threads)
+TRAINING_IMAGES = 60000
 
 
-class SeedCnn(nn.Module):
-    """Conv 1->32 3x3 pad 1, ReLU, MaxPool 2, Linear 6272->128, ReLU, Linear 128->10."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
-        self.pool1 = nn.MaxPool2d(2)
-        self.fc1 = nn.Linear(32 * 14 * 14, 128)
-        self.fc2 = nn.Linear(128, 10)
-
-    def forward(self, x):
-        x = self.pool1(torch.relu(self.conv1(x)))
-        return self.fc2(torch.relu(self.fc1(torch.flatten(x, 1))))
-
-
-class Block(nn.Module):
-    """ember's transformer_encoder_block: pre-norm, GELU (erf) MLP."""
-
-    def __init__(self, d, heads, hidden):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(d)
-        self.attention = nn.MultiheadAttention(d, heads, batch_first=True)
-        self.norm2 = nn.LayerNorm(d)
-        self.mlp_in = nn.Linear(d, hidden)
-        self.mlp_out = nn.Linear(hidden, d)
-
-    def forward(self, x):
-        h = self.norm1(x)
-        x = x + self.attention(h, h, h, need_weights=False)[0]
-        return x + self.mlp_out(torch.nn.functional.gelu(self.mlp_in(self.norm2(x))))
-
-
-class AttnCnn(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
-        self.conv2 = nn.Conv2d(32, 32, 3, padding=1)
-        self.conv3 = nn.Conv2d(32, 64, 3, padding=1)
-        self.position = nn.Parameter(torch.randn(49, 64) * 0.02)
-        self.block1 = Block(64, 4, 128)
-        self.block2 = Block(64, 4, 128)
-        self.norm = nn.LayerNorm(64)
-        self.classifier = nn.Linear(64, 10)
-
-    def forward(self, x):
-        x = torch.max_pool2d(torch.relu(self.conv2(torch.relu(self.conv1(x)))), 2)
-        x = torch.max_pool2d(torch.relu(self.conv3(x)), 2)
-        x = x.flatten(2).transpose(1, 2) + self.position  # (N, 49, 64)
-        x = self.block2(self.block1(x))
-        return self.classifier(self.norm(x).mean(dim=1))
-
-
-MODELS = {"seed-cnn": SeedCnn, "attn-cnn": AttnCnn}
-
-
-def runtime_libraries():
-    """Which BLAS and allocator this process loaded (compare_train.sh's check)."""
+def libraries():
+    """Paths of the shared libraries mapped into this process."""
     with open("/proc/self/maps") as maps:
-        text = maps.read()
-    blas = "openblas" if "libopenblas" in text else ("netlib blas (slow)" if "libblas" in text else "unknown")
-    allocator = "jemalloc" if "libjemalloc" in text else "glibc malloc"
-    return blas, allocator
+        return sorted({line.split()[-1] for line in maps if ".so" in line})
+
+
+def setup():
+    """Which BLAS and allocator torch really runs with, from the mapped libraries."""
+    mapped = libraries()
+    openblas = [p for p in mapped if "openblas" in p]
+    other_blas = [p for p in mapped if "libblas" in p and "openblas" not in p]
+    if openblas:
+        blas = "openblas-openmp" if any("openblas-openmp" in p for p in openblas) else "openblas"
+    elif other_blas:
+        blas = "netlib"  # Debian's reference BLAS (libblas3): many times slower
+    else:
+        blas = "unknown"
+    return {"framework": "pytorch", "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "blas": blas, "blas_library": (openblas or other_blas or ["none"])[0],
+            "allocator": "jemalloc" if any("libjemalloc" in p for p in mapped) else "glibc malloc",
+            "onednn": torch.backends.mkldnn.is_available()}
+
+
+_fashion_mnist = {}
+
+
+def fashion_mnist():
+    if not _fashion_mnist:
+        _fashion_mnist["images"] = read_idx(os.path.join(FASHION_MNIST, "train-images-idx3-ubyte.gz"))
+        _fashion_mnist["labels"] = read_idx(os.path.join(FASHION_MNIST, "train-labels-idx1-ubyte.gz"))
+    return _fashion_mnist["images"], _fashion_mnist["labels"]
+
+
+def batches(model, batch, count):
+    """(input, target) pairs as `ember bench --data` makes them."""
+    _, sample_shape, _ = BUILTIN_MODELS[model]
+    if model == "attention-mse":
+        samples = batch * min(count, 64)
+        generator = torch.Generator().manual_seed(1)
+        x = torch.randn(samples, 16, 8, generator=generator)
+        chosen = x[:, :, 0].argmax(dim=1)
+        y = x[torch.arange(samples), chosen, 1:5].contiguous()
+        return [(x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch]) for i in range(samples // batch)]
+    images, labels = fashion_mnist()
+    pairs = []
+    for i in range(min(count, TRAINING_IMAGES // batch)):
+        x = torch.from_numpy(images[i * batch:(i + 1) * batch].astype(np.float32) / 255.0).reshape(batch, 1, 28, 28)
+        if sample_shape[1] == 32:  # LeNet: 28x28 zero-padded to 32x32
+            x = F.pad(x, (2, 2, 2, 2))
+        pairs.append((x.contiguous(), torch.from_numpy(labels[i * batch:(i + 1) * batch].astype(np.int64))))
+    return pairs
+
+
+def measure(model_name, mode, batch, steps, warmup):
+    make_model, _, make_loss = BUILTIN_MODELS[model_name]
+    data = batches(model_name, batch, warmup + steps)
+    torch.manual_seed(0)
+    model = make_model()
+    loss_fn = make_loss()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    training = mode == "training"
+    model.train(training)
+
+    def step(i):
+        x, y = data[i % len(data)]
+        if training:
+            optimizer.zero_grad()
+            loss_fn(model(x), y).backward()
+            optimizer.step()
+        else:
+            with torch.no_grad():
+                model(x)
+
+    for i in range(warmup):
+        step(i)
+    start = time.perf_counter()
+    for i in range(warmup, warmup + steps):
+        step(i)
+    seconds = time.perf_counter() - start
+    return {"framework": "pytorch", "model": model_name, "mode": mode, "threads": torch.get_num_threads(), "batch": batch,
+            "steps": steps, "img_per_s": round(steps * batch / seconds, 2), "ms_per_step": round(1000 * seconds / steps, 4)}
+
+
+def main():
+    if not args.serve:
+        result = measure(args.model, "inference" if args.inference else "training", args.batch_size, args.steps, args.warmup)
+        result.update(setup())
+        print(json.dumps(result))
+        return 0
+    print(json.dumps(setup()), flush=True)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        print(json.dumps(measure(request["model"], request["mode"], request["batch"], request["steps"], request["warmup"])),
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

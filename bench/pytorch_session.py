@@ -28,15 +28,15 @@ os.environ["OMP_NUM_THREADS"] = "1"  # before torch starts its pools; every thre
 
 import torch  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pytorch_models import MODELS, runtime_libraries  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "pytorch"))
+from ember_models import BUILTIN_MODELS, runtime_libraries  # noqa: E402
 
 torch.set_num_threads(1)
 
 
 def main():
     torch.manual_seed(0)
-    model = MODELS[args.model]().eval()
+    model = BUILTIN_MODELS[args.model][0]().eval()
     inputs = [torch.rand(args.batch_size, 1, 28, 28) for _ in range(args.callers)]
     with torch.no_grad():
         for x in inputs:

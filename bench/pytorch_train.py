@@ -9,10 +9,8 @@ Run it with Debian's torch at its best: OpenBLAS installed (libopenblas0-openmp)
 jemalloc preloaded (LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2).
 """
 import argparse
-import gzip
 import json
 import os
-import struct
 import sys
 import time
 
@@ -29,29 +27,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "pytorch"))
+from ember_models import FASHION_MNIST as DATA, SeedCnn, read_idx  # noqa: E402
+
 torch.set_num_threads(args.threads)
-DATA = "/usr/share/datasets/fashion-mnist"
-
-
-def read_idx(path):
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    rank = raw[3]
-    dims = struct.unpack(">" + "I" * rank, raw[4:4 + 4 * rank])
-    return np.frombuffer(raw[4 + 4 * rank:], dtype=np.uint8).reshape(dims)
-
-
-class SeedCnn(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
-        self.pool1 = nn.MaxPool2d(2)
-        self.fc1 = nn.Linear(32 * 14 * 14, 128)
-        self.fc2 = nn.Linear(128, 10)
-
-    def forward(self, x):
-        x = self.pool1(torch.relu(self.conv1(x)))
-        return self.fc2(torch.relu(self.fc1(torch.flatten(x, 1))))
 
 
 def loaded_libraries():

@@ -15,7 +15,6 @@ It writes, in tests/data/:
 Parameter names are ember's ("block1.attention.in_proj_weight", ...). The C++ test (tests/engine/parity_test.cpp) loads the same
 weights into ember and compares; it needs no Python. The file is committed.
 """
-import gzip
 import json
 import os
 import struct
@@ -25,17 +24,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ember_models import FASHION_MNIST as DATA, AttnCnn, SeedCnn, read_idx
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-DATA = "/usr/share/datasets/fashion-mnist"
-
-
-def read_idx(path):
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    _, _, dtype, rank = struct.unpack(">BBBB", raw[:4])
-    assert dtype == 0x08
-    dims = struct.unpack(">" + "I" * rank, raw[4:4 + 4 * rank])
-    return np.frombuffer(raw[4 + 4 * rank:], dtype=np.uint8).reshape(dims)
 
 
 def write_safetensors(path, tensors, metadata):
@@ -56,59 +47,6 @@ def write_safetensors(path, tensors, metadata):
         f.write(text)
         for blob in blobs:
             f.write(blob)
-
-
-class SeedCnn(nn.Module):
-    """The tutorial's CNN with its shape bug fixed: 28x28 input, one 2x2 pool -> 32*14*14."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
-        self.pool1 = nn.MaxPool2d(2)
-        self.fc1 = nn.Linear(32 * 14 * 14, 128)
-        self.fc2 = nn.Linear(128, 10)
-
-    def forward(self, x):
-        x = self.pool1(torch.relu(self.conv1(x)))
-        x = torch.flatten(x, 1)
-        return self.fc2(torch.relu(self.fc1(x)))
-
-
-class Block(nn.Module):
-    """ember's transformer_encoder_block: pre-norm, GELU (erf) MLP."""
-
-    def __init__(self, d, heads, hidden):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(d)
-        self.attention = nn.MultiheadAttention(d, heads, batch_first=True)
-        self.norm2 = nn.LayerNorm(d)
-        self.mlp_in = nn.Linear(d, hidden)
-        self.mlp_out = nn.Linear(hidden, d)
-
-    def forward(self, x):
-        h = self.norm1(x)
-        x = x + self.attention(h, h, h, need_weights=False)[0]
-        return x + self.mlp_out(torch.nn.functional.gelu(self.mlp_in(self.norm2(x))))
-
-
-class AttnCnn(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
-        self.conv2 = nn.Conv2d(32, 32, 3, padding=1)
-        self.conv3 = nn.Conv2d(32, 64, 3, padding=1)
-        self.position = nn.Parameter(torch.randn(49, 64) * 0.02)
-        self.block1 = Block(64, 4, 128)
-        self.block2 = Block(64, 4, 128)
-        self.norm = nn.LayerNorm(64)
-        self.classifier = nn.Linear(64, 10)
-
-    def forward(self, x):
-        x = torch.max_pool2d(torch.relu(self.conv2(torch.relu(self.conv1(x)))), 2)
-        x = torch.max_pool2d(torch.relu(self.conv3(x)), 2)
-        x = x.flatten(2).transpose(1, 2) + self.position  # (N, 49, 64)
-        x = self.block2(self.block1(x))
-        return self.classifier(self.norm(x).mean(dim=1))
 
 
 def ember_name(name):

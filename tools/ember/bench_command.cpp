@@ -8,11 +8,13 @@
 #include <vector>
 
 #include "engine/dataset.h"
+#include "engine/error.h"
 #include "engine/executor.h"
 #include "engine/loss.h"
 #include "engine/model_spec.h"
 #include "engine/optimizer.h"
 #include "engine/parameters.h"
+#include "engine/synthetic_task.h"
 #include "simd/dispatch.h"
 #include "tools/ember/commands.h"
 #include "tools/ember/flags.h"
@@ -41,7 +43,7 @@ int bench_command(int argc, char** argv) {
       .toggle("training", "time full training steps (forward, loss, backward, Adam update)")
       .value("threads", "compute threads", "1", "N")
       .value("micro-batch", "samples a thread carries at once", "16", "N")
-      .value("data", "real batches from this dataset's training split (in order) instead of random inputs", "", "D")
+      .value("data", "real batches from this dataset's training split (in order), or attention-retrieval (synthetic), instead of random inputs", "", "D")
       .value("steps", "timed steps", "50", "N")
       .value("warmup", "untimed steps first", "5", "N")
       .toggle("json", "print one JSON line instead of text");
@@ -61,11 +63,30 @@ int bench_command(int argc, char** argv) {
   const std::int64_t sample = graph.input_sample_shape().elements();
   const auto classes = static_cast<std::int32_t>(graph.value_shape(graph.output()).sample_elements());
 
+  // The spec names its loss (attention-mse: MSE on regression targets); classification
+  // otherwise.
+  const std::unique_ptr<Loss> loss = make_loss(spec.value("loss", std::string("cross_entropy")));
+
   // Batches: the first (warmup + steps) real batches in order, or random ones.
   const std::int64_t batch_count = warmup + steps;
   std::vector<std::vector<float>> inputs;
   std::vector<std::vector<std::int32_t>> labels;
-  if (flags.has("data")) {
+  std::vector<std::vector<float>> target_values;
+  if (flags.has("data") && flags.text("data") == attention_retrieval_name) {
+    const RegressionDataset data = make_attention_retrieval(batch * std::min<std::int64_t>(batch_count, 64), 1);
+    if (data.sample_shape.elements() != sample || data.outputs != classes) {
+      throw Error(std::string(attention_retrieval_name) + ": samples are " + data.sample_shape.str() + " -> " +
+                  std::to_string(data.outputs) + ", the model takes " + graph.input_sample_shape().str() + " -> " +
+                  std::to_string(classes));
+    }
+    RegressionLoader loader(data, batch, 0, /*shuffle=*/false);
+    for (std::int64_t b = 0; b < loader.batches_per_epoch(); ++b) {
+      inputs.emplace_back(static_cast<std::size_t>(batch * sample));
+      target_values.emplace_back(static_cast<std::size_t>(batch * classes));
+      labels.emplace_back();
+      loader.load(0, b, inputs.back().data(), target_values.back().data());
+    }
+  } else if (flags.has("data")) {
     const Dataset data = load_dataset(flags.text("data"), Split::train, 0);
     const ImageFormat format = image_format_for(graph.input_sample_shape(), data, 0.0, 1.0);
     BatchLoader loader(data, format, batch, 0, /*shuffle=*/false);
@@ -78,12 +99,19 @@ int bench_command(int argc, char** argv) {
     std::mt19937 random(1);
     std::uniform_real_distribution<float> pixel(0.0f, 1.0f);
     std::uniform_int_distribution<std::int32_t> label(0, classes - 1);
+    std::normal_distribution<float> value(0.0f, 1.0f);
     for (int b = 0; b < 4; ++b) {
       inputs.emplace_back(static_cast<std::size_t>(batch * sample));
       labels.emplace_back(static_cast<std::size_t>(batch));
+      target_values.emplace_back(static_cast<std::size_t>(batch * classes));
       for (float& x : inputs.back()) x = pixel(random);
       for (std::int32_t& y : labels.back()) y = label(random);
+      for (float& t : target_values.back()) t = value(random);
     }
+  }
+  if (!loss->uses_labels() && target_values.empty()) {
+    throw Error("--data " + flags.text("data") + " has class labels, but " + flags.text("model") + " trains with " +
+                std::string(loss->name()) + " on regression targets");
   }
 
   ExecutorOptions options;
@@ -91,13 +119,12 @@ int bench_command(int argc, char** argv) {
   options.micro_batch = flags.positive_integer("micro-batch");
   Executor executor(graph, parameters, options);
   std::unique_ptr<Optimizer> optimizer = make_optimizer("adam", OptimizerOptions{}, parameters);
-  const CrossEntropyLoss loss;
   std::vector<float> output(static_cast<std::size_t>(batch * classes));
   auto run_step = [&](std::int64_t i) {
     const auto b = static_cast<std::size_t>(i) % inputs.size();
-    const Targets targets{labels[b], nullptr};
+    const Targets targets = loss->uses_labels() ? Targets{labels[b], nullptr} : Targets{{}, target_values[b].data()};
     if (training) {
-      executor.train_step(inputs[b].data(), batch, targets, loss, static_cast<std::uint64_t>(i));
+      executor.train_step(inputs[b].data(), batch, targets, *loss, static_cast<std::uint64_t>(i));
       optimizer->step(threads);
     } else {
       executor.infer(inputs[b].data(), batch, output.data());

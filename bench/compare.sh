@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# ember vs PyTorch on every built-in model (training and inference, batch 1/64/256,
+# 1 and 2 threads), interleaved, medians; thread scaling; the GEMM table. Writes
+# bench/results/comparison.{md,svg,json} and prints the paths. bench/compare.py has the
+# details; this only finds the build.
+#
+#   bash bench/compare.sh [--quick] [--rounds N] [--seconds S] [--models a,b] [--no-gemm]
+#                         [--build DIR] [--out DIR]
+#
+# Needs a release build (tools/setup.sh: build/release/ember and ember_bench) and the
+# PyTorch reference (tools/setup.sh --with-pytorch: python3-torch, OpenBLAS, jemalloc).
+# The default run takes about 10-15 minutes on 2 cores; --quick a few and proves only
+# that everything runs.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+exec /usr/bin/python3 "$root/bench/compare.py" "$@"

@@ -1,0 +1,137 @@
+"""ember's built-in models (engine/model_spec.cpp) in PyTorch, with ember's layer names and
+semantics, and the Fashion-MNIST reader. One definition for the parity goldens
+(tests/pytorch/make_goldens.py) and the benchmarks (bench/pytorch_models.py,
+bench/pytorch_train.py); a change to a built-in model's spec belongs here too.
+"""
+import gzip
+import struct
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+FASHION_MNIST = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
+
+
+def read_idx(path):
+    """An IDX file (the MNIST format, gzipped) as a numpy array of uint8."""
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    _, _, dtype, rank = struct.unpack(">BBBB", raw[:4])
+    assert dtype == 0x08, f"{path}: expected unsigned bytes (0x08), found type 0x{dtype:02x}"
+    dims = struct.unpack(">" + "I" * rank, raw[4:4 + 4 * rank])
+    return np.frombuffer(raw[4 + 4 * rank:], dtype=np.uint8).reshape(dims)
+
+
+class SeedCnn(nn.Module):
+    """The tutorial's CNN with its shape bug fixed: 28x28 input, one 2x2 pool -> 32*14*14."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
+        self.pool1 = nn.MaxPool2d(2)
+        self.fc1 = nn.Linear(32 * 14 * 14, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = self.pool1(torch.relu(self.conv1(x)))
+        x = torch.flatten(x, 1)
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+class LeNet(nn.Module):
+    """LeNet-5 with ReLU and max pooling on 32x32 inputs (28x28 images zero-padded by 2)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 6, 5)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.fc1 = nn.Linear(16 * 5 * 5, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, 10)
+
+    def forward(self, x):
+        x = torch.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)
+        x = torch.relu(self.fc1(torch.flatten(x, 1)))
+        return self.fc3(torch.relu(self.fc2(x)))
+
+
+class Block(nn.Module):
+    """ember's transformer_encoder_block: pre-norm, GELU (erf) MLP."""
+
+    def __init__(self, d, heads, hidden):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d)
+        self.attention = nn.MultiheadAttention(d, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(d)
+        self.mlp_in = nn.Linear(d, hidden)
+        self.mlp_out = nn.Linear(hidden, d)
+
+    def forward(self, x):
+        h = self.norm1(x)
+        x = x + self.attention(h, h, h, need_weights=False)[0]
+        return x + self.mlp_out(torch.nn.functional.gelu(self.mlp_in(self.norm2(x))))
+
+
+class AttnCnn(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 32, 3, padding=1)
+        self.conv3 = nn.Conv2d(32, 64, 3, padding=1)
+        self.position = nn.Parameter(torch.randn(49, 64) * 0.02)
+        self.block1 = Block(64, 4, 128)
+        self.block2 = Block(64, 4, 128)
+        self.norm = nn.LayerNorm(64)
+        self.classifier = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = torch.max_pool2d(torch.relu(self.conv2(torch.relu(self.conv1(x)))), 2)
+        x = torch.max_pool2d(torch.relu(self.conv3(x)), 2)
+        x = x.flatten(2).transpose(1, 2) + self.position  # (N, 49, 64)
+        x = self.block2(self.block1(x))
+        return self.classifier(self.norm(x).mean(dim=1))
+
+
+class AttentionPool(nn.Linear):
+    """ember's attention_pool: (N, T, C) -> (N, C), the softmax over t of a Linear(C, 1)
+    score weighting the tokens; its weight (1, C) and bias (1) are that Linear's."""
+
+    def __init__(self, features):
+        super().__init__(features, 1)
+
+    def forward(self, x):
+        weights = torch.softmax(super().forward(x).squeeze(-1), dim=1)  # (N, T)
+        return torch.bmm(weights.unsqueeze(1), x).squeeze(1)
+
+
+class AttentionMse(nn.Module):
+    """The tutorial's attention example: embed 16 tokens of 8 features, attention-pool, Linear -> 4."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(8, 32)
+        self.attention = AttentionPool(32)
+        self.head = nn.Linear(32, 4)
+
+    def forward(self, x):
+        return self.head(self.attention(self.embed(x)))
+
+
+# name -> (module class, one sample's input shape, loss), as in engine/model_spec.cpp.
+BUILTIN_MODELS = {
+    "seed-cnn": (SeedCnn, (1, 28, 28), nn.CrossEntropyLoss),
+    "lenet": (LeNet, (1, 32, 32), nn.CrossEntropyLoss),
+    "attn-cnn": (AttnCnn, (1, 28, 28), nn.CrossEntropyLoss),
+    "attention-mse": (AttentionMse, (16, 8), nn.MSELoss),
+}
+
+
+def runtime_libraries():
+    """Which BLAS and allocator this process loaded (what the bench scripts print)."""
+    with open("/proc/self/maps") as maps:
+        text = maps.read()
+    blas = "openblas" if "libopenblas" in text else ("netlib blas (slow)" if "libblas" in text else "unknown")
+    allocator = "jemalloc" if "libjemalloc" in text else "glibc malloc"
+    return blas, allocator
