@@ -37,8 +37,10 @@ class PreparedConv2d final : public PreparedLayer {
           .execute(forward_weights_reorder_, *args.stream);
       weights = reordered;
     }
+    const void* input = args.inputs[0].data;
+    if (input_reorder_) input = reorder_input(input, scratch + forward_input_offset_, *args.stream);
     PrimitiveArguments arguments(engine_, "conv2d forward");
-    arguments.add(DNNL_ARG_SRC, source_, args.inputs[0].data)
+    arguments.add(DNNL_ARG_SRC, conv_source_, input)
         .add(DNNL_ARG_WEIGHTS, forward_weights_, weights)
         .add(DNNL_ARG_DST, output_, args.output.data)
         .add(DNNL_ARG_SCRATCHPAD, forward_scratchpad_, scratch + forward_scratchpad_offset_);
@@ -69,8 +71,10 @@ class PreparedConv2d final : public PreparedLayer {
           .execute(output_grad_reorder_, stream);
       weights_output_grad = reordered;
     }
+    const void* input = args.inputs[0].data;
+    if (input_reorder_) input = reorder_input(input, scratch + backward_input_offset_, stream);
     PrimitiveArguments weight_arguments(engine_, "conv2d backward weights");
-    weight_arguments.add(DNNL_ARG_SRC, source_, args.inputs[0].data)
+    weight_arguments.add(DNNL_ARG_SRC, conv_source_, input)
         .add(DNNL_ARG_DIFF_DST, weights_output_grad_, weights_output_grad)
         .add(DNNL_ARG_DIFF_WEIGHTS, weights_grad_, weights_grad)
         .add(DNNL_ARG_SCRATCHPAD, weights_scratchpad_, scratchpad);
@@ -101,17 +105,53 @@ class PreparedConv2d final : public PreparedLayer {
           .execute(data_weights_reorder_, stream);
       weights = reordered;
     }
+    const void* data_output_grad = args.output_grad.data;
+    if (data_output_grad_reorder_) {
+      std::byte* reordered = scratch + data_output_grad_offset_;
+      PrimitiveArguments(engine_, "conv2d backward data output gradient reorder")
+          .add(DNNL_ARG_FROM, output_, args.output_grad.data)
+          .add(DNNL_ARG_TO, data_output_grad_, reordered)
+          .execute(data_output_grad_reorder_, stream);
+      data_output_grad = reordered;
+    }
+    // When backward-data works in another layout than the input's, its gradient comes out
+    // in scratch and is reordered into the input's layout.
+    std::byte* input_grad = input_grad_reorder_ ? scratch + input_grad_offset_ : reinterpret_cast<std::byte*>(args.input_grads[0].data);
     PrimitiveArguments(engine_, "conv2d backward data")
-        .add(DNNL_ARG_DIFF_DST, output_, args.output_grad.data)
+        .add(DNNL_ARG_DIFF_DST, data_output_grad_, data_output_grad)
         .add(DNNL_ARG_WEIGHTS, data_weights_, weights)
-        .add(DNNL_ARG_DIFF_SRC, source_, args.input_grads[0].data)
+        .add(DNNL_ARG_DIFF_SRC, data_source_, input_grad)
         .add(DNNL_ARG_SCRATCHPAD, data_scratchpad_, scratchpad)
         .execute(backward_data_, stream);
+    if (input_grad_reorder_) {
+      PrimitiveArguments(engine_, "conv2d input gradient reorder")
+          .add(DNNL_ARG_FROM, data_source_, input_grad)
+          .add(DNNL_ARG_TO, source_, args.input_grads[0].data)
+          .execute(input_grad_reorder_, stream);
+    }
+  }
+
+  const void* reorder_input(const void* input, std::byte* reordered, dnnl::stream& stream) const {
+    PrimitiveArguments(engine_, "conv2d input reorder")
+        .add(DNNL_ARG_FROM, source_, input)
+        .add(DNNL_ARG_TO, conv_source_, reordered)
+        .execute(input_reorder_, stream);
+    return reordered;
   }
 
   dnnl::engine engine_;
   bool bias_ = true;
   memory::desc source_, weights_plain_, bias_desc_;
+  // The input layout the primitives take: source_, unless oneDNN has only its reference
+  // loop for source_ (e.g. 6 channels padded to nChw8c on AVX2) and a fast kernel for
+  // another layout; then the input is reordered in and its gradient out.
+  memory::desc conv_source_;
+  dnnl::reorder input_reorder_;
+  std::size_t forward_input_offset_ = 0, backward_input_offset_ = 0;
+  // Backward-data's gradient layouts, when its fast kernel wants others than the forward's.
+  memory::desc data_source_, data_output_grad_;
+  dnnl::reorder input_grad_reorder_, data_output_grad_reorder_;
+  std::size_t input_grad_offset_ = 0, data_output_grad_offset_ = 0;
   // The layouts the primitives take, queried once in prepare(): primitive_desc's queries
   // build a std::vector on every call.
   memory::desc forward_weights_, output_, forward_scratchpad_;
@@ -226,6 +266,21 @@ std::unique_ptr<PreparedLayer> Conv2d::prepare(const PrepareContext& context) co
                     : dnnl::convolution_forward::desc(prop, algorithm, p->source_, weights_any, output_any, strides, dilates,
                                                       padding_left, padding_right);
   p->forward_pd_ = dnnl::convolution_forward::primitive_desc(forward_desc, forward_attr, *context.engine);
+  p->conv_source_ = p->source_;
+  if (is_reference(p->forward_pd_)) {
+    const memory::desc source_any(dims_of(input.shape), memory::data_type::f32, memory::format_tag::any);
+    const auto any_desc =
+        options_.bias ? dnnl::convolution_forward::desc(prop, algorithm, source_any, weights_any, p->bias_desc_, output_any,
+                                                        strides, dilates, padding_left, padding_right)
+                      : dnnl::convolution_forward::desc(prop, algorithm, source_any, weights_any, output_any, strides, dilates,
+                                                        padding_left, padding_right);
+    auto any_pd = dnnl::convolution_forward::primitive_desc(any_desc, forward_attr, *context.engine);
+    if (!is_reference(any_pd)) {
+      p->forward_pd_ = any_pd;
+      p->conv_source_ = any_pd.src_desc();
+      p->input_reorder_ = dnnl::reorder(dnnl::reorder::primitive_desc(*context.engine, p->source_, *context.engine, p->conv_source_));
+    }
+  }
   p->forward_ = dnnl::convolution_forward(p->forward_pd_);
   p->forward_weights_ = p->forward_pd_.weights_desc();
   p->output_ = p->forward_pd_.dst_desc();
@@ -237,6 +292,7 @@ std::unique_ptr<PreparedLayer> Conv2d::prepare(const PrepareContext& context) co
     p->forward_weights_offset_ = forward_scratch.add(p->forward_pd_.weights_desc().get_size());
   }
   p->forward_scratchpad_offset_ = forward_scratch.add(p->forward_pd_.scratchpad_desc().get_size());
+  if (p->input_reorder_) p->forward_input_offset_ = forward_scratch.add(p->conv_source_.get_size());
   p->forward_scratch_bytes = forward_scratch.total();
 
   const memory::desc output_desc = p->forward_pd_.dst_desc();
@@ -247,9 +303,9 @@ std::unique_ptr<PreparedLayer> Conv2d::prepare(const PrepareContext& context) co
   if (training) {
     ScratchLayout backward_scratch;
     const auto weights_desc =
-        options_.bias ? dnnl::convolution_backward_weights::desc(algorithm, p->source_, weights_any, p->bias_desc_, output_desc,
+        options_.bias ? dnnl::convolution_backward_weights::desc(algorithm, p->conv_source_, weights_any, p->bias_desc_, output_desc,
                                                                  strides, dilates, padding_left, padding_right)
-                      : dnnl::convolution_backward_weights::desc(algorithm, p->source_, weights_any, output_desc, strides,
+                      : dnnl::convolution_backward_weights::desc(algorithm, p->conv_source_, weights_any, output_desc, strides,
                                                                  dilates, padding_left, padding_right);
     p->weights_pd_ = dnnl::convolution_backward_weights::primitive_desc(weights_desc, attr, *context.engine, p->forward_pd_);
     if (is_reference(p->weights_pd_)) {
@@ -257,9 +313,9 @@ std::unique_ptr<PreparedLayer> Conv2d::prepare(const PrepareContext& context) co
       // chose (AVX2 with a 1-channel input and nChw8c gradients falls to oneDNN's reference
       // loop, ~200x slower). Let oneDNN pick the gradient's layout and reorder into it.
       const auto any_desc =
-          options_.bias ? dnnl::convolution_backward_weights::desc(algorithm, p->source_, weights_any, p->bias_desc_, output_any,
+          options_.bias ? dnnl::convolution_backward_weights::desc(algorithm, p->conv_source_, weights_any, p->bias_desc_, output_any,
                                                                    strides, dilates, padding_left, padding_right)
-                        : dnnl::convolution_backward_weights::desc(algorithm, p->source_, weights_any, output_any, strides,
+                        : dnnl::convolution_backward_weights::desc(algorithm, p->conv_source_, weights_any, output_any, strides,
                                                                    dilates, padding_left, padding_right);
       auto any_pd = dnnl::convolution_backward_weights::primitive_desc(any_desc, attr, *context.engine, p->forward_pd_);
       if (!is_reference(any_pd)) {
@@ -284,10 +340,29 @@ std::unique_ptr<PreparedLayer> Conv2d::prepare(const PrepareContext& context) co
     if (options_.bias) p->bias_grad_offset_ = backward_scratch.add(p->bias_desc_.get_size());
     std::size_t scratchpad = p->weights_pd_.scratchpad_desc().get_size();
     if (!context.input_needs_grad.empty() && context.input_needs_grad[0]) {
-      const dnnl::convolution_backward_data::desc data_desc(algorithm, p->source_, weights_any, output_desc, strides, dilates,
+      const dnnl::convolution_backward_data::desc data_desc(algorithm, p->conv_source_, weights_any, output_desc, strides, dilates,
                                                             padding_left, padding_right);
       p->data_pd_ = dnnl::convolution_backward_data::primitive_desc(data_desc, attr, *context.engine, p->forward_pd_);
+      if (is_reference(p->data_pd_)) {
+        const memory::desc source_any(dims_of(input.shape), memory::data_type::f32, memory::format_tag::any);
+        const dnnl::convolution_backward_data::desc any_desc(algorithm, source_any, weights_any, output_any, strides, dilates,
+                                                             padding_left, padding_right);
+        auto any_pd = dnnl::convolution_backward_data::primitive_desc(any_desc, attr, *context.engine, p->forward_pd_);
+        if (!is_reference(any_pd)) p->data_pd_ = any_pd;
+      }
       p->backward_data_ = dnnl::convolution_backward_data(p->data_pd_);
+      p->data_source_ = p->data_pd_.diff_src_desc();
+      p->data_output_grad_ = p->data_pd_.diff_dst_desc();
+      if (p->data_output_grad_ != output_desc) {
+        p->data_output_grad_reorder_ =
+            dnnl::reorder(dnnl::reorder::primitive_desc(*context.engine, output_desc, *context.engine, p->data_output_grad_));
+        p->data_output_grad_offset_ = backward_scratch.add(p->data_output_grad_.get_size());
+      }
+      if (p->data_source_ != p->source_) {
+        p->input_grad_reorder_ =
+            dnnl::reorder(dnnl::reorder::primitive_desc(*context.engine, p->data_source_, *context.engine, p->source_));
+        p->input_grad_offset_ = backward_scratch.add(p->data_source_.get_size());
+      }
       p->data_weights_ = p->data_pd_.weights_desc();
       p->data_scratchpad_ = p->data_pd_.scratchpad_desc();
       if (p->data_pd_.weights_desc() != p->weights_plain_) {
@@ -298,6 +373,7 @@ std::unique_ptr<PreparedLayer> Conv2d::prepare(const PrepareContext& context) co
       scratchpad = std::max(scratchpad, p->data_pd_.scratchpad_desc().get_size());
     }
     p->backward_scratchpad_offset_ = backward_scratch.add(scratchpad);
+    if (p->input_reorder_) p->backward_input_offset_ = backward_scratch.add(p->conv_source_.get_size());
     p->backward_scratch_bytes = backward_scratch.total();
   }
   return p;

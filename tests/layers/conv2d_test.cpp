@@ -124,6 +124,20 @@ TEST(Conv2d, TakesABlockedInput) {
   testing::expect_gradients_match_finite_differences(harness);
 }
 
+// LeNet's second convolution: 6 channels arrive in nChw8c (padded to 8), a layout oneDNN
+// 2.6 has only its reference loop for on AVX2. The layer reorders the input into the layout
+// of a fast kernel and the input gradient back; the results must not change.
+TEST(Conv2d, TakesAPaddedBlockedInputThatNeedsAReorder) {
+  const Conv2dOptions o = conv(6, 16, 5, 5, 1, 0, 0, 1, true);
+  const Conv2d layer(o);
+  LayerHarness harness(layer, {HarnessInput{Shape{3, 6, 14, 14}, dnnl::memory::format_tag::nChw8c}});
+  const std::vector<float> y = harness.forward();
+  testing::expect_close(y, conv2d_reference(o, Shape{3, 6, 14, 14}, harness.inputs[0], harness.params[0], &harness.params[1], harness.output_shape()),
+                        1e-5, "conv2d output");
+  testing::expect_gradients_match_finite_differences(harness);
+  testing::expect_parameter_gradients_accumulate(harness);
+}
+
 TEST(Conv2d, FusedReluIsRefusedInTraining) {
   const Conv2d layer(conv(1, 8, 3, 3, 1, 1, 1, 1, true));
   const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
