@@ -4,7 +4,7 @@
 #
 #   bench/compare_memory.sh [batch] [steps]      (defaults: batch 256, 5 steps)
 #
-# Baselines (bench/train_memory_probe.cpp, bench/pytorch_memory.py): the process with its
+# Baselines (tests/memory/step_memory_probe.cpp, bench/pytorch_memory.py): the process with its
 # libraries loaded and the synthetic batch made, before any model exists ("cold"); "warm"
 # also after one training step of a throwaway model on one sample per thread (OpenMP
 # threads started, kernels generated once), with freed memory given back. Each figure is
@@ -14,7 +14,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 batch=${1:-256}
 steps=${2:-5}
-probe="${EMBER_BUILD:-$root/build/release}/ember_train_memory"
+probe="${EMBER_BUILD:-$root/build/release}/tests/ember_step_memory_probe"
 jemalloc=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
 [[ -x $probe ]] || { echo "no $probe: run tools/setup.sh first" >&2; exit 1; }
 [[ -f $jemalloc ]] || { echo "no $jemalloc: run tools/setup.sh --with-pytorch" >&2; exit 1; }
@@ -25,21 +25,21 @@ field() { sed -n "s/.*\"$1\": \"\{0,1\}\([^,\"}]*\).*/\1/p"; }
 echo "| threads | baseline | ember MiB | PyTorch MiB | ember / PyTorch | ember estimate MiB |"
 echo "|---:|---|---:|---:|---:|---:|"
 for threads in 1 2; do
-  for warm in "" --warm; do
+  for baseline in cold warm; do
+    ember_flag=--cold torch_flag=
+    [[ $baseline == warm ]] && ember_flag= torch_flag=--warm
     ember_runs=() torch_runs=()
     for round in 1 2 3; do
-      line=$("$probe" --threads "$threads" --batch "$batch" --steps "$steps" $warm)
+      line=$("$probe" --threads "$threads" --batch "$batch" --steps "$steps" --tolerance 0 --json $ember_flag)
       ember_runs+=("$(echo "$line" | field peak_above_baseline_mib)")
       estimate=$(echo "$line" | field estimate_mib)
       torch_line=$(LD_PRELOAD=$jemalloc /usr/bin/python3 "$root/bench/pytorch_memory.py" --threads "$threads" \
-        --batch-size "$batch" --steps "$steps" $warm)
+        --batch-size "$batch" --steps "$steps" $torch_flag)
       torch_runs+=("$(echo "$torch_line" | field peak_above_baseline_mib)")
     done
     e=$(printf '%s\n' "${ember_runs[@]}" | median)
     t=$(printf '%s\n' "${torch_runs[@]}" | median)
-    label=cold
-    [[ -n $warm ]] && label=warm
-    printf '| %d | %s | %.1f | %.1f | %.2f | %.1f |\n' "$threads" "$label" "$e" "$t" \
+    printf '| %d | %s | %.1f | %.1f | %.2f | %.1f |\n' "$threads" "$baseline" "$e" "$t" \
       "$(echo "$e / $t" | bc -l)" "$estimate"
   done
 done

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Peak memory of training, the PyTorch side of bench/compare_memory.sh.
 
-Measured exactly as bench/train_memory_probe.cpp measures ember: the synthetic batch
+Measured exactly as tests/memory/step_memory_probe.cpp measures ember: the synthetic batch
 (uniform pixels, random labels) is made right after `import torch`; it is the caller's data
 and sits below the baseline. Baseline: VmRSS right then, libraries loaded, no model built
 (--warm: after one training step of a throwaway model on one sample per thread, then
