@@ -99,10 +99,14 @@ void Optimizer::step(int threads) {
   constexpr std::int64_t chunk = 16384;
   const std::int64_t chunks = (total + chunk - 1) / chunk;
   const std::int64_t step = step_count_ + 1;
-  if (threads == 1 || chunks < 2) {
+  // Waking a second thread costs about as much as updating a few chunks: small models
+  // (LeNet's 61k values) update on one thread, or 2 threads would be slower than 1.
+  constexpr std::int64_t min_chunks_per_thread = 4;
+  const std::int64_t team = std::min<std::int64_t>(threads, chunks / min_chunks_per_thread);
+  if (team < 2) {
     update(step, 0, total);
   } else {
-    parallel_region(static_cast<int>(std::min<std::int64_t>(threads, chunks)), [&](int thread, int thread_count) {
+    parallel_region(static_cast<int>(team), [&](int thread, int thread_count) {
       const std::int64_t first = chunks * thread / thread_count, last = chunks * (thread + 1) / thread_count;
       const std::int64_t begin = first * chunk;
       update(step, begin, std::min(total, last * chunk) - begin);

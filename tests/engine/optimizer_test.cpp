@@ -432,10 +432,10 @@ TEST(Optimizer, BadHyperParametersAreNamed) {
 }
 
 // The update is split over threads by parameter ranges: any thread count gives the same
-// bits, on a block long enough to be split (several 16384-float chunks and a ragged end).
+// bits, on a block long enough for 3 threads (13 chunks of 16384 floats, the last ragged).
 TEST(Optimizer, StepIsBitwiseTheSameOnOneTwoAndThreeThreads) {
   for (const Case& c : reference_cases()) {
-    const std::size_t n = 3 * 16384 + 1001;
+    const std::size_t n = 12 * 16384 + 1001;
     std::vector<std::vector<float>> results;
     for (int threads : {1, 2, 3}) {
       std::vector<float> params = random_vector(n, 9, 1.0f);
