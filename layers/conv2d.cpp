@@ -31,10 +31,7 @@ class PreparedConv2d final : public PreparedLayer {
     const void* weights = args.params[0].data;
     if (forward_weights_reorder_) {
       std::byte* reordered = scratch + forward_weights_offset_;
-      PrimitiveArguments(engine_, "conv2d forward weights reorder")
-          .add(DNNL_ARG_FROM, weights_plain_, weights)
-          .add(DNNL_ARG_TO, forward_weights_, reordered)
-          .execute(forward_weights_reorder_, *args.stream);
+      reorder(forward_weights_reorder_, "conv2d forward weights reorder", weights_plain_, weights, forward_weights_, reordered, *args.stream);
       weights = reordered;
     }
     const void* input = args.inputs[0].data;
@@ -65,10 +62,7 @@ class PreparedConv2d final : public PreparedLayer {
     const void* weights_output_grad = args.output_grad.data;
     if (output_grad_reorder_) {
       std::byte* reordered = scratch + output_grad_offset_;
-      PrimitiveArguments(engine_, "conv2d output gradient reorder")
-          .add(DNNL_ARG_FROM, output_, args.output_grad.data)
-          .add(DNNL_ARG_TO, weights_output_grad_, reordered)
-          .execute(output_grad_reorder_, stream);
+      reorder(output_grad_reorder_, "conv2d output gradient reorder", output_, args.output_grad.data, weights_output_grad_, reordered, stream);
       weights_output_grad = reordered;
     }
     const void* input = args.inputs[0].data;
@@ -85,10 +79,7 @@ class PreparedConv2d final : public PreparedLayer {
     const std::int64_t weight_count = args.param_grads[0].elements();
     if (weights_grad_reorder_) {
       float* plain = accumulate ? reinterpret_cast<float*>(scratch + weights_plain_offset_) : args.param_grads[0].data;
-      PrimitiveArguments(engine_, "conv2d weight gradient reorder")
-          .add(DNNL_ARG_FROM, weights_grad_, weights_grad)
-          .add(DNNL_ARG_TO, weights_plain_, plain)
-          .execute(weights_grad_reorder_, stream);
+      reorder(weights_grad_reorder_, "conv2d weight gradient reorder", weights_grad_, weights_grad, weights_plain_, plain, stream);
       if (accumulate) add(args.param_grads[0].data, args.param_grads[0].data, plain, weight_count);
     } else if (accumulate) {
       add(args.param_grads[0].data, args.param_grads[0].data, weights_grad, weight_count);
@@ -99,19 +90,13 @@ class PreparedConv2d final : public PreparedLayer {
     const void* weights = args.params[0].data;
     if (data_weights_reorder_) {
       std::byte* reordered = scratch + data_weights_offset_;
-      PrimitiveArguments(engine_, "conv2d backward data weights reorder")
-          .add(DNNL_ARG_FROM, weights_plain_, weights)
-          .add(DNNL_ARG_TO, data_weights_, reordered)
-          .execute(data_weights_reorder_, stream);
+      reorder(data_weights_reorder_, "conv2d backward data weights reorder", weights_plain_, weights, data_weights_, reordered, stream);
       weights = reordered;
     }
     const void* data_output_grad = args.output_grad.data;
     if (data_output_grad_reorder_) {
       std::byte* reordered = scratch + data_output_grad_offset_;
-      PrimitiveArguments(engine_, "conv2d backward data output gradient reorder")
-          .add(DNNL_ARG_FROM, output_, args.output_grad.data)
-          .add(DNNL_ARG_TO, data_output_grad_, reordered)
-          .execute(data_output_grad_reorder_, stream);
+      reorder(data_output_grad_reorder_, "conv2d backward data output gradient reorder", output_, args.output_grad.data, data_output_grad_, reordered, stream);
       data_output_grad = reordered;
     }
     // When backward-data works in another layout than the input's, its gradient comes out
@@ -124,19 +109,19 @@ class PreparedConv2d final : public PreparedLayer {
         .add(DNNL_ARG_SCRATCHPAD, data_scratchpad_, scratchpad)
         .execute(backward_data_, stream);
     if (input_grad_reorder_) {
-      PrimitiveArguments(engine_, "conv2d input gradient reorder")
-          .add(DNNL_ARG_FROM, data_source_, input_grad)
-          .add(DNNL_ARG_TO, source_, args.input_grads[0].data)
-          .execute(input_grad_reorder_, stream);
+      reorder(input_grad_reorder_, "conv2d input gradient reorder", data_source_, input_grad, source_, args.input_grads[0].data, stream);
     }
   }
 
   const void* reorder_input(const void* input, std::byte* reordered, dnnl::stream& stream) const {
-    PrimitiveArguments(engine_, "conv2d input reorder")
-        .add(DNNL_ARG_FROM, source_, input)
-        .add(DNNL_ARG_TO, conv_source_, reordered)
-        .execute(input_reorder_, stream);
+    reorder(input_reorder_, "conv2d input reorder", source_, input, conv_source_, reordered, stream);
     return reordered;
+  }
+
+  // Every layout change of this layer: one reorder primitive from `from` to `to`.
+  void reorder(const dnnl::reorder& primitive, const char* what, const memory::desc& from_desc, const void* from,
+               const memory::desc& to_desc, void* to, dnnl::stream& stream) const {
+    PrimitiveArguments(engine_, what).add(DNNL_ARG_FROM, from_desc, from).add(DNNL_ARG_TO, to_desc, to).execute(primitive, stream);
   }
 
   dnnl::engine engine_;
