@@ -15,12 +15,11 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 batch=${1:-256}
 steps=${2:-5}
 probe="${EMBER_BUILD:-$root/build/release}/tests/ember_step_memory_probe"
-jemalloc=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
+# shellcheck source=bench/common.sh
+source "$root/bench/common.sh"
 [[ -x $probe ]] || { echo "no $probe: run tools/setup.sh first" >&2; exit 1; }
 [[ -f $jemalloc ]] || { echo "no $jemalloc: run tools/setup.sh --with-pytorch" >&2; exit 1; }
 
-median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-field() { sed -n "s/.*\"$1\": \"\{0,1\}\([^,\"}]*\).*/\1/p"; }
 
 echo "| threads | baseline | ember MiB | PyTorch MiB | ember / PyTorch | ember estimate MiB |"
 echo "|---:|---|---:|---:|---:|---:|"

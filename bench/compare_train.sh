@@ -11,12 +11,11 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 rounds=${1:-5}
 batch=${2:-64}
 ember="$root/build/release/ember"
-jemalloc=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
+# shellcheck source=bench/common.sh
+source "$root/bench/common.sh"
 [[ -x $ember ]] || { echo "no $ember: run tools/setup.sh first" >&2; exit 1; }
 [[ -f $jemalloc ]] || { echo "no $jemalloc: run tools/setup.sh --with-pytorch" >&2; exit 1; }
 
-median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-field() { sed -n "s/.*\"$1\": \"\{0,1\}\([^,\"}]*\).*/\1/p"; }
 
 echo "| threads | ember img/s | PyTorch img/s | ember / PyTorch |"
 echo "|---:|---:|---:|---:|"
