@@ -73,11 +73,17 @@ extern "C" {
 const char* ember_version(void) { return EMBER_VERSION_STRING; }
 
 ember_session* ember_session_create(const char* checkpoint_path, int64_t max_batch, char* error, size_t error_size) {
+  return ember_session_create_limited(checkpoint_path, max_batch, 0, error, error_size);
+}
+
+ember_session* ember_session_create_limited(const char* checkpoint_path, int64_t max_batch, uint64_t memory_limit_bytes,
+                                            char* error, size_t error_size) {
   ember_session* handle = guarded<ember_session*>(nullptr, [&] {
     if (checkpoint_path == nullptr) throw ember::Error("ember_session_create: checkpoint path is NULL");
-    ember::TrainedModel model = ember::load_trained_model(checkpoint_path);
     ember::SessionOptions options;
     options.max_batch = max_batch;
+    options.memory_limit = static_cast<std::size_t>(memory_limit_bytes);
+    ember::TrainedModel model = ember::load_trained_model(checkpoint_path, options.memory_limit);
     auto created = std::make_unique<ember_session>();
     created->mean = static_cast<float>(model.run.value("mean", 0.0));
     created->std = static_cast<float>(model.run.value("std", 1.0));

@@ -46,6 +46,14 @@ EMBER_API const char* ember_version(void);
 EMBER_API ember_session* ember_session_create(const char* checkpoint_path, int64_t max_batch, char* error,
                                               size_t error_size);
 
+/* The same with a memory limit: the session never holds more than memory_limit_bytes for
+ * weights and workspaces. A checkpoint whose model needs more is refused (NULL, with the
+ * figure and the limit in the message) before its buffers are allocated, and concurrent
+ * calls beyond what the limit allows wait for a workspace instead of allocating another.
+ * 0 means the machine's available memory, which is what ember_session_create uses. */
+EMBER_API ember_session* ember_session_create_limited(const char* checkpoint_path, int64_t max_batch,
+                                                      uint64_t memory_limit_bytes, char* error, size_t error_size);
+
 /* Runs `batch` samples (1..ember_session_max_batch()). input holds exactly
  * batch * ember_session_input_elements() floats, batch-major; output has room for at least
  * batch * ember_session_output_elements() floats and receives the model's outputs (logits

@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "engine/error.h"
+#include "engine/memory_limit.h"
 
 namespace ember {
 namespace {
@@ -35,7 +36,7 @@ std::string dims_text(const std::vector<std::uint32_t>& dims) {
 // Inflates every member of a gzip file: RFC 1952 (section 2.2) lets a file hold several
 // members one after another (`cat a.gz b.gz`, bgzip), and gunzip yields their
 // concatenation. Anything after a member that is not another member is refused.
-std::vector<std::uint8_t> gunzip(const std::string& path, const std::vector<std::uint8_t>& raw) {
+std::vector<std::uint8_t> gunzip(const std::string& path, const std::vector<std::uint8_t>& raw, std::size_t max_bytes) {
   // windowBits 15 + 16: gzip only (a zlib stream after a member must not be taken for one).
   z_stream stream{};
   if (inflateInit2(&stream, 15 + 16) != Z_OK) throw Error(path + ": zlib could not start");
@@ -56,6 +57,9 @@ std::vector<std::uint8_t> gunzip(const std::string& path, const std::vector<std:
     stream.avail_out = static_cast<uInt>(buffer.size());
     const int status = inflate(&stream, Z_NO_FLUSH);
     out.insert(out.end(), buffer.data(), buffer.data() + (buffer.size() - stream.avail_out));
+    if (out.size() > max_bytes) {
+      throw Error(path + ": the gzip data inflates to more than " + format_bytes(max_bytes) + " (the memory limit)");
+    }
     if (status == Z_STREAM_END) {
       const std::size_t rest = stream.avail_in + (raw.size() - consumed);
       if (rest == 0) return out;
@@ -81,7 +85,7 @@ std::vector<std::uint8_t> gunzip(const std::string& path, const std::vector<std:
 
 }  // namespace
 
-std::vector<std::uint8_t> read_maybe_gzipped(const std::string& path) {
+std::vector<std::uint8_t> read_maybe_gzipped(const std::string& path, std::size_t max_bytes) {
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
   if (!file) throw Error(path + ": cannot open: " + std::strerror(errno));
   std::vector<std::uint8_t> raw;
@@ -89,11 +93,11 @@ std::vector<std::uint8_t> read_maybe_gzipped(const std::string& path) {
   while (std::size_t n = std::fread(buffer, 1, sizeof buffer, file.get())) raw.insert(raw.end(), buffer, buffer + n);
   if (std::ferror(file.get())) throw Error(path + ": read error: " + std::strerror(errno));
   if (!gzip_magic(raw.data(), raw.size())) return raw;
-  return gunzip(path, raw);
+  return gunzip(path, raw, resolve_memory_limit(max_bytes));
 }
 
-IdxArray read_idx(const std::string& path, int expected_rank) {
-  const std::vector<std::uint8_t> bytes = read_maybe_gzipped(path);
+IdxArray read_idx(const std::string& path, int expected_rank, std::size_t max_bytes) {
+  const std::vector<std::uint8_t> bytes = read_maybe_gzipped(path, max_bytes);
   if (bytes.size() < 4) {
     throw Error(path + ": truncated: an IDX header needs at least 4 bytes, found " + std::to_string(bytes.size()));
   }

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "engine/error.h"
+#include "engine/json_text.h"
 #include "layers/registry.h"
 #include "layers/transformer_encoder_block.h"
 
@@ -14,10 +15,16 @@ namespace {
 constexpr int spec_version = 1;
 
 std::string where(std::string_view source, std::size_t index, const Json& layer) {
-  std::string name = layer.is_object() && layer.contains("name") && layer["name"].is_string()
-                         ? "'" + layer["name"].get<std::string>() + "'"
-                         : "#" + std::to_string(index);
-  return std::string(source) + ": layer " + name;
+  std::string text = std::string(source) + ": layer ";
+  if (layer.is_object() && layer.contains("name") && layer["name"].is_string()) {
+    text += '\'';
+    text += layer["name"].get_ref<const std::string&>();
+    text += '\'';
+  } else {
+    text += '#';
+    text += std::to_string(index);
+  }
+  return text;
 }
 
 // Composite kinds (a transformer encoder block) become the layers they are made of.
@@ -54,11 +61,15 @@ Json expand_composites(const Json& layers, std::string_view source) {
   return expanded;
 }
 
-}  // namespace
-
-Graph graph_from_spec(const Json& spec, std::string_view source) {
+Graph graph_from_checked_spec(const Json& spec, std::string_view source) {
   const std::string src(source);
   if (!spec.is_object()) throw Error(src + ": expected a JSON object, found " + std::string(spec.type_name()));
+  // Read as strings by the trainer and the CLI (the model's name, its loss, its data).
+  for (const char* key : {"name", "loss", "data"}) {
+    if (spec.contains(key) && !spec[key].is_string()) {
+      throw Error(src + ": field '" + key + "': expected a string, found " + spec[key].dump());
+    }
+  }
   if (spec.contains("format") && spec["format"] != "ember.model") {
     throw Error(src + ": field 'format': expected \"ember.model\", found " + spec["format"].dump());
   }
@@ -74,8 +85,9 @@ Graph graph_from_spec(const Json& spec, std::string_view source) {
   }
   std::vector<std::int64_t> dims;
   for (const Json& d : spec["input"]) {
-    if (!d.is_number_integer() || d.get<std::int64_t>() <= 0) {
-      throw Error(src + ": field 'input': dimensions must be positive integers, found " + spec["input"].dump());
+    if (!d.is_number_integer() || d.get<std::int64_t>() <= 0 || d.get<std::int64_t>() > Shape::max_dimension) {
+      throw Error(src + ": field 'input': dimensions must be positive integers up to " + std::to_string(Shape::max_dimension) +
+                  ", found " + spec["input"].dump());
     }
     dims.push_back(d.get<std::int64_t>());
   }
@@ -118,9 +130,13 @@ Graph graph_from_spec(const Json& spec, std::string_view source) {
     std::unique_ptr<Layer> built;
     try {
       built = make_layer(kind, options);
-      previous = graph.add(name, std::move(built), inputs);
     } catch (const Error& e) {
       throw Error(at + ": " + e.what());
+    }
+    try {
+      previous = graph.add(name, std::move(built), inputs);
+    } catch (const Error& e) {
+      throw Error(src + ": " + e.what());  // Graph::add names the layer and its kind
     }
     values[name] = previous;
   }
@@ -131,6 +147,18 @@ Graph graph_from_spec(const Json& spec, std::string_view source) {
     graph.set_output(it->second);
   }
   return graph;
+}
+
+}  // namespace
+
+Graph graph_from_spec(const Json& spec, std::string_view source) {
+  // Every field is checked above; this catches what a check missed, so a spec can never
+  // end a caller that handles ember::Error with another exception type.
+  try {
+    return graph_from_checked_spec(spec, source);
+  } catch (const Json::exception& e) {
+    throw Error(std::string(source) + ": " + e.what());
+  }
 }
 
 Json spec_from_graph(const Graph& graph, std::string_view name) {
@@ -272,11 +300,7 @@ Json load_model_spec(std::string_view name_or_path) {
   if (!file) throw Error(path + ": cannot open model spec");
   std::stringstream text;
   text << file.rdbuf();
-  try {
-    return Json::parse(text.str());
-  } catch (const Json::parse_error& e) {
-    throw Error(path + ": invalid JSON: " + e.what());
-  }
+  return parse_json(text.str(), path);
 }
 
 }  // namespace ember

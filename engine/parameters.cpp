@@ -2,12 +2,14 @@
 
 #include <cmath>
 
+#include "engine/checked.h"
 #include "engine/random.h"
 
 namespace ember {
 
-ParameterStore::ParameterStore(const Graph& graph) {
-  node_entries_.resize(graph.nodes().size());
+ParameterLayout parameter_layout(const Graph& graph) {
+  ParameterLayout layout;
+  layout.node_entries.resize(graph.nodes().size());
   for (std::size_t n = 0; n < graph.nodes().size(); ++n) {
     const Node& node = graph.nodes()[n];
     std::vector<Shape> shapes;
@@ -16,17 +18,26 @@ ParameterStore::ParameterStore(const Graph& graph) {
       ParameterEntry entry;
       entry.name = node.name + "." + spec.name;
       entry.node = static_cast<int>(n);
-      entry.offset = total_floats_;
-      total_floats_ += static_cast<std::int64_t>(align_up(static_cast<std::size_t>(spec.shape.elements()) * sizeof(float)) /
-                                                 sizeof(float));
+      entry.offset = layout.total_floats;
+      const std::string what = "parameter " + entry.name + " " + spec.shape.str();
+      const std::size_t bytes = checked_align_up(checked_float_bytes(spec.shape.elements(), what), tensor_alignment, what);
+      // Every offset, in bytes, must fit in size_t too.
+      layout.total_floats = checked_add(layout.total_floats, static_cast<std::int64_t>(bytes / sizeof(float)), "parameter block");
+      (void)checked_float_bytes(layout.total_floats, "parameter block");
       entry.spec = std::move(spec);
-      node_entries_[n].push_back(static_cast<int>(entries_.size()));
-      entries_.push_back(std::move(entry));
+      layout.node_entries[n].push_back(static_cast<int>(layout.entries.size()));
+      layout.entries.push_back(std::move(entry));
     }
   }
-  values_ = AlignedBuffer(static_cast<std::size_t>(total_floats_) * sizeof(float));
-  gradients_ = AlignedBuffer(static_cast<std::size_t>(total_floats_) * sizeof(float));
+  return layout;
 }
+
+ParameterStore::ParameterStore(ParameterLayout layout)
+    : entries_(std::move(layout.entries)),
+      node_entries_(std::move(layout.node_entries)),
+      total_floats_(layout.total_floats),
+      values_(static_cast<std::size_t>(total_floats_) * sizeof(float)),
+      gradients_(static_cast<std::size_t>(total_floats_) * sizeof(float)) {}
 
 std::span<const int> ParameterStore::node_entries(int node) const {
   return node_entries_.at(static_cast<std::size_t>(node));

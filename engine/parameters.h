@@ -2,6 +2,7 @@
 // All weights of a model in one contiguous block, all gradients in another with the same
 // layout: an optimizer step is one pass over the block, a gradient all-reduce one call.
 // Each tensor starts on a 64-byte boundary (entries are padded to 16 floats).
+#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -20,9 +21,22 @@ struct ParameterEntry {
   std::int64_t offset = 0; // in floats, into the block
 };
 
+// Where each parameter of a graph goes in the block, computed without allocating it (sizes
+// checked: they come from a spec): what a checkpoint's tensors and the memory limit are
+// weighed against before a ParameterStore exists.
+struct ParameterLayout {
+  std::vector<ParameterEntry> entries;
+  std::vector<std::vector<int>> node_entries;  // per graph node, in Layer::parameters() order
+  std::int64_t total_floats = 0;               // padding included
+  std::size_t block_bytes() const { return static_cast<std::size_t>(total_floats) * sizeof(float); }
+};
+ParameterLayout parameter_layout(const Graph& graph);
+
 class ParameterStore {
  public:
-  explicit ParameterStore(const Graph& graph);
+  // Allocates the value and gradient blocks (two blocks of layout.block_bytes(), zeroed).
+  explicit ParameterStore(ParameterLayout layout);
+  explicit ParameterStore(const Graph& graph) : ParameterStore(parameter_layout(graph)) {}
 
   const std::vector<ParameterEntry>& entries() const { return entries_; }
   // The entries of one node, in its Layer::parameters() order.

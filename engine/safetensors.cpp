@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/error.h"
+#include "engine/json_text.h"
 
 namespace ember {
 namespace {
@@ -96,12 +97,7 @@ SafetensorsFile SafetensorsFile::read(const std::string& path) {
     throw Error(path + ": header length " + std::to_string(header_length) + " is beyond the file's " + std::to_string(bytes.size()) +
                 " bytes (truncated or not a safetensors file)");
   }
-  Json header;
-  try {
-    header = Json::parse(reinterpret_cast<const char*>(bytes.data() + 8), reinterpret_cast<const char*>(bytes.data() + 8 + header_length));
-  } catch (const Json::parse_error& e) {
-    throw Error(path + ": the header is not valid JSON: " + e.what());
-  }
+  const Json header = parse_json(std::string_view(reinterpret_cast<const char*>(bytes.data() + 8), header_length), path + ": the header");
   if (!header.is_object()) throw Error(path + ": the header must be a JSON object");
   const std::span<const std::byte> data(bytes.data() + 8 + header_length, bytes.size() - 8 - header_length);
   std::vector<Range> ranges;

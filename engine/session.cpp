@@ -4,6 +4,8 @@
 #include <string>
 
 #include "engine/error.h"
+#include "engine/memory_limit.h"
+#include "engine/step_memory.h"
 #include "engine/threading.h"
 #include "engine/training_state.h"
 
@@ -26,7 +28,7 @@ struct InferenceSession::Workspace {
 };
 
 std::unique_ptr<InferenceSession> InferenceSession::open(const std::string& checkpoint, SessionOptions options) {
-  TrainedModel model = load_trained_model(checkpoint);
+  TrainedModel model = load_trained_model(checkpoint, options.memory_limit);
   return std::make_unique<InferenceSession>(std::move(model.graph), std::move(model.parameters), options);
 }
 
@@ -44,6 +46,8 @@ InferenceSession::InferenceSession(std::unique_ptr<Graph> graph, std::unique_ptr
     throw Error("inference session: workspaces must be at least 1, found " + std::to_string(options_.workspaces));
   }
   options_.micro_batch = std::min(options_.micro_batch, options_.max_batch);
+  const std::size_t limit = resolve_memory_limit(options_.memory_limit);
+  check_model_memory(*graph_, parameters_->total_floats(), options_.micro_batch, limit, "inference session");
   engine_ = std::make_unique<dnnl::engine>(dnnl::engine::kind::cpu, 0);
   for (std::int64_t size = 1; size <= options_.micro_batch; ++size) {
     programs_.push_back(
@@ -51,6 +55,14 @@ InferenceSession::InferenceSession(std::unique_ptr<Graph> graph, std::unique_ptr
     arena_bytes_ = std::max(arena_bytes_, programs_.back()->arena_bytes());
     flag_bytes_ = std::max(flag_bytes_, programs_.back()->flag_bytes());
   }
+  // The store's two blocks (values, and gradients it holds in every mode) and the first
+  // workspaces must fit; further workspaces are made while they fit.
+  const std::size_t weights = 2 * parameters_->values().size_bytes();
+  const std::size_t workspace = std::max<std::size_t>(1, align_up(arena_bytes_) + align_up(flag_bytes_));
+  check_memory_limit(weights + static_cast<std::size_t>(options_.workspaces) * workspace, limit, "inference session",
+                     "weights and gradients " + format_bytes(weights) + ", " + std::to_string(options_.workspaces) +
+                         " workspace(s) of " + format_bytes(workspace));
+  max_workspaces_ = std::max(static_cast<std::size_t>(options_.workspaces), (limit - weights) / workspace);
   for (int i = 0; i < options_.workspaces; ++i) give_back(take_workspace());
 }
 
@@ -67,7 +79,8 @@ std::size_t InferenceSession::workspace_count() const {
 
 std::unique_ptr<InferenceSession::Workspace> InferenceSession::take_workspace() const {
   {
-    std::lock_guard<std::mutex> lock(pool_mutex_);
+    std::unique_lock<std::mutex> lock(pool_mutex_);
+    workspace_returned_.wait(lock, [&] { return !pool_.empty() || workspaces_made_ < max_workspaces_; });
     if (!pool_.empty()) {
       std::unique_ptr<Workspace> workspace = std::move(pool_.back());
       pool_.pop_back();
@@ -80,8 +93,11 @@ std::unique_ptr<InferenceSession::Workspace> InferenceSession::take_workspace() 
 }
 
 void InferenceSession::give_back(std::unique_ptr<Workspace> workspace) const {
-  std::lock_guard<std::mutex> lock(pool_mutex_);
-  pool_.push_back(std::move(workspace));
+  {
+    std::lock_guard<std::mutex> lock(pool_mutex_);
+    pool_.push_back(std::move(workspace));
+  }
+  workspace_returned_.notify_one();
 }
 
 void InferenceSession::run(std::span<const float> input, const Shape& input_shape, std::span<float> output) const {

@@ -11,6 +11,8 @@
 //   it back; once the pool holds as many workspaces as there are concurrent callers, a
 //   call allocates nothing in ember's code (tests/session_allocations; oneDNN 2.6 itself
 //   still allocates a few small objects per primitive execution).
+#include <condition_variable>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -28,6 +30,10 @@ struct SessionOptions {
   std::int64_t max_batch = 64;
   std::int64_t micro_batch = 16;
   int workspaces = 1;  // created up front; more are made if more callers arrive at once
+  // Bytes the session may hold (engine/memory_limit.h; 0: the machine's available memory).
+  // Loading and creation refuse a model whose weights and first workspaces exceed it; past
+  // it, a call waits for a workspace to come back instead of making another.
+  std::size_t memory_limit = 0;
 };
 
 class InferenceSession {
@@ -66,7 +72,10 @@ class InferenceSession {
   std::size_t arena_bytes_ = 0;
   std::size_t flag_bytes_ = 0;
 
+  std::size_t max_workspaces_ = 0;  // what the memory limit allows
+
   mutable std::mutex pool_mutex_;
+  mutable std::condition_variable workspace_returned_;
   mutable std::vector<std::unique_ptr<Workspace>> pool_;
   mutable std::size_t workspaces_made_ = 0;
 };

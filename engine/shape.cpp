@@ -12,26 +12,40 @@ Shape::Shape(std::span<const std::int64_t> dims) {
                 " is supported");
   }
   for (std::size_t i = 0; i < dims.size(); ++i) {
-    if (dims[i] < 0) throw Error("shape dimension " + std::to_string(i) + " is negative: " + std::to_string(dims[i]));
+    if (dims[i] < 0 || dims[i] > max_dimension) {
+      throw Error("shape dimension " + std::to_string(i) + ": expected 0 to " + std::to_string(max_dimension) + ", found " +
+                  std::to_string(dims[i]));
+    }
     dims_[i] = dims[i];
   }
   rank_ = static_cast<int>(dims.size());
 }
 
+// Checked: dimensions come from specs and files, and a product that wraps would size a
+// buffer too small for the data written into it.
 std::int64_t Shape::elements() const {
   std::int64_t n = 1;
-  for (int i = 0; i < rank_; ++i) n *= dims_[static_cast<std::size_t>(i)];
+  for (int i = 0; i < rank_; ++i) {
+    if (__builtin_mul_overflow(n, dims_[static_cast<std::size_t>(i)], &n)) {
+      throw Error("shape " + str() + ": the element count overflows 64 bits");
+    }
+  }
   return n;
 }
 
 std::int64_t Shape::sample_elements() const {
-  std::int64_t n = 1;
-  for (int i = 1; i < rank_; ++i) n *= dims_[static_cast<std::size_t>(i)];
-  return n;
+  return rank_ == 0 ? 1 : with_batch(1).elements();
+}
+
+void Shape::check_batch(std::int64_t batch) {
+  if (batch < 0 || batch > max_dimension) {
+    throw Error("batch size: expected 0 to " + std::to_string(max_dimension) + ", found " + std::to_string(batch));
+  }
 }
 
 Shape Shape::with_batch(std::int64_t batch) const {
   if (rank_ == 0) throw Error("a rank-0 shape has no batch dimension");
+  check_batch(batch);
   Shape s = *this;
   s.dims_[0] = batch;
   return s;
@@ -39,6 +53,7 @@ Shape Shape::with_batch(std::int64_t batch) const {
 
 Shape Shape::prepend(std::int64_t batch) const {
   if (rank_ == max_rank) throw Error("cannot add a batch dimension to " + str() + ": rank limit reached");
+  check_batch(batch);
   Shape s;
   s.rank_ = rank_ + 1;
   s.dims_[0] = batch;

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 
+#include "engine/checked.h"
 #include "engine/error.h"
+#include "engine/memory_limit.h"
 #include "engine/step_program.h"
 
 namespace ember {
@@ -16,19 +18,20 @@ StepMemory estimate_step_memory(std::int64_t parameter_floats, std::span<const P
   const bool training = options.mode == Mode::training;
 
   StepMemory memory;
-  memory.block_bytes = align_up(static_cast<std::size_t>(parameter_floats) * sizeof(float));
+  memory.block_bytes = checked_align_up(checked_float_bytes(parameter_floats, "parameter block"), tensor_alignment, "parameter block");
   memory.parameters = memory.block_bytes;
   memory.gradient_lanes = training ? layout.gradient_lanes : 1;  // the store always holds lane 0
-  memory.gradients = memory.block_bytes * static_cast<std::size_t>(memory.gradient_lanes);
+  memory.gradients = checked_multiply(memory.block_bytes, static_cast<std::size_t>(memory.gradient_lanes), "gradient lanes");
   memory.optimizer_blocks =
       training ? static_cast<int>(optimizer_state_names(options.optimizer, options.optimizer_options).size()) : 0;
-  memory.optimizer_state = memory.block_bytes * static_cast<std::size_t>(memory.optimizer_blocks);
+  memory.optimizer_state = checked_multiply(memory.block_bytes, static_cast<std::size_t>(memory.optimizer_blocks), "optimizer state");
   for (const ProgramFootprint& program : programs) {
     memory.arena_bytes = std::max(memory.arena_bytes, align_up(program.arena_bytes));
     memory.flag_bytes = std::max(memory.flag_bytes, align_up(program.flag_bytes));
   }
   memory.arena_count = layout.threads;
-  memory.arenas = static_cast<std::size_t>(memory.arena_count) * (memory.arena_bytes + memory.flag_bytes);
+  memory.arenas = checked_multiply(static_cast<std::size_t>(memory.arena_count),
+                                   checked_add(memory.arena_bytes, memory.flag_bytes, "arena"), "arenas");
   return memory;
 }
 
@@ -43,6 +46,25 @@ StepMemory estimate_step_memory(const Graph& graph, const ParameterStore& parame
     programs.push_back({program.arena_bytes(), program.flag_bytes()});
   }
   return estimate_step_memory(parameters.total_floats(), programs, options);
+}
+
+void check_model_memory(const Graph& graph, std::int64_t parameter_floats, std::int64_t micro_batch, std::size_t limit,
+                        std::string_view what) {
+  const std::size_t blocks = checked_multiply<std::size_t>(2, checked_float_bytes(parameter_floats, "parameter block"), "parameter blocks");
+  check_memory_limit(blocks, limit, std::string(what) + ": the parameter memory", "a block of values and one of gradients");
+  for (ValueId value = 0; value < graph.value_count(); ++value) {
+    const Shape shape = graph.value_shape(value).with_batch(micro_batch);
+    const std::string name = value == graph.input() ? std::string("the input") : "layer '" + graph.nodes()[static_cast<std::size_t>(graph.producer(value))].name + "'";
+    const std::string tensor = std::string(what) + ": the output of " + name + " " + shape.str();
+    check_memory_limit(checked_float_bytes(shape.elements(), tensor), limit, tensor);
+  }
+}
+
+void check_step_memory(const StepMemory& memory, std::size_t limit, std::string_view what) {
+  check_memory_limit(memory.total(), limit, std::string(what) + ": the step",
+                     "parameters " + format_bytes(memory.parameters) + ", gradients " + format_bytes(memory.gradients) +
+                         ", optimizer state " + format_bytes(memory.optimizer_state) + ", " +
+                         std::to_string(memory.arena_count) + " arena(s) " + format_bytes(memory.arenas));
 }
 
 }  // namespace ember

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "engine/executor.h"
 #include "engine/optimizer.h"
@@ -64,5 +65,16 @@ StepMemory estimate_step_memory(std::int64_t parameter_floats, std::span<const P
 // Compiles the step programs the batch needs (on an engine of its own, freed on return)
 // and counts. Throws ember::Error on bad options, as the Executor would.
 StepMemory estimate_step_memory(const Graph& graph, const ParameterStore& parameters, const StepMemoryOptions& options);
+
+// The memory limit (engine/memory_limit.h), checked in the order a model is built; `limit`
+// is resolved (not default_memory_limit) and `what` names the model for the message.
+// First, before the ParameterStore is allocated (`parameter_floats` is its layout's
+// total_floats): its two blocks (values and gradients),
+// and every value of the graph at `micro_batch` samples, each alone, so that compiling the
+// step (whose sizes are sums of such tensors) cannot overflow either.
+void check_model_memory(const Graph& graph, std::int64_t parameter_floats, std::int64_t micro_batch, std::size_t limit,
+                        std::string_view what);
+// Then, once the step is estimated, the whole of it before any arena is allocated.
+void check_step_memory(const StepMemory& memory, std::size_t limit, std::string_view what);
 
 }  // namespace ember

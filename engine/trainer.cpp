@@ -12,11 +12,13 @@
 #include "engine/error.h"
 #include "engine/executor.h"
 #include "engine/loss.h"
+#include "engine/memory_limit.h"
 #include "engine/model_spec.h"
 #include "engine/optimizer.h"
 #include "engine/parameters.h"
 #include "engine/random.h"
 #include "engine/schedule.h"
+#include "engine/step_memory.h"
 #include "engine/synthetic_task.h"
 #include "engine/training_state.h"
 
@@ -122,7 +124,10 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
   const Json spec = load_model_spec(options.model);
   const Graph graph = graph_from_spec(spec, options.model);
   const Shape& input_shape = graph.input_sample_shape();
-  ParameterStore parameters(graph);
+  const std::size_t memory_limit = resolve_memory_limit(options.memory_limit);
+  ParameterLayout layout = parameter_layout(graph);
+  check_model_memory(graph, layout.total_floats, options.micro_batch, memory_limit, options.model);
+  ParameterStore parameters(std::move(layout));
   parameters.initialize(options.seed);
 
   OptimizerOptions optimizer_options;
@@ -134,6 +139,16 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
   } else if (options.weight_decay == 0.0 && options.optimizer == "adamw") {
     optimizer_options.weight_decay.reset();  // AdamW's default
   }
+  ExecutorOptions executor_options;
+  executor_options.threads = options.threads;
+  executor_options.micro_batch = options.micro_batch;
+  // The whole step (gradient lanes, optimizer state, arenas) before any of it exists.
+  StepMemoryOptions step_memory;
+  step_memory.batch = options.batch_size;
+  step_memory.executor = executor_options;
+  step_memory.optimizer = options.optimizer;
+  step_memory.optimizer_options = optimizer_options;
+  check_step_memory(estimate_step_memory(graph, parameters, step_memory), memory_limit, options.model);
   std::unique_ptr<Optimizer> optimizer = make_optimizer(options.optimizer, optimizer_options, parameters);
   // The spec may name its loss and its default data (attention-mse: MSE on a synthetic task).
   const std::string loss_name = spec.value("loss", std::string("cross_entropy"));
@@ -164,9 +179,6 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
     step = state.step;
   }
 
-  ExecutorOptions executor_options;
-  executor_options.threads = options.threads;
-  executor_options.micro_batch = options.micro_batch;
   Executor executor(graph, parameters, executor_options);
 
   observer.on_start(std::to_string(parameters.parameter_count()) + " parameters, " + std::to_string(data.train_size) +

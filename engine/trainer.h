@@ -2,6 +2,7 @@
 // The training loop behind `ember train`: data, model, optimizer, schedule, evaluation,
 // logging and checkpoints. A library function so that servers, tests and the CLI run
 // the same loop; it reports progress through an observer and never prints.
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -34,6 +35,9 @@ struct TrainOptions {
   std::string resume;                  // checkpoint to continue from
   std::int64_t train_limit = 0;        // use only the first N training samples (0: all)
   std::int64_t test_limit = 0;         // likewise for the test split
+  // Bytes the step may take (engine/memory_limit.h; 0: the available memory), checked
+  // before the model's buffers are allocated.
+  std::size_t memory_limit = 0;
 };
 
 struct BatchProgress {

@@ -6,8 +6,11 @@
 #include <vector>
 
 #include "engine/error.h"
+#include "engine/json_text.h"
 #include "engine/model_spec.h"
+#include "engine/memory_limit.h"
 #include "engine/safetensors.h"
+#include "engine/step_memory.h"
 
 namespace ember {
 namespace {
@@ -28,11 +31,7 @@ const std::string& metadata_field(const SafetensorsFile& file, const std::string
 }
 
 Json metadata_json(const SafetensorsFile& file, const std::string& key) {
-  try {
-    return Json::parse(metadata_field(file, key));
-  } catch (const Json::parse_error& e) {
-    throw Error(file.path() + ": __metadata__." + key + " is not valid JSON: " + e.what());
-  }
+  return parse_json(metadata_field(file, key), file.path() + ": __metadata__." + key);
 }
 
 // A found value for a message: its JSON, cut short if long.
@@ -85,9 +84,9 @@ SafetensorsFile open_checkpoint(const std::string& path) {
 
 // Every parameter's values in the file, each checked for presence, dtype and shape;
 // nothing is copied, so a refused file changes nothing.
-std::vector<std::span<const float>> parameter_values(const SafetensorsFile& file, const ParameterStore& parameters) {
+std::vector<std::span<const float>> parameter_values(const SafetensorsFile& file, std::span<const ParameterEntry> entries) {
   std::vector<std::span<const float>> values;
-  for (const ParameterEntry& entry : parameters.entries()) values.push_back(file.floats(entry.name, dims(entry.spec.shape)));
+  for (const ParameterEntry& entry : entries) values.push_back(file.floats(entry.name, dims(entry.spec.shape)));
   return values;
 }
 
@@ -147,7 +146,7 @@ TrainingState load_training_state(const std::string& path, ParameterStore& param
     throw Error(path + ": the checkpoint's optimizer is " + name->get<std::string>() + ", this run uses " +
                 std::string(optimizer.name()));
   }
-  const std::vector<std::span<const float>> values = parameter_values(file, parameters);
+  const std::vector<std::span<const float>> values = parameter_values(file, parameters.entries());
 
   // Optimizer blocks: per-parameter slices back into blocks laid out like the parameters.
   const auto block_floats = static_cast<std::size_t>(optimizer.total_floats());
@@ -167,12 +166,10 @@ TrainingState load_training_state(const std::string& path, ParameterStore& param
   return state;
 }
 
-TrainedModel load_trained_model(const std::string& path) {
+TrainedModel load_trained_model(const std::string& path, std::size_t memory_limit) {
   const SafetensorsFile file = open_checkpoint(path);
   TrainedModel model;
   model.graph = std::make_unique<Graph>(graph_from_spec(metadata_json(file, "model_spec"), path + " (model_spec)"));
-  model.parameters = std::make_unique<ParameterStore>(*model.graph);
-  copy_parameters(parameter_values(file, *model.parameters), *model.parameters);
   model.run = metadata_object(file, "run");
   // Evaluation and prediction normalize inputs with these.
   for (const char* key : {"mean", "std"}) {
@@ -180,6 +177,13 @@ TrainedModel load_trained_model(const std::string& path) {
       throw Error(path + ": __metadata__.run." + key + ": expected a number, found " + found_text(model.run[key]));
     }
   }
+  // The file's tensors are checked against the spec's parameters before the spec's
+  // buffers exist: a spec that asks for more than the file holds is refused, not allocated.
+  ParameterLayout layout = parameter_layout(*model.graph);
+  const std::vector<std::span<const float>> values = parameter_values(file, layout.entries);
+  check_model_memory(*model.graph, layout.total_floats, 1, resolve_memory_limit(memory_limit), path);
+  model.parameters = std::make_unique<ParameterStore>(std::move(layout));
+  copy_parameters(values, *model.parameters);
   return model;
 }
 

@@ -1,7 +1,8 @@
 #pragma once
 // What a training checkpoint holds beyond raw tensors: the model spec, the optimizer and
 // its state, the run's settings, and where the run stands. Stored as a safetensors file
-// (engine/checkpoint.h) so numpy and PyTorch users can read the weights directly.
+// (engine/safetensors.h) so numpy and PyTorch users can read the weights directly.
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -38,6 +39,8 @@ struct TrainedModel {
   std::unique_ptr<ParameterStore> parameters;
   Json run;
 };
-TrainedModel load_trained_model(const std::string& path);
+// Every tensor is checked against the spec, and the model against `memory_limit`
+// (engine/memory_limit.h; 0: the available memory), before its parameters are allocated.
+TrainedModel load_trained_model(const std::string& path, std::size_t memory_limit = 0);
 
 }  // namespace ember

@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <string>
 
+#include "engine/checked.h"
 #include "engine/error.h"
 #include "layers/dnnl_util.h"
 #include "layers/options.h"
+#include "layers/window.h"
 #include "simd/elementwise.h"
 
 namespace ember {
@@ -18,10 +20,6 @@ using namespace dnnl_util;
 template <class PrimitiveDesc>
 bool is_reference(const PrimitiveDesc& pd) {
   return std::string(pd.impl_info_str()).rfind("ref", 0) == 0;
-}
-
-std::int64_t output_size(std::int64_t in, std::int64_t kernel, std::int64_t stride, std::int64_t padding, std::int64_t dilation) {
-  return (in + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1;
 }
 
 class PreparedConv2d final : public PreparedLayer {
@@ -190,7 +188,8 @@ Shape Conv2d::output_shape(std::span<const Shape> inputs) const {
   Shape y{x[0], options_.out_channels, 0, 0};
   for (int axis = 0; axis < 2; ++axis) {
     const auto a = static_cast<std::size_t>(axis);
-    const std::int64_t size = output_size(x[2 + axis], options_.kernel[a], options_.stride[a], options_.padding[a], options_.dilation[a]);
+    const std::int64_t size = sliding_window_output(x[2 + axis], options_.kernel[a], options_.stride[a], options_.padding[a],
+                                                    options_.dilation[a], std::string("conv2d: ") + (axis == 0 ? "height" : "width"));
     if (size < 1) {
       throw Error("conv2d: input " + x.str() + " is smaller than the dilated kernel (" + std::to_string(options_.kernel[a]) +
                   ", dilation " + std::to_string(options_.dilation[a]) + ") after padding " +
@@ -202,7 +201,8 @@ Shape Conv2d::output_shape(std::span<const Shape> inputs) const {
 }
 
 std::vector<ParameterSpec> Conv2d::parameters(std::span<const Shape>) const {
-  const std::int64_t fan_in = options_.in_channels * options_.kernel[0] * options_.kernel[1];
+  const std::int64_t fan_in = checked_multiply(checked_multiply(options_.in_channels, options_.kernel[0], "conv2d: fan-in"),
+                                               options_.kernel[1], "conv2d: fan-in");
   std::vector<ParameterSpec> specs{{"weight",
                                     Shape{options_.out_channels, options_.in_channels, options_.kernel[0], options_.kernel[1]},
                                     Init::kaiming_uniform, fan_in}};

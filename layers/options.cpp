@@ -28,7 +28,9 @@ void LayerOptions::fail(std::string_view name, std::string_view expected) const 
 std::int64_t LayerOptions::positive_integer(std::string_view name) const {
   if (!options_.contains(name)) throw Error(kind_ + ": option '" + std::string(name) + "' is required");
   const Json& v = options_.at(std::string(name));
-  if (!v.is_number_integer() || v.get<std::int64_t>() <= 0) fail(name, "a positive integer");
+  if (!v.is_number_integer() || v.get<std::int64_t>() <= 0 || v.get<std::int64_t>() > Shape::max_dimension) {
+    fail(name, "a positive integer up to " + std::to_string(Shape::max_dimension));
+  }
   return v.get<std::int64_t>();
 }
 
@@ -39,7 +41,9 @@ std::int64_t LayerOptions::positive_integer(std::string_view name, std::int64_t 
 std::int64_t LayerOptions::non_negative_integer(std::string_view name, std::int64_t default_value) const {
   if (!options_.contains(name)) return default_value;
   const Json& v = options_.at(std::string(name));
-  if (!v.is_number_integer() || v.get<std::int64_t>() < 0) fail(name, "a non-negative integer");
+  if (!v.is_number_integer() || v.get<std::int64_t>() < 0 || v.get<std::int64_t>() > Shape::max_dimension) {
+    fail(name, "a non-negative integer up to " + std::to_string(Shape::max_dimension));
+  }
   return v.get<std::int64_t>();
 }
 
@@ -52,8 +56,11 @@ std::array<std::int64_t, 2> LayerOptions::pair(std::string_view name, std::int64
                                                std::array<std::int64_t, 2> default_value) const {
   if (!options_.contains(name)) return default_value;
   const Json& v = options_.at(std::string(name));
-  const std::string expected = minimum > 0 ? "a positive integer or [h, w]" : "a non-negative integer or [h, w]";
-  auto valid = [&](const Json& x) { return x.is_number_integer() && x.get<std::int64_t>() >= minimum; };
+  const std::string expected = std::string(minimum > 0 ? "a positive integer" : "a non-negative integer") + " up to " +
+                               std::to_string(Shape::max_dimension) + " or [h, w] of them";
+  auto valid = [&](const Json& x) {
+    return x.is_number_integer() && x.get<std::int64_t>() >= minimum && x.get<std::int64_t>() <= Shape::max_dimension;
+  };
   if (valid(v)) return {v.get<std::int64_t>(), v.get<std::int64_t>()};
   if (v.is_array() && v.size() == 2 && valid(v[0]) && valid(v[1])) return {v[0].get<std::int64_t>(), v[1].get<std::int64_t>()};
   fail(name, expected);

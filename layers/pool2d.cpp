@@ -5,6 +5,7 @@
 #include "engine/error.h"
 #include "layers/dnnl_util.h"
 #include "layers/options.h"
+#include "layers/window.h"
 
 namespace ember {
 namespace {
@@ -56,7 +57,7 @@ Pool2dOptions parse(PoolKind kind, const Json& json) {
   options.padding = o.pair("padding", 0, {0, 0});
   if (average) options.count_include_pad = o.boolean("count_include_pad", true);
   for (std::size_t a = 0; a < 2; ++a) {
-    if (2 * options.padding[a] > options.kernel[a]) {
+    if (options.padding[a] > options.kernel[a] / 2) {  // 2 padding > kernel, without overflow
       throw Error(std::string(average ? "avg_pool2d" : "max_pool2d") + ": padding " + std::to_string(options.padding[a]) +
                   " must be at most half the kernel " + std::to_string(options.kernel[a]));
     }
@@ -86,8 +87,9 @@ Shape Pool2d::output_shape(std::span<const Shape> inputs) const {
   Shape y{x[0], x[1], 0, 0};
   for (int axis = 0; axis < 2; ++axis) {
     const auto a = static_cast<std::size_t>(axis);
-    const std::int64_t size = (x[2 + axis] + 2 * options_.padding[a] - options_.kernel[a]) / options_.stride[a] + 1;
-    if (x[2 + axis] + 2 * options_.padding[a] < options_.kernel[a]) {
+    const std::int64_t size = sliding_window_output(x[2 + axis], options_.kernel[a], options_.stride[a], options_.padding[a], 1,
+                                                    std::string(kind()) + ": " + (axis == 0 ? "height" : "width"));
+    if (size < 1) {
       throw Error(std::string(kind()) + ": input " + x.str() + " is smaller than the kernel " + std::to_string(options_.kernel[a]));
     }
     y[2 + axis] = size;

@@ -225,4 +225,28 @@ TEST_F(CliTest, PlanPrintsEveryTensorTheTotalsAndTheWholeStep) {
   EXPECT_NE(missing.output.find("/nonexistent/model.json"), std::string::npos) << missing.output;
 }
 
+// --memory-limit: every command that builds a model weighs it first. plan prints the
+// figures and then refuses; train refuses before it allocates; a bad size is a usage error.
+TEST_F(CliTest, MemoryLimitRefusesAModelBeyondIt) {
+  const CliRun plan = ember("plan --model seed-cnn --batch-size 256 --training --memory-limit 16M");
+  EXPECT_EQ(plan.exit_code, 1) << plan.output;
+  EXPECT_NE(plan.output.find("  limit       16.00 MiB"), std::string::npos) << plan.output;
+  EXPECT_NE(plan.output.find("seed-cnn: the step needs "), std::string::npos) << plan.output;
+  EXPECT_NE(plan.output.find("the memory limit is 16.0 MiB"), std::string::npos) << plan.output;
+  EXPECT_EQ(ember("plan --model seed-cnn --batch-size 256 --training --memory-limit 1G").exit_code, 0);
+
+  const CliRun train = ember(train_flags() + "--epochs 1 --memory-limit 2M");
+  EXPECT_EQ(train.exit_code, 1) << train.output;
+  EXPECT_NE(train.output.find("seed-cnn: the parameter memory needs 6.14 MiB"), std::string::npos) << train.output;
+  EXPECT_EQ(train.output.find("training:"), std::string::npos) << "refused before training starts: " << train.output;
+
+  for (const std::string command : {"train", "plan", "eval --checkpoint x", "predict --checkpoint x --input y"}) {
+    const CliRun bad = ember(command + " --memory-limit 4X");
+    EXPECT_EQ(bad.exit_code, 2) << command << ": " << bad.output;
+    EXPECT_NE(bad.output.find("--memory-limit: expected a size such as 512M, 4G or 1.5G (0: the available memory), found '4X'"),
+              std::string::npos)
+        << command << ": " << bad.output;
+  }
+}
+
 }  // namespace

@@ -4,6 +4,8 @@
 #include "engine/dataset.h"
 #include "engine/executor.h"
 #include "engine/loss.h"
+#include "engine/memory_limit.h"
+#include "engine/step_memory.h"
 #include "engine/training_state.h"
 #include "tools/ember/commands.h"
 #include "tools/ember/flags.h"
@@ -16,7 +18,8 @@ int eval_command(int argc, char** argv) {
       .value("data", "fashion-mnist, mnist, or a directory of IDX files", "fashion-mnist", "D")
       .value("batch-size", "samples per batch", "256", "B")
       .value("threads", "compute threads", "1", "N")
-      .value("limit", "use only the first N test images (0: all)", "0", "N");
+      .value("limit", "use only the first N test images (0: all)", "0", "N")
+      .memory_limit();
   if (!flags.parse(argc, argv, 2)) {
     std::printf("%s", flags.help().c_str());
     return 0;
@@ -24,13 +27,19 @@ int eval_command(int argc, char** argv) {
   const std::string path = flags.text("checkpoint");
   const std::int64_t batch_size = flags.positive_integer("batch-size");
   const int threads = static_cast<int>(flags.positive_integer("threads"));
-  TrainedModel model = load_trained_model(path);
+  const std::size_t memory_limit = resolve_memory_limit(flags.memory_size("memory-limit"));
+  TrainedModel model = load_trained_model(path, memory_limit);
   const Dataset test_set = load_dataset(flags.text("data"), Split::test, flags.non_negative_integer("limit"));
   const ImageFormat format = image_format_for(model.graph->input_sample_shape(), test_set, model.run.value("mean", 0.0),
                                               model.run.value("std", 1.0));
   BatchLoader loader(test_set, format, batch_size, 0, /*shuffle=*/false);
   ExecutorOptions options;
   options.threads = threads;
+  StepMemoryOptions step;
+  step.batch = batch_size;
+  step.executor = options;
+  step.mode = Mode::inference;
+  check_step_memory(estimate_step_memory(*model.graph, *model.parameters, step), memory_limit, path);
   Executor executor(*model.graph, *model.parameters, options);
   const CrossEntropyLoss loss;
   std::vector<float> images(static_cast<std::size_t>(batch_size * model.graph->input_sample_shape().elements()));

@@ -4,6 +4,9 @@
 #include <cmath>
 #include <cstdlib>
 
+#include "engine/error.h"
+#include "engine/memory_limit.h"
+
 namespace ember::cli {
 
 Flags::Flags(std::string command, std::string summary) : command_(std::move(command)), summary_(std::move(summary)) {
@@ -131,6 +134,21 @@ std::string Flags::choice(const std::string& name, const std::vector<std::string
     list += (list.empty() ? "" : "|") + c;
   }
   fail(name, "one of " + list, t);
+}
+
+std::size_t Flags::memory_size(const std::string& name) const {
+  const std::string t = text(name);
+  try {
+    return parse_memory_size(t, "--" + name);
+  } catch (const Error&) {
+    fail(name, "a size such as 512M, 4G or 1.5G (0: the available memory)", t);
+  }
+}
+
+Flags& Flags::memory_limit() {
+  return value("memory-limit",
+               "refuse a model whose memory (weights, optimizer state, arenas) exceeds this, e.g. 4G (0: the available memory)",
+               "0", "SIZE");
 }
 
 }  // namespace ember::cli

@@ -2,6 +2,7 @@
 // Command-line flags for one `ember` subcommand: declared with a help line and an
 // optional default, parsed from `--name value` or `--name=value`, read back typed.
 // Every problem is a UsageError whose message names the flag, expected and found.
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -38,6 +39,10 @@ class Flags {
   double positive_number(const std::string& name) const;
   double number_in(const std::string& name, double low, double high, bool high_inclusive) const;
   std::string choice(const std::string& name, const std::vector<std::string>& choices) const;
+  // A size such as 512M or 4G (engine/memory_limit.h), in bytes; 0 stays 0 (the default).
+  std::size_t memory_size(const std::string& name) const;
+  // Declares --memory-limit, which every command that loads or builds a model takes.
+  Flags& memory_limit();
 
  private:
   struct Spec {

@@ -4,6 +4,7 @@
 
 #include "engine/executor.h"
 #include "engine/model_spec.h"
+#include "engine/memory_limit.h"
 #include "engine/parameters.h"
 #include "engine/step_memory.h"
 #include "tools/ember/commands.h"
@@ -28,7 +29,8 @@ int plan_command(int argc, char** argv) {
       .value("micro-batch", "samples a thread carries through the network at once (the planned size)", "16", "N")
       .value("threads", "compute threads (one arena each)", "1", "N")
       .value("optimizer", "training: sgd (no state), sgd-momentum, adam or adamw", "adam", "NAME")
-      .toggle("training", "plan a training step (forward, loss, backward) instead of inference");
+      .toggle("training", "plan a training step (forward, loss, backward) instead of inference")
+      .memory_limit();
   if (!flags.parse(argc, argv, 2)) {
     std::printf("%s", flags.help().c_str());
     return 0;
@@ -39,8 +41,11 @@ int plan_command(int argc, char** argv) {
   if (threads > 64) throw UsageError("ember plan: --threads: expected 1 to 64, found '" + flags.text("threads") + "'");
   const bool training = flags.on("training");
   const std::string optimizer = flags.choice("optimizer", {"sgd", "sgd-momentum", "adam", "adamw"});
+  const std::size_t memory_limit = resolve_memory_limit(flags.memory_size("memory-limit"));
   const Graph graph = graph_from_spec(load_model_spec(flags.text("model")), flags.text("model"));
-  const ParameterStore parameters(graph);
+  ParameterLayout layout = parameter_layout(graph);
+  check_model_memory(graph, layout.total_floats, micro_batch, memory_limit, flags.text("model"));
+  const ParameterStore parameters(std::move(layout));
 
   StepMemoryOptions options;
   options.batch = batch;
@@ -79,6 +84,9 @@ int plan_command(int argc, char** argv) {
   std::printf("  arenas      %s (%d x %s, oneDNN scratchpads and workspaces included)\n  total       %s\n",
               mebibytes(memory.arenas).c_str(), memory.arena_count, mebibytes(memory.arena_bytes + memory.flag_bytes).c_str(),
               mebibytes(memory.total()).c_str());
+  // The plan is printed either way, so the figure that exceeds the limit can be read.
+  std::printf("  limit       %s\n", mebibytes(memory_limit).c_str());
+  check_step_memory(memory, memory_limit, flags.text("model"));
   return 0;
 }
 

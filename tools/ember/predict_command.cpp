@@ -8,6 +8,8 @@
 #include "engine/error.h"
 #include "engine/executor.h"
 #include "engine/idx.h"
+#include "engine/memory_limit.h"
+#include "engine/step_memory.h"
 #include "engine/training_state.h"
 #include "tools/ember/commands.h"
 #include "tools/ember/flags.h"
@@ -20,14 +22,16 @@ int predict_command(int argc, char** argv) {
       .value("input", "IDX images file (raw or .gz), e.g. t10k-images-idx3-ubyte.gz", std::nullopt, "PATH")
       .value("top", "classes to print per image", "1", "K")
       .value("limit", "classify only the first N images (0: all)", "0", "N")
-      .value("threads", "compute threads", "1", "N");
+      .value("threads", "compute threads", "1", "N")
+      .memory_limit();
   if (!flags.parse(argc, argv, 2)) {
     std::printf("%s", flags.help().c_str());
     return 0;
   }
   const std::string input_path = flags.text("input");
   const std::int64_t limit = flags.non_negative_integer("limit");
-  TrainedModel model = load_trained_model(flags.text("checkpoint"));
+  const std::size_t memory_limit = resolve_memory_limit(flags.memory_size("memory-limit"));
+  TrainedModel model = load_trained_model(flags.text("checkpoint"), memory_limit);
   const std::int64_t classes = model.graph->value_shape(model.graph->output()).sample_elements();
   const std::int64_t top = std::min(flags.positive_integer("top"), classes);
 
@@ -45,6 +49,11 @@ int predict_command(int argc, char** argv) {
   BatchLoader loader(dataset, format, batch, 0, /*shuffle=*/false);
   ExecutorOptions options;
   options.threads = static_cast<int>(flags.positive_integer("threads"));
+  StepMemoryOptions step;
+  step.batch = batch;
+  step.executor = options;
+  step.mode = Mode::inference;
+  check_step_memory(estimate_step_memory(*model.graph, *model.parameters, step), memory_limit, flags.text("checkpoint"));
   Executor executor(*model.graph, *model.parameters, options);
   std::vector<float> inputs(static_cast<std::size_t>(batch * loader.sample_floats()));
   std::vector<std::int32_t> unused(static_cast<std::size_t>(batch));
