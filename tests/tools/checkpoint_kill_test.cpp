@@ -96,7 +96,13 @@ class CheckpointKillTest : public ::testing::Test {
     testing::write_band_dataset(directory_, 512, 128);
     fs::create_directory(directory_ + "/checkpoints");
   }
-  void TearDown() override { fs::remove_all(directory_); }
+  void TearDown() override {
+    if (HasFailure()) {
+      std::printf("kept %s for inspection\n", directory_.c_str());
+    } else {
+      fs::remove_all(directory_);
+    }
+  }
 
   // seed-cnn: a 9.6 MB checkpoint, so a save takes a good part of a step's time.
   std::vector<std::string> train_arguments(int epochs) const {
@@ -138,6 +144,7 @@ TEST_F(CheckpointKillTest, SigkillAtRandomMomentsLeavesALoadableCheckpointAndRes
   std::map<std::int64_t, std::size_t> hash_at_step;  // every checkpoint a kill left, by step
   std::int64_t resumed_step = -1;  // the step the current chain of runs has reached; -1: no checkpoint
   int kills = 0, inside_a_save = 0, before_the_first_save = 0, finished_runs = 0;
+  int kills_in_this_chain = 0;
   while (kills < kills_wanted) {
     std::vector<std::string> arguments = train_arguments(2);
     arguments.insert(arguments.end(), {"--save", checkpoint, "--save-every", "1"});
@@ -161,16 +168,19 @@ TEST_F(CheckpointKillTest, SigkillAtRandomMomentsLeavesALoadableCheckpointAndRes
     if (WIFEXITED(status)) {  // it finished before the kill
       ASSERT_EQ(WEXITSTATUS(status), 0) << file_bytes(log);
       ++finished_runs;
-      EXPECT_TRUE(file_bytes(checkpoint) == reference) << "a run resumed " << kills << " time(s) ended elsewhere than the uninterrupted run";
+      EXPECT_TRUE(file_bytes(checkpoint) == reference)
+          << "a run killed and resumed " << kills_in_this_chain << " time(s) ended elsewhere than the uninterrupted run";
       std::vector<std::string> left;
       for (const auto& entry : fs::directory_iterator(checkpoints)) left.push_back(entry.path().filename().string());
       EXPECT_EQ(left, std::vector<std::string>{name}) << "a finished run leaves only its checkpoint";
       fs::remove(checkpoint);
       resumed_step = -1;
+      kills_in_this_chain = 0;
       continue;
     }
     ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << file_bytes(log);
     ++kills;
+    ++kills_in_this_chain;
     SCOPED_TRACE("kill " + std::to_string(kills) + (aimed_at_a_save ? " (aimed at a save)" : "") +
                  ", EMBER_KILL_LOOP_SEED=" + std::to_string(seed) + log_text_on_failure);
 
@@ -181,7 +191,7 @@ TEST_F(CheckpointKillTest, SigkillAtRandomMomentsLeavesALoadableCheckpointAndRes
       ASSERT_EQ(file.rfind(name + ".tmp-", 0), 0u) << "an unexpected file beside the checkpoint: " << file;
       temporaries.push_back(file);
     }
-    EXPECT_LE(temporaries.size(), 1u) << "the temporaries of killed saves must not pile up: each run removes them";
+    ASSERT_LE(temporaries.size(), 1u) << "the temporaries of killed saves must not pile up: each run removes them";
     if (!temporaries.empty() && temporaries.back().rfind(name + ".tmp-" + std::to_string(pid) + "-", 0) == 0) ++inside_a_save;
 
     if (!fs::exists(checkpoint)) {
@@ -220,7 +230,8 @@ TEST_F(CheckpointKillTest, SigkillAtRandomMomentsLeavesALoadableCheckpointAndRes
     ::waitpid(pid, &status, 0);
     ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << file_bytes(log);
     ++finished_runs;
-    EXPECT_TRUE(file_bytes(checkpoint) == reference) << "the last resumed run ended elsewhere than the uninterrupted run";
+    EXPECT_TRUE(file_bytes(checkpoint) == reference)
+        << "the last run killed and resumed " << kills_in_this_chain << " time(s) ended elsewhere than the uninterrupted run";
   }
   EXPECT_GT(finished_runs, 0);
   std::printf("%d kills (%d aimed at a save): %d inside a save (its temporary left), %d before the first save; "
