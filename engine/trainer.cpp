@@ -7,6 +7,7 @@
 #include <limits>
 #include <memory>
 
+#include "engine/abandoned_temporaries.h"
 #include "engine/clip.h"
 #include "engine/dataset.h"
 #include "engine/error.h"
@@ -39,6 +40,7 @@ void check_options(const TrainOptions& o) {
   }
   if (o.threads < 1) throw Error("threads must be at least 1, found " + std::to_string(o.threads));
   if (!(o.std > 0.0)) throw Error("normalization std must be positive, found " + std::to_string(o.std));
+  if (o.save_every < 0) throw Error("save_every must be 0 or positive, found " + std::to_string(o.save_every));
 }
 
 // The optimizer as the checkpoint records it.
@@ -165,6 +167,7 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
   const LearningRateSchedule schedule(options.learning_rate, schedule_options);
 
   int first_epoch = 0;
+  std::int64_t first_batch = 0;  // of first_epoch: a checkpoint saved within an epoch continues there
   std::int64_t step = 0;
   if (!options.resume.empty()) {
     const TrainingState state = load_training_state(options.resume, parameters, *optimizer);
@@ -177,7 +180,15 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
     }
     first_epoch = state.epoch;
     step = state.step;
+    // Saved after `step` steps, of which `epoch` whole epochs: the rest are this epoch's batches.
+    if (step / data.train_batches != state.epoch) {
+      throw Error(options.resume + ": step " + std::to_string(step) + " is not within epoch " +
+                  std::to_string(state.epoch + 1) + " of this run's " + std::to_string(data.train_batches) +
+                  " batches per epoch");
+    }
+    first_batch = step % data.train_batches;
   }
+  if (!options.save.empty()) remove_abandoned_temporaries(options.save);
 
   Executor executor(graph, parameters, executor_options);
 
@@ -200,13 +211,24 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
     return data.target_floats > 0 ? Targets{{}, values.data()}
                                   : Targets{std::span<const std::int32_t>(labels.data(), static_cast<std::size_t>(count)), nullptr};
   };
+  // `completed_epochs` whole epochs and `step` steps in all.
+  auto save_checkpoint = [&](int completed_epochs) {
+    TrainingState state;
+    state.model_spec = spec_from_graph(graph, spec.value("name", "model"));
+    state.optimizer = optimizer_json(options);
+    state.run = run_json(options);
+    state.epoch = completed_epochs;
+    state.step = step;
+    save_training_state(options.save, state, parameters, *optimizer);
+  };
   std::vector<EpochReport> reports;
   for (int epoch = first_epoch; epoch < options.epochs; ++epoch) {
     const auto start = Clock::now();
     const std::int64_t batches = data.train_batches;
+    const std::int64_t start_batch = epoch == first_epoch ? first_batch : 0;
     StepResult epoch_total;
     double learning_rate = 0.0;
-    for (std::int64_t b = 0; b < batches; ++b) {
+    for (std::int64_t b = start_batch; b < batches; ++b) {
       const std::int64_t count = data.train_batch(epoch, b, inputs.data(), labels.data(), values.data());
       const Targets targets = targets_of(count);
       const std::uint64_t step_seed = mix64(options.seed ^ mix64(static_cast<std::uint64_t>(step) + 1));
@@ -229,6 +251,10 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
       optimizer->set_learning_rate(static_cast<float>(learning_rate));
       optimizer->step(options.threads);
       ++step;
+      // The epoch's last step is saved with the epoch, after its evaluation.
+      if (!options.save.empty() && options.save_every > 0 && step % options.save_every == 0 && b + 1 < batches) {
+        save_checkpoint(epoch);
+      }
 
       epoch_total.loss_sum += result.loss_sum;
       epoch_total.correct += result.correct;
@@ -241,7 +267,7 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
       progress.loss = epoch_total.mean_loss();
       const double elapsed = seconds_since(start);
       progress.images_per_second = static_cast<double>(epoch_total.samples) / elapsed;
-      progress.eta_seconds = elapsed / static_cast<double>(b + 1) * static_cast<double>(batches - b - 1);
+      progress.eta_seconds = elapsed / static_cast<double>(b + 1 - start_batch) * static_cast<double>(batches - b - 1);
       observer.on_batch(progress);
     }
     const double train_seconds = seconds_since(start);
@@ -268,15 +294,7 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
     report.seconds = seconds_since(start);
     report.images_per_second = static_cast<double>(epoch_total.samples) / train_seconds;
 
-    if (!options.save.empty()) {
-      TrainingState state;
-      state.model_spec = spec_from_graph(graph, spec.value("name", "model"));
-      state.optimizer = optimizer_json(options);
-      state.run = run_json(options);
-      state.epoch = epoch + 1;
-      state.step = step;
-      save_training_state(options.save, state, parameters, *optimizer);
-    }
+    if (!options.save.empty()) save_checkpoint(epoch + 1);
     if (log.is_open()) {
       log << report.epoch << ',' << report.step << ',' << report.learning_rate << ',' << report.train_loss << ','
           << report.train_accuracy << ',' << report.test_loss << ',' << report.test_accuracy << ',' << report.seconds

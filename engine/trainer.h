@@ -31,6 +31,7 @@ struct TrainOptions {
   std::int64_t micro_batch = 16;
   std::uint64_t seed = 0;
   std::string save;                    // checkpoint written after every epoch
+  std::int64_t save_every = 0;         // also after every N optimizer steps (0: only after each epoch)
   std::string log;                     // CSV, one row per epoch
   std::string resume;                  // checkpoint to continue from
   std::int64_t train_limit = 0;        // use only the first N training samples (0: all)
@@ -69,7 +70,10 @@ class TrainingObserver {
 };
 
 // Throws ember::Error on bad options, bad data, or a non-finite loss or gradient (the
-// step is not applied and the last checkpoint written stays as it was).
+// step is not applied and the last checkpoint written stays as it was). A run resumed
+// from a checkpoint saved within an epoch continues at the next batch of that epoch; the
+// epoch's reported train loss and accuracy then cover only the batches run since.
+// Saving to options.save first removes temporaries that dead writers left beside it.
 std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& observer);
 
 }  // namespace ember

@@ -9,12 +9,14 @@
 
 #include <csignal>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <limits>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -24,6 +26,7 @@
 
 #include "engine/error.h"
 #include "support/file_helpers.h"
+#include "support/scratch_mount.h"
 
 namespace ember {
 namespace {
@@ -35,6 +38,7 @@ using testing::contains;
 using testing::error_of;
 using testing::header_length_of;
 using testing::read_file;
+using testing::ScratchMount;
 using testing::starts_with;
 using testing::write_file;
 
@@ -337,18 +341,61 @@ TEST_F(SafetensorsFiles, FailedWriteLeavesTheExistingFileAndNoTemporary) {
   EXPECT_TRUE(contains(message, std::strerror(ENOENT))) << message;
 }
 
+// Root ignores directory permissions, so as root (CI) the directory is a tmpfs remounted
+// read-only, which stops root too; other users get a directory without write permission.
 TEST_F(SafetensorsFiles, WriteIntoReadOnlyDirectoryLeavesTheExistingFile) {
-  if (::geteuid() == 0) GTEST_SKIP() << "root ignores directory permissions";
+  const bool root = ::geteuid() == 0;
+  std::optional<ScratchMount> mount;
+  if (root) {
+    mount.emplace(directory_.string(), 1 << 20);
+    if (!mount->mounted()) GTEST_SKIP() << "root ignores directory permissions, and " << mount->why_not();
+  }
   write_sample("t");
   const Bytes before = read_file(path("t"));
-  fs::permissions(directory_, fs::perms::owner_read | fs::perms::owner_exec, fs::perm_options::replace);
+  if (root) {
+    const std::string failed = mount->make_read_only();
+    ASSERT_EQ(failed, "");
+  } else {
+    fs::permissions(directory_, fs::perms::owner_read | fs::perms::owner_exec, fs::perm_options::replace);
+  }
   const std::vector<float> other(4, 9.0f);
   const TensorToWrite replacement[] = {{"x", {4}, other}};
   const std::string message = error_of([&] { write_safetensors(path("t"), replacement, {}); });
-  fs::permissions(directory_, fs::perms::owner_all, fs::perm_options::replace);
-  EXPECT_TRUE(starts_with(message, path("t") + ": cannot write (creating ")) << message;
+  if (!root) fs::permissions(directory_, fs::perms::owner_all, fs::perm_options::replace);
+  EXPECT_TRUE(starts_with(message, path("t") + ": cannot write (creating " + temporary_prefix_for("t"))) << message;
+  EXPECT_TRUE(contains(message, std::strerror(root ? EROFS : EACCES))) << message;
   EXPECT_EQ(read_file(path("t")), before);
   EXPECT_EQ(listing(), std::set<std::string>{"t"});
+}
+
+// A filesystem that fills up during the write: a 64 KiB tmpfs holding the old file, and
+// a new one of 128 KiB. Without the permission to mount one (root, CI), a file size limit
+// stands in for it (the write fails with EFBIG instead of ENOSPC).
+TEST_F(SafetensorsFiles, WriteOntoAFullFilesystemLeavesTheExistingFile) {
+  ScratchMount mount(directory_.string(), 64 << 10);
+  if (!mount.mounted()) std::printf("no tmpfs (%s): RLIMIT_FSIZE makes the write fail instead\n", mount.why_not().c_str());
+  write_sample("t");
+  const Bytes before = read_file(path("t"));
+  const std::vector<float> large(32 << 10, 9.0f);
+  const TensorToWrite replacement[] = {{"x", {32 << 10}, large}};
+  std::string message;
+  if (mount.mounted()) {
+    message = error_of([&] { write_safetensors(path("t"), replacement, {}); });
+  } else {
+    const FileSizeLimit limit(64 << 10);
+    message = error_of([&] { write_safetensors(path("t"), replacement, {}); });
+  }
+  EXPECT_EQ(message, path("t") + ": write failed: " + std::strerror(mount.mounted() ? ENOSPC : EFBIG) +
+                         "; the previous file, if any, is untouched");
+  EXPECT_EQ(read_file(path("t")), before);
+  EXPECT_EQ(listing(), std::set<std::string>{"t"}) << "the temporary must be removed";
+  // The space the temporary took is free again: a file that fits is written.
+  if (mount.mounted()) {
+    const std::vector<float> fits(8 << 10, 7.0f);
+    const TensorToWrite smaller[] = {{"x", {8 << 10}, fits}};
+    write_safetensors(path("t"), smaller, {});
+    EXPECT_EQ(SafetensorsFile::read(path("t")).floats("x", std::vector<std::int64_t>{8 << 10})[0], 7.0f);
+  }
 }
 
 TEST_F(SafetensorsFiles, SuccessfulWriteReplacesTheExistingFile) {

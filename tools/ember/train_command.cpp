@@ -84,6 +84,7 @@ int train_command(int argc, char** argv) {
       .value("micro-batch", "samples a thread carries through the network at once", "16", "N")
       .value("seed", "seed for initialization, shuffling and dropout", "0", "S")
       .value("save", "checkpoint written after every epoch (safetensors)", "", "PATH")
+      .value("save-every", "also save the checkpoint after every N optimizer steps (0: only after each epoch)", "0", "N")
       .value("log", "CSV log, one row per epoch", "", "PATH")
       .value("resume", "continue the run saved in this checkpoint", "", "PATH")
       .value("train-limit", "use only the first N training images (0: all)", "0", "N")
@@ -114,6 +115,7 @@ int train_command(int argc, char** argv) {
   options.micro_batch = flags.positive_integer("micro-batch");
   options.seed = static_cast<std::uint64_t>(flags.non_negative_integer("seed"));
   options.save = flags.text("save");
+  options.save_every = flags.non_negative_integer("save-every");
   options.log = flags.text("log");
   options.resume = flags.text("resume");
   options.train_limit = flags.non_negative_integer("train-limit");
