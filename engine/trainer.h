@@ -34,6 +34,9 @@ struct TrainOptions {
   std::string resume;                  // checkpoint to continue from
   std::int64_t train_limit = 0;        // use only the first N training samples (0: all)
   std::int64_t test_limit = 0;         // likewise for the test split
+  // Check inputs, weights, every op's outputs and the optimizer's updated weights for NaN
+  // and infinity (ExecutorOptions::detect_anomaly); the first stops training.
+  bool detect_anomaly = false;
 };
 
 struct BatchProgress {
@@ -65,7 +68,10 @@ class TrainingObserver {
 };
 
 // Throws ember::Error on bad options, bad data, or a non-finite loss or gradient (the
-// step is not applied and the last checkpoint written stays as it was).
+// step is not applied and the last checkpoint written stays as it was). With
+// detect_anomaly, the error names the step and where the first non-finite value
+// appeared; after an optimizer update the step is applied in memory only (checkpoints
+// are written after an epoch), so the last checkpoint is intact there too.
 std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& observer);
 
 }  // namespace ember
