@@ -172,6 +172,56 @@ TEST(Anomaly, AGradientOverflowIsNamedInTheBackwardPass) {
   EXPECT_EQ(a.value, -infinity);
 }
 
+// A one-layer regression: fc's output is its bias (its weights are zero).
+struct Regression {
+  Graph graph = graph_from_spec(Json::parse(R"({"input": [2], "layers": [
+      {"name": "fc", "kind": "linear", "in_features": 2, "out_features": 1}]})"));
+  ParameterStore parameters{graph};
+  explicit Regression(float bias) {
+    std::fill_n(parameter(parameters, "fc.weight"), 2, 0.0f);
+    parameter(parameters, "fc.bias")[0] = bias;
+  }
+  Anomaly anomaly_of_step(int threads, std::int64_t micro_batch, const std::vector<float>& inputs,
+                          const std::vector<float>& targets) {
+    Executor executor(graph, parameters, detecting(threads, micro_batch));
+    const MeanSquaredErrorLoss loss;
+    try {
+      executor.train_step(inputs.data(), static_cast<std::int64_t>(targets.size()), Targets{{}, targets.data()}, loss, 1);
+    } catch (const AnomalyError& e) {
+      return e.anomaly();
+    }
+    ADD_FAILURE() << "no anomaly reported";
+    return {};
+  }
+};
+
+// MSE's gradient 2 / (B E) * (y - t) is computed in float: y - t = 3e38 + 3e38 overflows
+// though the loss (in double) and the prediction are finite.
+TEST(Anomaly, ALossGradientOverflowIsNamedAtTheLoss) {
+  Regression model(3e38f);
+  const Anomaly a = model.anomaly_of_step(1, 16, {0.5f, 0.5f, 0.25f, 0.25f}, {-3e38f, -3e38f});
+  EXPECT_EQ(a.phase, "backward");
+  EXPECT_EQ(a.layer, "loss");
+  EXPECT_EQ(a.kind, "mse");
+  EXPECT_EQ(a.tensor, "prediction gradient");
+  EXPECT_EQ(a.sample, 0);
+  EXPECT_EQ(a.value, infinity);
+}
+
+// Micro-batches of one sample: each lane's bias gradient 2 / 2 * (1.5e38 + 1.5e38) = 3e38
+// is finite, their sum is not.
+TEST(Anomaly, AnOverflowInTheSumOfTheMicroBatchesIsNamed) {
+  for (int threads : {1, 2}) {
+    Regression model(1.5e38f);
+    const Anomaly a = model.anomaly_of_step(threads, 1, {0.5f, 0.5f, 0.25f, 0.25f}, {-1.5e38f, -1.5e38f});
+    EXPECT_EQ(a.phase, "backward") << threads << " threads";
+    EXPECT_EQ(a.layer, "fc") << threads << " threads";
+    EXPECT_EQ(a.tensor, "fc.bias gradient") << threads << " threads";
+    EXPECT_EQ(a.index, 0) << threads << " threads";
+    EXPECT_EQ(a.value, infinity) << threads << " threads";
+  }
+}
+
 // conv1's output stays in oneDNN's blocked layout (channels interleaved by 8 or 16). Only
 // channels 1 and 3 see the large pixel of sample 2, at (10, 10): channel 3 through its
 // bottom-right tap overflows at (9, 9), channel 1 through its top-left tap at (11, 11).
