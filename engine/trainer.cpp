@@ -203,24 +203,26 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
       const std::int64_t count = data.train_batch(epoch, b, inputs.data(), labels.data(), values.data());
       const Targets targets = targets_of(count);
       const std::uint64_t step_seed = mix64(options.seed ^ mix64(static_cast<std::uint64_t>(step) + 1));
-      const std::string where = "step " + std::to_string(step + 1) + " (epoch " + std::to_string(epoch + 1) + ", batch " +
-                                std::to_string(b + 1) + ")";
+      auto where = [&] {
+        return "step " + std::to_string(step + 1) + " (epoch " + std::to_string(epoch + 1) + ", batch " +
+               std::to_string(b + 1) + ")";
+      };
       StepResult result;
       try {
         result = executor.train_step(inputs.data(), count, targets, *loss, step_seed);
       } catch (const AnomalyError& e) {
-        throw Error(where + ": " + e.what() + "; training stopped before applying this step" + checkpoint_intact);
+        throw Error(where() + ": " + e.what() + "; training stopped before applying this step" + checkpoint_intact);
       }
       const double mean_loss = result.mean_loss();
       if (!std::isfinite(mean_loss)) {
-        throw Error(where + ": the loss is " + std::to_string(mean_loss) + "; training stopped before applying this step" +
+        throw Error(where() + ": the loss is " + std::to_string(mean_loss) + "; training stopped before applying this step" +
                     checkpoint_intact);
       }
       if (options.clip_norm > 0.0) {
         clip_grad_norm(parameters.gradients(), static_cast<float>(options.clip_norm));
       }
       if (!is_finite(std::span<const float>(parameters.gradients()))) {
-        throw Error(where + ": a gradient is not finite; training stopped before applying this step" + checkpoint_intact);
+        throw Error(where() + ": a gradient is not finite; training stopped before applying this step" + checkpoint_intact);
       }
       learning_rate = schedule.at(step);
       optimizer->set_learning_rate(static_cast<float>(learning_rate));
@@ -231,7 +233,7 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
           char rate[32];
           std::snprintf(rate, sizeof rate, "%g", learning_rate);
           bad->note = std::string("its gradient and the weights before the update were finite; learning rate ") + rate;
-          throw Error(where + ": " + describe(*bad) + "; training stopped" + checkpoint_intact);
+          throw Error(where() + ": " + describe(*bad) + "; training stopped" + checkpoint_intact);
         }
       }
       ++step;
