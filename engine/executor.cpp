@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <array>
+#include <optional>
+#include <span>
 #include <string>
 
+#include "engine/anomaly.h"
 #include "engine/error.h"
 #include "engine/threading.h"
 #include "simd/elementwise.h"
@@ -69,6 +72,27 @@ StepResult Executor::run_batch(const float* input, std::int64_t batch, Mode mode
   }
   const BatchLayout layout = batch_layout(options_, batch, mode);
   const std::int64_t micro_count = layout.micro_batches;
+  const bool detect_anomaly = options_.detect_anomaly;
+  if (detect_anomaly) {
+    // What the step reads from outside is checked first: then a non-finite value found
+    // later was made by the op that wrote it.
+    const std::int64_t sample_elements = graph_.input_sample_shape().elements();
+    const std::span<const float> batch_input(input, static_cast<std::size_t>(batch * sample_elements));
+    if (const auto bad = first_non_finite(batch_input)) {
+      Anomaly a;
+      a.phase = "forward";
+      a.layer = "input";
+      a.tensor = "batch input";
+      a.index = bad->index;
+      a.sample = bad->index / sample_elements;
+      a.value = bad->value;
+      throw AnomalyError(a);
+    }
+    if (auto bad = find_parameter_anomaly(graph_, parameters_, parameters_.values(), "forward", "")) {
+      bad->note = "the weight was not finite before the step";
+      throw AnomalyError(*bad);
+    }
+  }
   // Compile every size this batch needs before entering the parallel region.
   const StepProgram& full = program(layout.full_size, mode);
   const StepProgram& last = program(layout.last_size, mode);
@@ -97,6 +121,9 @@ StepResult Executor::run_batch(const float* input, std::int64_t batch, Mode mode
 
   std::vector<StepResult> results(static_cast<std::size_t>(micro_count));
   std::vector<std::string> failures(static_cast<std::size_t>(layout.threads));
+  // Per micro-batch: nothing may throw across the parallel region, so an anomaly is
+  // recorded and the lowest micro-batch's thrown after it.
+  std::vector<std::optional<Anomaly>> anomalies(detect_anomaly ? static_cast<std::size_t>(micro_count) : 0);
   const CounterRandom random(step_seed);
   auto run_one = [&](std::int64_t j, int thread, std::int64_t lane, bool accumulate) {
     StepRun run;
@@ -109,20 +136,34 @@ StepResult Executor::run_batch(const float* input, std::int64_t batch, Mode mode
     run.grad_scale = 1.0f / static_cast<float>(batch);
     run.random = random;
     run.output = output;
+    if (detect_anomaly) {
+      run.anomaly = &anomalies[static_cast<std::size_t>(j)];
+      run.micro_batch_index = j;
+    }
     const StepProgram& step = j + 1 < micro_count ? full : last;
     ThreadState& state = threads_[static_cast<std::size_t>(thread)];
     results[static_cast<std::size_t>(j)] = step.run(
         run, state.arena.data(), std::span<char>(reinterpret_cast<char*>(state.flags.data()), state.flags.size()), *state.stream);
   };
+  // After an anomaly a lane (training) or a thread (inference) stops: its later
+  // micro-batches have higher indices, and the lowest anomalous micro-batch of each lane
+  // does not depend on the thread count, so neither does the one thrown.
+  auto anomaly_in = [&](std::int64_t j) { return detect_anomaly && anomalies[static_cast<std::size_t>(j)].has_value(); };
   parallel_region(layout.threads, [&](int thread, int thread_count) {
     try {
       if (training) {
         // Whole lanes per thread; within a lane, micro-batches in order.
         for (std::int64_t lane = thread; lane < lanes; lane += thread_count) {
-          for (std::int64_t j = lane; j < micro_count; j += lanes) run_one(j, thread, lane, j != lane);
+          for (std::int64_t j = lane; j < micro_count; j += lanes) {
+            run_one(j, thread, lane, j != lane);
+            if (anomaly_in(j)) break;
+          }
         }
       } else {
-        for (std::int64_t j = thread; j < micro_count; j += thread_count) run_one(j, thread, 0, false);
+        for (std::int64_t j = thread; j < micro_count; j += thread_count) {
+          run_one(j, thread, 0, false);
+          if (anomaly_in(j)) break;
+        }
       }
     } catch (const std::exception& e) {
       failures[static_cast<std::size_t>(thread)] = e.what();
@@ -130,6 +171,9 @@ StepResult Executor::run_batch(const float* input, std::int64_t batch, Mode mode
   });
   for (const std::string& f : failures) {
     if (!f.empty()) throw Error(f);
+  }
+  for (const std::optional<Anomaly>& anomaly : anomalies) {
+    if (anomaly) throw AnomalyError(*anomaly);
   }
 
   if (training && lanes > 1) {
@@ -147,6 +191,13 @@ StepResult Executor::run_batch(const float* input, std::int64_t batch, Mode mode
         simd::elementwise_kernels().sum_lanes(lane_gradients(0) + begin, lane_pointers.data(), lanes, n);
       }
     });
+    if (detect_anomaly) {
+      // Every lane was finite; only their sum can overflow.
+      if (auto bad = find_parameter_anomaly(graph_, parameters_, parameters_.gradients(), "backward", " gradient")) {
+        bad->note = "the sum of the micro-batches' finite gradients";
+        throw AnomalyError(*bad);
+      }
+    }
   }
 
   StepResult total;

@@ -25,6 +25,11 @@ struct ExecutorOptions {
   // Gradient lanes; results are identical for every thread count <= lanes.
   int gradient_lanes = 4;
   PlanStrategy plan_strategy = PlanStrategy::best_fit;
+  // Check the batch input, the weights, and every op's outputs (forward outputs, input
+  // and parameter gradients) for NaN and infinity; the first found throws an
+  // AnomalyError (engine/anomaly.h) naming the phase, layer, tensor and element. Off: no
+  // check runs. The checks only read, so results are the same bitwise either way.
+  bool detect_anomaly = false;
 };
 
 // How the executor runs a batch: the micro-batch sizes, the gradient lanes and the
@@ -50,7 +55,8 @@ class Executor {
   Executor& operator=(const Executor&) = delete;
 
   // input: `batch` samples of the graph's input shape, plain row-major.
-  // Writes the batch-mean gradient into parameters.gradients().
+  // Writes the batch-mean gradient into parameters.gradients(). With detect_anomaly,
+  // throws AnomalyError for the first non-finite value (the lowest micro-batch's first).
   StepResult train_step(const float* input, std::int64_t batch, const Targets& targets, const Loss& loss,
                         std::uint64_t step_seed);
   StepResult evaluate(const float* input, std::int64_t batch, const Targets& targets, const Loss& loss);

@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <string>
 
+#include "engine/anomaly.h"
 #include "engine/error.h"
 #include "engine/threading.h"
 #include "layers/dnnl_util.h"
@@ -387,6 +389,41 @@ StepResult StepProgram::run(const StepRun& run, std::byte* arena, std::span<char
     written[static_cast<std::size_t>(slot)] = 1;
   };
 
+  // Anomaly detection: each tensor an op writes is checked right after the op, so the
+  // first non-finite value is reported at the op that made it; everything it read was
+  // checked before. `describe_tensor` is called only to report one.
+  const auto& nodes = graph_.nodes();
+  auto found_anomaly = [&](const Tensor& tensor, bool per_sample, const char* phase, int node, auto describe_tensor,
+                           const char* note) {
+    if (run.anomaly == nullptr) return false;
+    stream.wait();
+    const std::optional<NonFiniteElement> bad = first_non_finite(tensor, engine_, stream);
+    if (!bad) return false;
+    Anomaly a;
+    a.phase = phase;
+    a.layer = node >= 0 ? nodes[static_cast<std::size_t>(node)].name : std::string("loss");
+    a.kind = std::string(node >= 0 ? nodes[static_cast<std::size_t>(node)].layer->kind() : run.loss->name());
+    a.tensor = describe_tensor();
+    a.index = bad->index;
+    a.value = bad->value;
+    if (per_sample) {  // an activation or its gradient: report the element in the whole batch
+      const std::int64_t sample_elements = tensor.shape.sample_elements();
+      a.index += run.first_sample * sample_elements;
+      a.sample = run.first_sample + bad->index / sample_elements;
+    }
+    a.micro_batch = run.micro_batch_index;
+    a.note = note;
+    *run.anomaly = std::move(a);
+    return true;
+  };
+  auto input_gradient_name = [](std::size_t k, std::size_t count) {
+    return count == 1 ? std::string("input gradient") : "input " + std::to_string(k) + " gradient";
+  };
+  auto parameter_gradient_name = [&](std::size_t n, std::size_t k) {
+    const int entry = parameters_.node_entries(static_cast<int>(n))[k];
+    return parameters_.entries()[static_cast<std::size_t>(entry)].name + " gradient";
+  };
+
   StepResult result;
   result.samples = micro_batch_;
   std::array<Tensor, max_layer_inputs> inputs{};
@@ -425,6 +462,10 @@ StepResult StepProgram::run(const StepRun& run, std::byte* arena, std::span<char
         args.random = run.random.derive(n);
         args.first_sample = run.first_sample;
         layers_[n]->forward(args);
+        if (found_anomaly(args.output, true, "forward", op.index, [] { return std::string("output"); },
+                          "its inputs and parameters were finite")) {
+          return result;
+        }
         break;
       }
       case OpKind::reorder_to_plain: {
@@ -451,6 +492,23 @@ StepResult StepProgram::run(const StepRun& run, std::byte* arena, std::span<char
         if (training) grad = begin_grad(op.index, buffer);
         const LossResult loss = run.loss->compute(prediction, part, run.grad_scale, training ? grad.data : nullptr);
         if (training) end_grad(op.index, buffer);
+        if (run.anomaly != nullptr && !std::isfinite(loss.loss_sum)) {
+          Anomaly a;
+          a.phase = "forward";
+          a.layer = "loss";
+          a.kind = std::string(run.loss->name());
+          a.tensor = "loss";
+          a.value = static_cast<float>(loss.loss_sum);
+          a.micro_batch = run.micro_batch_index;
+          a.note = "the predictions were finite";
+          *run.anomaly = std::move(a);
+          return result;
+        }
+        if (training && found_anomaly(grad_tensor(op.index), true, "backward", -1,
+                                      [] { return std::string("prediction gradient"); },
+                                      "the predictions were finite")) {
+          return result;
+        }
         result.loss_sum = loss.loss_sum;
         result.correct = loss.correct;
         break;
@@ -485,6 +543,25 @@ StepResult StepProgram::run(const StepRun& run, std::byte* arena, std::span<char
         for (std::size_t k = 0; k < slots.size(); ++k) {
           if (requires_grad_[static_cast<std::size_t>(slots[k])]) end_grad(slots[k], buffers[k]);
         }
+        if (run.anomaly != nullptr) {
+          // An input gradient is checked once complete (summed over its readers so far).
+          const char* note = "its output gradient, inputs and parameters were finite";
+          for (std::size_t k = 0; k < slots.size(); ++k) {
+            if (requires_grad_[static_cast<std::size_t>(slots[k])] &&
+                found_anomaly(grad_tensor(slots[k]), true, "backward", op.index,
+                              [&] { return input_gradient_name(k, slots.size()); }, note)) {
+              return result;
+            }
+          }
+          for (std::size_t k = 0; k < param_count; ++k) {
+            if (found_anomaly(param_grads[k], false, "backward", op.index, [&] { return parameter_gradient_name(n, k); },
+                              run.accumulate ? "its output gradient, inputs and parameters were finite; the gradient "
+                                               "includes this lane's earlier micro-batches"
+                                             : note)) {
+              return result;
+            }
+          }
+        }
         break;
       }
       case OpKind::reorder_grad_to_blocked: {
@@ -499,6 +576,11 @@ StepResult StepProgram::run(const StepRun& run, std::byte* arena, std::span<char
             .add(DNNL_ARG_TO, *slots_[static_cast<std::size_t>(from)].blocked, dst.data)
             .execute(grad_to_blocked_[c], stream);
         end_grad(from, buffer);
+        // Only the sum of several readers' gradients can be new here (a reorder keeps values).
+        if (found_anomaly(grad_tensor(from), true, "backward", graph_.producer(from),
+                          [] { return std::string("output gradient"); }, "the sum of its readers' finite gradients")) {
+          return result;
+        }
         break;
       }
     }

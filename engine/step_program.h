@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -22,6 +23,8 @@
 #include "engine/parameters.h"
 
 namespace ember {
+
+struct Anomaly;  // engine/anomaly.h
 
 struct StepResult {
   double loss_sum = 0.0;       // sum over samples of the per-sample loss
@@ -49,6 +52,10 @@ struct StepRun {
   float grad_scale = 1.0f;            // 1 / batch size
   CounterRandom random;               // this step's random stream (dropout)
   float* output = nullptr;            // whole-batch output buffer to copy this micro-batch into
+  // Non-null: check every op's outputs for NaN and infinity; at the first one, record it
+  // here and stop the run (its results are then meaningless).
+  std::optional<Anomaly>* anomaly = nullptr;
+  std::int64_t micro_batch_index = 0;  // recorded with an anomaly
 };
 
 class StepProgram {

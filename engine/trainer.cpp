@@ -2,12 +2,14 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <functional>
 #include <limits>
 #include <memory>
 
 #include "engine/abandoned_temporaries.h"
+#include "engine/anomaly.h"
 #include "engine/clip.h"
 #include "engine/dataset.h"
 #include "engine/error.h"
@@ -144,6 +146,7 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
   ExecutorOptions executor_options;
   executor_options.threads = options.threads;
   executor_options.micro_batch = options.micro_batch;
+  executor_options.detect_anomaly = options.detect_anomaly;
   // The whole step (gradient lanes, optimizer state, arenas) before any of it exists.
   StepMemoryOptions step_memory;
   step_memory.batch = options.batch_size;
@@ -221,6 +224,8 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
     state.step = step;
     save_training_state(options.save, state, parameters, *optimizer);
   };
+  const std::string checkpoint_intact =
+      options.save.empty() ? std::string() : "; the last checkpoint in " + options.save + " is intact";
   std::vector<EpochReport> reports;
   for (int epoch = first_epoch; epoch < options.epochs; ++epoch) {
     const auto start = Clock::now();
@@ -232,24 +237,39 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
       const std::int64_t count = data.train_batch(epoch, b, inputs.data(), labels.data(), values.data());
       const Targets targets = targets_of(count);
       const std::uint64_t step_seed = mix64(options.seed ^ mix64(static_cast<std::uint64_t>(step) + 1));
-      const StepResult result = executor.train_step(inputs.data(), count, targets, *loss, step_seed);
+      auto where = [&] {
+        return "step " + std::to_string(step + 1) + " (epoch " + std::to_string(epoch + 1) + ", batch " +
+               std::to_string(b + 1) + ")";
+      };
+      StepResult result;
+      try {
+        result = executor.train_step(inputs.data(), count, targets, *loss, step_seed);
+      } catch (const AnomalyError& e) {
+        throw Error(where() + ": " + e.what() + "; training stopped before applying this step" + checkpoint_intact);
+      }
       const double mean_loss = result.mean_loss();
       if (!std::isfinite(mean_loss)) {
-        throw Error("epoch " + std::to_string(epoch + 1) + ", batch " + std::to_string(b + 1) + ": the loss is " +
-                    std::to_string(mean_loss) + "; training stopped before applying this step" +
-                    (options.save.empty() ? std::string() : "; the last checkpoint in " + options.save + " is intact"));
+        throw Error(where() + ": the loss is " + std::to_string(mean_loss) + "; training stopped before applying this step" +
+                    checkpoint_intact);
       }
       if (options.clip_norm > 0.0) {
         clip_grad_norm(parameters.gradients(), static_cast<float>(options.clip_norm));
       }
       if (!is_finite(std::span<const float>(parameters.gradients()))) {
-        throw Error("epoch " + std::to_string(epoch + 1) + ", batch " + std::to_string(b + 1) +
-                    ": a gradient is not finite; training stopped before applying this step" +
-                    (options.save.empty() ? std::string() : "; the last checkpoint in " + options.save + " is intact"));
+        throw Error(where() + ": a gradient is not finite; training stopped before applying this step" + checkpoint_intact);
       }
       learning_rate = schedule.at(step);
       optimizer->set_learning_rate(static_cast<float>(learning_rate));
       optimizer->step(options.threads);
+      if (options.detect_anomaly) {
+        if (auto bad = find_parameter_anomaly(graph, parameters, parameters.values(), "optimizer", "")) {
+          bad->tensor = "updated " + bad->tensor;
+          char rate[32];
+          std::snprintf(rate, sizeof rate, "%g", learning_rate);
+          bad->note = std::string("its gradient and the weights before the update were finite; learning rate ") + rate;
+          throw Error(where() + ": " + describe(*bad) + "; training stopped" + checkpoint_intact);
+        }
+      }
       ++step;
       // The epoch's last step is saved with the epoch, after its evaluation.
       if (!options.save.empty() && options.save_every > 0 && step % options.save_every == 0 && b + 1 < batches) {
@@ -275,7 +295,13 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
     StepResult test_total;
     for (std::int64_t b = 0; b < data.test_batches; ++b) {
       const std::int64_t count = data.test_batch(0, b, inputs.data(), labels.data(), values.data());
-      const StepResult result = executor.evaluate(inputs.data(), count, targets_of(count), *loss);
+      StepResult result;
+      try {
+        result = executor.evaluate(inputs.data(), count, targets_of(count), *loss);
+      } catch (const AnomalyError& e) {
+        throw Error("evaluation after epoch " + std::to_string(epoch + 1) + ", test batch " + std::to_string(b + 1) + ": " +
+                    e.what() + "; training stopped before saving this epoch" + checkpoint_intact);
+      }
       test_total.loss_sum += result.loss_sum;
       test_total.correct += result.correct;
       test_total.samples += result.samples;

@@ -39,6 +39,9 @@ struct TrainOptions {
   // Bytes the step may take (engine/memory_limit.h; 0: the available memory), checked
   // before the model's buffers are allocated.
   std::size_t memory_limit = 0;
+  // Check inputs, weights, every op's outputs and the optimizer's updated weights for NaN
+  // and infinity (ExecutorOptions::detect_anomaly); the first stops training.
+  bool detect_anomaly = false;
 };
 
 struct BatchProgress {
@@ -74,6 +77,8 @@ class TrainingObserver {
 // from a checkpoint saved within an epoch continues at the next batch of that epoch; the
 // epoch's reported train loss and accuracy then cover only the batches run since.
 // Saving to options.save first removes temporaries that dead writers left beside it.
+// With detect_anomaly, the error names the step and where the first non-finite value
+// appeared; a step that fails the check is never saved, so the last checkpoint is intact.
 std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& observer);
 
 }  // namespace ember

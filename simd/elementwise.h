@@ -27,6 +27,8 @@ struct ElementwiseKernels {
   void (*u8_to_float)(float* out, const std::uint8_t* in, float scale, float shift, std::int64_t n);
   // true when no element is NaN or +-infinity
   bool (*all_finite)(const float* in, std::int64_t n);
+  // index of the first NaN or +-infinity in in[0, n), or -1 when every element is finite
+  std::int64_t (*first_non_finite)(const float* in, std::int64_t n);
 };
 
 template <class Arch>

@@ -3,6 +3,7 @@
 // instruction set. Every function is a template on Arch (see simd/arch.h).
 #include <cstddef>
 #include <algorithm>
+#include <bit>
 #include <cstdint>
 
 #include "simd/arch.h"
@@ -116,6 +117,30 @@ bool all_finite(const float* in, std::int64_t n) {
   return xsimd::hadd(acc) == 0.0f && tail == 0.0f;
 }
 
+// Index of the first NaN or infinity, -1 if none. The vector loop only asks whether a
+// block of four vectors holds one (x * 0 is NaN exactly for non-finite x, and NaN
+// propagates through the sum); the block that does is searched element by element, so
+// the result is the first position whatever the vector width.
+template <class Arch>
+std::int64_t first_non_finite(const float* in, std::int64_t n) {
+  using Batch = xsimd::batch<float, Arch>;
+  constexpr std::int64_t width = static_cast<std::int64_t>(Batch::size);
+  constexpr std::int64_t block = 4 * width;
+  // Exponent all ones: infinity or NaN. Integer test, so no floating-point mode changes it.
+  auto non_finite = [](float x) { return (std::bit_cast<std::uint32_t>(x) & 0x7fffffffu) >= 0x7f800000u; };
+  const Batch zero(0.0f);
+  std::int64_t i = 0;
+  for (; i + block <= n; i += block) {
+    const Batch probe = Batch::load_unaligned(in + i) * zero + Batch::load_unaligned(in + i + width) * zero +
+                        Batch::load_unaligned(in + i + 2 * width) * zero + Batch::load_unaligned(in + i + 3 * width) * zero;
+    if (xsimd::any(xsimd::isnan(probe))) break;
+  }
+  for (; i < n; ++i) {
+    if (non_finite(in[i])) return i;
+  }
+  return -1;
+}
+
 // out (n) = float(in (n)) * scale + shift
 template <class Arch>
 void u8_to_float(float* out, const std::uint8_t* in, float scale_value, float shift, std::int64_t n) {
@@ -126,7 +151,7 @@ template <class Arch>
 ElementwiseKernels make_elementwise_kernels() {
   return ElementwiseKernels{&add<Arch>,         &axpy<Arch>,        &scale<Arch>,       &masked_scale<Arch>,
                             &column_sums<Arch>, &sum_lanes<Arch>,   &sum_squares<Arch>, &u8_to_float<Arch>,
-                            &all_finite<Arch>};
+                            &all_finite<Arch>,  &first_non_finite<Arch>};
 }
 
 }  // namespace ember::simd

@@ -4,6 +4,7 @@
 // tolerances.
 #include "simd/elementwise.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -312,13 +313,78 @@ TEST_P(ElementwiseTest, AllFiniteFindsNanOrInfinityAtEveryPosition) {
   }
 }
 
+// The reference: the first position whose float is NaN or infinite.
+std::int64_t reference_first_non_finite(const float* in, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(in[i])) return i;
+  }
+  return -1;
+}
+
+// 1, 7, 17, one vector and a block of four vectors (4, 8, 16 and 16, 32, 64 floats
+// across the instruction sets) and one either side, and large spans with a tail.
+std::vector<std::int64_t> first_non_finite_lengths() {
+  std::vector<std::int64_t> lengths = {1, 2, 7, 17, 1000, 4099};
+  for (std::int64_t width : {4, 8, 16}) {
+    for (std::int64_t n : {width, 4 * width}) {
+      lengths.push_back(n - 1);
+      lengths.push_back(n);
+      lengths.push_back(n + 1);
+    }
+  }
+  return lengths;
+}
+
+TEST_P(ElementwiseTest, FirstNonFiniteIsMinusOneForFiniteValues) {
+  const float extremes[] = {0.0f, -0.0f, std::numeric_limits<float>::max(), -std::numeric_limits<float>::max(),
+                            std::numeric_limits<float>::min(), std::numeric_limits<float>::denorm_min(), 1.0f};
+  EXPECT_EQ(kernels().first_non_finite(nullptr, 0), -1);
+  for (std::int64_t n : first_non_finite_lengths()) {
+    GuardedBuffer<float> in(static_cast<std::size_t>(n));
+    for (float value : extremes) {
+      for (float& x : in) x = value;
+      EXPECT_EQ(kernels().first_non_finite(in.data(), n), -1) << isa_name(GetParam()) << " n " << n << " all " << value;
+    }
+    in.assign(testing::normal_vector(static_cast<std::size_t>(n), static_cast<std::uint64_t>(n), 1e30f));
+    EXPECT_EQ(kernels().first_non_finite(in.data(), n), -1) << isa_name(GetParam()) << " n " << n;
+  }
+}
+
+TEST_P(ElementwiseTest, FirstNonFiniteFindsTheFirstNanOrInfinityAtEveryPosition) {
+  const float bad_values[] = {std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::quiet_NaN(),
+                              std::numeric_limits<float>::signaling_NaN(), std::numeric_limits<float>::infinity(),
+                              -std::numeric_limits<float>::infinity()};
+  for (std::int64_t n : first_non_finite_lengths()) {
+    const auto size = static_cast<std::size_t>(n);
+    GuardedBuffer<float> in(size);
+    const std::vector<float> finite = testing::normal_vector(size, static_cast<std::uint64_t>(n) + 1, 1e30f);
+    for (std::size_t position = 0; position < size; ++position) {
+      for (float bad : bad_values) {
+        in.assign(finite);
+        in[position] = bad;
+        // A second bad value later (in the same block or past it) must not win.
+        const std::size_t later = std::min(size - 1, position + 1 + position % 37);
+        if (later != position) in[later] = std::numeric_limits<float>::infinity();
+        const std::int64_t expected = reference_first_non_finite(in.data(), n);
+        ASSERT_EQ(expected, static_cast<std::int64_t>(position));
+        ASSERT_EQ(kernels().first_non_finite(in.data(), n), expected)
+            << isa_name(GetParam()) << " n " << n << ": " << bad << " at position " << position;
+      }
+    }
+    // Only the first n floats count: a NaN in the last one is outside a span of n - 1.
+    in.assign(finite);
+    in[size - 1] = std::numeric_limits<float>::quiet_NaN();
+    EXPECT_EQ(kernels().first_non_finite(in.data(), n - 1), -1) << isa_name(GetParam()) << " n " << n - 1 << " with NaN at n";
+  }
+}
+
 TEST_P(ElementwiseTest, KernelsForIsaReturnsThisIsasTable) {
   // The entry point the library uses (elementwise_kernels() is elementwise_kernels_for(selected_isa())).
   const Isa isa = GetParam();
   testing::expect_kernels_for_is_safe(isa, "elementwise", [isa] {
     const ElementwiseKernels& table = elementwise_kernels_for(isa);
     const ElementwiseKernels made = kernels_under_test(isa);
-    return table.add == made.add && table.axpy == made.axpy && table.scale == made.scale && table.masked_scale == made.masked_scale && table.column_sums == made.column_sums && table.sum_lanes == made.sum_lanes && table.sum_squares == made.sum_squares && table.u8_to_float == made.u8_to_float && table.all_finite == made.all_finite;
+    return table.add == made.add && table.axpy == made.axpy && table.scale == made.scale && table.masked_scale == made.masked_scale && table.column_sums == made.column_sums && table.sum_lanes == made.sum_lanes && table.sum_squares == made.sum_squares && table.u8_to_float == made.u8_to_float && table.all_finite == made.all_finite && table.first_non_finite == made.first_non_finite;
   });
 }
 

@@ -161,6 +161,26 @@ TEST_F(CliTest, ANanLossStopsTrainingAndKeepsTheLastCheckpoint) {
   EXPECT_TRUE(read_file(checkpoint) == before);
 }
 
+TEST_F(CliTest, DetectAnomalyNamesTheLayerAndKeepsTheLastCheckpoint) {
+  const std::string checkpoint = directory_ + "/before-anomaly.safetensors";
+  ASSERT_EQ(ember(train_flags() + "--epochs 1 --save " + checkpoint).exit_code, 0);
+  const std::string before = read_file(checkpoint);
+  // Adam at a rate of 1e38 moves the weights to about +-1e38 in step 17, the first of
+  // epoch 2; step 18's first convolution overflows.
+  const CliRun run =
+      ember(train_flags() + "--epochs 2 --lr 1e38 --detect-anomaly --resume " + checkpoint + " --save " + checkpoint);
+  EXPECT_EQ(run.exit_code, 1) << run.output;
+  EXPECT_NE(run.output.find("error: step 18 (epoch 2, batch 2): non-finite value in the forward pass at layer conv1 "
+                            "(conv2d): output"),
+            std::string::npos)
+      << run.output;
+  EXPECT_NE(run.output.find("is intact"), std::string::npos) << run.output;
+  EXPECT_TRUE(read_file(checkpoint) == before);
+  const CliRun eval = ember("eval --checkpoint " + checkpoint + " --data " + directory_);
+  EXPECT_EQ(eval.exit_code, 0) << eval.output;
+  EXPECT_NE(ember("train --help").output.find("--detect-anomaly"), std::string::npos);
+}
+
 TEST_F(CliTest, TrainEvalAndPredictWork) {
   const std::string checkpoint = directory_ + "/model.safetensors";
   const std::string log = directory_ + "/log.csv";

@@ -7,6 +7,7 @@
 #include <random>
 #include <vector>
 
+#include "engine/anomaly.h"
 #include "engine/dataset.h"
 #include "engine/error.h"
 #include "engine/executor.h"
@@ -46,6 +47,7 @@ int bench_command(int argc, char** argv) {
       .value("data", "real batches from this dataset's training split (in order), or attention-retrieval (synthetic), instead of random inputs", "", "D")
       .value("steps", "timed steps", "50", "N")
       .value("warmup", "untimed steps first", "5", "N")
+      .toggle("detect-anomaly", "time with the NaN/Inf checks of ember train --detect-anomaly on")
       .toggle("json", "print one JSON line instead of text");
   if (!flags.parse(argc, argv, 2)) {
     std::printf("%s", flags.help().c_str());
@@ -117,6 +119,7 @@ int bench_command(int argc, char** argv) {
   ExecutorOptions options;
   options.threads = threads;
   options.micro_batch = flags.positive_integer("micro-batch");
+  options.detect_anomaly = flags.on("detect-anomaly");
   Executor executor(graph, parameters, options);
   std::unique_ptr<Optimizer> optimizer = make_optimizer("adam", OptimizerOptions{}, parameters);
   std::vector<float> output(static_cast<std::size_t>(batch * classes));
@@ -126,6 +129,11 @@ int bench_command(int argc, char** argv) {
     if (training) {
       executor.train_step(inputs[b].data(), batch, targets, *loss, static_cast<std::uint64_t>(i));
       optimizer->step(threads);
+      if (options.detect_anomaly) {  // the check `ember train` makes after each update
+        if (auto bad = find_parameter_anomaly(graph, parameters, parameters.values(), "optimizer", "")) {
+          throw Error(describe(*bad));
+        }
+      }
     } else {
       executor.infer(inputs[b].data(), batch, output.data());
     }

@@ -89,6 +89,7 @@ int train_command(int argc, char** argv) {
       .value("resume", "continue the run saved in this checkpoint", "", "PATH")
       .value("train-limit", "use only the first N training images (0: all)", "0", "N")
       .value("test-limit", "use only the first N test images (0: all)", "0", "N")
+      .toggle("detect-anomaly", "check inputs, weights, every layer's outputs and gradients and each update for NaN/Inf; stop at the first, naming the step, phase, layer and tensor")
       .memory_limit();
   if (!flags.parse(argc, argv, 2)) {
     std::printf("%s", flags.help().c_str());
@@ -121,6 +122,7 @@ int train_command(int argc, char** argv) {
   options.train_limit = flags.non_negative_integer("train-limit");
   options.test_limit = flags.non_negative_integer("test-limit");
   options.memory_limit = flags.memory_size("memory-limit");
+  options.detect_anomaly = flags.on("detect-anomaly");
   if (options.threads > 64) throw UsageError("ember train: --threads: expected at most 64, found " + std::to_string(options.threads));
 
   ProgressPrinter printer;
