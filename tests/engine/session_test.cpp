@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -160,6 +161,142 @@ TEST_P(InferenceSessionTest, MemoryStaysBoundedWhenBatchSizesVary) {
 INSTANTIATE_TEST_SUITE_P(Models, InferenceSessionTest, ::testing::Values("seed-cnn", "attn-cnn"),
                          [](const ::testing::TestParamInfo<const char*>& info) {
                            std::string name = info.param;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
+
+// A server's day in miniature: 8 callers x EMBER_TEST_SESSION_CALLS calls of seeded mixed
+// batch sizes on one session opened from a checkpoint. Every call's output is bitwise
+// what one caller got for the same input, the output past the batch is left alone, and
+// once warm the process's resident memory stays flat.
+struct SoakCase {
+  const char* model;
+  int calls;  // per caller, unless EMBER_TEST_SESSION_CALLS says otherwise
+};
+
+// attn-cnn computes ~6x more per image than seed-cnn: fewer calls keep its wall time near
+// seed-cnn's. A sanitizer or -O0 makes a call many times slower.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || !defined(NDEBUG)
+constexpr SoakCase soak_cases[] = {{"seed-cnn", 250}, {"attn-cnn", 50}};
+#else
+constexpr SoakCase soak_cases[] = {{"seed-cnn", 5000}, {"attn-cnn", 1000}};
+#endif
+
+void PrintTo(const SoakCase& soak, std::ostream* out) { *out << soak.model << ", " << soak.calls << " calls a caller"; }
+
+class InferenceSessionSoak : public testing::TempDirectoryTest, public ::testing::WithParamInterface<SoakCase> {};
+
+// One call's input (samples [first_sample, first_sample + batch) of a pool) and the output
+// a single caller got for it.
+struct Request {
+  std::int64_t first_sample = 0, batch = 0;
+  std::vector<float> expected;
+};
+
+// Mostly the small batches a server sees, and one in eight up to max_batch (several
+// micro-batches: 37 = 16 + 16 + 5); 6 samples a call on average keep the wall time short.
+std::int64_t soak_batch(std::mt19937& random, std::int64_t max_batch) {
+  const std::int64_t largest = random() % 8 == 0 ? max_batch : 4;
+  return std::uniform_int_distribution<std::int64_t>(1, largest)(random);
+}
+
+TEST_P(InferenceSessionSoak, ManyCallersManyCallsSameBitsFlatMemory) {
+  constexpr std::int64_t max_batch = 64, micro_batch = 16, pool_samples = 96;
+  constexpr int threads = 8, request_count = 64;
+  const char* model = GetParam().model;
+  const int calls = calls_per_thread(GetParam().calls);
+  const int warmup_calls = calls / 10;
+  const std::string checkpoint = path("model.safetensors");
+  write_checkpoint(model, checkpoint);
+  SessionOptions options;
+  options.max_batch = max_batch;
+  options.micro_batch = micro_batch;
+  const auto session = InferenceSession::open(checkpoint, options);
+  const std::int64_t in = session->input_sample_elements(), out = session->output_sample_elements();
+  const std::vector<float> input = random_inputs(static_cast<std::size_t>(pool_samples * in), 8);
+
+  std::mt19937 random(9);
+  std::vector<Request> requests(request_count);
+  for (Request& request : requests) {
+    request.batch = soak_batch(random, max_batch);
+    request.first_sample = std::uniform_int_distribution<std::int64_t>(0, pool_samples - request.batch)(random);
+    request.expected.resize(static_cast<std::size_t>(request.batch * out));
+    session->run(input.data() + request.first_sample * in, request.batch, request.expected.data());
+  }
+
+  // A NaN with a payload no layer computes: what the session must leave past the batch.
+  constexpr std::uint32_t untouched_bits = 0x7fc0beefu;
+  float untouched;
+  std::memcpy(&untouched, &untouched_bits, sizeof untouched);
+  const std::vector<float> untouched_output(static_cast<std::size_t>(max_batch * out), untouched);
+
+  std::vector<int> mismatches(threads, 0);
+  std::vector<std::int64_t> images(threads, 0);
+  std::latch start(threads), warm(threads + 1), measured(1);
+  CallsInFlight in_flight;
+  std::vector<std::thread> callers;
+  for (int t = 0; t < threads; ++t) {
+    callers.emplace_back([&, t] {
+      std::mt19937 pick(100 + static_cast<unsigned>(t));
+      std::uniform_int_distribution<int> which(0, request_count - 1);
+      std::vector<float> output(untouched_output.size());
+      start.arrive_and_wait();
+      for (int c = 0; c < calls; ++c) {
+        if (c == warmup_calls) {
+          warm.count_down();
+          measured.wait();
+        }
+        const Request& request = requests[static_cast<std::size_t>(which(pick))];
+        output = untouched_output;
+        in_flight.enter();
+        session->run(input.data() + request.first_sample * in, request.batch, output.data());
+        in_flight.leave();
+        const std::int64_t written = request.batch * out;
+        if (!same_bits(output.data(), request.expected.data(), written) ||
+            !same_bits(output.data() + written, untouched_output.data(), max_batch * out - written)) {
+          ++mismatches[static_cast<std::size_t>(t)];
+        }
+        images[static_cast<std::size_t>(t)] += request.batch;
+      }
+    });
+  }
+  const auto started = std::chrono::steady_clock::now();
+  warm.arrive_and_wait();
+  const std::size_t warm_resident = resident_bytes();
+  const std::size_t warm_workspaces = session->workspace_count();
+  const auto warmed = std::chrono::steady_clock::now();
+  measured.count_down();
+  for (std::thread& caller : callers) caller.join();
+  const auto ended = std::chrono::steady_clock::now();
+  const std::size_t end_resident = resident_bytes();
+
+  const double seconds = std::chrono::duration<double>(ended - started).count();
+  const double measured_seconds = std::chrono::duration<double>(ended - warmed).count();
+  std::int64_t total_images = 0;
+  for (std::int64_t count : images) total_images += count;
+  const double total_calls = static_cast<double>(threads) * calls;
+  const std::ptrdiff_t growth = static_cast<std::ptrdiff_t>(end_resident) - static_cast<std::ptrdiff_t>(warm_resident);
+  std::printf("%s: %d callers x %d calls (%.1f images a call) in %.2f s: %.0f calls/s, %.0f images/s\n"
+              "resident after %d warm-up calls a caller %zu KiB, at the end %zu KiB (%+td KiB over %.2f s); "
+              "workspaces %zu then %zu; at most %d calls in flight\n",
+              model, threads, calls, static_cast<double>(total_images) / total_calls, seconds, total_calls / seconds,
+              static_cast<double>(total_images) / seconds, warmup_calls, warm_resident / 1024, end_resident / 1024,
+              growth / 1024, measured_seconds, warm_workspaces, session->workspace_count(), in_flight.most());
+
+  EXPECT_EQ(mismatches, std::vector<int>(threads, 0)) << "calls whose output differed from one caller's or that wrote "
+                                                          "past the batch, of " << calls << " per thread";
+  EXPECT_GT(in_flight.most(), 1) << "the callers never called at the same time";
+  EXPECT_GT(session->workspace_count(), 1u) << "the session never ran two calls at the same time";
+  EXPECT_LE(session->workspace_count(), static_cast<std::size_t>(threads));
+  // Not under a sanitizer: its shadow memory and quarantine are resident memory too.
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+  EXPECT_LT(growth, std::ptrdiff_t{2} << 20) << "resident memory grew by " << growth << " bytes after warm-up";
+#endif
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, InferenceSessionSoak, ::testing::ValuesIn(soak_cases),
+                         [](const ::testing::TestParamInfo<SoakCase>& info) {
+                           std::string name = info.param.model;
                            std::replace(name.begin(), name.end(), '-', '_');
                            return name;
                          });
