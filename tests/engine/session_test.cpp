@@ -194,7 +194,8 @@ struct Request {
 };
 
 // Mostly the small batches a server sees, and one in eight up to max_batch (several
-// micro-batches: 37 = 16 + 16 + 5); 6 samples a call on average keep the wall time short.
+// micro-batches: 37 = 16 + 16 + 5); 6 to 8 samples a call on average keep the wall time
+// short.
 std::int64_t soak_batch(std::mt19937& random, std::int64_t max_batch) {
   const std::int64_t largest = random() % 8 == 0 ? max_batch : 4;
   return std::uniform_int_distribution<std::int64_t>(1, largest)(random);
@@ -276,12 +277,18 @@ TEST_P(InferenceSessionSoak, ManyCallersManyCallsSameBitsFlatMemory) {
   for (std::int64_t count : images) total_images += count;
   const double total_calls = static_cast<double>(threads) * calls;
   const std::ptrdiff_t growth = static_cast<std::ptrdiff_t>(end_resident) - static_cast<std::ptrdiff_t>(warm_resident);
+  // A workspace first needed after the warm-up (a short run may not reach 8 calls at once
+  // in it) brings its arena: bounded by the callers, not a leak.
+  const std::size_t late_workspaces = session->workspace_count() - warm_workspaces;
+  [[maybe_unused]] const std::ptrdiff_t allowed =
+      (std::ptrdiff_t{2} << 20) + static_cast<std::ptrdiff_t>(late_workspaces * session->arena_bytes());
   std::printf("%s: %d callers x %d calls (%.1f images a call) in %.2f s: %.0f calls/s, %.0f images/s\n"
               "resident after %d warm-up calls a caller %zu KiB, at the end %zu KiB (%+td KiB over %.2f s); "
-              "workspaces %zu then %zu; at most %d calls in flight\n",
+              "workspaces %zu then %zu (arena %zu KiB each); at most %d calls in flight\n",
               model, threads, calls, static_cast<double>(total_images) / total_calls, seconds, total_calls / seconds,
               static_cast<double>(total_images) / seconds, warmup_calls, warm_resident / 1024, end_resident / 1024,
-              growth / 1024, measured_seconds, warm_workspaces, session->workspace_count(), in_flight.most());
+              growth / 1024, measured_seconds, warm_workspaces, session->workspace_count(), session->arena_bytes() / 1024,
+              in_flight.most());
 
   EXPECT_EQ(mismatches, std::vector<int>(threads, 0)) << "calls whose output differed from one caller's or that wrote "
                                                           "past the batch, of " << calls << " per thread";
@@ -290,7 +297,8 @@ TEST_P(InferenceSessionSoak, ManyCallersManyCallsSameBitsFlatMemory) {
   EXPECT_LE(session->workspace_count(), static_cast<std::size_t>(threads));
   // Not under a sanitizer: its shadow memory and quarantine are resident memory too.
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
-  EXPECT_LT(growth, std::ptrdiff_t{2} << 20) << "resident memory grew by " << growth << " bytes after warm-up";
+  EXPECT_LT(growth, allowed) << "resident memory grew by " << growth << " bytes after warm-up, " << late_workspaces
+                             << " workspaces made since";
 #endif
 }
 

@@ -208,7 +208,9 @@ bool recorded_backtrace_passes_through(const char* function) {
   bool found = false;
   for (int r = 0; r < recorded_total && !found; ++r) {
     char** symbols = backtrace_symbols(recorded[r].frames, recorded[r].depth);
-    for (int f = 0; symbols != nullptr && f < recorded[r].depth && !found; ++f) found = std::strstr(symbols[f], function) != nullptr;
+    for (int f = 0; symbols != nullptr && f < recorded[r].depth && !found; ++f) {
+      found = std::strstr(symbols[f], function) != nullptr;
+    }
     std::free(symbols);
   }
   return found;
