@@ -6,10 +6,12 @@
 // and is charged to whose code asked for the memory: walking out from the allocation
 // function's caller, the first frame in libdnnl charges oneDNN (2.6 allocates inside
 // dnnl_memory_create and dnnl_primitive_execute: out of ember's reach), the first in
-// libgomp charges OpenMP, the first in this executable (ember is linked in statically)
-// charges ember; frames in libstdc++ or libc are skipped. The innermost frame decides, not
-// any frame: the session's work runs inside GOMP_parallel, so every allocation of ember's
-// has a libgomp frame further out. ember's count must be 0; the others must be the same on
+// libgomp charges OpenMP, the first in libember (or in this executable, where a static
+// build links ember) charges ember; frames in libstdc++ or libc are skipped. The innermost
+// frame decides, not any frame: oneDNN's and libgomp's allocations have ember's frames
+// further out, and ember's code run inside an OpenMP region has a libgomp frame further
+// out (libember must be recognized: walking past it would charge such an allocation to
+// OpenMP, whose count need not be 0). ember's count must be 0; the others must be the same on
 // every call of one batch size, so they cannot grow with the calls. A positive control
 // shows the count can fail: a call that finds every workspace in use makes one, in
 // ember's code, and the counter must charge that to ember.
@@ -49,6 +51,8 @@ enum Origin { ember_code, onednn, openmp, origin_count };
 
 std::atomic<bool> counting{false};
 std::atomic<long> counts[origin_count];
+// ember's allocations with a libgomp frame further out: made inside an OpenMP region.
+std::atomic<long> ember_inside_openmp{0};
 // The hook itself may allocate (dladdr, the unwinder): those calls are not counted.
 thread_local bool inside_hook = false;
 
@@ -71,7 +75,8 @@ const void* object_of(const void* address, const char** name) {
 }
 
 // `caller`: the return address into the code that called the allocation function.
-Origin origin_of(void* const* frames, int depth, const void* caller) {
+// `deciding`: the index of the frame that decided.
+Origin origin_of(void* const* frames, int depth, const void* caller, int* deciding) {
   const char* name = nullptr;
   const void* executable = object_of(reinterpret_cast<const void*>(&origin_of), &name);
   int first = 0;
@@ -80,11 +85,21 @@ Origin origin_of(void* const* frames, int depth, const void* caller) {
   for (int i = first; i < depth; ++i) {
     const void* object = object_of(frames[i], &name);
     if (object == nullptr) continue;
-    if (object == executable) return ember_code;
+    *deciding = i;
+    if (object == executable || std::strstr(name, "libember") != nullptr) return ember_code;
     if (std::strstr(name, "libdnnl") != nullptr) return onednn;
     if (std::strstr(name, "libgomp") != nullptr) return openmp;
   }
+  *deciding = depth;
   return ember_code;
+}
+
+bool libgomp_frame_after(void* const* frames, int depth, int first) {
+  const char* name = nullptr;
+  for (int i = first; i < depth; ++i) {
+    if (object_of(frames[i], &name) != nullptr && std::strstr(name, "libgomp") != nullptr) return true;
+  }
+  return false;
 }
 
 void note_allocation(const void* caller) {
@@ -92,9 +107,11 @@ void note_allocation(const void* caller) {
   inside_hook = true;
   Backtrace trace;
   trace.depth = backtrace(trace.frames, max_frames);
-  const Origin origin = origin_of(trace.frames, trace.depth, caller);
+  int deciding = 0;
+  const Origin origin = origin_of(trace.frames, trace.depth, caller, &deciding);
   counts[origin].fetch_add(1, std::memory_order_relaxed);
   if (origin == ember_code) {
+    if (libgomp_frame_after(trace.frames, trace.depth, deciding + 1)) ember_inside_openmp.fetch_add(1);
     const int slot = recorded_count.fetch_add(1, std::memory_order_relaxed);
     if (slot < max_recorded) recorded[slot] = trace;
   }
@@ -323,6 +340,24 @@ TEST_P(InferenceSessionAllocations, ACallThatMakesAWorkspaceIsChargedToEmber) {
   EXPECT_GE(ember_allocations, static_cast<long>(made)) << "a workspace made in a call was not charged to ember";
   EXPECT_TRUE(recorded_backtrace_passes_through("InferenceSession"))
       << "no allocation charged to ember came from InferenceSession's code";
+}
+
+// The same for ember's code run inside an OpenMP region: making a session prepares each
+// step program's layers inside parallel_region (engine/step_program.cpp), and those
+// allocations must be charged to ember, not to the libgomp frame further out. If they were
+// not, an allocation added inside a region of the warm path would pass as OpenMP's.
+TEST_P(InferenceSessionAllocations, EmberCodeInsideAnOpenMPRegionIsChargedToEmber) {
+  auto graph = std::make_unique<Graph>(graph_from_spec(builtin_model_spec(GetParam())));
+  auto parameters = std::make_unique<ParameterStore>(*graph);
+  parameters->initialize(5);
+  SessionOptions options;
+  options.max_batch = 2;
+  options.micro_batch = 2;
+  ember_inside_openmp.store(0);
+  const CallCounts made = count_allocations(0, [&] { InferenceSession session(std::move(graph), std::move(parameters), options); });
+  std::printf("%s: making a session: ember %ld (%ld inside an OpenMP region), oneDNN %ld, OpenMP %ld\n", GetParam(),
+              made.ember, ember_inside_openmp.load(), made.onednn, made.openmp);
+  EXPECT_GT(ember_inside_openmp.load(), 0) << "no allocation of ember's code inside an OpenMP region was charged to ember";
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, InferenceSessionAllocations, ::testing::Values("seed-cnn", "attn-cnn"),
