@@ -182,7 +182,7 @@ constexpr SoakCase soak_cases[] = {{"seed-cnn", 250}, {"attn-cnn", 50}};
 constexpr SoakCase soak_cases[] = {{"seed-cnn", 5000}, {"attn-cnn", 1000}};
 #endif
 
-void PrintTo(const SoakCase& soak, std::ostream* out) { *out << soak.model << ", " << soak.calls << " calls a caller"; }
+void PrintTo(const SoakCase& soak, std::ostream* out) { *out << soak.model << ", by default " << soak.calls << " calls a caller"; }
 
 class InferenceSessionSoak : public testing::TempDirectoryTest, public ::testing::WithParamInterface<SoakCase> {};
 
