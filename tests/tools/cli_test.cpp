@@ -11,6 +11,7 @@
 #include <iterator>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -129,6 +130,34 @@ TEST_F(CliTest, NeverRunsMoreThreadsThanItIsGiven) {
     const int seen = std::atoi(run.output.c_str() + at + 16);
     EXPECT_LE(seen, threads) << run.output;
     EXPECT_GE(seen, 1);
+  }
+}
+
+// `ember bench --session`: callers share one session (a workspace each, made up front);
+// it reports throughput, latency percentiles and resident memory, and refuses the flags of
+// the other mode.
+TEST_F(CliTest, SessionBenchReportsCallsLatencyAndMemory) {
+  const CliRun run = ember("bench --session --callers 3 --calls 20 --warmup 2 --batch-size 8 --mixed-batches --json");
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  const auto field = [&](const std::string& name) {
+    const std::size_t at = run.output.find("\"" + name + "\": ");
+    EXPECT_NE(at, std::string::npos) << name << " in " << run.output;
+    return at == std::string::npos ? -1.0 : std::atof(run.output.c_str() + at + name.size() + 4);
+  };
+  EXPECT_EQ(field("callers"), 3.0) << run.output;
+  EXPECT_EQ(field("workspaces"), 3.0) << run.output;
+  EXPECT_GT(field("calls_per_s"), 0.0) << run.output;
+  EXPECT_GT(field("img_per_s"), field("calls_per_s")) << "batches of 1..8 samples: " << run.output;
+  EXPECT_GT(field("p50_ms"), 0.0) << run.output;
+  EXPECT_LE(field("p50_ms"), field("p99_ms")) << run.output;
+  EXPECT_GT(field("resident_before_bytes"), 0.0) << run.output;
+  EXPECT_GT(field("resident_after_bytes"), 0.0) << run.output;
+  for (const auto& [arguments, flag] : {std::pair<std::string, std::string>{"bench --session --training", "--training"},
+                                        {"bench --session --threads 2", "--threads"},
+                                        {"bench --calls 5", "--calls"}}) {
+    const CliRun refused = ember(arguments);
+    EXPECT_EQ(refused.exit_code, 2) << arguments << ": " << refused.output;
+    EXPECT_NE(refused.output.find(flag), std::string::npos) << arguments << ": " << refused.output;
   }
 }
 

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "engine/anomaly.h"
@@ -17,6 +18,7 @@
 #include "engine/parameters.h"
 #include "engine/synthetic_task.h"
 #include "simd/dispatch.h"
+#include "tools/ember/bench_session.h"
 #include "tools/ember/commands.h"
 #include "tools/ember/flags.h"
 
@@ -40,19 +42,32 @@ int process_threads() {
 int bench_command(int argc, char** argv) {
   Flags flags("bench", "Measure a model's training-step or inference throughput (images per second).");
   flags.value("model", "built-in model or JSON spec", "seed-cnn", "M")
-      .value("batch-size", "samples per step", "64", "B")
+      .value("batch-size", "samples per step (with --session: per call, the most)", "64", "B")
       .toggle("training", "time full training steps (forward, loss, backward, Adam update)")
-      .value("threads", "compute threads", "1", "N")
+      .toggle("session", "time concurrent callers of one InferenceSession, as a server: calls/s, latency, memory")
+      .value("checkpoint", "with --session: a checkpoint (ember train --save) instead of --model with fresh weights", "", "FILE")
+      .value("callers", "with --session: threads calling the session at once", "8", "N")
+      .value("calls", "with --session: timed calls per caller", "1000", "N")
+      .toggle("mixed-batches", "with --session: each call's batch size drawn (seeded) from 1..B")
+      .value("threads", "compute threads (not with --session: a call computes on its caller's thread)", "1", "N")
       .value("micro-batch", "samples a thread carries at once", "16", "N")
       .value("data", "real batches from this dataset's training split (in order), or attention-retrieval (synthetic), instead of random inputs", "", "D")
       .value("steps", "timed steps", "50", "N")
-      .value("warmup", "untimed steps first", "5", "N")
+      .value("warmup", "untimed steps (with --session: calls per caller) first", "5", "N")
       .toggle("detect-anomaly", "time with the NaN/Inf checks of ember train --detect-anomaly on")
       .toggle("json", "print one JSON line instead of text");
   if (!flags.parse(argc, argv, 2)) {
     std::printf("%s", flags.help().c_str());
     return 0;
   }
+  const bool session = flags.on("session");
+  for (const char* name : {"training", "data", "threads", "steps", "detect-anomaly"}) {
+    if (session && flags.on(name)) throw UsageError(std::string("ember bench: --") + name + " does not go with --session");
+  }
+  for (const char* name : {"checkpoint", "callers", "calls", "mixed-batches"}) {
+    if (!session && flags.on(name)) throw UsageError(std::string("ember bench: --") + name + " needs --session");
+  }
+  if (session) return bench_session(flags);
   const std::int64_t batch = flags.positive_integer("batch-size");
   const int threads = static_cast<int>(flags.positive_integer("threads"));
   const std::int64_t steps = flags.positive_integer("steps");
