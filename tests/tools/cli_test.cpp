@@ -145,7 +145,9 @@ TEST_F(CliTest, SessionBenchReportsCallsLatencyAndMemory) {
     return at == std::string::npos ? -1.0 : std::atof(run.output.c_str() + at + name.size() + 4);
   };
   EXPECT_EQ(field("callers"), 3.0) << run.output;
-  EXPECT_EQ(field("workspaces"), 3.0) << run.output;
+  // One workspace per caller that overlapped another; how many did depends on the machine.
+  EXPECT_GE(field("workspaces"), 1.0) << run.output;
+  EXPECT_LE(field("workspaces"), 3.0) << run.output;
   EXPECT_GT(field("calls_per_s"), 0.0) << run.output;
   EXPECT_GT(field("img_per_s"), field("calls_per_s")) << "batches of 1..8 samples: " << run.output;
   EXPECT_GT(field("p50_ms"), 0.0) << run.output;
