@@ -95,7 +95,9 @@ def flags_inputs():
         "toggles": ["--nesterov", "--json", "--required=", "--seed=0"],
         "help": ["--help"],
         "numbers": ["--epochs", "9223372036854775807", "--lr=1e309", "--momentum", "nan", "--seed", "-1", "--required", "0x10"],
-        "bad": ["--unknown", "positional", "--epochs"],
+        "unknown": ["--unknown", "positional"],
+        "missing_value": ["--model", "x", "--epochs"],
+        "toggle_with_value": ["--json=1"],
     }
     for name, arguments in lines.items():
         write("flags", name, "\n".join(arguments))
