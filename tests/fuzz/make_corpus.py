@@ -87,6 +87,8 @@ def model_spec_inputs():
         write("model_spec", name + ".json", text.strip() + "\n")
     for path in sorted((here / "specs").glob("*.json")):
         write("model_spec", path.name, path.read_bytes())
+    for path in sorted((corpus / "model_spec").iterdir()):
+        write("session", path.name, path.read_bytes())
 
 
 def flags_inputs():
