@@ -44,16 +44,16 @@ run_fuzzers() {
     log=build/fuzz/logs/$name.log
     mkdir -p "build/fuzz/corpus/$name" "build/fuzz/artifacts/$name" build/fuzz/logs
     echo "fuzzing $name for ${fuzz_seconds} s"
-    # The first folder receives new inputs; the committed ones are only read.
+    # The first folder receives new inputs; the committed corpus is only read. The
+    # regressions are left to the replay: one not yet fixed would end the run at once.
     local status=0
     "$fuzzer" -max_total_time="$fuzz_seconds" -print_final_stats=1 -dict=tests/fuzz/ember.dict \
       -rss_limit_mb=4096 -timeout=60 -artifact_prefix="build/fuzz/artifacts/$name/" \
-      "build/fuzz/corpus/$name" "tests/fuzz/corpus/$name" $([[ -d tests/fuzz/regressions/$name ]] && echo "tests/fuzz/regressions/$name") \
-      >"$log" 2>&1 || status=$?
+      "build/fuzz/corpus/$name" "tests/fuzz/corpus/$name" >"$log" 2>&1 || status=$?
     local runs rate cov
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")
-    cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
+    cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2 || true)
     summary+=("$(printf '%-16s %12s %10s %8s  %s' "$name" "${runs:-?}" "${rate:-?}" "${cov:-?}" \
                  "$( ((status == 0)) && echo ok || echo "FAILED (exit $status, see $log)")")")
     ((status == 0)) || failed+=("$name")
