@@ -44,10 +44,15 @@ class TemporaryDirectory {
   std::string path_;
 };
 
+// `name` inside the process's temporary directory.
+inline std::string temporary_path(const std::string& name) {
+  static const TemporaryDirectory directory;
+  return directory.path() + "/" + name;
+}
+
 // Writes the input to `name` inside the process's temporary directory; returns its path.
 inline std::string write_input(const std::string& name, const std::uint8_t* data, std::size_t size) {
-  static const TemporaryDirectory directory;
-  const std::string path = directory.path() + "/" + name;
+  const std::string path = temporary_path(name);
   std::ofstream file(path, std::ios::binary | std::ios::trunc);
   file.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
   if (!file.good()) {

@@ -50,7 +50,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     state.model_spec = ember::spec_from_graph(graph, "fuzz");
     state.optimizer = {{"name", "sgd"}, {"learning_rate", 0.1}};
     state.run = ember::Json::object();
-    const std::string path = ember::fuzz::write_input("checkpoint.safetensors", nullptr, 0);
+    const std::string path = ember::fuzz::temporary_path("checkpoint.safetensors");
     ember::save_training_state(path, state, parameters, *optimizer);
     checkpoint = path;
   });
