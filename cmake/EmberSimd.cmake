@@ -9,8 +9,10 @@ set(EMBER_ISA_ARCH_avx512 "xsimd::avx512bw")
 set(EMBER_ISA_FLAGS_sse4_2 -msse4.2)
 set(EMBER_ISA_FLAGS_avx2 -mavx2 -mfma)
 # GCC 12 warns of uninitialized variables inside its own avx512fintrin.h (a known false
-# positive of the _mm512_undefined_* idiom); it says nothing about ember's code.
-set(EMBER_ISA_FLAGS_avx512 -mavx2 -mfma -mavx512f -mavx512cd -mavx512dq -mavx512bw -mavx512vl -Wno-maybe-uninitialized)
+# positive of the _mm512_undefined_* idiom); it says nothing about ember's code. (Clang has
+# no such warning and would warn of the unknown option.)
+set(EMBER_ISA_FLAGS_avx512 -mavx2 -mfma -mavx512f -mavx512cd -mavx512dq -mavx512bw -mavx512vl
+    $<$<CXX_COMPILER_ID:GNU>:-Wno-maybe-uninitialized>)
 
 # ember_simd_family(<target> <family>): adds <family>.cpp and one instantiation of
 # make_<family>_kernels<Arch>() (returning
