@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes a Debian 12 machine ready for ember and builds it (the `release` preset).
 #
-#   tools/setup.sh [--with-data] [--with-pytorch] [--no-build]
+#   tools/setup.sh [--with-data] [--with-fuzz] [--with-pytorch] [--no-build]
 #
 # It installs only what is missing. As root it runs apt-get itself; otherwise it prints
 # the exact apt-get line to run and stops. Nothing is downloaded but Debian packages.
@@ -13,17 +13,20 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # (its CMake package needs the OpenCL headers it only recommends), xsimd 8.1, GoogleTest,
 # Google Benchmark, zlib, nlohmann-json, pkg-config (the install test builds the README's
 # embedding example with it); OpenBLAS (its OpenMP flavour, found with pkg-config) is
-# gemm_bench's second reference.
+# gemm_bench's second reference; ccache (the build uses it when present) makes the four
+# presets of tools/test.sh and repeated runs cheap.
 packages=(gcc g++ cmake make libdnnl-dev ocl-icd-opencl-dev libxsimd-dev libgtest-dev libbenchmark-dev zlib1g-dev
-          nlohmann-json3-dev pkgconf libopenblas-dev libopenblas-openmp-dev)
+          nlohmann-json3-dev pkgconf libopenblas-dev libopenblas-openmp-dev ccache)
 build=1
 for argument in "$@"; do
   case "$argument" in
     --with-data) packages+=(dataset-fashion-mnist) ;;
+    # The fuzz preset: clang and its libFuzzer/sanitizer runtimes.
+    --with-fuzz) packages+=(clang libclang-rt-14-dev) ;;
     # The PyTorch reference at its best: OpenBLAS (not netlib) and jemalloc.
     --with-pytorch) packages+=(python3 python3-torch python3-numpy libopenblas0-openmp libjemalloc2) ;;
     --no-build) build=0 ;;
-    *) echo "setup.sh: unknown option $argument (known: --with-data --with-pytorch --no-build)" >&2; exit 2 ;;
+    *) echo "setup.sh: unknown option $argument (known: --with-data --with-fuzz --with-pytorch --no-build)" >&2; exit 2 ;;
   esac
 done
 
