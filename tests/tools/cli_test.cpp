@@ -110,7 +110,8 @@ std::vector<std::int64_t> classes_by_logit(std::span<const float> row) {
 }
 
 // A small MNIST-shaped dataset whose class is visible in the image (a bright band at a
-// class-dependent row), so training makes progress in a few steps.
+// class-dependent row), so training makes progress in a few steps; every 8th test label
+// is deliberately wrong.
 class CliTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -121,7 +122,10 @@ class CliTest : public ::testing::Test {
       std::vector<std::uint8_t> images(static_cast<std::size_t>(count) * 28 * 28), labels(static_cast<std::size_t>(count));
       for (int i = 0; i < count; ++i) {
         const int label = static_cast<int>(random() % 10);
-        labels[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(label);
+        // Every 8th test label is wrong, so no model scores 100% and an eval that printed
+        // a constant or miscounted could not agree with the count by chance.
+        const bool mislabeled = split == "t10k" && i % 8 == 0;
+        labels[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(mislabeled ? (label + 1) % 10 : label);
         for (int p = 0; p < 28 * 28; ++p) {
           const bool band = p / 28 >= 2 + 2 * label && p / 28 < 4 + 2 * label;
           images[static_cast<std::size_t>(i * 784 + p)] = static_cast<std::uint8_t>(band ? 200 + random() % 56 : random() % 60);
@@ -244,6 +248,7 @@ TEST_F(CliTest, TrainEvalAndPredictWork) {
   // Trained on images whose class is a visible band: far better than chance, so a wrong
   // count cannot agree with it by accident.
   EXPECT_GE(hits, 64) << "the test model did not learn; the checks below would be weak";
+  EXPECT_LE(hits, 112) << "every 8th test label is wrong";
 
   const CliRun eval = ember("eval --checkpoint " + checkpoint + " --data " + directory_ + " --batch-size 48");
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
