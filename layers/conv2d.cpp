@@ -183,7 +183,8 @@ Json Conv2d::options() const {
 Shape Conv2d::output_shape(std::span<const Shape> inputs) const {
   const Shape& x = inputs[0];
   if (x.rank() != 4 || x[1] != options_.in_channels) {
-    throw Error("conv2d expects input (N, " + std::to_string(options_.in_channels) + ", H, W), found " + x.str());
+    throw Error("conv2d expects input (N, " + std::to_string(options_.in_channels) + ", H, W), found " + x.str() +
+                (x.rank() == 4 ? " (in_channels " + std::to_string(options_.in_channels) + ", found " + std::to_string(x[1]) + ")" : ""));
   }
   Shape y{x[0], options_.out_channels, 0, 0};
   for (int axis = 0; axis < 2; ++axis) {

@@ -7,6 +7,7 @@
 #include "engine/executor.h"
 #include "engine/loss.h"
 #include "engine/model_spec.h"
+#include "support/forced_isa.h"
 #include "support/golden_file.h"
 
 namespace ember {

@@ -5,6 +5,7 @@
 #include <random>
 
 #include "engine/error.h"
+#include "support/expect_error.h"
 
 namespace ember {
 namespace {
@@ -86,12 +87,26 @@ TEST(MemoryPlan, ValidatorCatchesATensorPastTheArena) {
   MemoryPlan plan;
   plan.offsets = {64};
   plan.arena_bytes = 128;
-  EXPECT_THROW(validate_memory_plan(tensors, plan), Error);
+  EXPECT_TRUE(testing::throws_error_with([&] { validate_memory_plan(tensors, plan); },
+                                         {"tensor 'a'", "ends at 192", "past the arena of 128 bytes"}));
+}
+
+TEST(MemoryPlan, ValidatorCatchesAMisalignedOffsetAndAMissingOffset) {
+  std::vector<TensorLifetime> tensors = {{"a", 128, 0, 0}, {"b", 64, 1, 1}};
+  MemoryPlan plan;
+  plan.offsets = {0, 32};
+  plan.arena_bytes = 256;
+  EXPECT_TRUE(testing::throws_error_with([&] { validate_memory_plan(tensors, plan); },
+                                         {"tensor 'b'", "offset 32", "not 64-byte aligned"}));
+  plan.offsets = {0};
+  EXPECT_TRUE(testing::throws_error_with([&] { validate_memory_plan(tensors, plan); }, {"1 offsets for 2 tensors"}));
 }
 
 TEST(MemoryPlan, RefusesALifetimeThatEndsBeforeItStarts) {
   std::vector<TensorLifetime> tensors = {{"bad", 4, 3, 1}};
-  EXPECT_THROW(plan_memory(tensors), Error);
+  EXPECT_TRUE(testing::throws_error_with([&] { plan_memory(tensors); }, {"tensor 'bad'", "lifetime 3..1", "last use >= first use"}));
+  tensors = {{"early", 4, -1, 1}};
+  EXPECT_TRUE(testing::throws_error_with([&] { plan_memory(tensors); }, {"tensor 'early'", "lifetime -1..1", "first use >= 0"}));
 }
 
 }  // namespace

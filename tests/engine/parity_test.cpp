@@ -12,6 +12,7 @@
 #include "engine/loss.h"
 #include "engine/model_spec.h"
 #include "engine/optimizer.h"
+#include "support/forced_isa.h"
 #include "support/golden_file.h"
 
 namespace ember {

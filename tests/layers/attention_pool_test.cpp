@@ -9,6 +9,7 @@
 #include "engine/error.h"
 #include "layers/registry.h"
 #include "support/layer_harness.h"
+#include "support/expect_error.h"
 
 namespace ember {
 namespace {
@@ -146,9 +147,12 @@ TEST(AttentionPool, OptionsRoundTrip) {
   EXPECT_EQ(rebuilt->kind(), "attention_pool");
   EXPECT_EQ(rebuilt->options(), layer.options());
   EXPECT_EQ(layer.options(), (Json{{"features", 40}}));
-  EXPECT_THROW((void)make_layer("attention_pool", Json::object()), Error);
-  EXPECT_THROW((void)make_layer("attention_pool", Json{{"features", -3}}), Error);
-  EXPECT_THROW((void)make_layer("attention_pool", Json{{"features", 4}, {"heads", 2}}), Error);
+  EXPECT_TRUE(testing::throws_error_with([] { (void)make_layer("attention_pool", Json::object()); },
+                                         {"attention_pool", "'features'", "required"}));
+  EXPECT_TRUE(testing::throws_error_with([] { (void)make_layer("attention_pool", Json{{"features", -3}}); },
+                                         {"attention_pool", "'features'", "positive integer", "found -3"}));
+  EXPECT_TRUE(testing::throws_error_with([] { (void)make_layer("attention_pool", Json{{"features", 4}, {"heads", 2}}); },
+                                         {"attention_pool", "unknown option 'heads'", "features"}));
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 
 #include "engine/error.h"
 #include "support/layer_harness.h"
+#include "support/expect_error.h"
 
 namespace ember {
 namespace {
@@ -154,6 +155,7 @@ TEST(Conv2d, FusedReluIsRefusedInTraining) {
     (void)layer.prepare(context);
     ADD_FAILURE() << "fuse_relu was accepted in training";
   } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("conv2d"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("inference only"), std::string::npos) << e.what();
   }
 }
@@ -161,15 +163,13 @@ TEST(Conv2d, FusedReluIsRefusedInTraining) {
 TEST(Conv2d, WrongInputShapeIsNamed) {
   const Conv2d layer(conv(3, 4, 3, 3, 1, 0, 0, 1, true));
   const std::vector<Shape> wrong_channels{Shape{1, 2, 8, 8}};
-  EXPECT_THROW(
-      try { (void)layer.output_shape(wrong_channels); } catch (const std::exception& e) {
-        EXPECT_NE(std::string(e.what()).find("3"), std::string::npos) << e.what();
-        EXPECT_NE(std::string(e.what()).find("2"), std::string::npos) << e.what();
-        throw;
-      },
-      std::exception);
+  EXPECT_TRUE(testing::throws_error_with([&] { (void)layer.output_shape(wrong_channels); },
+                                         {"conv2d", "(N, 3, H, W)", "in_channels 3, found 2", "found (1, 2, 8, 8)"}));
+  const std::vector<Shape> wrong_rank{Shape{3, 8, 8}};
+  EXPECT_TRUE(testing::throws_error_with([&] { (void)layer.output_shape(wrong_rank); }, {"conv2d", "(N, 3, H, W)", "found (3, 8, 8)"}));
   const std::vector<Shape> too_small{Shape{1, 3, 2, 2}};
-  EXPECT_THROW((void)layer.output_shape(too_small), std::exception);
+  EXPECT_TRUE(testing::throws_error_with([&] { (void)layer.output_shape(too_small); },
+                                         {"conv2d", "input (1, 3, 2, 2)", "smaller than the dilated kernel (3"}));
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include "engine/error.h"
 #include "layers/registry.h"
 #include "support/layer_harness.h"
+#include "support/expect_error.h"
 
 namespace ember {
 namespace {
@@ -45,6 +46,30 @@ TEST_P(GeluTest, GradientsMatchFiniteDifferences) {
     LayerHarness harness(layer, {HarnessInput{shape}});
     for (float& v : harness.inputs[0]) v *= 3.0f;
     testing::expect_gradients_match_finite_differences(harness);
+  }
+}
+
+// Far right GELU is the identity with derivative 1, far left 0 with derivative 0:
+// relative checks, so a layer that is wrong for large |x| cannot hide in a tolerance
+// that grows with x.
+TEST_P(GeluTest, TailsAreTheIdentityOnTheRightAndZeroOnTheLeft) {
+  const Gelu layer(GetParam());
+  const std::vector<float> x = {1e4f, 30.0f, 10.0f, -10.0f, -30.0f, -1e4f, 1e4f, 30.0f, 10.0f, -10.0f, -30.0f, -1e4f,
+                                1e4f, -1e4f, 30.0f, -30.0f, 10.0f};  // 17: a vector body and a tail
+  LayerHarness harness(layer, {HarnessInput{Shape{1, static_cast<std::int64_t>(x.size())}}});
+  harness.inputs[0] = x;
+  const std::vector<float> y = harness.forward();
+  const std::vector<float> dx = harness.backward(std::vector<float>(x.size(), 1.0f)).inputs[0];
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const std::string what = std::string("gelu ") + name_of(GetParam()) + " at x = " + std::to_string(x[i]);
+    if (x[i] > 0.0f) {
+      EXPECT_LE(std::fabs(y[i] - x[i]), 1e-6 * x[i]) << what << ": " << y[i];
+      EXPECT_LE(std::fabs(dx[i] - 1.0f), 1e-6) << what << ": gradient " << dx[i];
+    } else {
+      // GELU(-10) is about -1e-22 (exact) or -1e-37 (tanh); further left it underflows.
+      EXPECT_LE(std::fabs(y[i]), 1e-20) << what << ": " << y[i];
+      EXPECT_LE(std::fabs(dx[i]), 1e-20) << what << ": gradient " << dx[i];
+    }
   }
 }
 
@@ -104,7 +129,8 @@ TEST(Gelu, BadOptionsAreNamed) {
       EXPECT_NE(message.find(options.at("approximate").dump()), std::string::npos) << message;
     }
   }
-  EXPECT_THROW((void)make_layer("gelu", Json{{"approx", "tanh"}}), Error);
+  EXPECT_TRUE(testing::throws_error_with([] { (void)make_layer("gelu", Json{{"approx", "tanh"}}); },
+                                         {"gelu", "unknown option 'approx'", "approximate"}));
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 
 #include "layers/registry.h"
 #include "support/layer_harness.h"
+#include "support/expect_error.h"
 
 namespace ember {
 namespace {
@@ -114,7 +115,6 @@ TEST_P(MultiHeadAttentionTest, GradientsMatchFiniteDifferences) {
   set_valid_lengths(harness, c);
   testing::GradcheckOptions options;
   options.step = 5e-3f;
-  options.tolerance = 3e-3;
   testing::expect_gradients_match_finite_differences(harness, options);
 }
 
@@ -150,14 +150,16 @@ TEST(MultiHeadAttention, BadConfigurationAndShapesAreNamed) {
   MultiHeadAttentionOptions o;
   o.d_model = 10;
   o.heads = 4;
-  EXPECT_THROW(MultiHeadAttention{o}, std::exception);
+  EXPECT_TRUE(testing::throws_error_with([&] { MultiHeadAttention{o}; },
+                                         {"multi_head_attention", "d_model (10)", "multiple of heads (4)"}));
   o.heads = 2;
   const MultiHeadAttention layer(o);
   const std::vector<Shape> wrong{Shape{2, 5, 12}};
   try {
     (void)layer.output_shape(wrong);
     FAIL() << "a 12-wide input was accepted for d_model 10";
-  } catch (const std::exception& e) {
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("multi_head_attention"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("(N, T, 10)"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("(2, 5, 12)"), std::string::npos) << e.what();
   }

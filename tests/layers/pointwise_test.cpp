@@ -9,6 +9,7 @@
 #include "layers/relu.h"
 #include "layers/softmax.h"
 #include "support/layer_harness.h"
+#include "support/expect_error.h"
 
 namespace ember {
 namespace {
@@ -110,8 +111,8 @@ TEST(Dropout, InferenceIsTheIdentity) {
 }
 
 TEST(Dropout, ProbabilityOutsideZeroToOneIsRefused) {
-  EXPECT_THROW(Dropout(1.0), std::exception);
-  EXPECT_THROW(Dropout(-0.1), std::exception);
+  EXPECT_TRUE(testing::throws_error_with([] { Dropout(1.0); }, {"dropout", "\"p\"", "[0, 1)", "found 1"}));
+  EXPECT_TRUE(testing::throws_error_with([] { Dropout(-0.1); }, {"dropout", "\"p\"", "[0, 1)", "found -0.1"}));
 }
 
 TEST(Flatten, KeepsRowMajorOrder) {

@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "support/layer_harness.h"
+#include "support/expect_error.h"
 
 namespace ember {
 namespace {
@@ -111,7 +112,10 @@ TEST(Pool2d, InferenceNeedsNoWorkspace) {
 TEST(Pool2d, AWindowLargerThanTheInputIsRefused) {
   const Pool2d layer(pool(PoolKind::max, 5, 1, 0));
   const std::vector<Shape> small{Shape{1, 1, 3, 3}};
-  EXPECT_THROW((void)layer.output_shape(small), std::exception);
+  EXPECT_TRUE(testing::throws_error_with([&] { (void)layer.output_shape(small); },
+                                         {"max_pool2d", "input (1, 1, 3, 3)", "smaller than the kernel 5"}));
+  const std::vector<Shape> flat{Shape{1, 9}};
+  EXPECT_TRUE(testing::throws_error_with([&] { (void)layer.output_shape(flat); }, {"max_pool2d", "(N, C, H, W)", "found (1, 9)"}));
 }
 
 }  // namespace

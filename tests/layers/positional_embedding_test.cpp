@@ -6,6 +6,7 @@
 #include "engine/error.h"
 #include "layers/registry.h"
 #include "support/layer_harness.h"
+#include "support/expect_error.h"
 
 namespace ember {
 namespace {
@@ -96,9 +97,13 @@ TEST(PositionalEmbedding, OptionsRoundTrip) {
   EXPECT_EQ(rebuilt->kind(), "positional_embedding");
   EXPECT_EQ(rebuilt->options(), layer.options());
   EXPECT_EQ(layer.options(), (Json{{"tokens", 49}, {"features", 64}}));
-  EXPECT_THROW((void)make_layer("positional_embedding", Json{{"tokens", 49}}), Error);
-  EXPECT_THROW((void)make_layer("positional_embedding", Json{{"tokens", 0}, {"features", 4}}), Error);
-  EXPECT_THROW((void)make_layer("positional_embedding", Json{{"tokens", 4}, {"features", 4}, {"scale", 1}}), Error);
+  EXPECT_TRUE(testing::throws_error_with([] { (void)make_layer("positional_embedding", Json{{"tokens", 49}}); },
+                                         {"positional_embedding", "'features'", "required"}));
+  EXPECT_TRUE(testing::throws_error_with([] { (void)make_layer("positional_embedding", Json{{"tokens", 0}, {"features", 4}}); },
+                                         {"positional_embedding", "'tokens'", "positive integer", "found 0"}));
+  EXPECT_TRUE(testing::throws_error_with(
+      [] { (void)make_layer("positional_embedding", Json{{"tokens", 4}, {"features", 4}, {"scale", 1}}); },
+      {"positional_embedding", "unknown option 'scale'", "tokens, features"}));
 }
 
 }  // namespace

@@ -2,13 +2,17 @@
 // forward and backward, against double-precision references, for every instruction set
 // this CPU runs, at every tail length.
 //
-// Error bounds scale with the function's condition number: an input rounded by u moves
-// gelu(x) by about |x gelu'(x) / gelu(x)| u relative, which grows like x^2 (exact) or
-// |x|^3 (tanh) in the left tail, where gelu(x) is a tiny fraction of x. Results below
-// float's normal range may round to a subnormal or to zero.
+// Error bounds are relative to the reference (computed in double) and scale with how much
+// the function amplifies a rounding of u: an input or intermediate rounded by u moves a
+// term by about |x term'(x) / term(x)| u relative. That grows like x^2 (exact) or |x|^3
+// (tanh) only where a term is a tiny fraction of its parts: the left tail, and the
+// vanishing 1 - Phi(x) (or 1 - sigmoid) of the right tail. There GELU(x) = x and
+// GELU'(x) = 1 to float precision, so a kernel that is wrong in the right tail fails.
+// Results below float's normal range may round to a subnormal or to zero.
 #include "simd/activation.h"
 
 #include <cmath>
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -64,17 +68,45 @@ double reference_gelu_derivative(Variant v, double x) {
   return h.plus + 2.0 * x * h.plus * h.minus * du;
 }
 
-// How much an input or intermediate rounding of u is amplified, relative to the terms.
-double condition(Variant v, double x) {
+// How much a rounding of u in an input or intermediate is amplified, relative to a term
+// whose value is a small difference (x^2 through erfc or exp(-x^2 / 2), |x|^3 through
+// exp(-2u)).
+double tail_condition(Variant v, double x) {
   const double a = std::fabs(x);
-  return v == Variant::exact ? 1.0 + a * a : 1.0 + a * a + 0.3 * a * a * a;
+  return v == Variant::exact ? a * a : a * a + 0.3 * a * a * a;
 }
 
-// The size of the terms the derivative is a sum of (it crosses zero near x = -0.75).
+// The relative condition of GELU(x) = x * P(x), P = Phi or sigmoid(2u): in the left tail P
+// itself is the small term; in the right tail only 1 - P is, and it is added to 1.
+double forward_condition(Variant v, double x) {
+  if (x < 0.0) return 1.0 + tail_condition(v, x);
+  const double one_minus_p = v == Variant::exact ? 0.5 * std::erfc(x / std::sqrt(2.0)) : tanh_halves(x).minus;
+  return 1.0 + one_minus_p * tail_condition(v, x);
+}
+
+// The error scale of the derivative: each of its two terms times its own condition (it
+// crosses zero near x = -0.75, so the bound is on the terms, not on their sum). The
+// second term (x phi(x), or 2 x s (1 - s) u') always goes through the tail's exp; the
+// first (Phi or s) only in the left tail.
 double derivative_scale(Variant v, double x) {
-  if (v == Variant::exact) return 0.5 * std::erfc(-x / std::sqrt(2.0)) + std::fabs(x) * std::exp(-0.5 * x * x) / std::sqrt(2.0 * M_PI);
+  const double left = x < 0.0 ? tail_condition(v, x) : 0.0;
+  if (v == Variant::exact) {
+    const double cdf = 0.5 * std::erfc(-x / std::sqrt(2.0));
+    const double x_pdf = std::fabs(x) * std::exp(-0.5 * x * x) / std::sqrt(2.0 * M_PI);
+    return cdf * (1.0 + left) + x_pdf * (1.0 + tail_condition(v, x));
+  }
   const TanhHalves h = tanh_halves(x);
-  return h.plus + 2.0 * std::fabs(x) * h.plus * h.minus * sqrt_2_over_pi * (1.0 + 3.0 * k_tanh * x * x);
+  const double second = 2.0 * std::fabs(x) * h.plus * h.minus * sqrt_2_over_pi * (1.0 + 3.0 * k_tanh * x * x);
+  return h.plus * (1.0 + left) + second * (1.0 + tail_condition(v, x));
+}
+
+// The kernel forms 1 - s from s in float: on the right, where 1 - s is near or below u,
+// it loses up to all of 1 - s (about u at most), and the second term 2 x s (1 - s) u'
+// with it. An absolute error, per unit of out_grad.
+double derivative_cancellation(Variant v, double x) {
+  if (v == Variant::exact || x <= 0.0) return 0.0;
+  const TanhHalves h = tanh_halves(x);
+  return 2.0 * x * h.plus * std::min(h.minus, 4.0 * u) * sqrt_2_over_pi * (1.0 + 3.0 * k_tanh * x * x);
 }
 
 // Normal(0, 3) values with the cases that matter mixed in: signed zeros, subnormals,
@@ -107,7 +139,7 @@ class GeluKernelTest : public ::testing::TestWithParam<Isa> {
     for (std::size_t i = 0; i < static_cast<std::size_t>(n); ++i) {
       const double reference = reference_gelu(v, in[i]);
       ASSERT_TRUE(std::isfinite(out[i])) << "x " << in[i];
-      ASSERT_LE(std::fabs(out[i] - reference), 16.0 * u * condition(v, in[i]) * std::fabs(reference) + underflow)
+      ASSERT_LE(std::fabs(out[i] - reference), 16.0 * u * forward_condition(v, in[i]) * std::fabs(reference) + underflow)
           << isa_name(GetParam()) << " gelu " << variant_name(v) << " n " << n << " i " << i << ": gelu(" << in[i] << ") = " << out[i]
           << ", reference " << reference;
     }
@@ -117,7 +149,8 @@ class GeluKernelTest : public ::testing::TestWithParam<Isa> {
                        std::int64_t n) const {
     for (std::size_t i = 0; i < static_cast<std::size_t>(n); ++i) {
       const double reference = out_grad[i] * reference_gelu_derivative(v, in[i]);
-      const double bound = 16.0 * u * condition(v, in[i]) * std::fabs(out_grad[i]) * derivative_scale(v, in[i]) + underflow;
+      const double bound =
+          std::fabs(out_grad[i]) * (16.0 * u * derivative_scale(v, in[i]) + derivative_cancellation(v, in[i])) + underflow;
       ASSERT_TRUE(std::isfinite(in_grad[i])) << "x " << in[i];
       ASSERT_LE(std::fabs(in_grad[i] - reference), bound)
           << isa_name(GetParam()) << " gelu " << variant_name(v) << " backward n " << n << " i " << i << ": x " << in[i] << ", dy "
@@ -206,6 +239,40 @@ TEST_P(GeluKernelTest, AnElementsResultDoesNotDependOnItsPositionInTheSpan) {
       functions(v).backward(&one_grad, &dy[i], &x[i], 1);
       ASSERT_TRUE(testing::same_bits(one, whole[i])) << variant_name(v) << " x " << x[i] << ": " << one << " vs " << whole[i];
       ASSERT_TRUE(testing::same_bits(one_grad, whole_grad[i])) << variant_name(v) << " x " << x[i];
+    }
+  }
+}
+
+// Far right, GELU is the identity and its derivative 1; far left both are 0 (below
+// float's normal range). x = -10 still has a normal result, checked relative to it.
+TEST_P(GeluKernelTest, TailsAreTheIdentityOnTheRightAndZeroOnTheLeft) {
+  const float in[] = {1e4f, 30.0f, 10.0f, -10.0f, -30.0f, -1e4f};
+  constexpr std::int64_t n = static_cast<std::int64_t>(std::size(in));
+  for (Variant v : {Variant::exact, Variant::tanh}) {
+    for (std::int64_t i = 0; i < n; ++i) {
+      // One element at a time, and as the first element of a full vector, so both the
+      // tail path and the vector body are checked.
+      for (std::int64_t count : {std::int64_t{1}, std::int64_t{16}}) {
+        std::vector<float> x(static_cast<std::size_t>(count), in[i]), y(x.size()), dy(x.size(), 1.0f), dx(x.size());
+        functions(v).forward(y.data(), x.data(), count);
+        functions(v).backward(dx.data(), dy.data(), x.data(), count);
+        const std::string what = variant_name(v) + " x " + std::to_string(in[i]) + " n " + std::to_string(count) + " on " +
+                                 std::string(isa_name(GetParam()));
+        const double x_value = in[i];
+        if (x_value >= 10.0) {
+          EXPECT_LE(std::fabs(y[0] - x_value), 2.0 * u * x_value) << what << ": gelu " << y[0];
+          EXPECT_LE(std::fabs(dx[0] - 1.0), 4.0 * u) << what << ": gelu' " << dx[0];
+        } else if (x_value <= -30.0) {
+          EXPECT_LE(std::fabs(y[0]), underflow) << what << ": gelu " << y[0];
+          EXPECT_LE(std::fabs(dx[0]), underflow) << what << ": gelu' " << dx[0];
+        } else {
+          const double reference = reference_gelu(v, x_value), derivative = reference_gelu_derivative(v, x_value);
+          ASSERT_LT(reference, -1e-37) << "the x = -10 check needs a normal float result";
+          EXPECT_LE(std::fabs(y[0] - reference), 1e-3 * std::fabs(reference)) << what << ": gelu " << y[0] << ", reference " << reference;
+          EXPECT_LE(std::fabs(dx[0] - derivative), 1e-3 * std::fabs(derivative) + underflow)
+              << what << ": gelu' " << dx[0] << ", reference " << derivative;
+        }
+      }
     }
   }
 }

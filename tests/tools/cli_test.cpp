@@ -5,14 +5,22 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <numeric>
 #include <random>
+#include <span>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "engine/executor.h"
+#include "engine/idx.h"
+#include "engine/training_state.h"
 
 namespace {
 
@@ -51,8 +59,60 @@ void write_idx(const std::string& path, const std::vector<std::uint32_t>& dims, 
   gzclose(file);
 }
 
+// A checkpoint's logits for a directory's t10k images, computed here through the library
+// (not through the CLI): images normalized as training did, (x / 255 - mean) / std.
+struct TestSetLogits {
+  std::int64_t classes = 0;
+  std::vector<float> logits;
+  std::vector<std::int64_t> labels;
+
+  std::span<const float> row(std::size_t i) const {
+    return {logits.data() + i * static_cast<std::size_t>(classes), static_cast<std::size_t>(classes)};
+  }
+  double log_sum_exp(std::size_t i) const {
+    const std::span<const float> r = row(i);
+    const double max = *std::max_element(r.begin(), r.end());
+    double sum = 0.0;
+    for (float v : r) sum += std::exp(static_cast<double>(v) - max);
+    return max + std::log(sum);
+  }
+  double cross_entropy(std::size_t i) const { return log_sum_exp(i) - row(i)[static_cast<std::size_t>(labels[i])]; }
+  double probability(std::size_t i, std::int64_t c) const { return std::exp(row(i)[static_cast<std::size_t>(c)] - log_sum_exp(i)); }
+};
+
+TestSetLogits logits_of(const std::string& checkpoint, const std::string& directory) {
+  ember::TrainedModel model = ember::load_trained_model(checkpoint);
+  const ember::IdxArray images = ember::read_idx(directory + "/t10k-images-idx3-ubyte.gz", 3);
+  const ember::IdxArray labels = ember::read_idx(directory + "/t10k-labels-idx1-ubyte.gz", 1);
+  const ember::Shape input = model.graph->input_sample_shape();
+  EXPECT_EQ(input, (ember::Shape{1, images.dims[1], images.dims[2]})) << "the test assumes unpadded images";
+  const double mean = model.run.value("mean", 0.0), std = model.run.value("std", 1.0);
+  std::vector<float> normalized(images.data.size());
+  for (std::size_t i = 0; i < normalized.size(); ++i) {
+    normalized[i] = static_cast<float>((images.data[i] / 255.0 - mean) / std);
+  }
+  TestSetLogits result;
+  result.classes = model.graph->value_shape(model.graph->output()).sample_elements();
+  result.logits.resize(static_cast<std::size_t>(images.dims[0] * result.classes));
+  ember::Executor executor(*model.graph, *model.parameters, ember::ExecutorOptions{});
+  executor.infer(normalized.data(), images.dims[0], result.logits.data());
+  for (std::uint8_t label : labels.data) result.labels.push_back(label);
+  return result;
+}
+
+// Class indices, highest logit first (ties: the lower index first, as predict sorts).
+std::vector<std::int64_t> classes_by_logit(std::span<const float> row) {
+  std::vector<std::int64_t> order(row.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](std::int64_t a, std::int64_t b) {
+    return row[static_cast<std::size_t>(a)] > row[static_cast<std::size_t>(b)];
+  });
+  return order;
+}
+
 // A small MNIST-shaped dataset whose class is visible in the image (a bright band at a
-// class-dependent row), so training makes progress in a few steps.
+// class-dependent row), so training makes progress in a few steps; every 8th test label
+// is deliberately wrong.
 class CliTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -63,7 +123,10 @@ class CliTest : public ::testing::Test {
       std::vector<std::uint8_t> images(static_cast<std::size_t>(count) * 28 * 28), labels(static_cast<std::size_t>(count));
       for (int i = 0; i < count; ++i) {
         const int label = static_cast<int>(random() % 10);
-        labels[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(label);
+        // Every 8th test label is wrong, so no model scores 100% and an eval that printed
+        // a constant or miscounted could not agree with the count by chance.
+        const bool mislabeled = split == "t10k" && i % 8 == 0;
+        labels[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(mislabeled ? (label + 1) % 10 : label);
         for (int p = 0; p < 28 * 28; ++p) {
           const bool band = p / 28 >= 2 + 2 * label && p / 28 < 4 + 2 * label;
           images[static_cast<std::size_t>(i * 784 + p)] = static_cast<std::uint8_t>(band ? 200 + random() % 56 : random() % 60);
@@ -221,12 +284,56 @@ TEST_F(CliTest, TrainEvalAndPredictWork) {
   const std::string csv = read_file(log);
   EXPECT_EQ(csv.rfind("epoch,step,learning_rate,train_loss,train_accuracy,test_loss,test_accuracy", 0), 0u) << csv;
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 3);
-  const CliRun eval = ember("eval --checkpoint " + checkpoint + " --data " + directory_);
+
+  // The same checkpoint run here, through the library, over the same 128 test images: the
+  // accuracy and loss eval prints, and the classes predict prints, must be these.
+  const TestSetLogits expected = logits_of(checkpoint, directory_);
+  ASSERT_EQ(expected.labels.size(), 128u);
+  std::int64_t hits = 0;
+  double loss_sum = 0.0;
+  for (std::size_t i = 0; i < expected.labels.size(); ++i) {
+    const std::vector<std::int64_t> order = classes_by_logit(expected.row(i));
+    if (order[0] == expected.labels[i]) ++hits;
+    loss_sum += expected.cross_entropy(i);
+  }
+  // Trained on images whose class is a visible band: far better than chance, so a wrong
+  // count cannot agree with it by accident.
+  EXPECT_GE(hits, 64) << "the test model did not learn; the checks below would be weak";
+  EXPECT_LE(hits, 112) << "every 8th test label is wrong";
+
+  const CliRun eval = ember("eval --checkpoint " + checkpoint + " --data " + directory_ + " --batch-size 48");
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
-  EXPECT_NE(eval.output.find("(128 images): accuracy"), std::string::npos) << eval.output;
-  const CliRun predict = ember("predict --checkpoint " + checkpoint + " --input " + directory_ + "/t10k-images-idx3-ubyte.gz --top 2 --limit 4");
+  const std::size_t at = eval.output.find("(128 images): accuracy ");
+  ASSERT_NE(at, std::string::npos) << eval.output;
+  double printed_accuracy = -1.0, printed_loss = -1.0;
+  ASSERT_EQ(std::sscanf(eval.output.c_str() + at, "(128 images): accuracy %lf%%, loss %lf", &printed_accuracy, &printed_loss), 2)
+      << eval.output;
+  EXPECT_NEAR(printed_accuracy, 100.0 * static_cast<double>(hits) / 128.0, 0.005 + 1e-9)
+      << eval.output << "expected " << hits << " of 128 right";
+  EXPECT_NEAR(printed_loss, loss_sum / 128.0, 5e-5 + 1e-4 * loss_sum / 128.0) << eval.output;
+
+  const CliRun predict = ember("predict --checkpoint " + checkpoint + " --input " + directory_ + "/t10k-images-idx3-ubyte.gz --top 2");
   ASSERT_EQ(predict.exit_code, 0) << predict.output;
-  EXPECT_EQ(std::count(predict.output.begin(), predict.output.end(), '\n'), 4) << predict.output;
+  std::istringstream lines(predict.output);
+  std::string line;
+  std::size_t count = 0;
+  while (std::getline(lines, line)) {
+    long long index = -1, first = -1, second = -1;
+    double first_probability = -1.0, second_probability = -1.0;
+    ASSERT_EQ(std::sscanf(line.c_str(), "%lld %lld:%lf %lld:%lf", &index, &first, &first_probability, &second, &second_probability), 5)
+        << line;
+    ASSERT_EQ(index, static_cast<long long>(count)) << line;
+    const std::vector<std::int64_t> order = classes_by_logit(expected.row(count));
+    EXPECT_EQ(first, order[0]) << "image " << count << ": " << line;
+    EXPECT_EQ(second, order[1]) << "image " << count << ": " << line;
+    EXPECT_NEAR(first_probability, expected.probability(count, order[0]), 1e-4) << line;
+    EXPECT_NEAR(second_probability, expected.probability(count, order[1]), 1e-4) << line;
+    ++count;
+  }
+  EXPECT_EQ(count, 128u) << predict.output;
+  const CliRun limited = ember("predict --checkpoint " + checkpoint + " --input " + directory_ + "/t10k-images-idx3-ubyte.gz --limit 4");
+  ASSERT_EQ(limited.exit_code, 0) << limited.output;
+  EXPECT_EQ(std::count(limited.output.begin(), limited.output.end(), '\n'), 4) << limited.output;
 }
 
 // The tutorial's attention example on its synthetic task: the test MSE must fall from ~1
