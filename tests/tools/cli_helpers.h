@@ -51,14 +51,17 @@ inline void write_idx(const std::string& path, const std::vector<std::uint32_t>&
 }
 
 // train-* and t10k-* IDX files in `directory`: 28x28 images whose class is a bright band
-// at a class-dependent row, so training makes progress in a few steps.
-inline void write_band_dataset(const std::string& directory, int train_count, int test_count) {
+// at a class-dependent row, so training makes progress in a few steps. With
+// `mislabel_every` N > 0, every Nth test label is wrong (the next class), so no model
+// scores 100% and a test of the accuracy cannot pass by a constant.
+inline void write_band_dataset(const std::string& directory, int train_count, int test_count, int mislabel_every = 0) {
   std::mt19937 random(1);
   for (const auto& [split, count] : {std::pair<std::string, int>{"train", train_count}, {"t10k", test_count}}) {
     std::vector<std::uint8_t> images(static_cast<std::size_t>(count) * 28 * 28), labels(static_cast<std::size_t>(count));
     for (int i = 0; i < count; ++i) {
       const int label = static_cast<int>(random() % 10);
-      labels[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(label);
+      const bool mislabeled = split == "t10k" && mislabel_every > 0 && i % mislabel_every == 0;
+      labels[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(mislabeled ? (label + 1) % 10 : label);
       for (int p = 0; p < 28 * 28; ++p) {
         const bool band = p / 28 >= 2 + 2 * label && p / 28 < 4 + 2 * label;
         images[static_cast<std::size_t>(i * 784 + p)] = static_cast<std::uint8_t>(band ? 200 + random() % 56 : random() % 60);

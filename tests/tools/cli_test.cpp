@@ -21,43 +21,14 @@
 #include "engine/executor.h"
 #include "engine/idx.h"
 #include "engine/training_state.h"
+#include "tools/cli_helpers.h"
 
 namespace {
 
-struct CliRun {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr
-};
+using ember::testing::CliRun;
 
-CliRun ember(const std::string& arguments) {
-  CliRun run;
-  const std::string command = std::string(EMBER_CLI_PATH) + " " + arguments + " 2>&1";
-  std::FILE* pipe = ::popen(command.c_str(), "r");
-  if (pipe == nullptr) return run;
-  char buffer[4096];
-  while (std::size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) run.output.append(buffer, n);
-  const int status = ::pclose(pipe);
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return run;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
-}
-
-void write_idx(const std::string& path, const std::vector<std::uint32_t>& dims, const std::vector<std::uint8_t>& data) {
-  gzFile file = gzopen(path.c_str(), "wb");
-  const std::uint8_t magic[4] = {0, 0, 0x08, static_cast<std::uint8_t>(dims.size())};
-  gzwrite(file, magic, 4);
-  for (std::uint32_t d : dims) {
-    const std::uint8_t be[4] = {static_cast<std::uint8_t>(d >> 24), static_cast<std::uint8_t>(d >> 16),
-                                static_cast<std::uint8_t>(d >> 8), static_cast<std::uint8_t>(d)};
-    gzwrite(file, be, 4);
-  }
-  gzwrite(file, data.data(), static_cast<unsigned>(data.size()));
-  gzclose(file);
-}
+CliRun ember(const std::string& arguments) { return ember::testing::run_ember(arguments); }
+std::string read_file(const std::string& path) { return ember::testing::file_bytes(path); }
 
 // A checkpoint's logits for a directory's t10k images, computed here through the library
 // (not through the CLI): images normalized as training did, (x / 255 - mean) / std.
@@ -118,23 +89,7 @@ class CliTest : public ::testing::Test {
   static void SetUpTestSuite() {
     char pattern[] = "/tmp/ember-cli-XXXXXX";
     directory_ = ::mkdtemp(pattern);
-    std::mt19937 random(1);
-    for (const auto& [split, count] : {std::pair<std::string, int>{"train", 512}, {"t10k", 128}}) {
-      std::vector<std::uint8_t> images(static_cast<std::size_t>(count) * 28 * 28), labels(static_cast<std::size_t>(count));
-      for (int i = 0; i < count; ++i) {
-        const int label = static_cast<int>(random() % 10);
-        // Every 8th test label is wrong, so no model scores 100% and an eval that printed
-        // a constant or miscounted could not agree with the count by chance.
-        const bool mislabeled = split == "t10k" && i % 8 == 0;
-        labels[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(mislabeled ? (label + 1) % 10 : label);
-        for (int p = 0; p < 28 * 28; ++p) {
-          const bool band = p / 28 >= 2 + 2 * label && p / 28 < 4 + 2 * label;
-          images[static_cast<std::size_t>(i * 784 + p)] = static_cast<std::uint8_t>(band ? 200 + random() % 56 : random() % 60);
-        }
-      }
-      write_idx(directory_ + "/" + split + "-images-idx3-ubyte.gz", {static_cast<std::uint32_t>(count), 28, 28}, images);
-      write_idx(directory_ + "/" + split + "-labels-idx1-ubyte.gz", {static_cast<std::uint32_t>(count)}, labels);
-    }
+    ember::testing::write_band_dataset(directory_, 512, 128, /*mislabel_every=*/8);
   }
   static void TearDownTestSuite() { std::system(("rm -rf " + directory_).c_str()); }
   static std::string train_flags() { return "train --model seed-cnn --data " + directory_ + " --batch-size 32 --seed 3 "; }
