@@ -119,16 +119,21 @@ TEST_F(CheckpointKillTest, SigkillAtRandomMomentsLeavesALoadableCheckpointAndRes
   const std::string log = directory_ + "/run.log";
   const std::string log_text_on_failure = "\n(the last run's output is in " + log + ")";
 
-  // The uninterrupted run, saving only after each epoch (16 steps of 32).
+  // The uninterrupted run, saving only after each epoch (16 steps of 32). Its duration sets
+  // the window random kills fall in, so that some land late in a run on a slow build
+  // (sanitizers) as on a fast one.
   const std::string reference_path = directory_ + "/reference.safetensors";
+  long long reference_microseconds = 0;
   {
     std::vector<std::string> arguments = train_arguments(2);
     arguments.insert(arguments.end(), {"--save", reference_path});
     int status = 0;
+    const auto reference_started = Clock::now();
     const pid_t pid = spawn_ember(arguments, log);
     ASSERT_GT(pid, 0);
     ::waitpid(pid, &status, 0);
     ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << file_bytes(log);
+    reference_microseconds = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - reference_started).count();
   }
   const std::string reference = file_bytes(reference_path);
 
@@ -153,7 +158,7 @@ TEST_F(CheckpointKillTest, SigkillAtRandomMomentsLeavesALoadableCheckpointAndRes
     const pid_t pid = spawn_ember(arguments, log);
     ASSERT_GT(pid, 0);
     const bool aimed_at_a_save = kills % 2 == 1;
-    const auto deadline = Clock::now() + std::chrono::microseconds(std::uniform_int_distribution<int>(0, 1'500'000)(random));
+    const auto deadline = Clock::now() + std::chrono::microseconds(std::uniform_int_distribution<long long>(0, reference_microseconds)(random));
     const auto delay_in_save = std::chrono::microseconds(std::uniform_int_distribution<int>(0, 30'000)(random));
     std::optional<Clock::time_point> save_seen;
     const int status = kill_when(pid, [&] {
