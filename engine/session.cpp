@@ -89,7 +89,17 @@ std::unique_ptr<InferenceSession::Workspace> InferenceSession::take_workspace() 
     ++workspaces_made_;
     pool_.reserve(workspaces_made_);  // so giving it back never allocates
   }
-  return std::unique_ptr<Workspace>(new Workspace{AlignedBuffer(arena_bytes_), AlignedBuffer(flag_bytes_), dnnl::stream(*engine_)});
+  try {
+    return std::unique_ptr<Workspace>(new Workspace{AlignedBuffer(arena_bytes_), AlignedBuffer(flag_bytes_), dnnl::stream(*engine_)});
+  } catch (...) {
+    // Not made after all: a caller waiting for room may make it instead.
+    {
+      std::lock_guard<std::mutex> lock(pool_mutex_);
+      --workspaces_made_;
+    }
+    workspace_returned_.notify_one();
+    throw;
+  }
 }
 
 void InferenceSession::give_back(std::unique_ptr<Workspace> workspace) const {
