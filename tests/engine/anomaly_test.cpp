@@ -17,28 +17,15 @@
 #include "engine/model_spec.h"
 #include "engine/optimizer.h"
 #include "engine/trainer.h"
+#include "support/random_batch.h"
 
 namespace ember {
 namespace {
 
 constexpr float infinity = std::numeric_limits<float>::infinity();
 
-struct Batch {
-  std::vector<float> input;
-  std::vector<std::int32_t> labels;
-};
-
-Batch random_batch(const Graph& graph, std::int64_t batch, unsigned seed) {
-  std::mt19937 random(seed);
-  std::uniform_real_distribution<float> value(0.0f, 1.0f);
-  const auto classes = static_cast<int>(graph.value_shape(graph.output()).sample_elements());
-  std::uniform_int_distribution<int> label(0, classes - 1);
-  Batch b;
-  b.input.resize(static_cast<std::size_t>(batch * graph.input_sample_shape().elements()));
-  for (float& x : b.input) x = value(random);
-  for (std::int64_t i = 0; i < batch; ++i) b.labels.push_back(label(random));
-  return b;
-}
+using testing::Batch;
+using testing::random_batch;
 
 ExecutorOptions detecting(int threads, std::int64_t micro_batch) {
   ExecutorOptions options;
