@@ -19,6 +19,8 @@
 #include <cblas.h>
 #endif
 
+#include <oneapi/dnnl/dnnl.hpp>
+
 #include "engine/aligned_buffer.h"
 #include "simd/gemm.h"
 

@@ -23,6 +23,8 @@
 #include <string>
 #include <vector>
 
+#include <oneapi/dnnl/dnnl.hpp>
+
 #include "engine/aligned_buffer.h"
 #include "engine/shape.h"
 #include "engine/tensor.h"
@@ -56,10 +58,10 @@ const LayerCase cases[] = {
 // else whatever oneDNN picked for the output of a convolution with C channels (nChw8c
 // on AVX2); ReLU and pooling keep it.
 ValueInfo model_input(const Shape& shape, Mode mode, const dnnl::engine& engine) {
-  if (shape[1] == 1) return ValueInfo{shape, std::nullopt};
+  if (shape[1] == 1) return ValueInfo{shape, nullptr};
   const Json options{{"in_channels", 1}, {"out_channels", shape[1]}, {"kernel", 3}, {"padding", 1}};
   const std::unique_ptr<Layer> producer = make_layer("conv2d", options);
-  const ValueInfo image{Shape{shape[0], 1, shape[2], shape[3]}, std::nullopt};
+  const ValueInfo image{Shape{shape[0], 1, shape[2], shape[3]}, nullptr};
   const char needs_grad = 0;
   PrepareContext context;
   context.mode = mode;
@@ -78,7 +80,7 @@ AlignedBuffer random_buffer(std::size_t bytes, unsigned seed) {
   return buffer;
 }
 
-const dnnl::memory::desc* blocked(const ValueInfo& info) { return info.blocked ? &*info.blocked : nullptr; }
+const BlockedLayout* blocked(const ValueInfo& info) { return info.blocked.get(); }
 
 void run_layer(benchmark::State& state, LayerCase c, std::int64_t batch, bool backward) {
   // oneDNN on Debian runs on OpenMP and sizes a primitive's thread split when it is made:

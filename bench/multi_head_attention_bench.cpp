@@ -7,6 +7,8 @@
 #include <random>
 #include <vector>
 
+#include <oneapi/dnnl/dnnl.hpp>
+
 #include "engine/aligned_buffer.h"
 #include "layers/multi_head_attention.h"
 
@@ -22,7 +24,7 @@ void multi_head_attention(benchmark::State& state, Mode mode) {
   const Shape shape{batch, tokens, d};
   const std::vector<Shape> shapes{shape};
   const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  const ValueInfo input{shape, std::nullopt};
+  const ValueInfo input{shape, nullptr};
   const char needs_grad = 1;
   PrepareContext context;
   context.mode = mode;

@@ -2,6 +2,8 @@
 
 #include <vector>
 
+#include "engine/blocked_layout.h"
+
 #include "simd/elementwise.h"
 
 namespace ember {
@@ -37,7 +39,7 @@ std::optional<NonFiniteElement> first_non_finite(const Tensor& tensor, const dnn
   for (std::size_t i = plain_dims.size(); i-- > 1;) strides[i - 1] = strides[i] * plain_dims[i];
   const dnnl::memory::desc plain_desc(plain_dims, dnnl::memory::data_type::f32, strides);
   std::vector<float> plain(static_cast<std::size_t>(tensor.elements()));
-  dnnl::memory from(*tensor.blocked, engine, tensor.data);
+  dnnl::memory from(tensor.blocked->desc, engine, tensor.data);
   dnnl::memory to(plain_desc, engine, plain.data());
   dnnl::reorder(from, to).execute(stream, from, to);
   stream.wait();

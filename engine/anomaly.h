@@ -9,8 +9,6 @@
 #include <string>
 #include <string_view>
 
-#include <oneapi/dnnl/dnnl.hpp>
-
 #include "engine/error.h"
 #include "engine/graph.h"
 #include "engine/parameters.h"

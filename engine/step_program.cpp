@@ -8,6 +8,7 @@
 #include <string>
 
 #include "engine/anomaly.h"
+#include "engine/blocked_layout.h"
 #include "engine/error.h"
 #include "engine/threading.h"
 #include "layers/dnnl_util.h"
@@ -21,7 +22,7 @@ constexpr int max_layer_inputs = 8;
 constexpr int max_layer_params = 8;
 
 Tensor view(std::byte* base, std::size_t offset, const ValueInfo& info) {
-  return Tensor{reinterpret_cast<float*>(base + offset), info.shape, info.blocked ? &*info.blocked : nullptr};
+  return Tensor{reinterpret_cast<float*>(base + offset), info.shape, info.blocked.get()};
 }
 
 std::byte* at(std::byte* base, std::size_t offset) { return offset == no_tensor ? nullptr : base + offset; }
@@ -79,7 +80,7 @@ StepProgram::StepProgram(const Graph& graph, const ParameterStore& parameters, s
   if (!training) {
     for (std::size_t n = 0; n < nodes.size(); ++n) {
       const Node& node = nodes[n];
-      if (node.layer->kind() != "relu" || node.inputs.size() != 1 || node.inputs[0] == graph_.input()) continue;
+      if (!node.layer->is_relu() || node.inputs.size() != 1 || node.inputs[0] == graph_.input()) continue;
       const auto producer = static_cast<std::size_t>(graph_.producer(node.inputs[0]));
       if (graph_readers[static_cast<std::size_t>(node.inputs[0])] == 1 && nodes[producer].layer->fuses_following_relu()) {
         fuse_relu[producer] = 1;
@@ -147,7 +148,7 @@ StepProgram::StepProgram(const Graph& graph, const ParameterStore& parameters, s
   for (std::size_t c = 0; c < slot_count; ++c) {
     const int from = copy_of_[c];
     if (from < 0) continue;
-    const dnnl::memory::desc& blocked = *slots_[static_cast<std::size_t>(from)].blocked;
+    const dnnl::memory::desc& blocked = slots_[static_cast<std::size_t>(from)].blocked->desc;
     dnnl::memory::dims dims(slots_[c].shape.dims().begin(), slots_[c].shape.dims().end());
     dnnl::memory::dims strides(dims.size(), 1);
     for (int i = static_cast<int>(dims.size()) - 2; i >= 0; --i) strides[static_cast<std::size_t>(i)] = strides[static_cast<std::size_t>(i) + 1] * dims[static_cast<std::size_t>(i) + 1];
@@ -474,7 +475,7 @@ StepResult StepProgram::run(const StepRun& run, std::byte* arena, std::span<char
         const Tensor src = slot_tensor(from);
         const Tensor dst = slot_tensor(op.index);
         dnnl_util::PrimitiveArguments(engine_, "reorder to plain")
-            .add(DNNL_ARG_FROM, *src.blocked, src.data)
+            .add(DNNL_ARG_FROM, src.blocked->desc, src.data)
             .add(DNNL_ARG_TO, plain_desc_[c], dst.data)
             .execute(to_plain_[c], stream);
         break;
@@ -573,7 +574,7 @@ StepResult StepProgram::run(const StepRun& run, std::byte* arena, std::span<char
         const Tensor dst = begin_grad(from, buffer);
         dnnl_util::PrimitiveArguments(engine_, "reorder of a gradient to blocked")
             .add(DNNL_ARG_FROM, plain_desc_[c], src.data)
-            .add(DNNL_ARG_TO, *slots_[static_cast<std::size_t>(from)].blocked, dst.data)
+            .add(DNNL_ARG_TO, slots_[static_cast<std::size_t>(from)].blocked->desc, dst.data)
             .execute(grad_to_blocked_[c], stream);
         end_grad(from, buffer);
         // Only the sum of several readers' gradients can be new here (a reorder keeps values).

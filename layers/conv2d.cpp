@@ -218,7 +218,7 @@ std::unique_ptr<PreparedLayer> Conv2d::prepare(const PrepareContext& context) co
   auto p = std::make_unique<PreparedConv2d>();
   p->engine_ = *context.engine;
   p->bias_ = options_.bias;
-  p->source_ = input.blocked ? *input.blocked : plain_desc(input.shape);
+  p->source_ = input.blocked ? input.blocked->desc : plain_desc(input.shape);
   const memory::dims weight_dims{options_.out_channels, options_.in_channels, options_.kernel[0], options_.kernel[1]};
   p->weights_plain_ = memory::desc(weight_dims, memory::data_type::f32, memory::format_tag::oihw);
   p->bias_desc_ = memory::desc({options_.out_channels}, memory::data_type::f32, memory::format_tag::x);
@@ -283,7 +283,7 @@ std::unique_ptr<PreparedLayer> Conv2d::prepare(const PrepareContext& context) co
 
   const memory::desc output_desc = p->forward_pd_.dst_desc();
   p->output.shape = out_shape;
-  if (output_desc != plain_desc(out_shape)) p->output.blocked = output_desc;
+  if (output_desc != plain_desc(out_shape)) p->output.blocked = make_blocked_layout(output_desc);
   p->backward_reads_inputs = true;
 
   if (training) {

@@ -9,6 +9,7 @@
 #include <oneapi/dnnl/dnnl_debug.h>
 
 #include "engine/aligned_buffer.h"
+#include "engine/blocked_layout.h"
 #include "engine/error.h"
 #include "engine/shape.h"
 #include "engine/tensor.h"
@@ -30,7 +31,7 @@ inline memory::desc plain_desc(const Shape& shape) {
 }
 
 // The layout of a tensor as oneDNN sees it.
-inline memory::desc desc_of(const Tensor& t) { return t.blocked != nullptr ? *t.blocked : plain_desc(t.shape); }
+inline memory::desc desc_of(const Tensor& t) { return t.blocked != nullptr ? t.blocked->desc : plain_desc(t.shape); }
 
 // Every primitive runs with its scratchpad in the caller's scratch: oneDNN's documented
 // condition for executing one primitive from several threads at once.

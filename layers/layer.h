@@ -19,11 +19,15 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
-#include <oneapi/dnnl/dnnl.hpp>
 
 #include "engine/random.h"
 #include "engine/shape.h"
 #include "engine/tensor.h"
+
+namespace dnnl {
+struct engine;  // <oneapi/dnnl/dnnl.hpp>: only layers/*.cpp and the engine's sources include it
+struct stream;
+}  // namespace dnnl
 
 namespace ember {
 
@@ -53,10 +57,8 @@ struct ParameterSpec {
 // A value flowing between layers at one micro-batch size.
 struct ValueInfo {
   Shape shape;                        // logical, batch first
-  std::optional<dnnl::memory::desc> blocked;  // set when the value stays in a oneDNN layout
-  std::size_t bytes() const {
-    return blocked ? blocked->get_size() : static_cast<std::size_t>(shape.elements()) * sizeof(float);
-  }
+  std::shared_ptr<const BlockedLayout> blocked;  // set when the value stays in a oneDNN layout
+  std::size_t bytes() const { return Tensor{nullptr, shape, blocked.get()}.bytes(); }
 };
 
 struct PrepareContext {
@@ -65,9 +67,9 @@ struct PrepareContext {
   // Per input: does backward have to produce its gradient? (Never for the model input.)
   std::span<const char> input_needs_grad;
   const dnnl::engine* engine = nullptr;
-  // Inference only: the layer's output goes straight into a ReLU that the step program
-  // removed, so the layer applies it (oneDNN post-op). Only layers whose
-  // fuses_following_relu() is true are asked.
+  // Inference only: the layer's output goes straight into a ReLU that the step compiler
+  // removed (a layer whose is_relu() is true), so the layer applies it (oneDNN post-op).
+  // Only layers whose fuses_following_relu() is true are asked.
   bool fuse_relu = false;
 };
 
@@ -81,6 +83,11 @@ struct ForwardArgs {
   Mode mode = Mode::inference;
   CounterRandom random;             // this layer's stream for this step (dropout)
   std::int64_t first_sample = 0;    // index in the whole batch of inputs' first sample
+  // Batch-level layers (PreparedLayer::forward_reduces): forward_partial writes this
+  // micro-batch's partial sums to `partial`; forward reads the reduced `batch` buffer.
+  std::byte* partial = nullptr;     // partial_bytes, kept until the step's reduction
+  std::byte* batch = nullptr;       // batch_bytes, one per step, shared by its micro-batches
+  std::span<const Tensor> buffers;  // in the order of Layer::buffers(); read-only here
 };
 
 struct BackwardArgs {
@@ -94,6 +101,21 @@ struct BackwardArgs {
   std::byte* saved = nullptr;
   std::byte* scratch = nullptr;         // backward_scratch_bytes
   dnnl::stream* stream = nullptr;
+  // Batch-level layers (PreparedLayer::backward_reduces): as in ForwardArgs.
+  std::byte* partial = nullptr;
+  std::byte* batch = nullptr;
+};
+
+// A reduction over the whole batch (BatchNorm's statistics): run once per step on one
+// thread, after every micro-batch's *_partial and before any micro-batch's forward (or
+// backward) that reads the result. The partials come in micro-batch order, so the result
+// does not depend on the thread count.
+struct ReduceArgs {
+  std::span<std::byte* const> partials;             // one per micro-batch, partial_bytes each
+  std::span<const std::int64_t> micro_batch_sizes;  // samples in each micro-batch
+  std::byte* batch = nullptr;                       // batch_bytes: the result
+  std::span<const Tensor> params;
+  std::span<const Tensor> buffers;  // Layer::buffers(); a training forward updates them here
 };
 
 // Shared read-only by every thread that runs this micro-batch size: forward and backward
@@ -113,6 +135,19 @@ class PreparedLayer {
   bool backward_reads_output = false;
   // The output may share the input's memory (pointwise layers in inference).
   bool can_run_in_place = false;
+
+  // Batch-level layers: a forward (or backward) that needs sums over the whole batch runs
+  // in three stages, forward_partial per micro-batch, reduce_forward once, then forward
+  // per micro-batch (and the same for backward). The step compiler puts a sync point
+  // between the stages; tensors that live across it are kept for every micro-batch.
+  bool forward_reduces = false;
+  bool backward_reduces = false;
+  std::size_t partial_bytes = 0;  // per micro-batch, per reduction
+  std::size_t batch_bytes = 0;    // per step, shared by the forward and backward reductions
+  virtual void forward_partial(const ForwardArgs& /*args*/) const {}
+  virtual void reduce_forward(const ReduceArgs& /*args*/) const {}
+  virtual void backward_partial(const BackwardArgs& /*args*/) const {}
+  virtual void reduce_backward(const ReduceArgs& /*args*/) const {}
 };
 
 class Layer {
@@ -125,11 +160,16 @@ class Layer {
   // Shapes carry the batch first. Throws ember::Error naming the expected and found shape.
   virtual Shape output_shape(std::span<const Shape> inputs) const = 0;
   virtual std::vector<ParameterSpec> parameters(std::span<const Shape> inputs) const { return {}; }
+  // State that is not a parameter (BatchNorm's running statistics): saved in checkpoints
+  // and restored on resume, never touched by an optimizer or weight decay.
+  virtual std::vector<ParameterSpec> buffers(std::span<const Shape> /*inputs*/) const { return {}; }
   // oneDNN layers and pointwise layers take inputs in a blocked oneDNN layout; the rest
   // get plain row-major inputs (the executor inserts the reorder).
   virtual bool accepts_blocked_inputs() const { return false; }
   // Can prepare() honour PrepareContext::fuse_relu?
   virtual bool fuses_following_relu() const { return false; }
+  // Is this layer max(0, x), which a producer that fuses_following_relu() can apply?
+  virtual bool is_relu() const { return false; }
   virtual std::unique_ptr<PreparedLayer> prepare(const PrepareContext& context) const = 0;
 };
 

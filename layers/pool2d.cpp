@@ -103,7 +103,7 @@ std::unique_ptr<PreparedLayer> Pool2d::prepare(const PrepareContext& context) co
   const bool training = context.mode == Mode::training;
   auto p = std::make_unique<PreparedPool2d>();
   p->engine_ = *context.engine;
-  const memory::desc source = input.blocked ? *input.blocked : plain_desc(input.shape);
+  const memory::desc source = input.blocked ? input.blocked->desc : plain_desc(input.shape);
   const memory::desc output_any(dims_of(out_shape), memory::data_type::f32, memory::format_tag::any);
   const memory::dims strides{options_.stride[0], options_.stride[1]};
   const memory::dims kernel{options_.kernel[0], options_.kernel[1]};
@@ -131,7 +131,7 @@ std::unique_ptr<PreparedLayer> Pool2d::prepare(const PrepareContext& context) co
   p->forward_scratch_bytes = p->forward_pd_.scratchpad_desc().get_size();
   const memory::desc output_desc = p->forward_pd_.dst_desc();
   p->output.shape = out_shape;
-  if (output_desc != plain_desc(out_shape)) p->output.blocked = output_desc;
+  if (output_desc != plain_desc(out_shape)) p->output.blocked = make_blocked_layout(output_desc);
   p->backward_reads_inputs = false;  // max pooling reads its workspace, average pooling nothing
 
   if (training && !context.input_needs_grad.empty() && context.input_needs_grad[0]) {

@@ -2,6 +2,7 @@
 // non-finite value is reported at the op that made it, with its phase, layer, tensor and
 // element, whatever the thread count; with the option off nothing changes.
 #include "engine/anomaly.h"
+#include "engine/blocked_layout.h"
 
 #include <gtest/gtest.h>
 
@@ -255,7 +256,8 @@ TEST(Anomaly, PaddingLanesOfABlockedTensorAreNotReported) {
   for (int c = 0; c < 3; ++c) {
     for (int p = 0; p < 4; ++p) at(c, p / 2, p % 2) = static_cast<float>(c + p);
   }
-  const Tensor tensor{buffer.data(), Shape({1, 3, 2, 2}), &desc};
+  const BlockedLayout layout{desc};
+  const Tensor tensor{buffer.data(), Shape({1, 3, 2, 2}), &layout};
   EXPECT_FALSE(first_non_finite(tensor, engine, stream).has_value());
   at(2, 1, 0) = infinity;  // logical element 2 * 4 + 1 * 2 + 0
   at(1, 1, 1) = -infinity;  // logical element 7, but later in memory

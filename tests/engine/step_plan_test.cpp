@@ -8,6 +8,8 @@
 #include <random>
 #include <string>
 
+#include <oneapi/dnnl/dnnl.hpp>
+
 #include "engine/error.h"
 #include "engine/executor.h"
 #include "engine/loss.h"

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include <oneapi/dnnl/dnnl.hpp>
+
 #include "engine/error.h"
 #include "support/layer_harness.h"
 #include "support/expect_error.h"
@@ -142,7 +144,7 @@ TEST(Conv2d, TakesAPaddedBlockedInputThatNeedsAReorder) {
 TEST(Conv2d, FusedReluIsRefusedInTraining) {
   const Conv2d layer(conv(1, 8, 3, 3, 1, 1, 1, 1, true));
   const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  const ValueInfo input{Shape{2, 1, 6, 6}, std::nullopt};
+  const ValueInfo input{Shape{2, 1, 6, 6}, nullptr};
   const char needs_grad = 1;
   PrepareContext context;
   context.mode = Mode::training;

@@ -3,6 +3,8 @@
 
 #include <cmath>
 
+#include <oneapi/dnnl/dnnl.hpp>
+
 #include "layers/add.h"
 #include "layers/dropout.h"
 #include "layers/flatten.h"

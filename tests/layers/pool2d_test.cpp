@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <numeric>
 
+#include <oneapi/dnnl/dnnl.hpp>
+
 #include "support/layer_harness.h"
 #include "support/expect_error.h"
 

@@ -50,8 +50,8 @@ class LayerHarness {
     std::mt19937 random(static_cast<unsigned>(seed));
     std::uniform_real_distribution<float> value(-1.0f, 1.0f);
     for (const HarnessInput& input : specs_) {
-      ValueInfo info{input.shape, std::nullopt};
-      if (input.layout) info.blocked = dnnl::memory::desc(dnnl_util::dims_of(input.shape), dnnl::memory::data_type::f32, *input.layout);
+      ValueInfo info{input.shape, nullptr};
+      if (input.layout) info.blocked = make_blocked_layout(dnnl::memory::desc(dnnl_util::dims_of(input.shape), dnnl::memory::data_type::f32, *input.layout));
       input_infos_.push_back(info);
       needs_grad_.push_back(input.needs_grad ? 1 : 0);
       std::vector<float> data(static_cast<std::size_t>(input.shape.elements()));
@@ -174,7 +174,7 @@ class LayerHarness {
   }
 
  private:
-  static const dnnl::memory::desc* blocked(const ValueInfo& info) { return info.blocked ? &*info.blocked : nullptr; }
+  static const BlockedLayout* blocked(const ValueInfo& info) { return info.blocked.get(); }
 
   static AlignedBuffer poisoned(std::size_t bytes) {
     AlignedBuffer buffer(bytes);
@@ -208,7 +208,7 @@ class LayerHarness {
       std::memcpy(buffer.data(), plain.data(), plain.size() * sizeof(float));
       return buffer;
     }
-    reorder(dnnl_util::plain_desc(like.shape), plain.data(), *like.blocked, buffer.data());
+    reorder(dnnl_util::plain_desc(like.shape), plain.data(), like.blocked->desc, buffer.data());
     return buffer;
   }
 
@@ -218,7 +218,7 @@ class LayerHarness {
       std::memcpy(plain.data(), t.data, plain.size() * sizeof(float));
       return plain;
     }
-    reorder(*t.blocked, t.data, dnnl_util::plain_desc(t.shape), plain.data());
+    reorder(t.blocked->desc, t.data, dnnl_util::plain_desc(t.shape), plain.data());
     return plain;
   }
 

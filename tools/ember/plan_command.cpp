@@ -2,6 +2,8 @@
 #include <cstdio>
 #include <string>
 
+#include <oneapi/dnnl/dnnl.hpp>
+
 #include "engine/executor.h"
 #include "engine/model_spec.h"
 #include "engine/memory_limit.h"
