@@ -10,6 +10,7 @@
 #include "layers/dropout.h"
 #include "layers/flatten.h"
 #include "layers/gelu.h"
+#include "layers/global_avg_pool.h"
 #include "layers/layer_norm.h"
 #include "layers/linear.h"
 #include "layers/mean_pool_tokens.h"
@@ -36,6 +37,7 @@ const std::map<std::string, Factory, std::less<>>& factories() {
       {"dropout", &Dropout::from_options},
       {"flatten", &Flatten::from_options},
       {"gelu", &Gelu::from_options},
+      {"global_avg_pool", &GlobalAvgPool::from_options},
       {"layer_norm", &LayerNorm::from_options},
       {"linear", &Linear::from_options},
       {"max_pool2d", &Pool2d::max_from_options},
