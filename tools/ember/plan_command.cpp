@@ -46,7 +46,7 @@ int plan_command(int argc, char** argv) {
   const std::size_t memory_limit = resolve_memory_limit(flags.memory_size("memory-limit"));
   const Graph graph = graph_from_spec(load_model_spec(flags.text("model")), flags.text("model"));
   ParameterLayout layout = parameter_layout(graph);
-  check_model_memory(graph, layout.total_floats, micro_batch, memory_limit, flags.text("model"));
+  check_model_memory(graph, layout, micro_batch, memory_limit, flags.text("model"));
   const ParameterStore parameters(std::move(layout));
 
   StepMemoryOptions options;
@@ -77,6 +77,11 @@ int plan_command(int argc, char** argv) {
   std::printf("\nwhole step, batch %lld on %lld thread(s) (input batch not included)\n  parameters  %s (%lld values)\n",
               static_cast<long long>(batch), static_cast<long long>(threads), mebibytes(memory.parameters).c_str(),
               static_cast<long long>(parameters.parameter_count()));
+  // Layer state that is not trained (BatchNorm's running statistics); most models have none.
+  if (memory.buffers > 0) {
+    std::printf("  buffers     %s (%lld values, not trained)\n", mebibytes(memory.buffers).c_str(),
+                static_cast<long long>(parameters.buffer_count()));
+  }
   std::printf("  gradients   %s (%lld lane(s)%s)\n", mebibytes(memory.gradients).c_str(),
               static_cast<long long>(memory.gradient_lanes), training ? "" : ", the store's block, unused in inference");
   if (training) {
