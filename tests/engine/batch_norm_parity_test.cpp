@@ -12,6 +12,7 @@
 // return a training step's outputs.)
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -125,6 +126,31 @@ TEST_P(BatchNormParity, ThreeSgdStepsThenEvalModeMatchPyTorch) {
   }
   expect_buffers_match("after3.");
 
+  std::vector<float> logits(batch * 10);
+  executor_->infer(golden_.input.data(), batch, logits.data());
+  const double error = testing::relative_error(logits, golden_.tensor("eval.output"));
+  std::printf("eval-mode logits: max relative error %.3g\n", error);
+  EXPECT_LE(error, tolerance);
+}
+
+// Eval mode alone, from PyTorch's state after the 3 steps: its parameters and running
+// statistics loaded, the logits must be PyTorch's eval-mode logits.
+TEST_P(BatchNormParity, EvalModeFromPyTorchsStateMatchesPyTorch) {
+  for (const ParameterEntry& e : parameters_.entries()) {
+    const auto theirs = golden_.tensor("after3." + e.name);
+    ASSERT_EQ(static_cast<std::int64_t>(theirs.size()), e.spec.shape.elements()) << e.name;
+    std::copy(theirs.begin(), theirs.end(), parameters_.values().begin() + e.offset);
+  }
+  for (const ParameterEntry& e : parameters_.buffer_entries()) {
+    const std::string name = "after3." + e.name;
+    if (e.name.ends_with("num_batches_tracked")) {
+      parameters_.buffers()[static_cast<std::size_t>(e.offset)] = static_cast<float>(golden_.int_tensor(name)[0]);
+      continue;
+    }
+    const auto theirs = golden_.tensor(name);
+    ASSERT_EQ(static_cast<std::int64_t>(theirs.size()), e.spec.shape.elements()) << name;
+    std::copy(theirs.begin(), theirs.end(), parameters_.buffers().begin() + e.offset);
+  }
   std::vector<float> logits(batch * 10);
   executor_->infer(golden_.input.data(), batch, logits.data());
   const double error = testing::relative_error(logits, golden_.tensor("eval.output"));
