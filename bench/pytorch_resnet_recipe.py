@@ -8,7 +8,12 @@ reshuffled every epoch, the last batch partial; the optimizer over every paramet
 (weight decay included on BatchNorm's and the head's, as ember applies it); the schedule
 stepped once per epoch (ember's epoch-unit StepLR / CosineAnnealingLR with T_max =
 epochs); cross-entropy with label smoothing. Prints one line per epoch (train loss and
-accuracy, test loss and accuracy, seconds) and a final JSON line.
+accuracy, test loss and accuracy, seconds) and a final JSON line. The defaults are the
+README's recipe:
+
+  ember train --model resnet --data fashion-mnist --epochs 15 --batch-size 128 \\
+    --optimizer sgd --lr 0.1 --momentum 0.9 --nesterov --weight-decay 5e-4 \\
+    --schedule cosine --label-smoothing 0.1 --mean 0.2860 --std 0.3530
 
   LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-openmp \\
   LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 \\
@@ -28,14 +33,14 @@ parser.add_argument("--batch-size", type=int, default=128)
 parser.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="sgd")
 parser.add_argument("--lr", type=float, default=0.1)
 parser.add_argument("--momentum", type=float, default=0.9)
-parser.add_argument("--nesterov", action="store_true")
+parser.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=True)
 parser.add_argument("--weight-decay", type=float, default=5e-4)
 parser.add_argument("--schedule", choices=["constant", "step", "cosine"], default="cosine")
 parser.add_argument("--step-size", type=int, default=1)
 parser.add_argument("--gamma", type=float, default=0.1)
-parser.add_argument("--label-smoothing", type=float, default=0.0)
-parser.add_argument("--mean", type=float, default=0.0)
-parser.add_argument("--std", type=float, default=1.0)
+parser.add_argument("--label-smoothing", type=float, default=0.1)
+parser.add_argument("--mean", type=float, default=0.2860)  # Fashion-MNIST's pixel mean and standard deviation
+parser.add_argument("--std", type=float, default=0.3530)
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--train-limit", type=int, default=0)
 parser.add_argument("--time-steps", type=int, default=0, help="only time this many training steps and exit")
