@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "engine/error.h"
 #include "engine/parameters.h"
 #include "layers/residual_block.h"
@@ -198,6 +200,40 @@ TEST(ModelSpec, AResNetBuildsForAnyImageShape) {
   EXPECT_EQ(odd.value_shape(odd.find("stage2.block1")->output), (Shape{1, 32, 9, 12}));
   EXPECT_EQ(odd.value_shape(odd.find("stage3.block1")->output), (Shape{1, 64, 5, 6}));
   EXPECT_EQ(odd.value_shape(odd.output()), (Shape{1, 10}));
+}
+
+// The tensors of a resnet, parameters and buffers, are named as PyTorch names the same
+// model's state_dict (ResNet(1) of tests/pytorch/ember_models.py, listed by PyTorch), so a
+// checkpoint and a state_dict map one to one. Needs the batch_norm2d and global_avg_pool layers.
+TEST(ModelSpec, AResNetsTensorsAreNamedAsPyTorchsStateDict) {
+  const Graph graph = graph_from_spec(resnet_spec(std::vector<std::int64_t>{1, 28, 28}, 1, 10));
+  const ParameterStore store(graph);
+  std::vector<std::string> names;
+  for (const ParameterEntry& e : store.entries()) names.push_back(e.name);
+  for (const ParameterEntry& e : store.buffer_entries()) names.push_back(e.name);
+  std::vector<std::string> state_dict{
+      "stem.conv.weight", "stem.bn.weight", "stem.bn.bias", "stem.bn.running_mean", "stem.bn.running_var",
+      "stem.bn.num_batches_tracked", "stage1.block1.conv1.weight", "stage1.block1.bn1.weight",
+      "stage1.block1.bn1.bias", "stage1.block1.bn1.running_mean", "stage1.block1.bn1.running_var",
+      "stage1.block1.bn1.num_batches_tracked", "stage1.block1.conv2.weight", "stage1.block1.bn2.weight",
+      "stage1.block1.bn2.bias", "stage1.block1.bn2.running_mean", "stage1.block1.bn2.running_var",
+      "stage1.block1.bn2.num_batches_tracked", "stage2.block1.conv1.weight", "stage2.block1.bn1.weight",
+      "stage2.block1.bn1.bias", "stage2.block1.bn1.running_mean", "stage2.block1.bn1.running_var",
+      "stage2.block1.bn1.num_batches_tracked", "stage2.block1.conv2.weight", "stage2.block1.bn2.weight",
+      "stage2.block1.bn2.bias", "stage2.block1.bn2.running_mean", "stage2.block1.bn2.running_var",
+      "stage2.block1.bn2.num_batches_tracked", "stage2.block1.shortcut.conv.weight",
+      "stage2.block1.shortcut.bn.weight", "stage2.block1.shortcut.bn.bias", "stage2.block1.shortcut.bn.running_mean",
+      "stage2.block1.shortcut.bn.running_var", "stage2.block1.shortcut.bn.num_batches_tracked",
+      "stage3.block1.conv1.weight", "stage3.block1.bn1.weight", "stage3.block1.bn1.bias",
+      "stage3.block1.bn1.running_mean", "stage3.block1.bn1.running_var", "stage3.block1.bn1.num_batches_tracked",
+      "stage3.block1.conv2.weight", "stage3.block1.bn2.weight", "stage3.block1.bn2.bias",
+      "stage3.block1.bn2.running_mean", "stage3.block1.bn2.running_var", "stage3.block1.bn2.num_batches_tracked",
+      "stage3.block1.shortcut.conv.weight", "stage3.block1.shortcut.bn.weight", "stage3.block1.shortcut.bn.bias",
+      "stage3.block1.shortcut.bn.running_mean", "stage3.block1.shortcut.bn.running_var",
+      "stage3.block1.shortcut.bn.num_batches_tracked", "head.weight", "head.bias"};
+  std::sort(names.begin(), names.end());
+  std::sort(state_dict.begin(), state_dict.end());
+  EXPECT_EQ(names, state_dict);
 }
 
 TEST(ModelSpec, EveryBuiltInModelRoundTrips) {
