@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <ostream>
 #include <string>
 
 #include "engine/executor.h"
@@ -55,6 +56,8 @@ struct ParityCase {
   int threads;
   std::int64_t micro_batch;
 };
+// For test names that do not show the struct's padding bytes.
+void PrintTo(const ParityCase& c, std::ostream* out) { *out << c.threads << " threads, micro-batch " << c.micro_batch; }
 
 class BatchNormParity : public ::testing::TestWithParam<ParityCase> {
  protected:
