@@ -104,6 +104,9 @@ struct BackwardArgs {
   // Batch-level layers (PreparedLayer::backward_reduces): as in ForwardArgs.
   std::byte* partial = nullptr;
   std::byte* batch = nullptr;
+  // Layer::buffers(), read-only: a backward through frozen statistics (BatchNorm with
+  // running statistics outside training) reads them as the forward did.
+  std::span<const Tensor> buffers;
 };
 
 // A reduction over the whole batch (BatchNorm's statistics): run once per step on one

@@ -82,6 +82,16 @@ double LayerOptions::number(std::string_view name, double default_value, double 
   return v.get<double>();
 }
 
+std::optional<double> LayerOptions::number_or_null(std::string_view name, double default_value, double low, double high) const {
+  if (!options_.contains(name)) return default_value;
+  const Json& v = options_.at(std::string(name));
+  if (v.is_null()) return std::nullopt;
+  if (!v.is_number() || !std::isfinite(v.get<double>()) || v.get<double>() < low || v.get<double>() > high) {
+    fail(name, "a number in [" + Json(low).dump() + ", " + Json(high).dump() + "] or null");
+  }
+  return v.get<double>();
+}
+
 Json pair_json(const std::array<std::int64_t, 2>& value) {
   if (value[0] == value[1]) return value[0];
   return Json::array({value[0], value[1]});

@@ -5,6 +5,7 @@
 #include <array>
 #include <cstdint>
 #include <initializer_list>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -25,6 +26,8 @@ class LayerOptions {
   std::array<std::int64_t, 2> pair(std::string_view name, std::int64_t minimum, std::array<std::int64_t, 2> default_value) const;
   bool boolean(std::string_view name, bool default_value) const;
   double number(std::string_view name, double default_value, double low, double high) const;
+  // A number in [low, high] (both included), or null (nullopt).
+  std::optional<double> number_or_null(std::string_view name, double default_value, double low, double high) const;
 
  private:
   [[noreturn]] void fail(std::string_view name, std::string_view expected) const;

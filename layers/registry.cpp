@@ -5,10 +5,12 @@
 #include "engine/error.h"
 #include "layers/add.h"
 #include "layers/attention_pool.h"
+#include "layers/batch_norm.h"
 #include "layers/conv2d.h"
 #include "layers/dropout.h"
 #include "layers/flatten.h"
 #include "layers/gelu.h"
+#include "layers/global_avg_pool.h"
 #include "layers/layer_norm.h"
 #include "layers/linear.h"
 #include "layers/mean_pool_tokens.h"
@@ -29,10 +31,13 @@ const std::map<std::string, Factory, std::less<>>& factories() {
       {"add", &Add::from_options},
       {"attention_pool", &AttentionPool::from_options},
       {"avg_pool2d", &Pool2d::average_from_options},
+      {"batch_norm1d", &BatchNorm::from_options_1d},
+      {"batch_norm2d", &BatchNorm::from_options_2d},
       {"conv2d", &Conv2d::from_options},
       {"dropout", &Dropout::from_options},
       {"flatten", &Flatten::from_options},
       {"gelu", &Gelu::from_options},
+      {"global_avg_pool", &GlobalAvgPool::from_options},
       {"layer_norm", &LayerNorm::from_options},
       {"linear", &Linear::from_options},
       {"max_pool2d", &Pool2d::max_from_options},

@@ -38,22 +38,22 @@ struct HarnessInput {
 class LayerHarness {
  public:
   // fuse_relu: prepare the layer with PrepareContext::fuse_relu (its output is then
-  // max(0, output)).
+  // max(0, output)). micro_batches: the sizes the batch is split into (empty: one), as the
+  // executor would; each micro-batch gets its own prepared layer, and a batch-level layer
+  // (PreparedLayer::forward_reduces / backward_reduces) runs its stages: every
+  // micro-batch's *_partial, the reduction over them in order, then every micro-batch.
   LayerHarness(const Layer& layer, std::vector<HarnessInput> input_specs, Mode mode = Mode::training,
-               std::uint64_t seed = 1, bool fuse_relu = false)
+               std::uint64_t seed = 1, bool fuse_relu = false, std::vector<std::int64_t> micro_batches = {})
       : layer_(layer), specs_(std::move(input_specs)), mode_(mode), engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {
     std::vector<Shape> shapes;
     for (const HarnessInput& input : specs_) shapes.push_back(input.shape);
     output_shape_ = layer.output_shape(shapes);
     param_specs_ = layer.parameters(shapes);
+    buffer_specs_ = layer.buffers(shapes);
 
     std::mt19937 random(static_cast<unsigned>(seed));
     std::uniform_real_distribution<float> value(-1.0f, 1.0f);
     for (const HarnessInput& input : specs_) {
-      ValueInfo info{input.shape, nullptr};
-      if (input.layout) info.blocked = make_blocked_layout(dnnl::memory::desc(dnnl_util::dims_of(input.shape), dnnl::memory::data_type::f32, *input.layout));
-      input_infos_.push_back(info);
-      needs_grad_.push_back(input.needs_grad ? 1 : 0);
       std::vector<float> data(static_cast<std::size_t>(input.shape.elements()));
       for (float& x : data) x = value(random);
       inputs.push_back(std::move(data));
@@ -63,47 +63,94 @@ class LayerHarness {
       for (float& x : data) x = 0.5f * value(random);
       params.push_back(std::move(data));
     }
-    PrepareContext context;
-    context.mode = mode_;
-    context.inputs = input_infos_;
-    context.input_needs_grad = needs_grad_;
-    context.engine = &engine_;
-    context.fuse_relu = fuse_relu;
-    prepared_ = layer.prepare(context);
-    EXPECT_EQ(prepared_->output.shape, output_shape_) << "prepare() and output_shape() disagree";
-    saved_ = AlignedBuffer(prepared_->saved_bytes);
+    // Buffers start as the store starts them (running_mean 0, running_var 1, ...).
+    for (const ParameterSpec& spec : buffer_specs_) {
+      buffers.emplace_back(static_cast<std::size_t>(spec.shape.elements()), spec.init == Init::ones ? 1.0f : 0.0f);
+    }
+    for (const HarnessInput& input : specs_) needs_grad_.push_back(input.needs_grad ? 1 : 0);
+
+    const std::int64_t batch = output_shape_[0];
+    if (micro_batches.empty()) micro_batches.push_back(batch);
+    std::int64_t first = 0;
+    for (std::int64_t size : micro_batches) {
+      MicroBatch mb;
+      mb.first = first;
+      mb.size = size;
+      first += size;
+      for (const HarnessInput& input : specs_) {
+        ValueInfo info{with_batch(input.shape, size), nullptr};
+        if (input.layout) info.blocked = make_blocked_layout(dnnl::memory::desc(dnnl_util::dims_of(info.shape), dnnl::memory::data_type::f32, *input.layout));
+        mb.input_infos.push_back(info);
+      }
+      PrepareContext context;
+      context.mode = mode_;
+      context.inputs = mb.input_infos;
+      context.input_needs_grad = needs_grad_;
+      context.engine = &engine_;
+      context.fuse_relu = fuse_relu;
+      mb.prepared = layer.prepare(context);
+      EXPECT_EQ(mb.prepared->output.shape, with_batch(output_shape_, size)) << "prepare() and output_shape() disagree";
+      mb.saved = AlignedBuffer(mb.prepared->saved_bytes);
+      batch_bytes_ = std::max(batch_bytes_, mb.prepared->batch_bytes);
+      micro_batches_.push_back(std::move(mb));
+    }
+    EXPECT_EQ(first, batch) << "the micro-batches must add up to the batch";
+    batch_ = AlignedBuffer(batch_bytes_);
   }
 
-  // Plain inputs and parameters: tests set them before calling forward().
+  // Plain inputs, parameters and buffers: tests set them before calling forward().
+  // A training forward of a layer with buffers updates `buffers` (running statistics).
   std::vector<std::vector<float>> inputs;
   std::vector<std::vector<float>> params;
+  std::vector<std::vector<float>> buffers;
   // Index of the first sample in the whole batch (dropout masks depend on it).
   std::int64_t first_sample = 0;
 
   const Shape& output_shape() const { return output_shape_; }
-  const PreparedLayer& prepared() const { return *prepared_; }
+  // The first micro-batch's prepared layer.
+  const PreparedLayer& prepared() const { return *micro_batches_.front().prepared; }
   const std::vector<ParameterSpec>& parameter_specs() const { return param_specs_; }
+  const std::vector<ParameterSpec>& buffer_specs() const { return buffer_specs_; }
 
-  // Forward; returns the output in plain row-major order. Every output byte is poisoned
-  // with NaN first, so an element the layer forgets to write shows up.
+  // Forward; returns the output in plain row-major order. Every output byte (and every
+  // partial) is poisoned with NaN first, so an element the layer forgets to write shows up.
   std::vector<float> forward(std::uint64_t random_key = 42) {
-    stage_inputs();
-    output_ = poisoned(prepared_->output.bytes());
-    AlignedBuffer scratch(prepared_->forward_scratch_bytes);
-    std::vector<Tensor> param_views = param_tensors(params);
-    ForwardArgs args;
-    args.inputs = staged_views_;
-    args.output = Tensor{reinterpret_cast<float*>(output_.data()), output_shape_, blocked(prepared_->output)};
-    args.params = param_views;
-    args.saved = saved_.data();
-    args.scratch = scratch.data();
-    args.stream = &stream_;
-    args.mode = mode_;
-    args.random = CounterRandom(random_key);
-    args.first_sample = first_sample;
-    prepared_->forward(args);
-    stream_.wait();
-    return to_plain(args.output);
+    std::vector<Tensor> param_views = param_tensors(params, param_specs_);
+    std::vector<Tensor> buffer_views = param_tensors(buffers, buffer_specs_);
+    std::vector<ForwardArgs> args(micro_batches_.size());
+    std::vector<AlignedBuffer> scratch;
+    for (std::size_t m = 0; m < micro_batches_.size(); ++m) {
+      MicroBatch& mb = micro_batches_[m];
+      stage_inputs(mb);
+      mb.output = poisoned(mb.prepared->output.bytes());
+      mb.partial = poisoned(mb.prepared->partial_bytes);
+      scratch.emplace_back(mb.prepared->forward_scratch_bytes);
+      ForwardArgs& a = args[m];
+      a.inputs = mb.staged_views;
+      a.output = output_view(mb);
+      a.params = param_views;
+      a.saved = mb.saved.data();
+      a.scratch = scratch.back().data();
+      a.stream = &stream_;
+      a.mode = mode_;
+      a.random = CounterRandom(random_key);
+      a.first_sample = first_sample + mb.first;
+      a.partial = mb.partial.data();
+      a.batch = batch_.data();
+      a.buffers = buffer_views;
+    }
+    if (prepared().forward_reduces) {
+      for (std::size_t m = 0; m < micro_batches_.size(); ++m) micro_batches_[m].prepared->forward_partial(args[m]);
+      reduce(false, param_views, buffer_views);
+    }
+    std::vector<float> out;
+    for (std::size_t m = 0; m < micro_batches_.size(); ++m) {
+      micro_batches_[m].prepared->forward(args[m]);
+      stream_.wait();
+      const std::vector<float> part = to_plain(args[m].output);
+      out.insert(out.end(), part.begin(), part.end());
+    }
+    return out;
   }
 
   struct Gradients {
@@ -112,25 +159,10 @@ class LayerHarness {
   };
 
   // Backward after forward(); output_grad is plain. With accumulate, parameter gradients
-  // start from `start` (plain) instead of being overwritten.
+  // start from `start` (plain) instead of being overwritten. Micro-batches after the first
+  // always accumulate, as in the executor.
   Gradients backward(const std::vector<float>& output_grad, bool accumulate = false,
                      const std::vector<std::vector<float>>* start = nullptr) {
-    const Tensor output{reinterpret_cast<float*>(output_.data()), output_shape_, blocked(prepared_->output)};
-    AlignedBuffer grad_buffer = from_plain(output_grad, output);
-    const Tensor output_grad_view{reinterpret_cast<float*>(grad_buffer.data()), output_shape_, output.blocked};
-
-    std::vector<AlignedBuffer> input_grad_buffers;
-    std::vector<Tensor> input_grad_views;
-    for (std::size_t i = 0; i < specs_.size(); ++i) {
-      if (needs_grad_[i] != 0) {
-        input_grad_buffers.push_back(poisoned(input_infos_[i].bytes()));
-        input_grad_views.push_back(Tensor{reinterpret_cast<float*>(input_grad_buffers.back().data()), specs_[i].shape,
-                                          blocked(input_infos_[i])});
-      } else {
-        input_grad_buffers.emplace_back();
-        input_grad_views.push_back(Tensor{nullptr, specs_[i].shape, nullptr});
-      }
-    }
     std::vector<std::vector<float>> param_grads;
     for (std::size_t i = 0; i < params.size(); ++i) {
       if (accumulate) {
@@ -139,27 +171,69 @@ class LayerHarness {
         param_grads.emplace_back(params[i].size(), std::numeric_limits<float>::quiet_NaN());
       }
     }
-    std::vector<Tensor> param_views = param_tensors(params);
-    std::vector<Tensor> param_grad_views = param_tensors(param_grads);
-    AlignedBuffer scratch(prepared_->backward_scratch_bytes);
+    std::vector<Tensor> param_views = param_tensors(params, param_specs_);
+    std::vector<Tensor> param_grad_views = param_tensors(param_grads, param_specs_);
+    std::vector<Tensor> buffer_views = param_tensors(buffers, buffer_specs_);
 
-    BackwardArgs args;
-    args.inputs = staged_views_;
-    args.output = output;
-    args.output_grad = output_grad_view;
-    args.input_grads = input_grad_views;
-    args.params = param_views;
-    args.param_grads = param_grad_views;
-    args.accumulate_param_grads = accumulate;
-    args.saved = saved_.data();
-    args.scratch = scratch.data();
-    args.stream = &stream_;
-    prepared_->backward(args);
-    stream_.wait();
+    const std::size_t output_sample = static_cast<std::size_t>(output_shape_.elements() / output_shape_[0]);
+    std::vector<BackwardArgs> args(micro_batches_.size());
+    std::vector<AlignedBuffer> grad_buffers, scratch;
+    std::vector<std::vector<AlignedBuffer>> input_grad_buffers(micro_batches_.size());
+    std::vector<std::vector<Tensor>> input_grad_views(micro_batches_.size());
+    grad_buffers.reserve(micro_batches_.size());
+    for (std::size_t m = 0; m < micro_batches_.size(); ++m) {
+      MicroBatch& mb = micro_batches_[m];
+      const Tensor output = output_view(mb);
+      const auto begin = output_grad.begin() + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(mb.first) * output_sample);
+      const std::vector<float> slice(begin, begin + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(mb.size) * output_sample));
+      grad_buffers.push_back(from_plain(slice, output));
+      for (std::size_t i = 0; i < specs_.size(); ++i) {
+        const Shape shape = with_batch(specs_[i].shape, mb.size);
+        if (needs_grad_[i] != 0) {
+          input_grad_buffers[m].push_back(poisoned(mb.input_infos[i].bytes()));
+          input_grad_views[m].push_back(
+              Tensor{reinterpret_cast<float*>(input_grad_buffers[m].back().data()), shape, blocked(mb.input_infos[i])});
+        } else {
+          input_grad_buffers[m].emplace_back();
+          input_grad_views[m].push_back(Tensor{nullptr, shape, nullptr});
+        }
+      }
+      mb.partial = poisoned(mb.prepared->partial_bytes);
+      scratch.emplace_back(mb.prepared->backward_scratch_bytes);
+      BackwardArgs& a = args[m];
+      a.inputs = mb.staged_views;
+      a.output = output;
+      a.output_grad = Tensor{reinterpret_cast<float*>(grad_buffers.back().data()), output.shape, output.blocked};
+      a.input_grads = input_grad_views[m];
+      a.params = param_views;
+      a.param_grads = param_grad_views;
+      a.accumulate_param_grads = accumulate || m > 0;
+      a.saved = mb.saved.data();
+      a.scratch = scratch.back().data();
+      a.stream = &stream_;
+      a.partial = mb.partial.data();
+      a.batch = batch_.data();
+      a.buffers = buffer_views;
+    }
+    if (prepared().backward_reduces) {
+      for (std::size_t m = 0; m < micro_batches_.size(); ++m) micro_batches_[m].prepared->backward_partial(args[m]);
+      reduce(true, param_views, buffer_views);
+    }
+    for (std::size_t m = 0; m < micro_batches_.size(); ++m) {
+      micro_batches_[m].prepared->backward(args[m]);
+      stream_.wait();
+    }
 
     Gradients result;
     for (std::size_t i = 0; i < specs_.size(); ++i) {
-      result.inputs.push_back(needs_grad_[i] != 0 ? to_plain(input_grad_views[i]) : std::vector<float>{});
+      std::vector<float> gradient;
+      if (needs_grad_[i] != 0) {
+        for (std::size_t m = 0; m < micro_batches_.size(); ++m) {
+          const std::vector<float> part = to_plain(input_grad_views[m][i]);
+          gradient.insert(gradient.end(), part.begin(), part.end());
+        }
+      }
+      result.inputs.push_back(std::move(gradient));
     }
     result.params = std::move(param_grads);
     return result;
@@ -174,7 +248,47 @@ class LayerHarness {
   }
 
  private:
+  struct MicroBatch {
+    std::int64_t first = 0, size = 0;
+    std::vector<ValueInfo> input_infos;
+    std::unique_ptr<PreparedLayer> prepared;
+    AlignedBuffer saved, output, partial;
+    std::vector<AlignedBuffer> staged;
+    std::vector<Tensor> staged_views;
+  };
+
   static const BlockedLayout* blocked(const ValueInfo& info) { return info.blocked.get(); }
+
+  static Shape with_batch(Shape shape, std::int64_t batch) {
+    shape[0] = batch;
+    return shape;
+  }
+
+  Tensor output_view(MicroBatch& mb) const {
+    return Tensor{reinterpret_cast<float*>(mb.output.data()), mb.prepared->output.shape, blocked(mb.prepared->output)};
+  }
+
+  // The reduction over every micro-batch's partial, in micro-batch order.
+  void reduce(bool backward, std::span<const Tensor> param_views, std::span<const Tensor> buffer_views) {
+    std::vector<std::byte*> partials;
+    std::vector<std::int64_t> sizes;
+    for (MicroBatch& mb : micro_batches_) {
+      partials.push_back(mb.partial.data());
+      sizes.push_back(mb.size);
+    }
+    ReduceArgs args;
+    args.partials = partials;
+    args.micro_batch_sizes = sizes;
+    args.batch = batch_.data();
+    args.params = param_views;
+    args.buffers = buffer_views;
+    const PreparedLayer& layer = prepared();
+    if (backward) {
+      layer.reduce_backward(args);
+    } else {
+      layer.reduce_forward(args);
+    }
+  }
 
   static AlignedBuffer poisoned(std::size_t bytes) {
     AlignedBuffer buffer(bytes);
@@ -183,21 +297,26 @@ class LayerHarness {
     return buffer;
   }
 
-  std::vector<Tensor> param_tensors(std::vector<std::vector<float>>& data) const {
+  static std::vector<Tensor> param_tensors(std::vector<std::vector<float>>& data, const std::vector<ParameterSpec>& specs) {
     std::vector<Tensor> views;
-    for (std::size_t i = 0; i < data.size(); ++i) views.push_back(Tensor{data[i].data(), param_specs_[i].shape, nullptr});
+    for (std::size_t i = 0; i < data.size(); ++i) views.push_back(Tensor{data[i].data(), specs[i].shape, nullptr});
     return views;
   }
 
-  void stage_inputs() {
-    staged_.clear();
-    staged_views_.clear();
+  void stage_inputs(MicroBatch& mb) {
+    mb.staged.clear();
+    mb.staged_views.clear();
     for (std::size_t i = 0; i < specs_.size(); ++i) {
-      const Tensor like{nullptr, specs_[i].shape, blocked(input_infos_[i])};
-      staged_.push_back(from_plain(inputs[i], like));
+      const Shape shape = with_batch(specs_[i].shape, mb.size);
+      const std::size_t sample = static_cast<std::size_t>(specs_[i].shape.elements() / specs_[i].shape[0]);
+      const auto begin = inputs[i].begin() + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(mb.first) * sample);
+      const std::vector<float> slice(begin, begin + static_cast<std::ptrdiff_t>(static_cast<std::size_t>(mb.size) * sample));
+      const Tensor like{nullptr, shape, blocked(mb.input_infos[i])};
+      mb.staged.push_back(from_plain(slice, like));
     }
     for (std::size_t i = 0; i < specs_.size(); ++i) {
-      staged_views_.push_back(Tensor{reinterpret_cast<float*>(staged_[i].data()), specs_[i].shape, blocked(input_infos_[i])});
+      mb.staged_views.push_back(Tensor{reinterpret_cast<float*>(mb.staged[i].data()), with_batch(specs_[i].shape, mb.size),
+                                       blocked(mb.input_infos[i])});
     }
   }
 
@@ -237,14 +356,11 @@ class LayerHarness {
   dnnl::engine engine_;
   dnnl::stream stream_;
   Shape output_shape_;
-  std::vector<ParameterSpec> param_specs_;
-  std::vector<ValueInfo> input_infos_;
+  std::vector<ParameterSpec> param_specs_, buffer_specs_;
   std::vector<char> needs_grad_;
-  std::unique_ptr<PreparedLayer> prepared_;
-  AlignedBuffer saved_;
-  AlignedBuffer output_;
-  std::vector<AlignedBuffer> staged_;
-  std::vector<Tensor> staged_views_;
+  std::vector<MicroBatch> micro_batches_;
+  std::size_t batch_bytes_ = 0;
+  AlignedBuffer batch_;
 };
 
 inline std::vector<float> random_weights(std::size_t n, unsigned seed) {
