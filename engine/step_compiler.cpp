@@ -19,6 +19,13 @@
 namespace ember {
 
 struct StepProgram::Compiler {
+  Compiler(StepProgram& program_, bool computes_loss)
+      : program(program_),
+        graph(program_.graph_),
+        nodes(program_.graph_.nodes()),
+        training(program_.mode_ == Mode::training),
+        with_loss(computes_loss) {}
+
   StepProgram& program;
   const Graph& graph;
   const std::vector<Node>& nodes;
@@ -481,7 +488,7 @@ StepProgram::StepProgram(const Graph& graph, const ParameterStore& parameters, s
       micro_batch_(micro_batch),
       mode_(mode),
       computes_loss_(computes_loss || mode == Mode::training) {
-  Compiler compiler{*this, graph, graph.nodes(), mode == Mode::training, computes_loss_};
+  Compiler compiler(*this, computes_loss_);
   compiler.fuse_relus();
   compiler.prepare_layers();
   compiler.build_reorders();
