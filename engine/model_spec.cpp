@@ -6,6 +6,7 @@
 
 #include "engine/error.h"
 #include "engine/json_text.h"
+#include "engine/text.h"
 #include "layers/registry.h"
 #include "layers/transformer_encoder_block.h"
 
@@ -283,9 +284,8 @@ std::vector<std::string> builtin_model_names() {
 Json builtin_model_spec(std::string_view name) {
   auto it = builtins().find(name);
   if (it == builtins().end()) {
-    std::string known;
-    for (const auto& n : builtin_model_names()) known += (known.empty() ? "" : ", ") + n;
-    throw Error("unknown model '" + std::string(name) + "'; built-in models: " + known + " (or a path to a JSON spec)");
+    throw Error("unknown model '" + std::string(name) + "'; built-in models: " + join(builtin_model_names()) +
+                " (or a path to a JSON spec)");
   }
   return Json::parse(it->second);
 }

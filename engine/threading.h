@@ -8,6 +8,10 @@
 
 namespace ember {
 
+// The most compute threads a training step, an evaluation or a plan may be given; the
+// executor refuses more, and the CLI's --threads says so before anything is loaded.
+inline constexpr int max_compute_threads = 64;
+
 template <class Body>
 void parallel_region(int threads, Body&& body) {
 #pragma omp parallel num_threads(threads)

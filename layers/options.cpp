@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "engine/error.h"
+#include "engine/text.h"
 
 namespace ember {
 
@@ -13,8 +14,7 @@ LayerOptions::LayerOptions(std::string_view kind, const Json& options, std::init
     bool found = false;
     for (std::string_view k : known) found = found || k == key;
     if (!found) {
-      std::string list;
-      for (std::string_view k : known) list += (list.empty() ? "" : ", ") + std::string(k);
+      const std::string list = join(known);
       throw Error(kind_ + ": unknown option '" + key + "'" + (list.empty() ? " (it takes none)" : " (known: " + list + ")"));
     }
   }

@@ -9,6 +9,7 @@
 #include "engine/memory_limit.h"
 #include "engine/parameters.h"
 #include "engine/step_memory.h"
+#include "engine/threading.h"
 #include "tools/ember/commands.h"
 #include "tools/ember/flags.h"
 
@@ -40,7 +41,10 @@ int plan_command(int argc, char** argv) {
   const std::int64_t batch = flags.positive_integer("batch-size");
   const std::int64_t micro_batch = std::min(batch, flags.positive_integer("micro-batch"));
   const std::int64_t threads = flags.positive_integer("threads");
-  if (threads > 64) throw UsageError("ember plan: --threads: expected 1 to 64, found '" + flags.text("threads") + "'");
+  if (threads > max_compute_threads) {
+    throw UsageError("ember plan: --threads: expected 1 to " + std::to_string(max_compute_threads) + ", found '" +
+                     flags.text("threads") + "'");
+  }
   const bool training = flags.on("training");
   const std::string optimizer = flags.choice("optimizer", {"sgd", "sgd-momentum", "adam", "adamw"});
   const std::size_t memory_limit = resolve_memory_limit(flags.memory_size("memory-limit"));
