@@ -162,6 +162,8 @@ Graph graph_from_spec(const Json& spec, std::string_view source) {
   }
 }
 
+std::string spec_loss_name(const Json& spec) { return spec.value("loss", std::string(default_loss_name)); }
+
 Json spec_from_graph(const Graph& graph, std::string_view name) {
   Json spec;
   spec["format"] = "ember.model";
