@@ -94,7 +94,7 @@ class PreparedAttentionPool final : public PreparedLayer {
 }  // namespace
 
 AttentionPool::AttentionPool(std::int64_t features) : features_(features) {
-  if (features <= 0) throw Error("attention_pool: option 'features' must be a positive integer, found " + std::to_string(features));
+  if (features <= 0) throw_option_error("attention_pool", "features", "a positive integer", features);
 }
 
 std::unique_ptr<Layer> AttentionPool::from_options(const Json& options) {

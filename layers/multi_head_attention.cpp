@@ -147,7 +147,9 @@ class PreparedMultiHeadAttention final : public PreparedLayer {
 }  // namespace
 
 MultiHeadAttention::MultiHeadAttention(const MultiHeadAttentionOptions& options) : options_(options) {
-  if (options.d_model <= 0 || options.heads <= 0 || options.d_model % options.heads != 0) {
+  if (options.d_model <= 0) throw_option_error("multi_head_attention", "d_model", "a positive integer", options.d_model);
+  if (options.heads <= 0) throw_option_error("multi_head_attention", "heads", "a positive integer", options.heads);
+  if (options.d_model % options.heads != 0) {
     throw Error("multi_head_attention: d_model (" + std::to_string(options.d_model) + ") must be a positive multiple of heads (" +
                 std::to_string(options.heads) + ")");
   }
