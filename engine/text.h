@@ -2,6 +2,7 @@
 // Small text helpers for messages: numbers as their shortest exact text, and lists
 // joined with a separator ("a, b, c").
 #include <concepts>
+#include <cstddef>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -13,6 +14,9 @@ namespace ember {
 // "0.10000000149011612" once widened to double.
 std::string format_number(float value);
 std::string format_number(double value);
+
+// Bytes in MiB (2^20 bytes), for reports.
+inline double mebibytes(std::size_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
 
 // The items of `items` in order with `separator` between them; integers are written in
 // decimal, anything else must convert to std::string_view.
