@@ -8,8 +8,8 @@
 
 namespace ember {
 
-// The most compute threads a training step, an evaluation or a plan may be given; the
-// executor refuses more, and the CLI's --threads says so before anything is loaded.
+// The most compute threads one executor runs (engine/executor.cpp refuses more). ember
+// train and ember plan check --threads against it before loading anything.
 inline constexpr int max_compute_threads = 64;
 
 template <class Body>
