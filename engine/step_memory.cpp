@@ -7,12 +7,15 @@
 #include "engine/memory_limit.h"
 #include "engine/step_program.h"
 
+#include <oneapi/dnnl/dnnl.hpp>
+
 namespace ember {
 
 StepMemory estimate_step_memory(std::int64_t parameter_floats, std::span<const ProgramFootprint> programs,
-                                const StepMemoryOptions& options) {
+                                const StepMemoryOptions& options, std::int64_t buffer_floats) {
   check_executor_options(options.executor);
   if (parameter_floats < 0) throw Error("step memory: parameter count must be >= 0, found " + std::to_string(parameter_floats));
+  if (buffer_floats < 0) throw Error("step memory: buffer count must be >= 0, found " + std::to_string(buffer_floats));
   if (programs.empty()) throw Error("step memory: no step program given");
   const BatchLayout layout = batch_layout(options.executor, options.batch, options.mode);
   const bool training = options.mode == Mode::training;
@@ -20,6 +23,7 @@ StepMemory estimate_step_memory(std::int64_t parameter_floats, std::span<const P
   StepMemory memory;
   memory.block_bytes = checked_align_up(checked_float_bytes(parameter_floats, "parameter block"), tensor_alignment, "parameter block");
   memory.parameters = memory.block_bytes;
+  memory.buffers = checked_align_up(checked_float_bytes(buffer_floats, "buffer block"), tensor_alignment, "buffer block");
   memory.gradient_lanes = training ? layout.gradient_lanes : 1;  // the store always holds lane 0
   memory.gradients = checked_multiply(memory.block_bytes, static_cast<std::size_t>(memory.gradient_lanes), "gradient lanes");
   memory.optimizer_blocks =
@@ -43,15 +47,22 @@ StepMemory estimate_step_memory(const Graph& graph, const ParameterStore& parame
   for (const std::int64_t size : {layout.full_size, layout.last_size}) {
     if (size == layout.last_size && size == layout.full_size && !programs.empty()) break;
     const StepProgram program(graph, parameters, size, options.mode, engine, options.executor.plan_strategy);
-    programs.push_back({program.arena_bytes(), program.flag_bytes()});
+    programs.push_back({program.arena_bytes(), 0});
   }
-  return estimate_step_memory(parameters.total_floats(), programs, options);
+  return estimate_step_memory(parameters.total_floats(), programs, options, parameters.buffer_floats());
 }
 
-void check_model_memory(const Graph& graph, std::int64_t parameter_floats, std::int64_t micro_batch, std::size_t limit,
-                        std::string_view what) {
-  const std::size_t blocks = checked_multiply<std::size_t>(2, checked_float_bytes(parameter_floats, "parameter block"), "parameter blocks");
-  check_memory_limit(blocks, limit, std::string(what) + ": the parameter memory", "a block of values and one of gradients");
+namespace {
+
+void check_blocks(const Graph& graph, std::int64_t parameter_floats, std::int64_t buffer_floats, std::int64_t micro_batch,
+                  std::size_t limit, std::string_view what) {
+  std::size_t blocks = checked_multiply<std::size_t>(2, checked_float_bytes(parameter_floats, "parameter block"), "parameter blocks");
+  std::string breakdown = "a block of values and one of gradients";
+  if (buffer_floats > 0) {
+    blocks = checked_add(blocks, checked_float_bytes(buffer_floats, "buffer block"), "parameter and buffer blocks");
+    breakdown += ", and one of buffers";
+  }
+  check_memory_limit(blocks, limit, std::string(what) + ": the parameter memory", breakdown);
   for (ValueId value = 0; value < graph.value_count(); ++value) {
     const Shape shape = graph.value_shape(value).with_batch(micro_batch);
     const std::string name = value == graph.input() ? std::string("the input") : "layer '" + graph.nodes()[static_cast<std::size_t>(graph.producer(value))].name + "'";
@@ -60,9 +71,23 @@ void check_model_memory(const Graph& graph, std::int64_t parameter_floats, std::
   }
 }
 
+}  // namespace
+
+void check_model_memory(const Graph& graph, const ParameterLayout& layout, std::int64_t micro_batch, std::size_t limit,
+                        std::string_view what) {
+  check_blocks(graph, layout.total_floats, layout.buffer_floats, micro_batch, limit, what);
+}
+
+void check_model_memory(const Graph& graph, std::int64_t parameter_floats, std::int64_t micro_batch, std::size_t limit,
+                        std::string_view what) {
+  check_blocks(graph, parameter_floats, parameter_layout(graph).buffer_floats, micro_batch, limit, what);
+}
+
 void check_step_memory(const StepMemory& memory, std::size_t limit, std::string_view what) {
   check_memory_limit(memory.total(), limit, std::string(what) + ": the step",
-                     "parameters " + format_bytes(memory.parameters) + ", gradients " + format_bytes(memory.gradients) +
+                     "parameters " + format_bytes(memory.parameters) +
+                         (memory.buffers > 0 ? ", buffers " + format_bytes(memory.buffers) : std::string()) +
+                         ", gradients " + format_bytes(memory.gradients) +
                          ", optimizer state " + format_bytes(memory.optimizer_state) + ", " +
                          std::to_string(memory.arena_count) + " arena(s) " + format_bytes(memory.arenas));
 }

@@ -4,6 +4,7 @@
 //
 // Counted, each as the AlignedBuffer the engine allocates (zero-filled, so resident):
 //   parameters       the store's value block
+//   buffers          the store's buffer block (Layer::buffers(): BatchNorm's statistics)
 //   gradients        lane 0, the store's gradient block (allocated in inference too),
 //                    and in training the executor's lanes 1..L-1 (BatchLayout)
 //   optimizer state  one block per optimizer_state_names() entry (adam: 2, sgd with
@@ -25,6 +26,7 @@
 
 #include "engine/executor.h"
 #include "engine/optimizer.h"
+#include "engine/parameters.h"
 
 namespace ember {
 
@@ -39,6 +41,7 @@ struct StepMemoryOptions {
 struct StepMemory {
   std::size_t block_bytes = 0;      // one parameter-shaped block (padding included)
   std::size_t parameters = 0;
+  std::size_t buffers = 0;          // the buffer block (padding included)
   std::size_t gradients = 0;
   std::int64_t gradient_lanes = 0;  // blocks in `gradients`
   std::size_t optimizer_state = 0;
@@ -47,7 +50,7 @@ struct StepMemory {
   int arena_count = 0;
   std::size_t arena_bytes = 0;      // one arena
   std::size_t flag_bytes = 0;       // one flag buffer, as allocated
-  std::size_t total() const { return parameters + gradients + optimizer_state + arenas; }
+  std::size_t total() const { return parameters + buffers + gradients + optimizer_state + arenas; }
 };
 
 // What one compiled micro-batch size needs per thread (StepProgram::arena_bytes() and
@@ -57,10 +60,11 @@ struct ProgramFootprint {
   std::size_t flag_bytes = 0;
 };
 
-// The arithmetic: `parameter_floats` is ParameterStore::total_floats(); `programs` holds
-// the footprints of the micro-batch sizes the batch runs (BatchLayout's full and last).
+// The arithmetic: `parameter_floats` is ParameterStore::total_floats(), `buffer_floats`
+// its buffer_floats(); `programs` holds the footprints of the micro-batch sizes the batch
+// runs (BatchLayout's full and last).
 StepMemory estimate_step_memory(std::int64_t parameter_floats, std::span<const ProgramFootprint> programs,
-                                const StepMemoryOptions& options);
+                                const StepMemoryOptions& options, std::int64_t buffer_floats = 0);
 
 // Compiles the step programs the batch needs (on an engine of its own, freed on return)
 // and counts. Throws ember::Error on bad options, as the Executor would.
@@ -68,10 +72,14 @@ StepMemory estimate_step_memory(const Graph& graph, const ParameterStore& parame
 
 // The memory limit (engine/memory_limit.h), checked in the order a model is built; `limit`
 // is resolved (not default_memory_limit) and `what` names the model for the message.
-// First, before the ParameterStore is allocated (`parameter_floats` is its layout's
-// total_floats): its two blocks (values and gradients),
+// First, before the ParameterStore is allocated (`layout` is what it will be made from):
+// its three blocks (values, gradients and buffers),
 // and every value of the graph at `micro_batch` samples, each alone, so that compiling the
 // step (whose sizes are sums of such tensors) cannot overflow either.
+void check_model_memory(const Graph& graph, const ParameterLayout& layout, std::int64_t micro_batch, std::size_t limit,
+                        std::string_view what);
+// The same for a caller that holds only ParameterStore::total_floats() (the buffer block
+// is taken from parameter_layout(graph)).
 void check_model_memory(const Graph& graph, std::int64_t parameter_floats, std::int64_t micro_batch, std::size_t limit,
                         std::string_view what);
 // Then, once the step is estimated, the whole of it before any arena is allocated.

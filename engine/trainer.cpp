@@ -130,7 +130,7 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
   const Shape& input_shape = graph.input_sample_shape();
   const std::size_t memory_limit = resolve_memory_limit(options.memory_limit);
   ParameterLayout layout = parameter_layout(graph);
-  check_model_memory(graph, layout.total_floats, options.micro_batch, memory_limit, options.model);
+  check_model_memory(graph, layout, options.micro_batch, memory_limit, options.model);
   ParameterStore parameters(std::move(layout));
   parameters.initialize(options.seed);
 
@@ -201,7 +201,9 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
 
   Executor executor(graph, parameters, executor_options);
 
-  observer.on_start(std::to_string(parameters.parameter_count()) + " parameters, " + std::to_string(data.train_size) +
+  const std::string buffers =
+      parameters.buffer_count() > 0 ? " (and " + std::to_string(parameters.buffer_count()) + " buffer values)" : "";
+  observer.on_start(std::to_string(parameters.parameter_count()) + " parameters" + buffers + ", " + std::to_string(data.train_size) +
                     " training and " + std::to_string(data.test_size) + " test samples (" + data_name + "), " +
                     std::to_string(options.threads) + " thread(s)");
 
@@ -275,6 +277,11 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
           char rate[32];
           std::snprintf(rate, sizeof rate, "%g", learning_rate);
           bad->note = std::string("its gradient and the weights before the update were finite; learning rate ") + rate;
+          throw Error(where() + ": " + describe(*bad) + "; training stopped" + checkpoint_intact);
+        }
+        // Running statistics the step's forward updated: evaluation would use them.
+        if (auto bad = find_buffer_anomaly(graph, parameters, "forward")) {
+          bad->tensor = "updated " + bad->tensor;
           throw Error(where() + ": " + describe(*bad) + "; training stopped" + checkpoint_intact);
         }
       }

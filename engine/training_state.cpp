@@ -82,18 +82,52 @@ SafetensorsFile open_checkpoint(const std::string& path) {
   return file;
 }
 
-// Every parameter's values in the file, each checked for presence, dtype and shape;
-// nothing is copied, so a refused file changes nothing.
-std::vector<std::span<const float>> parameter_values(const SafetensorsFile& file, std::span<const ParameterEntry> entries) {
+// Every parameter's (or buffer's) values in the file, each checked for presence, dtype
+// and shape; nothing is copied, so a refused file changes nothing.
+std::vector<std::span<const float>> tensor_values(const SafetensorsFile& file, std::span<const ParameterEntry> entries) {
   std::vector<std::span<const float>> values;
   for (const ParameterEntry& entry : entries) values.push_back(file.floats(entry.name, dims(entry.spec.shape)));
   return values;
 }
 
-void copy_parameters(const std::vector<std::span<const float>>& values, ParameterStore& parameters) {
-  for (std::size_t i = 0; i < parameters.entries().size(); ++i) {
-    std::copy(values[i].begin(), values[i].end(), parameters.values().begin() + parameters.entries()[i].offset);
+// A model's tensors in a file, checked, not yet copied.
+struct ModelValues {
+  std::vector<std::span<const float>> parameters;
+  std::vector<std::span<const float>> buffers;
+};
+
+ModelValues model_values(const SafetensorsFile& file, const std::vector<ParameterEntry>& entries,
+                         const std::vector<ParameterEntry>& buffer_entries) {
+  return {tensor_values(file, entries), tensor_values(file, buffer_entries)};
+}
+
+void copy_values(const std::vector<std::span<const float>>& values, const std::vector<ParameterEntry>& entries,
+                 std::span<float> block) {
+  for (std::size_t i = 0; i < entries.size(); ++i) std::copy(values[i].begin(), values[i].end(), block.begin() + entries[i].offset);
+}
+
+void copy_model_values(const ModelValues& values, ParameterStore& parameters) {
+  copy_values(values.parameters, parameters.entries(), parameters.values());
+  copy_values(values.buffers, parameters.buffer_entries(), parameters.buffers());
+}
+
+void add_tensors(std::vector<TensorToWrite>& tensors, const std::vector<ParameterEntry>& entries,
+                 std::span<const float> block, const std::string& prefix = {}) {
+  for (const ParameterEntry& entry : entries) {
+    tensors.push_back({prefix + entry.name, dims(entry.spec.shape),
+                       block.subspan(static_cast<std::size_t>(entry.offset), static_cast<std::size_t>(entry.spec.shape.elements()))});
   }
+}
+
+// The model's weights from an opened checkpoint: every tensor is checked against the
+// graph, and the model against the memory limit, before the store is allocated.
+std::unique_ptr<ParameterStore> read_model_weights(const SafetensorsFile& file, const Graph& graph, std::size_t memory_limit) {
+  ParameterLayout layout = parameter_layout(graph);
+  const ModelValues values = model_values(file, layout.entries, layout.buffer_entries);
+  check_model_memory(graph, layout, 1, resolve_memory_limit(memory_limit), file.path());
+  auto parameters = std::make_unique<ParameterStore>(std::move(layout));
+  copy_model_values(values, *parameters);
+  return parameters;
 }
 
 }  // namespace
@@ -101,17 +135,11 @@ void copy_parameters(const std::vector<std::span<const float>>& values, Paramete
 void save_training_state(const std::string& path, const TrainingState& state, const ParameterStore& parameters,
                          const Optimizer& optimizer) {
   std::vector<TensorToWrite> tensors;
-  for (const ParameterEntry& entry : parameters.entries()) {
-    tensors.push_back({entry.name, dims(entry.spec.shape),
-                       parameters.values().subspan(static_cast<std::size_t>(entry.offset),
-                                                   static_cast<std::size_t>(entry.spec.shape.elements()))});
-  }
+  add_tensors(tensors, parameters.entries(), parameters.values());
+  // Under their own names, as PyTorch's state_dict() has them ("bn1.running_mean").
+  add_tensors(tensors, parameters.buffer_entries(), parameters.buffers());
   for (const ConstOptimizerStateView& block : optimizer.state_tensors()) {
-    for (const ParameterEntry& entry : parameters.entries()) {
-      tensors.push_back({state_tensor_name(block.name, entry.name), dims(entry.spec.shape),
-                         block.values.subspan(static_cast<std::size_t>(entry.offset),
-                                              static_cast<std::size_t>(entry.spec.shape.elements()))});
-    }
+    add_tensors(tensors, parameters.entries(), block.values, state_tensor_name(block.name, ""));
   }
   const std::map<std::string, std::string> metadata{
       {"format", format_name},
@@ -146,7 +174,7 @@ TrainingState load_training_state(const std::string& path, ParameterStore& param
     throw Error(path + ": the checkpoint's optimizer is " + name->get<std::string>() + ", this run uses " +
                 std::string(optimizer.name()));
   }
-  const std::vector<std::span<const float>> values = parameter_values(file, parameters.entries());
+  const ModelValues values = model_values(file, parameters.entries(), parameters.buffer_entries());
 
   // Optimizer blocks: per-parameter slices back into blocks laid out like the parameters.
   const auto block_floats = static_cast<std::size_t>(optimizer.total_floats());
@@ -162,7 +190,7 @@ TrainingState load_training_state(const std::string& path, ParameterStore& param
   std::vector<ConstOptimizerStateView> views;
   for (std::size_t i = 0; i < blocks.size(); ++i) views.push_back({state_names[i], blocks[i]});
   optimizer.import_state(optimizer_steps, views);  // checks everything before it changes anything
-  copy_parameters(values, parameters);              // cannot fail
+  copy_model_values(values, parameters);            // cannot fail
   return state;
 }
 
@@ -177,14 +205,14 @@ TrainedModel load_trained_model(const std::string& path, std::size_t memory_limi
       throw Error(path + ": __metadata__.run." + key + ": expected a number, found " + found_text(model.run[key]));
     }
   }
-  // The file's tensors are checked against the spec's parameters before the spec's
-  // buffers exist: a spec that asks for more than the file holds is refused, not allocated.
-  ParameterLayout layout = parameter_layout(*model.graph);
-  const std::vector<std::span<const float>> values = parameter_values(file, layout.entries);
-  check_model_memory(*model.graph, layout.total_floats, 1, resolve_memory_limit(memory_limit), path);
-  model.parameters = std::make_unique<ParameterStore>(std::move(layout));
-  copy_parameters(values, *model.parameters);
+  // The file's tensors are checked against the spec's parameters and buffers before the
+  // store exists: a spec that asks for more than the file holds is refused, not allocated.
+  model.parameters = read_model_weights(file, *model.graph, memory_limit);
   return model;
+}
+
+std::unique_ptr<ParameterStore> load_model_weights(const std::string& path, const Graph& graph, std::size_t memory_limit) {
+  return read_model_weights(open_checkpoint(path), graph, memory_limit);
 }
 
 }  // namespace ember

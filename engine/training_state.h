@@ -21,12 +21,13 @@ struct TrainingState {
   std::int64_t step = 0;  // optimizer steps completed
 };
 
-// Writes parameters, optimizer state and metadata atomically (temporary file, fsync,
+// Writes parameters, buffers (under "<node>.<buffer>", PyTorch's state_dict names),
+// optimizer state and metadata atomically (temporary file, fsync,
 // rename): a failure leaves any previous file at `path` untouched.
 void save_training_state(const std::string& path, const TrainingState& state, const ParameterStore& parameters,
                          const Optimizer& optimizer);
 
-// Restores parameters and optimizer state in place; checks every tensor's presence and
+// Restores parameters, buffers and optimizer state in place; checks every tensor's presence and
 // shape and every metadata field's type and range, and names the first mismatch. All is
 // checked before anything is copied: a refused checkpoint leaves `parameters` and
 // `optimizer` as they were.
@@ -42,5 +43,10 @@ struct TrainedModel {
 // Every tensor is checked against the spec, and the model against `memory_limit`
 // (engine/memory_limit.h; 0: the available memory), before its parameters are allocated.
 TrainedModel load_trained_model(const std::string& path, std::size_t memory_limit = 0);
+
+// The parameters and buffers of `graph` from a checkpoint, checked and limited as above;
+// the checkpoint's model spec is not read (for a graph built in code, a test's layer).
+std::unique_ptr<ParameterStore> load_model_weights(const std::string& path, const Graph& graph,
+                                                   std::size_t memory_limit = 0);
 
 }  // namespace ember

@@ -8,6 +8,8 @@
 #include "engine/error.h"
 #include "engine/loss.h"
 #include "engine/model_spec.h"
+#include "support/buffered_layer.h"
+#include "support/file_helpers.h"
 
 namespace ember {
 namespace {
@@ -58,6 +60,41 @@ TEST(StepMemory, CountsBlocksLanesAndArenasByTheExecutorsRules) {
   EXPECT_EQ(i.gradient_lanes, 1);
   EXPECT_EQ(i.optimizer_state, 0u);
   EXPECT_EQ(i.arena_count, 2);
+}
+
+// Buffers are one block, in training and inference alike; no lanes, no optimizer state.
+TEST(StepMemory, CountsTheBufferBlockOnce) {
+  const std::vector<ProgramFootprint> programs{{1000, 10}};
+  EXPECT_EQ(estimate_step_memory(1600, programs, training(256, 2)).buffers, 0u);
+  const StepMemory m = estimate_step_memory(1600, programs, training(256, 2), 20);
+  EXPECT_EQ(m.buffers, 128u);  // 80 bytes rounded up to 64, as allocated
+  EXPECT_EQ(m.total(), 6400u * 7 + 128u + 2u * 1088u);
+  EXPECT_THROW(estimate_step_memory(16, programs, training(64, 1), -1), Error);
+
+  const Graph graph = testing::buffered_graph();
+  const ParameterStore parameters(graph);
+  StepMemoryOptions inference = training(4, 1);
+  inference.mode = Mode::inference;
+  const StepMemory estimate = estimate_step_memory(graph, parameters, inference);
+  EXPECT_EQ(estimate.buffers, 192u);
+  EXPECT_EQ(estimate.parameters, 320u);
+  EXPECT_EQ(estimate.total(), 320u + 192u + 320u + estimate.arenas);
+  EXPECT_TRUE(testing::contains(testing::error_of([&] { check_step_memory(estimate, estimate.total() - 1, "buffered"); }),
+                                "parameters 320 bytes, buffers 192 bytes, gradients 320 bytes"));
+}
+
+// Before the store exists: values, gradients and buffers, 320 + 320 + 192 bytes.
+TEST(StepMemory, ModelMemoryCountsTheBufferBlock) {
+  const Graph graph = testing::buffered_graph();
+  const ParameterLayout layout = parameter_layout(graph);
+  EXPECT_NO_THROW(check_model_memory(graph, layout, 1, 832, "buffered"));
+  const std::string message = testing::error_of([&] { check_model_memory(graph, layout, 1, 831, "buffered"); });
+  EXPECT_TRUE(testing::starts_with(message, "buffered: the parameter memory needs 832 bytes (a block of values and one of "
+                                            "gradients, and one of buffers); the memory limit is 831 bytes"))
+      << message;
+  // The float-count form takes the buffers from the graph.
+  EXPECT_NO_THROW(check_model_memory(graph, layout.total_floats, 1, 832, "buffered"));
+  EXPECT_NE(testing::error_of([&] { check_model_memory(graph, layout.total_floats, 1, 831, "buffered"); }), "no error");
 }
 
 TEST(StepMemory, RefusesWhatTheExecutorRefuses) {

@@ -18,6 +18,7 @@
 #include <iterator>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -26,6 +27,7 @@
 #include "support/file_helpers.h"
 #include "engine/model_spec.h"
 #include "engine/safetensors.h"
+#include "support/buffered_layer.h"
 
 namespace ember {
 namespace {
@@ -69,7 +71,9 @@ OptimizerOptions sgd_momentum() {
 // A model, its parameters and an optimizer over them.
 struct Trainee {
   Trainee(const Json& spec, const std::string& optimizer_name, const OptimizerOptions& options = {}, std::uint64_t seed = 1)
-      : graph(graph_from_spec(spec)), parameters(graph) {
+      : Trainee(graph_from_spec(spec), optimizer_name, options, seed) {}
+  Trainee(Graph model, const std::string& optimizer_name, const OptimizerOptions& options = {}, std::uint64_t seed = 1)
+      : graph(std::move(model)), parameters(graph) {
     parameters.initialize(seed);
     optimizer = make_optimizer(optimizer_name, options, parameters);
   }
@@ -100,11 +104,34 @@ struct Trainee {
   }
 
   std::vector<float> values() const { return {parameters.values().begin(), parameters.values().end()}; }
+  std::vector<float> buffers() const { return {parameters.buffers().begin(), parameters.buffers().end()}; }
+
+  // What a training forward would leave in the buffers: distinct values, one a -0.0
+  // and one a subnormal, which only a bitwise copy keeps.
+  void set_buffers(float start) {
+    for (const ParameterEntry& entry : parameters.buffer_entries()) {
+      for (std::int64_t i = 0; i < entry.spec.shape.elements(); ++i) {
+        parameters.buffers()[static_cast<std::size_t>(entry.offset + i)] = start + 0.5f * static_cast<float>(entry.offset + i);
+      }
+    }
+    parameters.buffers()[0] = -0.0f;
+    parameters.buffers()[1] = 1e-40f;
+  }
 
   Graph graph;
   ParameterStore parameters;
   std::unique_ptr<Optimizer> optimizer;
 };
+
+// Every buffer's values, bitwise.
+void expect_same_buffers(const ParameterStore& expected, const ParameterStore& found) {
+  ASSERT_EQ(expected.buffer_entries().size(), found.buffer_entries().size());
+  for (const ParameterEntry& entry : expected.buffer_entries()) {
+    const auto begin = static_cast<std::size_t>(entry.offset);
+    const auto bytes = static_cast<std::size_t>(entry.spec.shape.elements()) * sizeof(float);
+    EXPECT_EQ(std::memcmp(expected.buffers().data() + begin, found.buffers().data() + begin, bytes), 0) << entry.name;
+  }
+}
 
 // Every entry's values, and every state block's slice of it, bitwise.
 void expect_same_state(const Trainee& expected, const Trainee& found) {
@@ -128,7 +155,8 @@ void expect_same_state(const Trainee& expected, const Trainee& found) {
 
 // Every value and state float of a trainee, and its step count, to compare before and after.
 struct Snapshot {
-  explicit Snapshot(const Trainee& trainee) : values(trainee.values()), steps(trainee.optimizer->step_count()) {
+  explicit Snapshot(const Trainee& trainee)
+      : values(trainee.values()), buffers(trainee.buffers()), steps(trainee.optimizer->step_count()) {
     for (const ConstOptimizerStateView& block : std::as_const(*trainee.optimizer).state_tensors()) {
       state.emplace_back(block.values.begin(), block.values.end());
     }
@@ -136,6 +164,7 @@ struct Snapshot {
   bool operator==(const Snapshot&) const = default;
 
   std::vector<float> values;
+  std::vector<float> buffers;
   std::int64_t steps;
   std::vector<std::vector<float>> state;
 };
@@ -158,6 +187,25 @@ class CheckpointFiles : public testing::TempDirectoryTest {
     std::map<std::string, std::string> metadata = file.metadata();
     edit(metadata);
     write_safetensors(path(to), tensors, metadata);
+  }
+
+  // A checkpoint of the buffered model (support/buffered_layer.h) after two Adam steps.
+  void save_buffered(const std::string& name) {
+    Trainee trainee(testing::buffered_graph(), "adam");
+    trainee.train(2);
+    trainee.set_buffers(3.0f);
+    save_training_state(path(name), trainee.state(1, 2), trainee.parameters, *trainee.optimizer);
+  }
+
+  // Copies checkpoint `from` to `to`, without the tensors `drop` and with `add` added.
+  void rewrite_tensors(const std::string& from, const std::string& to, const std::set<std::string>& drop,
+                       const std::vector<TensorToWrite>& add = {}) {
+    const SafetensorsFile file = SafetensorsFile::read(path(from));
+    std::vector<TensorToWrite> tensors(add);
+    for (const auto& [name, tensor] : file.tensors()) {
+      if (drop.count(name) == 0) tensors.push_back({name, tensor.shape, file.floats(name, tensor.shape)});
+    }
+    write_safetensors(path(to), tensors, file.metadata());
   }
 
   // The message of loading `name` into a fresh Adam trainee of the tiny model.
@@ -212,6 +260,95 @@ TEST_F(CheckpointFiles, TrainedModelLoadsFromACheckpoint) {
               0)
         << entry.name;
   }
+}
+
+// Buffers are saved under PyTorch's state_dict names beside the parameters, never with
+// optimizer state, and come back bitwise: in a resumed run, and in a model for inference.
+TEST_F(CheckpointFiles, BuffersRoundTripBitwise) {
+  Trainee original(testing::buffered_graph(), "adam");
+  original.train(2);
+  original.set_buffers(3.0f);
+  save_training_state(path("ck"), original.state(1, 2), original.parameters, *original.optimizer);
+
+  const SafetensorsFile file = SafetensorsFile::read(path("ck"));
+  EXPECT_EQ(file.tensor("bn1.running_mean").shape, (std::vector<std::int64_t>{3}));
+  EXPECT_EQ(file.tensor("bn1.running_var").shape, (std::vector<std::int64_t>{3}));
+  EXPECT_EQ(file.tensor("bn1.num_batches_tracked").shape, (std::vector<std::int64_t>{1}));
+  EXPECT_EQ(file.tensor("bn1.num_batches_tracked").dtype, "F32");
+  // 5 parameters, 3 buffers, Adam's two moments of the 5 parameters only.
+  EXPECT_EQ(file.tensors().size(), 5u + 3u + 2u * 5u);
+  EXPECT_EQ(file.tensors().count("optimizer.exp_avg.bn1.running_mean"), 0u);
+
+  Trainee restored(testing::buffered_graph(), "adam", {}, 99);
+  ASSERT_NE(restored.buffers(), original.buffers());
+  load_training_state(path("ck"), restored.parameters, *restored.optimizer);
+  expect_same_state(original, restored);
+  expect_same_buffers(original.parameters, restored.parameters);
+  EXPECT_EQ(std::signbit(restored.parameters.buffers()[0]), true) << "-0.0 came back as +0.0";
+
+  // Resumed: further steps change parameters and moments alike, and leave buffers alone.
+  original.train(2);
+  restored.train(2);
+  expect_same_state(original, restored);
+  expect_same_buffers(original.parameters, restored.parameters);
+
+  const std::unique_ptr<ParameterStore> weights = load_model_weights(path("ck"), testing::buffered_graph());
+  expect_same_buffers(restored.parameters, *weights);
+  const SafetensorsFile saved = SafetensorsFile::read(path("ck"));
+  for (const ParameterEntry& entry : weights->entries()) {
+    const std::span<const float> stored = saved.floats(entry.name, entry.spec.shape.dims());
+    EXPECT_EQ(std::memcmp(weights->value_data(weights->find(entry.name)), stored.data(), stored.size_bytes()), 0) << entry.name;
+  }
+}
+
+// A model without buffers writes the same tensors as before buffers existed.
+TEST_F(CheckpointFiles, ModelWithoutBuffersWritesOnlyParametersAndOptimizerState) {
+  save_adam("ck");
+  std::vector<std::string> names;
+  const SafetensorsFile file = SafetensorsFile::read(path("ck"));
+  for (const auto& [name, tensor] : file.tensors()) names.push_back(name);
+  std::vector<std::string> expected;
+  for (const char* prefix : {"", "optimizer.exp_avg.", "optimizer.exp_avg_sq."}) {
+    for (const char* parameter : {"fc1.bias", "fc1.weight", "fc2.bias", "fc2.weight"}) expected.push_back(prefix + std::string(parameter));
+  }
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(names, expected);
+}
+
+TEST_F(CheckpointFiles, MissingOrMisshapenBufferIsRefused) {
+  save_buffered("ck");
+  const std::vector<float> four(4, 1.0f);
+  rewrite_tensors("ck", "missing", {"bn1.running_var"});
+  rewrite_tensors("ck", "misshapen", {"bn1.running_var"}, {{"bn1.running_var", {4}, four}});
+  rewrite_tensors("ck", "scalar", {"bn1.num_batches_tracked"}, {{"bn1.num_batches_tracked", {}, std::span(four).first(1)}});
+  // As a checkpoint written before the layer had buffers.
+  rewrite_tensors("ck", "old", {"bn1.running_mean", "bn1.running_var", "bn1.num_batches_tracked"});
+  const std::map<std::string, std::string> expected{
+      {"missing", path("missing") + ": no tensor 'bn1.running_var'"},
+      {"misshapen", path("misshapen") + ": tensor 'bn1.running_var' has shape [4], expected [3]"},
+      {"scalar", path("scalar") + ": tensor 'bn1.num_batches_tracked' has shape [], expected [1]"},
+      {"old", path("old") + ": no tensor 'bn1.running_mean'"},
+  };
+  for (const auto& [name, message] : expected) {
+    SCOPED_TRACE(name);
+    Trainee trainee(testing::buffered_graph(), "adam", {}, 42);
+    trainee.train(1);
+    trainee.set_buffers(7.0f);
+    const Snapshot snapshot(trainee);
+    EXPECT_EQ(error_of([&] { load_training_state(path(name), trainee.parameters, *trainee.optimizer); }), message);
+    EXPECT_TRUE(Snapshot(trainee) == snapshot) << "the refused load changed the trainee";
+    EXPECT_EQ(error_of([&] { load_model_weights(path(name), testing::buffered_graph()); }), message);
+  }
+}
+
+// The buffer block counts against the memory limit before the store is allocated.
+TEST_F(CheckpointFiles, BufferBlockCountsAgainstTheMemoryLimit) {
+  save_buffered("ck");
+  // Values and gradients take 320 bytes each, the buffers 192.
+  EXPECT_NO_THROW(load_model_weights(path("ck"), testing::buffered_graph(), 832));
+  const std::string message = error_of([&] { load_model_weights(path("ck"), testing::buffered_graph(), 831); });
+  EXPECT_TRUE(starts_with(message, path("ck") + ": the parameter memory needs 832 bytes")) << message;
+  EXPECT_TRUE(contains(message, "and one of buffers")) << message;
 }
 
 TEST_F(CheckpointFiles, UnknownFormatVersionIsRefused) {

@@ -51,7 +51,7 @@ int plan_command(int argc, char** argv) {
   const std::size_t memory_limit = resolve_memory_limit(flags.memory_size("memory-limit"));
   const Graph graph = graph_from_spec(load_model_spec(flags.text("model")), flags.text("model"));
   ParameterLayout layout = parameter_layout(graph);
-  check_model_memory(graph, layout.total_floats, micro_batch, memory_limit, flags.text("model"));
+  check_model_memory(graph, layout, micro_batch, memory_limit, flags.text("model"));
   const ParameterStore parameters(std::move(layout));
 
   StepMemoryOptions options;
@@ -66,7 +66,10 @@ int plan_command(int argc, char** argv) {
   const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   const StepProgram program(graph, parameters, micro_batch, options.mode, engine, options.executor.plan_strategy);
   const StepPlanReport& report = program.report();
-  std::printf("%-28s %-26s %14s %12s %6s %6s\n", "tensor", "shape", "bytes", "offset", "first", "last");
+  // The op sequence first: the tensors' first and last uses are positions in it.
+  std::printf("%-6s %s\n", "op", "runs");
+  for (std::size_t i = 0; i < report.ops.size(); ++i) std::printf("%-6zu %s\n", i, report.ops[i].c_str());
+  std::printf("\n%-28s %-26s %14s %12s %6s %6s\n", "tensor", "shape", "bytes", "offset", "first", "last");
   for (std::size_t i = 0; i < report.tensors.size(); ++i) {
     const TensorLifetime& t = report.tensors[i];
     std::printf("%-28s %-26s %14zu %12zu %6d %6d\n", t.name.c_str(), report.shapes[i].c_str(), t.bytes,
@@ -82,6 +85,11 @@ int plan_command(int argc, char** argv) {
   std::printf("\nwhole step, batch %lld on %lld thread(s) (input batch not included)\n  parameters  %s (%lld values)\n",
               static_cast<long long>(batch), static_cast<long long>(threads), mebibytes_text(memory.parameters).c_str(),
               static_cast<long long>(parameters.parameter_count()));
+  // Layer state that is not trained (BatchNorm's running statistics); most models have none.
+  if (memory.buffers > 0) {
+    std::printf("  buffers     %s (%lld values, not trained)\n", mebibytes_text(memory.buffers).c_str(),
+                static_cast<long long>(parameters.buffer_count()));
+  }
   std::printf("  gradients   %s (%lld lane(s)%s)\n", mebibytes_text(memory.gradients).c_str(),
               static_cast<long long>(memory.gradient_lanes), training ? "" : ", the store's block, unused in inference");
   if (training) {
