@@ -31,11 +31,15 @@ StepMemory estimate_step_memory(std::int64_t parameter_floats, std::span<const P
   memory.optimizer_state = checked_multiply(memory.block_bytes, static_cast<std::size_t>(memory.optimizer_blocks), "optimizer state");
   for (const ProgramFootprint& program : programs) {
     memory.arena_bytes = std::max(memory.arena_bytes, align_up(program.arena_bytes));
-    memory.flag_bytes = std::max(memory.flag_bytes, align_up(program.flag_bytes));
+    memory.kept_bytes = std::max(memory.kept_bytes, align_up(program.kept_bytes));
+    memory.batch_bytes = std::max(memory.batch_bytes, align_up(program.batch_bytes));
   }
   memory.arena_count = layout.threads;
-  memory.arenas = checked_multiply(static_cast<std::size_t>(memory.arena_count),
-                                   checked_add(memory.arena_bytes, memory.flag_bytes, "arena"), "arenas");
+  memory.arenas = checked_multiply(static_cast<std::size_t>(memory.arena_count), memory.arena_bytes, "arenas");
+  // The executor keeps, per micro-batch, the largest kept plan among the sizes it runs.
+  memory.kept_count = memory.kept_bytes > 0 ? layout.micro_batches : 0;
+  memory.kept = checked_add(checked_multiply(static_cast<std::size_t>(memory.kept_count), memory.kept_bytes, "kept memory"),
+                            memory.batch_bytes, "kept memory");
   return memory;
 }
 
@@ -47,7 +51,7 @@ StepMemory estimate_step_memory(const Graph& graph, const ParameterStore& parame
   for (const std::int64_t size : {layout.full_size, layout.last_size}) {
     if (size == layout.last_size && size == layout.full_size && !programs.empty()) break;
     const StepProgram program(graph, parameters, size, options.mode, engine, options.executor.plan_strategy);
-    programs.push_back({program.arena_bytes(), 0});
+    programs.push_back({program.arena_bytes(), program.kept_bytes(), program.batch_bytes()});
   }
   return estimate_step_memory(parameters.total_floats(), programs, options, parameters.buffer_floats());
 }

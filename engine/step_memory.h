@@ -11,8 +11,10 @@
 //                    momentum: 1, plain sgd: 0)
 //   arenas           one per thread that runs micro-batches, each the largest plan among
 //                    the micro-batch sizes the batch runs (full and last); oneDNN's
-//                    scratchpads and workspaces are tensors of those plans. Each thread's
-//                    flag buffer is counted with its arena.
+//                    scratchpads and workspaces are tensors of those plans.
+//   kept             graphs with sync points (BatchNorm in training): the tensors that
+//                    live across a sync point, for every micro-batch of the batch, and
+//                    the step's batch memory (the reductions' results).
 // Not counted: the caller's batch (input and targets; in `ember train` the trainer's one
 // batch buffer, like the dataset, is the caller's data), and what is not a planned buffer:
 // oneDNN primitive objects and their JIT code, ember's compiled step programs (op lists,
@@ -46,18 +48,22 @@ struct StepMemory {
   std::int64_t gradient_lanes = 0;  // blocks in `gradients`
   std::size_t optimizer_state = 0;
   int optimizer_blocks = 0;         // blocks in `optimizer_state`
-  std::size_t arenas = 0;           // arena_count x (arena_bytes + flag_bytes)
+  std::size_t arenas = 0;           // arena_count x arena_bytes
   int arena_count = 0;
   std::size_t arena_bytes = 0;      // one arena
-  std::size_t flag_bytes = 0;       // one flag buffer, as allocated
-  std::size_t total() const { return parameters + buffers + gradients + optimizer_state + arenas; }
+  std::size_t kept = 0;             // kept_count x kept_bytes + batch_bytes
+  std::int64_t kept_count = 0;      // micro-batches that keep memory (0 without sync points)
+  std::size_t kept_bytes = 0;       // one micro-batch's, as allocated
+  std::size_t batch_bytes = 0;
+  std::size_t total() const { return parameters + buffers + gradients + optimizer_state + arenas + kept; }
 };
 
-// What one compiled micro-batch size needs per thread (StepProgram::arena_bytes() and
-// flag_bytes()).
+// What one compiled micro-batch size needs (StepProgram::arena_bytes(), kept_bytes() and
+// batch_bytes()).
 struct ProgramFootprint {
-  std::size_t arena_bytes = 0;
-  std::size_t flag_bytes = 0;
+  std::size_t arena_bytes = 0;  // per thread
+  std::size_t kept_bytes = 0;   // per micro-batch
+  std::size_t batch_bytes = 0;  // per step
 };
 
 // The arithmetic: `parameter_floats` is ParameterStore::total_floats(), `buffer_floats`

@@ -107,7 +107,23 @@ TEST_P(BatchNormParity, OneTrainingStepMatchesPyTorch) {
   const double torch_loss = golden_.tensor("loss")[0];
   std::printf("loss: ember %.7f torch %.7f\n", result.mean_loss(), torch_loss);
   EXPECT_LE(std::fabs(result.mean_loss() - torch_loss) / torch_loss, tolerance);
-  testing::expect_gradients_match(parameters_, golden_, tolerance);
+  for (const ParameterEntry& e : parameters_.entries()) {
+    const auto ours = parameters_.gradients().subspan(static_cast<std::size_t>(e.offset),
+                                                      static_cast<std::size_t>(e.spec.shape.elements()));
+    const std::span<const float> theirs = golden_.tensor("grad." + e.name);
+    if (e.name == "fc.bias") {
+      // fc feeds a BatchNorm, which subtracts the batch mean: the bias gradient is zero in
+      // exact arithmetic, rounding noise in both (about 1e-6 against 0.1 elsewhere).
+      for (std::size_t i = 0; i < ours.size(); ++i) {
+        EXPECT_LE(std::fabs(ours[i]), 1e-5f) << e.name << "[" << i << "]";
+        EXPECT_LE(std::fabs(theirs[i]), 1e-5f) << e.name << "[" << i << "] (PyTorch)";
+      }
+      continue;
+    }
+    const double error = testing::relative_error(ours, theirs);
+    std::printf("grad %-32s max relative error %.3g\n", e.name.c_str(), error);
+    EXPECT_LE(error, tolerance) << e.name;
+  }
   expect_buffers_match("after1.");
 }
 

@@ -24,9 +24,10 @@ StepMemoryOptions training(std::int64_t batch, int threads, std::int64_t micro_b
 }
 
 TEST(StepMemory, CountsBlocksLanesAndArenasByTheExecutorsRules) {
-  const std::vector<ProgramFootprint> programs{{1000, 10}, {200, 12}};  // full, last
+  const std::vector<ProgramFootprint> programs{{1000, 10, 100}, {200, 12, 100}};  // full, last
   const std::int64_t floats = 1600;  // 6400 bytes, a multiple of 64
-  // 256 samples in 16 micro-batches: 4 lanes; 2 threads, 2 arenas of the larger plan.
+  // 256 samples in 16 micro-batches: 4 lanes; 2 threads, 2 arenas of the larger plan;
+  // kept memory for each of the 16 micro-batches, and one batch memory.
   const StepMemory m = estimate_step_memory(floats, programs, training(256, 2));
   EXPECT_EQ(m.block_bytes, 6400u);
   EXPECT_EQ(m.parameters, 6400u);
@@ -36,9 +37,12 @@ TEST(StepMemory, CountsBlocksLanesAndArenasByTheExecutorsRules) {
   EXPECT_EQ(m.optimizer_state, 2u * 6400u);
   EXPECT_EQ(m.arena_count, 2);
   EXPECT_EQ(m.arena_bytes, 1024u);  // 1000 rounded up to 64 bytes, as allocated
-  EXPECT_EQ(m.flag_bytes, 64u);
-  EXPECT_EQ(m.arenas, 2u * (1024u + 64u));
-  EXPECT_EQ(m.total(), 6400u * 7 + 2u * 1088u);
+  EXPECT_EQ(m.arenas, 2u * 1024u);
+  EXPECT_EQ(m.kept_bytes, 64u);
+  EXPECT_EQ(m.kept_count, 16);
+  EXPECT_EQ(m.batch_bytes, 128u);
+  EXPECT_EQ(m.kept, 16u * 64u + 128u);
+  EXPECT_EQ(m.total(), 6400u * 7 + 2u * 1024u + 16u * 64u + 128u);
 
   // Fewer micro-batches than threads and lanes: only the threads that run get an arena.
   const StepMemory small = estimate_step_memory(floats, programs, training(16, 2));
@@ -68,7 +72,7 @@ TEST(StepMemory, CountsTheBufferBlockOnce) {
   EXPECT_EQ(estimate_step_memory(1600, programs, training(256, 2)).buffers, 0u);
   const StepMemory m = estimate_step_memory(1600, programs, training(256, 2), 20);
   EXPECT_EQ(m.buffers, 128u);  // 80 bytes rounded up to 64, as allocated
-  EXPECT_EQ(m.total(), 6400u * 7 + 128u + 2u * 1088u);
+  EXPECT_EQ(m.total(), 6400u * 7 + 128u + 2u * 1024u + 16u * 64u);
   EXPECT_THROW(estimate_step_memory(16, programs, training(64, 1), -1), Error);
 
   const Graph graph = testing::buffered_graph();
@@ -110,8 +114,10 @@ TEST(StepMemory, RefusesWhatTheExecutorRefuses) {
 }
 
 // The estimate counts, before anything runs, exactly the buffers an executor then holds.
-TEST(StepMemory, MatchesWhatTheExecutorAllocates) {
-  const Graph graph = graph_from_spec(builtin_model_spec("seed-cnn"), "seed-cnn");
+class StepMemoryOf : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(StepMemoryOf, MatchesWhatTheExecutorAllocates) {
+  const Graph graph = graph_from_spec(builtin_model_spec(GetParam()), GetParam());
   const CrossEntropyLoss loss;
   // 100 samples in micro-batches of 16: six of 16 and a last of 4.
   for (const auto& [batch, threads] : {std::pair<std::int64_t, int>{100, 2}, {256, 1}, {8, 2}}) {
@@ -123,12 +129,19 @@ TEST(StepMemory, MatchesWhatTheExecutorAllocates) {
     std::vector<std::int32_t> labels(static_cast<std::size_t>(batch), 3);
     Executor executor(graph, parameters, options.executor);
     executor.train_step(input.data(), batch, Targets{labels, nullptr}, loss, 0);
-    // The executor holds the arenas, flag buffers and lanes 1..L-1; lane 0 is the store's.
-    EXPECT_EQ(executor.buffer_bytes(), estimate.arenas + estimate.gradients - estimate.block_bytes)
+    // The executor holds the arenas, the kept memory (resnet's BatchNorms make sync
+    // points) and lanes 1..L-1; lane 0 is the store's.
+    EXPECT_EQ(executor.buffer_bytes(), estimate.arenas + estimate.kept + estimate.gradients - estimate.block_bytes)
         << "batch " << batch << ", " << threads << " thread(s)";
     EXPECT_EQ(estimate.block_bytes, static_cast<std::size_t>(parameters.total_floats()) * sizeof(float));
+    EXPECT_EQ(estimate.kept > 0, std::string(GetParam()) == "resnet");
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Models, StepMemoryOf, ::testing::Values("seed-cnn", "resnet"),
+                         [](const ::testing::TestParamInfo<const char*>& info) {
+                           return std::string(info.param) == "seed-cnn" ? std::string("seed_cnn") : std::string(info.param);
+                         });
 
 }  // namespace
 }  // namespace ember

@@ -112,10 +112,10 @@ int run(const ProbeOptions& options) {
   std::printf("%s, adam, batch %lld, micro-batch %lld, %d thread(s), %d step(s)\n", options.model.c_str(),
               static_cast<long long>(options.batch), static_cast<long long>(step.executor.micro_batch), options.threads,
               options.steps);
-  std::printf("  estimate  %8.2f MiB  (parameters %.2f, gradients %.2f in %lld lanes, optimizer %.2f, arenas %d x %.2f)\n",
+  std::printf("  estimate  %8.2f MiB  (parameters %.2f, gradients %.2f in %lld lanes, optimizer %.2f, arenas %d x %.2f, kept %.2f)\n",
               mebibytes(estimate.total()), mebibytes(estimate.parameters), mebibytes(estimate.gradients),
               static_cast<long long>(estimate.gradient_lanes), mebibytes(estimate.optimizer_state), estimate.arena_count,
-              mebibytes(estimate.arena_bytes + estimate.flag_bytes));
+              mebibytes(estimate.arena_bytes), mebibytes(estimate.kept));
   std::printf("  measured  %8.2f MiB  (peak RSS %.2f MiB above a baseline of %.2f MiB)\n", mebibytes(measured),
               mebibytes(peak), mebibytes(baseline));
   if (options.tolerance > 0.0) {

@@ -348,6 +348,13 @@ TEST_F(CliTest, PlanPrintsEveryTensorTheTotalsAndTheWholeStep) {
                                "  arenas ", "(2 x ", "  total "}) {
     EXPECT_NE(run.output.find(expected), std::string::npos) << "missing '" << expected << "' in\n" << run.output;
   }
+  // BatchNorm in training: sync points, and tensors kept per micro-batch across them.
+  const CliRun resnet = ember("plan --model resnet --batch-size 64 --training");
+  ASSERT_EQ(resnet.exit_code, 0) << resnet.output;
+  for (const char* expected : {"(sync point)", "forward_partial stem.bn", "reduce_backward stem.bn", "(kept)",
+                               "  phases ", "  kept ", "  batch ", "micro-batch(es) x "}) {
+    EXPECT_NE(resnet.output.find(expected), std::string::npos) << "missing '" << expected << "' in\n" << resnet.output;
+  }
   const CliRun inference = ember("plan --model attn-cnn --batch-size 64");
   ASSERT_EQ(inference.exit_code, 0) << inference.output;
   EXPECT_NE(inference.output.find("(inference)"), std::string::npos) << inference.output;

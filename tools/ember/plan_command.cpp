@@ -23,6 +23,27 @@ std::string mebibytes_text(std::size_t bytes) {
   return text;
 }
 
+// One memory region's tensors: where each lives, and when (positions in the op list).
+void print_tensors(const char* region, const std::vector<TensorLifetime>& tensors, const std::vector<std::string>& shapes,
+                   const MemoryPlan& plan) {
+  if (tensors.empty()) return;
+  std::printf("\n%-28s %-26s %14s %12s %6s %6s  (%s)\n", "tensor", "shape", "bytes", "offset", "first", "last", region);
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    const TensorLifetime& t = tensors[i];
+    std::printf("%-28s %-26s %14zu %12zu %6d %6d\n", t.name.c_str(), shapes[i].c_str(), t.bytes, plan.offsets[i],
+                t.first_use, t.last_use);
+  }
+}
+
+void print_plan_sizes(const char* region, const MemoryPlan& plan) {
+  const double ratio = plan.lower_bound_bytes > 0
+                           ? static_cast<double>(plan.arena_bytes) / static_cast<double>(plan.lower_bound_bytes)
+                           : 1.0;
+  std::printf("  %-11s %s\n  naive       %s\n  lower bound %s (%s = %.3f x lower bound)\n", region,
+              mebibytes_text(plan.arena_bytes).c_str(), mebibytes_text(plan.naive_bytes).c_str(),
+              mebibytes_text(plan.lower_bound_bytes).c_str(), region, ratio);
+}
+
 }  // namespace
 
 int plan_command(int argc, char** argv) {
@@ -69,17 +90,15 @@ int plan_command(int argc, char** argv) {
   // The op sequence first: the tensors' first and last uses are positions in it.
   std::printf("%-6s %s\n", "op", "runs");
   for (std::size_t i = 0; i < report.ops.size(); ++i) std::printf("%-6zu %s\n", i, report.ops[i].c_str());
-  std::printf("\n%-28s %-26s %14s %12s %6s %6s\n", "tensor", "shape", "bytes", "offset", "first", "last");
-  for (std::size_t i = 0; i < report.tensors.size(); ++i) {
-    const TensorLifetime& t = report.tensors[i];
-    std::printf("%-28s %-26s %14zu %12zu %6d %6d\n", t.name.c_str(), report.shapes[i].c_str(), t.bytes,
-                report.plan.offsets[i], t.first_use, t.last_use);
+  print_tensors("arena", report.tensors, report.shapes, report.plan);
+  print_tensors("kept", report.kept_tensors, report.kept_shapes, report.kept_plan);
+  std::printf("\nper micro-batch of %lld (%s)\n", static_cast<long long>(micro_batch), training ? "training" : "inference");
+  print_plan_sizes("arena", report.plan);
+  if (report.phases > 1) {
+    std::printf("  phases      %d (%d sync points: whole-batch reductions)\n", report.phases, report.phases - 1);
+    print_plan_sizes("kept", report.kept_plan);
+    std::printf("  batch       %s (the reductions' results, once per step)\n", mebibytes_text(report.batch_bytes).c_str());
   }
-  std::printf("\nper micro-batch of %lld (%s)\n  arena       %s\n  naive       %s\n  lower bound %s (arena = %.3f x lower bound)\n",
-              static_cast<long long>(micro_batch), training ? "training" : "inference",
-              mebibytes_text(report.plan.arena_bytes).c_str(), mebibytes_text(report.plan.naive_bytes).c_str(),
-              mebibytes_text(report.plan.lower_bound_bytes).c_str(),
-              report.plan.lower_bound_bytes > 0 ? static_cast<double>(report.plan.arena_bytes) / static_cast<double>(report.plan.lower_bound_bytes) : 1.0);
   for (const std::string& fused : report.fused) std::printf("  fused       %s (ReLU applied by the layer before it)\n", fused.c_str());
 
   std::printf("\nwhole step, batch %lld on %lld thread(s) (input batch not included)\n  parameters  %s (%lld values)\n",
@@ -96,9 +115,14 @@ int plan_command(int argc, char** argv) {
     std::printf("  optimizer   %s (%s, %d block(s))\n", mebibytes_text(memory.optimizer_state).c_str(), optimizer.c_str(),
                 memory.optimizer_blocks);
   }
-  std::printf("  arenas      %s (%d x %s, oneDNN scratchpads and workspaces included)\n  total       %s\n",
-              mebibytes_text(memory.arenas).c_str(), memory.arena_count, mebibytes_text(memory.arena_bytes + memory.flag_bytes).c_str(),
-              mebibytes_text(memory.total()).c_str());
+  std::printf("  arenas      %s (%d x %s, oneDNN scratchpads and workspaces included)\n",
+              mebibytes_text(memory.arenas).c_str(), memory.arena_count, mebibytes_text(memory.arena_bytes).c_str());
+  if (memory.kept > 0) {
+    std::printf("  kept        %s (%lld micro-batch(es) x %s across sync points, and the batch memory)\n",
+                mebibytes_text(memory.kept).c_str(), static_cast<long long>(memory.kept_count),
+                mebibytes_text(memory.kept_bytes).c_str());
+  }
+  std::printf("  total       %s\n", mebibytes_text(memory.total()).c_str());
   // The plan is printed either way, so the figure that exceeds the limit can be read.
   std::printf("  limit       %s\n", mebibytes_text(memory_limit).c_str());
   check_step_memory(memory, memory_limit, flags.text("model"));
