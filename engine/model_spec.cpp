@@ -283,8 +283,8 @@ const char* const attention_mse = R"({
   ]
 })";
 
-// The built-in resnet: ResNet-20 (three residual blocks per stage) for Fashion-MNIST.
-Json builtin_resnet() { return resnet_spec(std::vector<std::int64_t>{1, 28, 28}, 3, 10); }
+// The built-in resnet: ResNet-14 (two residual blocks per stage) for Fashion-MNIST.
+Json builtin_resnet() { return resnet_spec(std::vector<std::int64_t>{1, 28, 28}, 2, 10); }
 
 using BuiltinSpec = Json (*)();
 

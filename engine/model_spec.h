@@ -47,8 +47,8 @@ std::vector<std::string> builtin_model_names();
 // (layers/residual_block.h) with 16, 32 and 64 channels, the second and third starting
 // with a stride-2 block, global_avg_pool and a Linear to `classes`. Layer names are
 // "stem.conv", "stage2.block1", ..., "pool", "head" (PyTorch's names in
-// tests/pytorch/ember_models.py). The built-in "resnet" is resnet_spec({1, 28, 28}, 3, 10):
-// ResNet-20 for Fashion-MNIST.
+// tests/pytorch/ember_models.py). The built-in "resnet" is resnet_spec({1, 28, 28}, 2, 10):
+// ResNet-14 for Fashion-MNIST.
 Json resnet_spec(std::span<const std::int64_t> input, std::int64_t blocks_per_stage, std::int64_t classes);
 
 // A built-in name, or a path to a JSON spec file.

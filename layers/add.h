@@ -1,5 +1,6 @@
 #pragma once
 // Residual add: inputs (N, ...) and (N, ...) of one shape -> output (N, ...), their sum.
+// Takes blocked oneDNN layouts (conv feature maps); the output has the first input's.
 #include "layers/layer.h"
 
 namespace ember {
@@ -11,6 +12,7 @@ class Add final : public Layer {
   std::string_view kind() const override { return "add"; }
   Json options() const override { return Json::object(); }
   int input_count() const override { return 2; }
+  bool accepts_blocked_inputs() const override { return true; }
   Shape output_shape(std::span<const Shape> inputs) const override;
   std::unique_ptr<PreparedLayer> prepare(const PrepareContext& context) const override;
 };

@@ -162,7 +162,7 @@ TEST(ModelSpec, AResNetSpecNamesItsLayersAsPyTorchDoes) {
   EXPECT_EQ(spec["layers"][6]["stride"], 1);
   EXPECT_EQ(spec["layers"][7]["stride"], 2);
   EXPECT_EQ(spec["layers"][10]["out_features"], 100);
-  EXPECT_EQ(builtin_model_spec("resnet"), resnet_spec(std::vector<std::int64_t>{1, 28, 28}, 3, 10));
+  EXPECT_EQ(builtin_model_spec("resnet"), resnet_spec(std::vector<std::int64_t>{1, 28, 28}, 2, 10));
 }
 
 TEST(ModelSpec, AResNetSpecRefusesBadArguments) {
@@ -185,12 +185,12 @@ TEST(ModelSpec, AResNetSpecRefusesBadArguments) {
 TEST(ModelSpec, AResNetBuildsForAnyImageShape) {
   const Graph builtin = graph_from_spec(builtin_model_spec("resnet"));
   EXPECT_EQ(builtin.value_shape(builtin.find("stem.relu")->output), (Shape{1, 16, 28, 28}));
-  EXPECT_EQ(builtin.value_shape(builtin.find("stage1.block3")->output), (Shape{1, 16, 28, 28}));
+  EXPECT_EQ(builtin.value_shape(builtin.find("stage1.block2")->output), (Shape{1, 16, 28, 28}));
   EXPECT_EQ(builtin.value_shape(builtin.find("stage2.block1")->output), (Shape{1, 32, 14, 14}));
-  EXPECT_EQ(builtin.value_shape(builtin.find("stage3.block3")->output), (Shape{1, 64, 7, 7}));
+  EXPECT_EQ(builtin.value_shape(builtin.find("stage3.block2")->output), (Shape{1, 64, 7, 7}));
   EXPECT_EQ(builtin.value_shape(builtin.output()), (Shape{1, 10}));
-  // PyTorch's ResNet(3) of tests/pytorch/ember_models.py: 272186 parameters (buffers aside).
-  EXPECT_EQ(ParameterStore(builtin).parameter_count(), 272186);
+  // PyTorch's ResNet(2) of tests/pytorch/ember_models.py: 174970 parameters (buffers aside).
+  EXPECT_EQ(ParameterStore(builtin).parameter_count(), 174970);
 
   const Graph colour = graph_from_spec(resnet_spec(std::vector<std::int64_t>{3, 32, 32}, 1, 100));
   EXPECT_EQ(colour.value_shape(colour.find("stage3.block1")->output), (Shape{1, 64, 8, 8}));

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
-RESNET_BLOCKS = 3  # residual blocks per stage of the built-in resnet (ResNet-20)
+RESNET_BLOCKS = 2  # residual blocks per stage of the built-in resnet (ResNet-14)
 
 
 def read_idx(path):
