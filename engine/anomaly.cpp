@@ -46,10 +46,11 @@ std::optional<NonFiniteElement> first_non_finite(const Tensor& tensor, const dnn
   return first_non_finite(std::span<const float>(plain));
 }
 
-std::optional<Anomaly> find_parameter_anomaly(const Graph& graph, const ParameterStore& parameters,
-                                              std::span<const float> block, std::string_view phase,
-                                              std::string_view suffix) {
-  for (const ParameterEntry& entry : parameters.entries()) {
+namespace {
+
+std::optional<Anomaly> find_entry_anomaly(const Graph& graph, const std::vector<ParameterEntry>& entries,
+                                          std::span<const float> block, std::string_view phase, std::string_view suffix) {
+  for (const ParameterEntry& entry : entries) {
     const auto values = block.subspan(static_cast<std::size_t>(entry.offset), static_cast<std::size_t>(entry.spec.shape.elements()));
     if (const auto bad = first_non_finite(values)) {
       const Node& node = graph.nodes()[static_cast<std::size_t>(entry.node)];
@@ -64,6 +65,18 @@ std::optional<Anomaly> find_parameter_anomaly(const Graph& graph, const Paramete
     }
   }
   return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<Anomaly> find_parameter_anomaly(const Graph& graph, const ParameterStore& parameters,
+                                              std::span<const float> block, std::string_view phase,
+                                              std::string_view suffix) {
+  return find_entry_anomaly(graph, parameters.entries(), block, phase, suffix);
+}
+
+std::optional<Anomaly> find_buffer_anomaly(const Graph& graph, const ParameterStore& parameters, std::string_view phase) {
+  return find_entry_anomaly(graph, parameters.buffer_entries(), parameters.buffers(), phase, "");
 }
 
 }  // namespace ember

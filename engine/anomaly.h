@@ -62,4 +62,8 @@ std::optional<Anomaly> find_parameter_anomaly(const Graph& graph, const Paramete
                                               std::span<const float> block, std::string_view phase,
                                               std::string_view suffix);
 
+// The first non-finite element of the store's buffers (BatchNorm's running statistics,
+// which a training forward updates), reported for the buffer's layer: tensor "<entry>".
+std::optional<Anomaly> find_buffer_anomaly(const Graph& graph, const ParameterStore& parameters, std::string_view phase);
+
 }  // namespace ember

@@ -6,6 +6,8 @@
 #include <span>
 #include <string>
 
+#include <oneapi/dnnl/dnnl.hpp>
+
 #include "engine/anomaly.h"
 #include "engine/error.h"
 #include "engine/threading.h"
@@ -49,17 +51,17 @@ std::int64_t Executor::output_sample_elements() const { return graph_.value_shap
 
 std::size_t Executor::buffer_bytes() const {
   std::size_t bytes = 0;
-  for (const ThreadState& state : threads_) bytes += align_up(state.arena.size()) + align_up(state.flags.size());
+  for (const Workspace& workspace : workspaces_) bytes += workspace.bytes();
   for (const AlignedBuffer& lane : extra_lanes_) bytes += align_up(lane.size());
   return bytes;
 }
 
-const StepProgram& Executor::program(std::int64_t micro_batch, Mode mode) {
+const StepProgram& Executor::program(std::int64_t micro_batch, Mode mode, bool computes_loss) {
   for (const auto& p : programs_) {
-    if (p->micro_batch() == micro_batch && p->mode() == mode) return *p;
+    if (p->micro_batch() == micro_batch && p->mode() == mode && p->computes_loss() == computes_loss) return *p;
   }
-  programs_.push_back(
-      std::make_unique<StepProgram>(graph_, parameters_, micro_batch, mode, *engine_, options_.plan_strategy));
+  programs_.push_back(std::make_unique<StepProgram>(graph_, parameters_, micro_batch, mode, *engine_,
+                                                    options_.plan_strategy, computes_loss));
   return *programs_.back();
 }
 
@@ -94,19 +96,13 @@ StepResult Executor::run_batch(const float* input, std::int64_t batch, Mode mode
     }
   }
   // Compile every size this batch needs before entering the parallel region.
-  const StepProgram& full = program(layout.full_size, mode);
-  const StepProgram& last = program(layout.last_size, mode);
+  const StepProgram& full = program(layout.full_size, mode, loss != nullptr);
+  const StepProgram& last = program(layout.last_size, mode, loss != nullptr);
   const std::size_t arena_bytes = std::max(full.arena_bytes(), last.arena_bytes());
-  const std::size_t flag_bytes = std::max(full.flag_bytes(), last.flag_bytes());
-  // One arena per thread that runs micro-batches, not per thread of the budget: a batch
-  // with fewer micro-batches than threads leaves the rest idle.
-  while (threads_.size() < static_cast<std::size_t>(layout.threads)) {
-    threads_.push_back(ThreadState{AlignedBuffer(), AlignedBuffer(), std::make_unique<dnnl::stream>(*engine_)});
-  }
-  for (ThreadState& state : threads_) {
-    if (state.arena.size() < arena_bytes) state.arena = AlignedBuffer(arena_bytes);
-    if (state.flags.size() < flag_bytes) state.flags = AlignedBuffer(flag_bytes);
-  }
+  // One workspace per thread that runs micro-batches, not per thread of the budget: a
+  // batch with fewer micro-batches than threads leaves the rest idle.
+  while (workspaces_.size() < static_cast<std::size_t>(layout.threads)) workspaces_.emplace_back(*engine_);
+  for (Workspace& workspace : workspaces_) workspace.reserve(arena_bytes);
 
   const bool training = mode == Mode::training;
   const std::int64_t lanes = layout.gradient_lanes;
@@ -141,9 +137,7 @@ StepResult Executor::run_batch(const float* input, std::int64_t batch, Mode mode
       run.micro_batch_index = j;
     }
     const StepProgram& step = j + 1 < micro_count ? full : last;
-    ThreadState& state = threads_[static_cast<std::size_t>(thread)];
-    results[static_cast<std::size_t>(j)] = step.run(
-        run, state.arena.data(), std::span<char>(reinterpret_cast<char*>(state.flags.data()), state.flags.size()), *state.stream);
+    results[static_cast<std::size_t>(j)] = step.run(run, workspaces_[static_cast<std::size_t>(thread)]);
   };
   // After an anomaly a lane (training) or a thread (inference) stops: its later
   // micro-batches have higher indices, and the lowest anomalous micro-batch of each lane
@@ -201,11 +195,7 @@ StepResult Executor::run_batch(const float* input, std::int64_t batch, Mode mode
   }
 
   StepResult total;
-  for (const StepResult& r : results) {
-    total.loss_sum += r.loss_sum;
-    total.correct += r.correct;
-    total.samples += r.samples;
-  }
+  for (const StepResult& r : results) total += r;
   return total;
 }
 

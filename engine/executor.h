@@ -2,7 +2,7 @@
 // The executor runs steps of a graph over whole batches: training (forward, loss,
 // backward), evaluation and inference. It is the only place that decides threads.
 //
-// Batch parallelism (DESIGN.md): the batch is cut into micro-batches of a fixed size;
+// Batch parallelism (docs/architecture.md): the batch is cut into micro-batches of a fixed size;
 // micro-batch j goes to gradient lane j mod L (L fixed, not the thread count), each lane
 // processes its micro-batches in order, and the lanes are summed in lane order. So the
 // result of a step is the same bitwise for any thread count up to L. Threads take whole
@@ -16,6 +16,7 @@
 #include "engine/loss.h"
 #include "engine/parameters.h"
 #include "engine/step_program.h"
+#include "engine/workspace.h"
 
 namespace ember {
 
@@ -68,15 +69,12 @@ class Executor {
   // 1..L-1 (estimate_step_memory counts them before they exist).
   std::size_t buffer_bytes() const;
   const ExecutorOptions& options() const { return options_; }
-  const StepPlanReport& plan_report(std::int64_t micro_batch, Mode mode) { return program(micro_batch, mode).report(); }
+  const StepPlanReport& plan_report(std::int64_t micro_batch, Mode mode) {
+    return program(micro_batch, mode, mode == Mode::training).report();
+  }
 
  private:
-  struct ThreadState {
-    AlignedBuffer arena;
-    AlignedBuffer flags;
-    std::unique_ptr<dnnl::stream> stream;
-  };
-  const StepProgram& program(std::int64_t micro_batch, Mode mode);
+  const StepProgram& program(std::int64_t micro_batch, Mode mode, bool computes_loss);
   StepResult run_batch(const float* input, std::int64_t batch, Mode mode, const Targets* targets, const Loss* loss,
                        std::uint64_t step_seed, float* output);
 
@@ -85,7 +83,7 @@ class Executor {
   ExecutorOptions options_;
   std::unique_ptr<dnnl::engine> engine_;
   std::vector<std::unique_ptr<StepProgram>> programs_;
-  std::vector<ThreadState> threads_;
+  std::vector<Workspace> workspaces_;  // one per thread that runs micro-batches
   std::vector<AlignedBuffer> extra_lanes_;  // lanes 1..L-1; lane 0 is the store's gradient block
 };
 

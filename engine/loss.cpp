@@ -39,8 +39,13 @@ CrossEntropyLoss::CrossEntropyLoss(float label_smoothing) : label_smoothing_(lab
   }
 }
 
+LossResult Loss::compute(const Tensor& predictions, const Targets& targets, float grad_scale, float* gradient) const {
+  std::vector<float> scratch(gradient == nullptr ? static_cast<std::size_t>(predictions.elements()) : 0);
+  return compute(predictions, targets, grad_scale, gradient, scratch.data());
+}
+
 LossResult CrossEntropyLoss::compute(const Tensor& predictions, const Targets& targets, float grad_scale,
-                                     float* gradient) const {
+                                     float* gradient, float* scratch) const {
   require_plain(name(), predictions);
   if (predictions.shape.rank() != 2) {
     throw Error("cross_entropy: predictions must be (rows, classes), found shape " + predictions.shape.str());
@@ -64,14 +69,10 @@ LossResult CrossEntropyLoss::compute(const Tensor& predictions, const Targets& t
   LossResult result;
   if (rows == 0) return result;
 
-  // log p goes where the gradient will be (it becomes p - q in place), or into per-thread
-  // scratch when only the loss is wanted: compute() runs on many threads at once.
-  float* log_probs = gradient;
-  if (log_probs == nullptr) {
-    thread_local std::vector<float> scratch;
-    if (scratch.size() < static_cast<std::size_t>(rows * classes)) scratch.resize(static_cast<std::size_t>(rows * classes));
-    log_probs = scratch.data();
-  }
+  // log p goes where the gradient will be (it becomes p - q in place), or into the
+  // caller's scratch when only the loss is wanted.
+  float* log_probs = gradient != nullptr ? gradient : scratch;
+  if (log_probs == nullptr) throw Error("cross_entropy: no gradient buffer and no scratch given");
   const simd::SoftmaxKernels& kernels = simd::softmax_kernels();
   kernels.log_softmax_forward(log_probs, predictions.data, rows, classes);
 
@@ -109,7 +110,7 @@ LossResult CrossEntropyLoss::compute(const Tensor& predictions, const Targets& t
 }
 
 LossResult MeanSquaredErrorLoss::compute(const Tensor& predictions, const Targets& targets, float grad_scale,
-                                         float* gradient) const {
+                                         float* gradient, float* /*scratch: not needed*/) const {
   require_plain(name(), predictions);
   const std::int64_t rows = predictions.shape[0];
   const std::int64_t row_elements = predictions.shape.sample_elements();

@@ -11,7 +11,8 @@
 // so per-row losses and gradient rows are bitwise identical for any micro-batch split.
 //
 // A Loss is immutable after construction and keeps no scratch of its own: many threads
-// call compute() on one Loss at once.
+// call compute() on one Loss at once. In a step program the loss is an op like the others,
+// its scratch planned with the step's tensors.
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -43,8 +44,12 @@ class Loss {
   // gradient: null (loss only) or a buffer of predictions.elements() floats that is
   // overwritten with d(loss_sum * grad_scale) / d(predictions). It must not alias the
   // predictions.
-  virtual LossResult compute(const Tensor& predictions, const Targets& targets, float grad_scale,
-                             float* gradient) const = 0;
+  // scratch: when `gradient` is null, predictions.elements() floats the loss may use
+  // (every loss needs at most that); ignored otherwise.
+  virtual LossResult compute(const Tensor& predictions, const Targets& targets, float grad_scale, float* gradient,
+                             float* scratch) const = 0;
+  // The same, with scratch of its own when it needs some (callers outside a step program).
+  LossResult compute(const Tensor& predictions, const Targets& targets, float grad_scale, float* gradient) const;
   // "cross_entropy", "mse"
   virtual std::string_view name() const = 0;
   // Whether compute() reads Targets::labels (else Targets::values).
@@ -61,8 +66,9 @@ class CrossEntropyLoss final : public Loss {
  public:
   explicit CrossEntropyLoss(float label_smoothing = 0.0f);
 
-  LossResult compute(const Tensor& predictions, const Targets& targets, float grad_scale,
-                     float* gradient) const override;
+  using Loss::compute;
+  LossResult compute(const Tensor& predictions, const Targets& targets, float grad_scale, float* gradient,
+                     float* scratch) const override;
   std::string_view name() const override { return "cross_entropy"; }
   bool uses_labels() const override { return true; }
   float label_smoothing() const { return label_smoothing_; }
@@ -80,8 +86,9 @@ class CrossEntropyLoss final : public Loss {
 // which with grad_scale = 1 / N is PyTorch's 2 * (y - t) / (N * E).
 class MeanSquaredErrorLoss final : public Loss {
  public:
-  LossResult compute(const Tensor& predictions, const Targets& targets, float grad_scale,
-                     float* gradient) const override;
+  using Loss::compute;
+  LossResult compute(const Tensor& predictions, const Targets& targets, float grad_scale, float* gradient,
+                     float* scratch) const override;
   std::string_view name() const override { return "mse"; }
   bool uses_labels() const override { return false; }
 };

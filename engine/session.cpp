@@ -3,11 +3,15 @@
 #include <algorithm>
 #include <string>
 
+#include <oneapi/dnnl/dnnl.hpp>
+
 #include "engine/error.h"
 #include "engine/memory_limit.h"
 #include "engine/step_memory.h"
+#include "engine/step_program.h"
 #include "engine/threading.h"
 #include "engine/training_state.h"
+#include "engine/workspace.h"
 
 namespace ember {
 namespace {
@@ -20,12 +24,6 @@ std::string batched_text(const Shape& sample) {
 }
 
 }  // namespace
-
-struct InferenceSession::Workspace {
-  AlignedBuffer arena;
-  AlignedBuffer flags;
-  dnnl::stream stream;
-};
 
 std::unique_ptr<InferenceSession> InferenceSession::open(const std::string& checkpoint, SessionOptions options) {
   TrainedModel model = load_trained_model(checkpoint, options.memory_limit);
@@ -50,15 +48,14 @@ InferenceSession::InferenceSession(std::unique_ptr<Graph> graph, std::unique_ptr
   check_model_memory(*graph_, parameters_->total_floats(), options_.micro_batch, limit, "inference session");
   engine_ = std::make_unique<dnnl::engine>(dnnl::engine::kind::cpu, 0);
   for (std::int64_t size = 1; size <= options_.micro_batch; ++size) {
-    programs_.push_back(
-        std::make_unique<StepProgram>(*graph_, *parameters_, size, Mode::inference, *engine_, PlanStrategy::best_fit));
+    programs_.push_back(std::make_unique<StepProgram>(*graph_, *parameters_, size, Mode::inference, *engine_,
+                                                      PlanStrategy::best_fit, /*computes_loss=*/false));
     arena_bytes_ = std::max(arena_bytes_, programs_.back()->arena_bytes());
-    flag_bytes_ = std::max(flag_bytes_, programs_.back()->flag_bytes());
   }
   // The store's two blocks (values, and gradients it holds in every mode) and the first
   // workspaces must fit; further workspaces are made while they fit.
   const std::size_t weights = 2 * parameters_->values().size_bytes();
-  const std::size_t workspace = std::max<std::size_t>(1, align_up(arena_bytes_) + align_up(flag_bytes_));
+  const std::size_t workspace = std::max<std::size_t>(1, align_up(arena_bytes_));
   check_memory_limit(weights + static_cast<std::size_t>(options_.workspaces) * workspace, limit, "inference session",
                      "weights and gradients " + format_bytes(weights) + ", " + std::to_string(options_.workspaces) +
                          " workspace(s) of " + format_bytes(workspace));
@@ -77,7 +74,7 @@ std::size_t InferenceSession::workspace_count() const {
   return workspaces_made_;
 }
 
-std::unique_ptr<InferenceSession::Workspace> InferenceSession::take_workspace() const {
+std::unique_ptr<Workspace> InferenceSession::take_workspace() const {
   {
     std::unique_lock<std::mutex> lock(pool_mutex_);
     workspace_returned_.wait(lock, [&] { return !pool_.empty() || workspaces_made_ < max_workspaces_; });
@@ -90,7 +87,7 @@ std::unique_ptr<InferenceSession::Workspace> InferenceSession::take_workspace() 
     pool_.reserve(workspaces_made_);  // so giving it back never allocates
   }
   try {
-    return std::unique_ptr<Workspace>(new Workspace{AlignedBuffer(arena_bytes_), AlignedBuffer(flag_bytes_), dnnl::stream(*engine_)});
+    return std::make_unique<Workspace>(*engine_, arena_bytes_);
   } catch (...) {
     // Not made after all: a caller waiting for room may make it instead.
     {
@@ -152,9 +149,7 @@ void InferenceSession::run(const float* input, std::int64_t batch, float* output
       step.first_sample = first;
       step.input = input + first * input_sample_elements();
       step.output = output;
-      programs_[static_cast<std::size_t>(size - 1)]->run(
-          step, workspace->arena.data(),
-          std::span<char>(reinterpret_cast<char*>(workspace->flags.data()), workspace->flags.size()), workspace->stream);
+      programs_[static_cast<std::size_t>(size - 1)]->run(step, *workspace);
     }
   } catch (...) {
     give_back(std::move(workspace));

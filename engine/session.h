@@ -22,9 +22,11 @@
 
 #include "engine/graph.h"
 #include "engine/parameters.h"
-#include "engine/step_program.h"
 
 namespace ember {
+
+class StepProgram;  // engine/step_program.h
+struct Workspace;   // engine/workspace.h
 
 struct SessionOptions {
   std::int64_t max_batch = 64;
@@ -60,7 +62,6 @@ class InferenceSession {
   std::size_t workspace_count() const;
 
  private:
-  struct Workspace;
   std::unique_ptr<Workspace> take_workspace() const;
   void give_back(std::unique_ptr<Workspace> workspace) const;
 
@@ -70,7 +71,6 @@ class InferenceSession {
   std::unique_ptr<dnnl::engine> engine_;
   std::vector<std::unique_ptr<StepProgram>> programs_;  // index = micro-batch size - 1
   std::size_t arena_bytes_ = 0;
-  std::size_t flag_bytes_ = 0;
 
   std::size_t max_workspaces_ = 0;  // what the memory limit allows
 

@@ -7,6 +7,8 @@
 #include "engine/memory_limit.h"
 #include "engine/step_program.h"
 
+#include <oneapi/dnnl/dnnl.hpp>
+
 namespace ember {
 
 StepMemory estimate_step_memory(std::int64_t parameter_floats, std::span<const ProgramFootprint> programs,
@@ -45,7 +47,7 @@ StepMemory estimate_step_memory(const Graph& graph, const ParameterStore& parame
   for (const std::int64_t size : {layout.full_size, layout.last_size}) {
     if (size == layout.last_size && size == layout.full_size && !programs.empty()) break;
     const StepProgram program(graph, parameters, size, options.mode, engine, options.executor.plan_strategy);
-    programs.push_back({program.arena_bytes(), program.flag_bytes()});
+    programs.push_back({program.arena_bytes(), 0});
   }
   return estimate_step_memory(parameters.total_floats(), programs, options, parameters.buffer_floats());
 }

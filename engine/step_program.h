@@ -1,12 +1,15 @@
 #pragma once
 // A StepProgram is one step of a graph (training: forward, loss, backward; or inference)
-// compiled for one micro-batch size: every layer prepared (oneDNN primitives created),
-// the reorders between oneDNN's blocked layouts and plain consumers inserted, and every
-// tensor of the step given an offset in one arena by the memory plan.
+// compiled for one micro-batch size. The compiler (engine/step_compiler.cpp) runs named
+// passes over the graph: fuse ReLUs into the layers that can apply them, prepare every
+// layer (oneDNN primitives are created there), legalize layouts (plain copies of blocked
+// values for the layers that need plain data), differentiate (who writes which gradient,
+// into which buffer), schedule the ops into phases separated by batch sync points, give
+// every tensor its lifetime, and plan the memory. docs/architecture.md walks through it.
 //
-// It is immutable once built: any number of threads may run it at once, each with its
-// own arena, stream and flag buffer. That is what the executor's batch parallelism and
-// the inference session's concurrent calls both rely on.
+// A program is immutable once built: any number of threads may run it at once, each with
+// its own Workspace (engine/workspace.h). That is what the executor's batch parallelism
+// and the inference session's concurrent calls both rely on.
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -14,8 +17,6 @@
 #include <span>
 #include <string>
 #include <vector>
-
-#include <oneapi/dnnl/dnnl.hpp>
 
 #include "engine/graph.h"
 #include "engine/loss.h"
@@ -25,12 +26,20 @@
 namespace ember {
 
 struct Anomaly;  // engine/anomaly.h
+struct Workspace;
+struct Reorder;  // engine/step_compiler.cpp: a oneDNN reorder between a blocked value and its plain copy
 
 struct StepResult {
   double loss_sum = 0.0;       // sum over samples of the per-sample loss
   std::int64_t correct = 0;    // top-1 hits (classification losses)
   std::int64_t samples = 0;
   double mean_loss() const { return samples > 0 ? loss_sum / static_cast<double>(samples) : 0.0; }
+  StepResult& operator+=(const StepResult& other) {
+    loss_sum += other.loss_sum;
+    correct += other.correct;
+    samples += other.samples;
+    return *this;
+  }
 };
 
 // One step's tensors and their placement, as data (for `ember plan` and tests).
@@ -39,9 +48,10 @@ struct StepPlanReport {
   std::vector<std::string> shapes;  // per tensor: "(16, 32, 28, 28)", "+ blocked" if oneDNN's layout pads; "-" for raw bytes
   MemoryPlan plan;
   std::vector<std::string> fused;   // "conv1+relu1": ReLUs applied by the layer before them (inference)
+  std::vector<std::string> ops;     // the op sequence: "forward conv1", "to_plain conv1", "loss", "backward fc1", ...
 };
 
-// What one run of a program reads and writes besides its arena.
+// What one run of a program reads and writes besides its workspace.
 struct StepRun {
   const float* input = nullptr;       // micro_batch samples, plain row-major
   std::int64_t first_sample = 0;      // index of input's first sample in the whole batch
@@ -58,60 +68,89 @@ struct StepRun {
   std::int64_t micro_batch_index = 0;  // recorded with an anomaly
 };
 
+// The compiled form. Values are the step's tensors as layers see them (graph values and
+// plain copies of blocked ones); tensors are what the memory plan places (a value, a
+// gradient, a partial gradient, a layer's saved or scratch bytes); ops run in order.
+enum class OpKind { forward, to_plain, loss, backward, gradient_to_blocked };
+
+struct StepValue {
+  ValueInfo info;
+  std::string name;            // the producing node's name; "input"; "<node>.plain" for a copy
+  int copy_of = -1;            // a plain copy: the blocked value it copies
+  int plain_copy = -1;         // a blocked value: its plain copy, if some reader needs one
+  int producer = -1;           // the node that writes it (-1: the input, or a copy)
+  bool requires_grad = false;  // training: backward produces its gradient
+  int tensor = -1;             // where it lives (shared with its input when a layer runs in place)
+  int gradient = -1;           // its gradient's tensor
+  std::vector<int> partials;   // tensors a second reader's gradient is written to, then added in
+  std::shared_ptr<const Reorder> reorder;  // a plain copy: the reorders to and from the blocked value
+};
+
+struct StepTensor {
+  std::string name;
+  std::size_t bytes = 0;
+  std::string shape;  // for the report
+  int first_use = -1;
+  int last_use = -1;
+  std::size_t offset = 0;
+};
+
+// Where a backward op (or the loss, or a reorder of a gradient) writes one gradient: the
+// value's gradient tensor itself when it is the value's first writer, else a partial
+// buffer that is then added to it.
+struct GradientWrite {
+  int value = -1;    // -1: no gradient wanted
+  int partial = -1;  // index into StepValue::partials, or -1 for the gradient itself
+};
+
+struct StepOp {
+  OpKind kind = OpKind::forward;
+  int node = -1;                // forward, backward: the graph node
+  std::vector<int> inputs;      // values read (to_plain, gradient_to_blocked: the plain copy)
+  int output = -1;              // value written or whose gradient is read
+  std::vector<GradientWrite> input_grads;  // backward: per input; loss, gradient_to_blocked: one
+  bool zero_output_grad = false;  // backward: no reader wrote the output's gradient (an unused branch)
+  int saved = -1;               // tensors of the layer, -1 if it needs none
+  int scratch = -1;
+  std::string describe;         // for the report and anomaly messages
+};
+
 class StepProgram {
  public:
+  // computes_loss: runs are given a loss (training always is); an inference program that
+  // computes none (a session's) plans no scratch for it.
   StepProgram(const Graph& graph, const ParameterStore& parameters, std::int64_t micro_batch, Mode mode,
-              const dnnl::engine& engine, PlanStrategy strategy);
+              const dnnl::engine& engine, PlanStrategy strategy, bool computes_loss = true);
   ~StepProgram();
   StepProgram(const StepProgram&) = delete;
   StepProgram& operator=(const StepProgram&) = delete;
 
   std::int64_t micro_batch() const { return micro_batch_; }
   Mode mode() const { return mode_; }
+  bool computes_loss() const { return computes_loss_; }
   std::size_t arena_bytes() const { return report_.plan.arena_bytes; }
-  // Bytes of the per-run flag buffer run() needs.
-  std::size_t flag_bytes() const { return slots_.size(); }
   const StepPlanReport& report() const { return report_; }
 
-  // Runs one micro-batch on the calling thread. `arena` holds arena_bytes(), 64-byte
-  // aligned; `flags` holds flag_bytes().
-  StepResult run(const StepRun& run, std::byte* arena, std::span<char> flags, dnnl::stream& stream) const;
+  // Runs one micro-batch on the calling thread in `workspace`, whose arena holds
+  // arena_bytes() (Workspace::reserve).
+  StepResult run(const StepRun& run, Workspace& workspace) const;
 
  private:
-  enum class OpKind { forward, reorder_to_plain, loss, backward, reorder_grad_to_blocked };
-  struct Op {
-    OpKind kind;
-    int index;  // node for forward/backward, slot for reorders and the loss
-  };
+  struct Compiler;  // engine/step_compiler.cpp
+  class Runner;     // engine/step_program.cpp
 
   const Graph& graph_;
   const ParameterStore& parameters_;
   const dnnl::engine& engine_;
   std::int64_t micro_batch_;
   Mode mode_;
+  bool computes_loss_;
 
-  // A slot is a tensor of the step seen by layers: a graph value, or a plain copy of a
-  // value that stays in a blocked oneDNN layout but is read by a layer that needs plain
-  // row-major data (or by the loss).
-  std::vector<std::unique_ptr<PreparedLayer>> layers_;  // per node
-  std::vector<ValueInfo> slots_;
-  std::vector<int> copy_of_;                    // per slot: the blocked slot it copies, or -1
-  std::vector<int> plain_copy_;                 // per slot: its plain copy, or -1
-  std::vector<dnnl::reorder> to_plain_;         // per copy slot
-  std::vector<dnnl::reorder> grad_to_blocked_;  // per copy slot
-  std::vector<dnnl::memory::desc> plain_desc_;  // per copy slot
-  std::vector<std::vector<int>> input_slots_;   // per node
-  std::vector<int> output_slot_;                // per node
-  int loss_slot_ = -1;
-  std::vector<char> requires_grad_;             // per slot
-  std::vector<char> runs_backward_;             // per node
-  std::vector<char> elided_;                    // per node: a ReLU fused into its producer
-  std::vector<int> gradient_writers_;           // per slot
-
-  std::vector<std::size_t> value_offset_, grad_offset_;                 // per slot
-  std::vector<std::vector<std::size_t>> partial_offsets_;               // per slot: its partial gradient buffers
-  std::vector<std::size_t> saved_offset_, forward_scratch_offset_, backward_scratch_offset_;  // per node
-  std::vector<Op> ops_;
+  std::vector<std::unique_ptr<PreparedLayer>> layers_;  // per node; null for a fused ReLU
+  std::vector<StepValue> values_;
+  std::vector<StepTensor> tensors_;
+  std::vector<StepOp> ops_;
+  int loss_value_ = -1;  // the plain value the loss reads and the output is copied from
   StepPlanReport report_;
 };
 

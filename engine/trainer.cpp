@@ -271,6 +271,11 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
           bad->note = std::string("its gradient and the weights before the update were finite; learning rate ") + rate;
           throw Error(where() + ": " + describe(*bad) + "; training stopped" + checkpoint_intact);
         }
+        // Running statistics the step's forward updated: evaluation would use them.
+        if (auto bad = find_buffer_anomaly(graph, parameters, "forward")) {
+          bad->tensor = "updated " + bad->tensor;
+          throw Error(where() + ": " + describe(*bad) + "; training stopped" + checkpoint_intact);
+        }
       }
       ++step;
       // The epoch's last step is saved with the epoch, after its evaluation.

@@ -18,6 +18,7 @@
 #include "engine/model_spec.h"
 #include "engine/optimizer.h"
 #include "engine/trainer.h"
+#include "support/buffered_layer.h"
 #include "support/random_batch.h"
 
 namespace ember {
@@ -54,6 +55,22 @@ float* parameter(ParameterStore& parameters, const std::string& name) {
   const int entry = parameters.find(name);
   EXPECT_GE(entry, 0) << name;
   return parameters.value(entry).data;
+}
+
+// Buffers are checked apart from the parameters (the trainer does after each step): the
+// first non-finite one is named, with its layer.
+TEST(Anomaly, ANonFiniteBufferIsNamed) {
+  const Graph graph = testing::buffered_graph();
+  ParameterStore parameters(graph);
+  parameters.initialize(1);
+  EXPECT_FALSE(find_buffer_anomaly(graph, parameters, "forward").has_value());
+  parameters.values()[0] = infinity;  // a parameter: not a buffer
+  EXPECT_FALSE(find_buffer_anomaly(graph, parameters, "forward").has_value());
+  parameters.buffers()[parameters.buffer_entries()[1].offset + 2] = infinity;
+  parameters.buffers()[parameters.buffer_entries()[2].offset] = std::nanf("");
+  const auto bad = find_buffer_anomaly(graph, parameters, "forward");
+  ASSERT_TRUE(bad.has_value());
+  EXPECT_EQ(describe(*bad), "non-finite value in the forward pass at layer bn1 (test_buffered): bn1.running_var, element 2, is inf");
 }
 
 TEST(Anomaly, IsOffByDefaultAndThenNothingIsChecked) {

@@ -61,7 +61,10 @@ int plan_command(int argc, char** argv) {
   const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   const StepProgram program(graph, parameters, micro_batch, options.mode, engine, options.executor.plan_strategy);
   const StepPlanReport& report = program.report();
-  std::printf("%-28s %-26s %14s %12s %6s %6s\n", "tensor", "shape", "bytes", "offset", "first", "last");
+  // The op sequence first: the tensors' first and last uses are positions in it.
+  std::printf("%-6s %s\n", "op", "runs");
+  for (std::size_t i = 0; i < report.ops.size(); ++i) std::printf("%-6zu %s\n", i, report.ops[i].c_str());
+  std::printf("\n%-28s %-26s %14s %12s %6s %6s\n", "tensor", "shape", "bytes", "offset", "first", "last");
   for (std::size_t i = 0; i < report.tensors.size(); ++i) {
     const TensorLifetime& t = report.tensors[i];
     std::printf("%-28s %-26s %14zu %12zu %6d %6d\n", t.name.c_str(), report.shapes[i].c_str(), t.bytes,
