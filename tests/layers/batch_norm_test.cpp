@@ -332,10 +332,17 @@ TEST(BatchNorm, BadOptionsAndShapesAreClearErrors) {
                                          {"batch_norm1d", "(N, 4) or (N, 4, L)", "found (2, 4, 3, 3)"}));
 }
 
-TEST(BatchNorm, TrainingOnOneValuePerChannelIsRefused) {
+TEST(BatchNorm, BatchStatisticsOfOneValuePerChannelAreRefused) {
   const BatchNorm layer(1, bn(3));
   LayerHarness harness(layer, {HarnessInput{Shape{1, 3}}}, Mode::training);
   EXPECT_TRUE(testing::throws_error_with([&] { (void)harness.forward(); }, {"batch_norm1d", "more than one value per channel", "found a batch of 1"}));
+  const BatchNorm untracked(1, bn(3, 0.1, true, false));
+  LayerHarness inference(untracked, {HarnessInput{Shape{1, 3}}}, Mode::inference);
+  EXPECT_TRUE(testing::throws_error_with([&] { (void)inference.forward(); }, {"batch_norm1d", "more than one value per channel"}));
+  // With running statistics, inference on one sample is fine.
+  const BatchNorm tracked(1, bn(3));
+  LayerHarness serving(tracked, {HarnessInput{Shape{1, 3}}}, Mode::inference);
+  EXPECT_NO_THROW((void)serving.forward());
 }
 
 }  // namespace
