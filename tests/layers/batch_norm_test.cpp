@@ -215,6 +215,7 @@ INSTANTIATE_TEST_SUITE_P(
                       GradCase{"training_nchw16c_17_channels", 2, bn(17), Shape{2, 17, 3, 3}, Mode::training, {1, 1}, Tag::nChw16c},
                       GradCase{"training_nchw8c", 2, bn(11), Shape{3, 11, 2, 3}, Mode::training, {}, Tag::nChw8c},
                       GradCase{"training_nhwc", 2, bn(6), Shape{2, 6, 3, 4}, Mode::training, {}, Tag::nhwc},
+                      GradCase{"training_1d_ncw16c", 1, bn(17), Shape{3, 17, 5}, Mode::training, {2, 1}, Tag::nCw16c},
                       GradCase{"inference_running_statistics", 2, bn(5), Shape{3, 5, 3, 2}, Mode::inference, {}, std::nullopt},
                       GradCase{"inference_running_statistics_nchw16c", 2, bn(5), Shape{2, 5, 3, 2}, Mode::inference, {}, Tag::nChw16c},
                       GradCase{"inference_batch_statistics", 1, bn(4, 0.1, true, false), Shape{5, 4, 3}, Mode::inference, {2, 3},
