@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/aligned_buffer.h"
 #include "simd/batch_norm.h"
 
 namespace ember {
@@ -87,24 +88,26 @@ void scalar_backward_apply(float* dx, const float* dy, const float* x, const flo
       }
 }
 
+// 64-byte aligned, as the executor's arenas place every tensor.
+struct AlignedFloats {
+  explicit AlignedFloats(std::size_t n) : buffer(n * sizeof(float)), size(n) {}
+  float* data() { return buffer.floats(); }
+  float* begin() { return buffer.floats(); }
+  float* end() { return buffer.floats() + size; }
+  AlignedBuffer buffer;
+  std::size_t size;
+};
+
 struct Operands {
-  std::vector<float> x, dy, out, a, b, c;
-  explicit Operands(const ChannelBlocked& s) {
-    const auto n = static_cast<std::size_t>(s.padded_elements());
-    const auto channels = static_cast<std::size_t>(s.channels);
+  AlignedFloats x, dy, out, a, b, c;
+  explicit Operands(const ChannelBlocked& s)
+      : x(static_cast<std::size_t>(s.padded_elements())), dy(x.size), out(x.size), a(static_cast<std::size_t>(s.channels)),
+        b(a.size), c(a.size) {
     std::mt19937 random(1);
     std::normal_distribution<float> value(0.5f, 2.0f);
-    x.resize(n);
-    dy.resize(n);
-    out.resize(n);
-    for (float& e : x) e = value(random);
-    for (float& e : dy) e = value(random);
-    a.resize(channels);
-    b.resize(channels);
-    c.resize(channels);
-    for (float& e : a) e = value(random);
-    for (float& e : b) e = value(random);
-    for (float& e : c) e = value(random);
+    for (AlignedFloats* v : {&x, &dy, &a, &b, &c}) {
+      for (float& e : *v) e = value(random);
+    }
   }
 };
 

@@ -54,8 +54,9 @@ template <class Arch>
 bool batch_norm_spread(float* lanes, const float* per_channel, std::int64_t first, std::int64_t period, std::int64_t channels) {
   constexpr std::int64_t width = static_cast<std::int64_t>(xsimd::batch<float, Arch>::size);
   bool padding = false;
-  for (std::int64_t j = 0; j < width; ++j) {
-    const std::int64_t c = first + j % period;
+  // l = j % period, counted rather than divided.
+  for (std::int64_t j = 0, l = 0; j < width; ++j, l = l + 1 == period ? 0 : l + 1) {
+    const std::int64_t c = first + l;
     padding = padding || c >= channels;
     lanes[j] = c < channels && per_channel != nullptr ? per_channel[c] : 0.0f;
   }
@@ -128,7 +129,7 @@ template <class Arch>
 void batch_norm_fold(float* folded, const float* lanes, std::int64_t period) {
   constexpr std::int64_t width = static_cast<std::int64_t>(xsimd::batch<float, Arch>::size);
   std::fill(folded, folded + period, 0.0f);
-  for (std::int64_t j = 0; j < width; ++j) folded[j % period] += lanes[j];
+  for (std::int64_t j = 0, l = 0; j < width; ++j, l = l + 1 == period ? 0 : l + 1) folded[l] += lanes[j];
 }
 
 // Sums of one lane (channel) handled without vectors, per sample subtotals.
@@ -171,7 +172,7 @@ void batch_norm_statistics(float* mean, float* m2, const float* in, ChannelBlock
                                                        tail_begin);
       batch_norm_fold<Arch>(first_mean, lane0, period);
       for (std::int64_t l = 0; l < period; ++l) first_mean[l] /= count;
-      for (std::int64_t j = 0; j < width; ++j) m_lanes[j] = first_mean[j % period];
+      for (std::int64_t j = 0, l = 0; j < width; ++j, l = l + 1 == period ? 0 : l + 1) m_lanes[j] = first_mean[l];
       batch_norm_unit_sums<Arch, BatchNormSum::centered>(lane0, lane1, in, nullptr, m_lanes, shape, block_index, offset, stride,
                                                          vectors, tail_begin);
       batch_norm_fold<Arch>(residual, lane0, period);
@@ -262,7 +263,7 @@ void batch_norm_map(float* out, const float* x, const float* dy, const float* p0
         const bool padding = batch_norm_spread<Arch>(l0, p0, first, period, channels);
         batch_norm_spread<Arch>(l1, p1, first, period, channels);
         batch_norm_spread<Arch>(l2, reads_dy ? p2 : nullptr, first, period, channels);
-        for (std::int64_t j = 0; j < width; ++j) valid[j] = first + j % period < channels ? 1.0f : 0.0f;
+        for (std::int64_t j = 0, l = 0; j < width; ++j, l = l + 1 == period ? 0 : l + 1) valid[j] = first + l < channels ? 1.0f : 0.0f;
         const Batch v0 = Batch::load_unaligned(l0), v1 = Batch::load_unaligned(l1), v2 = Batch::load_unaligned(l2);
         const auto keep = Batch::load_unaligned(valid) != Batch(0.0f);
         for (std::int64_t n = first_sample; n < last_sample; ++n) {
