@@ -28,7 +28,7 @@ from xml.sax.saxutils import escape
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 TORCH_PYTHON = "/usr/bin/python3"  # Debian's python3-torch
-MODELS = ["seed-cnn", "lenet", "attn-cnn", "attention-mse"]
+MODELS = ["seed-cnn", "lenet", "attn-cnn", "attention-mse", "resnet"]
 MODES = ["training", "inference"]
 BATCHES = [1, 64, 256]
 THREADS = [1, 2]

@@ -15,9 +15,16 @@
 
 namespace ember {
 
+namespace {
+constexpr int max_threads = 64;  // and gradient lanes: sum_gradient_lanes gathers them on the stack
+}  // namespace
+
 void check_executor_options(const ExecutorOptions& options) {
-  if (options.threads < 1 || options.threads > 64) {
+  if (options.threads < 1 || options.threads > max_threads) {
     throw Error("thread count must be between 1 and 64, found " + std::to_string(options.threads));
+  }
+  if (options.gradient_lanes < 1 || options.gradient_lanes > max_threads) {
+    throw Error("gradient lanes must be between 1 and 64, found " + std::to_string(options.gradient_lanes));
   }
   if (options.micro_batch < 1) {
     throw Error("micro-batch size must be at least 1, found " + std::to_string(options.micro_batch));
@@ -52,6 +59,8 @@ std::int64_t Executor::output_sample_elements() const { return graph_.value_shap
 std::size_t Executor::buffer_bytes() const {
   std::size_t bytes = 0;
   for (const Workspace& workspace : workspaces_) bytes += workspace.bytes();
+  for (const AlignedBuffer& kept : kept_) bytes += align_up(kept.size());
+  bytes += align_up(batch_memory_.size());
   for (const AlignedBuffer& lane : extra_lanes_) bytes += align_up(lane.size());
   return bytes;
 }
@@ -65,98 +74,110 @@ const StepProgram& Executor::program(std::int64_t micro_batch, Mode mode, bool c
   return *programs_.back();
 }
 
-StepResult Executor::run_batch(const float* input, std::int64_t batch, Mode mode, const Targets* targets, const Loss* loss,
-                               std::uint64_t step_seed, float* output) {
-  if (input == nullptr) throw Error("no input given");
-  if (targets != nullptr && !targets->labels.empty() && static_cast<std::int64_t>(targets->labels.size()) < batch) {
-    throw Error("batch of " + std::to_string(batch) + " samples but only " + std::to_string(targets->labels.size()) +
-                " labels");
+void Executor::check_batch_for_anomalies(const float* input, std::int64_t batch) const {
+  // What the step reads from outside is checked first: then a non-finite value found
+  // later was made by the op that wrote it.
+  const std::int64_t sample_elements = graph_.input_sample_shape().elements();
+  const std::span<const float> batch_input(input, static_cast<std::size_t>(batch * sample_elements));
+  if (const auto bad = first_non_finite(batch_input)) {
+    Anomaly a;
+    a.phase = "forward";
+    a.layer = "input";
+    a.tensor = "batch input";
+    a.index = bad->index;
+    a.sample = bad->index / sample_elements;
+    a.value = bad->value;
+    throw AnomalyError(a);
   }
-  const BatchLayout layout = batch_layout(options_, batch, mode);
-  const std::int64_t micro_count = layout.micro_batches;
-  const bool detect_anomaly = options_.detect_anomaly;
-  if (detect_anomaly) {
-    // What the step reads from outside is checked first: then a non-finite value found
-    // later was made by the op that wrote it.
-    const std::int64_t sample_elements = graph_.input_sample_shape().elements();
-    const std::span<const float> batch_input(input, static_cast<std::size_t>(batch * sample_elements));
-    if (const auto bad = first_non_finite(batch_input)) {
-      Anomaly a;
-      a.phase = "forward";
-      a.layer = "input";
-      a.tensor = "batch input";
-      a.index = bad->index;
-      a.sample = bad->index / sample_elements;
-      a.value = bad->value;
-      throw AnomalyError(a);
-    }
-    if (auto bad = find_parameter_anomaly(graph_, parameters_, parameters_.values(), "forward", "")) {
-      bad->note = "the weight was not finite before the step";
-      throw AnomalyError(*bad);
-    }
+  if (auto bad = find_parameter_anomaly(graph_, parameters_, parameters_.values(), "forward", "")) {
+    bad->note = "the weight was not finite before the step";
+    throw AnomalyError(*bad);
   }
-  // Compile every size this batch needs before entering the parallel region.
-  const StepProgram& full = program(layout.full_size, mode, loss != nullptr);
-  const StepProgram& last = program(layout.last_size, mode, loss != nullptr);
-  const std::size_t arena_bytes = std::max(full.arena_bytes(), last.arena_bytes());
+}
+
+// Everything one batch runs with: its programs, memory and per-micro-batch results.
+struct Executor::Batch {
+  const float* input = nullptr;
+  std::int64_t size = 0;
+  BatchLayout layout;
+  bool training = false;
+  const Targets* targets = nullptr;
+  const Loss* loss = nullptr;
+  CounterRandom random;
+  float* output = nullptr;
+  std::vector<const StepProgram*> programs;  // per micro-batch: the full or the last size
+  std::vector<std::byte*> kept;              // per micro-batch: memory kept across sync points
+  std::vector<StepResult> results;           // per micro-batch, summed over the phases
+  // Per micro-batch: nothing may throw across the parallel region, so an anomaly is
+  // recorded and the lowest micro-batch's thrown after it.
+  std::vector<std::optional<Anomaly>> anomalies;
+};
+
+void Executor::allocate_batch_memory(Batch& b, const StepProgram& full, const StepProgram& last) {
   // One workspace per thread that runs micro-batches, not per thread of the budget: a
   // batch with fewer micro-batches than threads leaves the rest idle.
-  while (workspaces_.size() < static_cast<std::size_t>(layout.threads)) workspaces_.emplace_back(*engine_);
-  for (Workspace& workspace : workspaces_) workspace.reserve(arena_bytes);
-
-  const bool training = mode == Mode::training;
-  const std::int64_t lanes = layout.gradient_lanes;
-  if (training) {
-    while (static_cast<std::int64_t>(extra_lanes_.size()) + 1 < lanes) {
+  while (workspaces_.size() < static_cast<std::size_t>(b.layout.threads)) workspaces_.emplace_back(*engine_);
+  for (Workspace& workspace : workspaces_) workspace.reserve(std::max(full.arena_bytes(), last.arena_bytes()));
+  if (b.training) {
+    while (static_cast<std::int64_t>(extra_lanes_.size()) + 1 < b.layout.gradient_lanes) {
       extra_lanes_.emplace_back(static_cast<std::size_t>(parameters_.total_floats()) * sizeof(float));
     }
   }
-  auto lane_gradients = [&](std::int64_t lane) {
-    return lane == 0 ? parameters_.gradients().data() : extra_lanes_[static_cast<std::size_t>(lane - 1)].floats();
-  };
+  // A graph with sync points keeps memory for every micro-batch of the batch.
+  const std::size_t kept_bytes = std::max(full.kept_bytes(), last.kept_bytes());
+  const auto micro_count = static_cast<std::size_t>(b.layout.micro_batches);
+  if (kept_bytes > 0) {
+    if (kept_.size() < micro_count) kept_.resize(micro_count);
+    for (std::size_t j = 0; j < micro_count; ++j) {
+      if (kept_[j].size() < kept_bytes) kept_[j] = AlignedBuffer(kept_bytes);
+    }
+  }
+  if (batch_memory_.size() < full.batch_bytes()) batch_memory_ = AlignedBuffer(full.batch_bytes());
+  b.programs.assign(micro_count, &full);
+  b.programs.back() = &last;
+  b.kept.assign(micro_count, nullptr);
+  for (std::size_t j = 0; kept_bytes > 0 && j < micro_count; ++j) b.kept[j] = kept_[j].data();
+  b.results.assign(micro_count, StepResult{});
+}
 
-  std::vector<StepResult> results(static_cast<std::size_t>(micro_count));
-  std::vector<std::string> failures(static_cast<std::size_t>(layout.threads));
-  // Per micro-batch: nothing may throw across the parallel region, so an anomaly is
-  // recorded and the lowest micro-batch's thrown after it.
-  std::vector<std::optional<Anomaly>> anomalies(detect_anomaly ? static_cast<std::size_t>(micro_count) : 0);
-  const CounterRandom random(step_seed);
-  auto run_one = [&](std::int64_t j, int thread, std::int64_t lane, bool accumulate) {
+float* Executor::lane_gradients(std::int64_t lane) {
+  return lane == 0 ? parameters_.gradients().data() : extra_lanes_[static_cast<std::size_t>(lane - 1)].floats();
+}
+
+// Runs every micro-batch's ops of one phase. Training: whole lanes per thread and,
+// within a lane, micro-batches in order (the first overwrites the lane's gradients, the
+// rest add). After an anomaly a lane (training) or a thread (inference) stops: its later
+// micro-batches have higher indices, and the lowest anomalous micro-batch of each lane
+// does not depend on the thread count, so neither does the one thrown.
+void Executor::run_phase(Batch& b, int phase) {
+  const std::int64_t micro_count = b.layout.micro_batches;
+  const std::int64_t lanes = b.training ? b.layout.gradient_lanes : micro_count;
+  std::vector<std::string> failures(static_cast<std::size_t>(b.layout.threads));
+  auto run_one = [&](std::int64_t j, int thread, std::int64_t lane) {
     StepRun run;
     run.first_sample = j * options_.micro_batch;
-    run.input = input + run.first_sample * graph_.input_sample_shape().elements();
-    run.gradients = training ? lane_gradients(lane) : nullptr;
-    run.accumulate = accumulate;
-    run.loss = loss;
-    run.targets = targets;
-    run.grad_scale = 1.0f / static_cast<float>(batch);
-    run.random = random;
-    run.output = output;
-    if (detect_anomaly) {
-      run.anomaly = &anomalies[static_cast<std::size_t>(j)];
+    run.input = b.input + run.first_sample * graph_.input_sample_shape().elements();
+    run.gradients = b.training ? lane_gradients(lane) : nullptr;
+    run.accumulate = b.training && j != lane;
+    run.loss = b.loss;
+    run.targets = b.targets;
+    run.grad_scale = 1.0f / static_cast<float>(b.size);
+    run.random = b.random;
+    run.output = b.output;
+    if (!b.anomalies.empty()) {
+      run.anomaly = &b.anomalies[static_cast<std::size_t>(j)];
       run.micro_batch_index = j;
     }
-    const StepProgram& step = j + 1 < micro_count ? full : last;
-    results[static_cast<std::size_t>(j)] = step.run(run, workspaces_[static_cast<std::size_t>(thread)]);
+    const auto index = static_cast<std::size_t>(j);
+    b.results[index] += b.programs[index]->run_phase(phase, run, workspaces_[static_cast<std::size_t>(thread)],
+                                                     StepMemoryViews{b.kept[index], batch_memory_.data()});
+    return !b.anomalies.empty() && b.anomalies[index].has_value();
   };
-  // After an anomaly a lane (training) or a thread (inference) stops: its later
-  // micro-batches have higher indices, and the lowest anomalous micro-batch of each lane
-  // does not depend on the thread count, so neither does the one thrown.
-  auto anomaly_in = [&](std::int64_t j) { return detect_anomaly && anomalies[static_cast<std::size_t>(j)].has_value(); };
-  parallel_region(layout.threads, [&](int thread, int thread_count) {
+  parallel_region(b.layout.threads, [&](int thread, int thread_count) {
     try {
-      if (training) {
-        // Whole lanes per thread; within a lane, micro-batches in order.
-        for (std::int64_t lane = thread; lane < lanes; lane += thread_count) {
-          for (std::int64_t j = lane; j < micro_count; j += lanes) {
-            run_one(j, thread, lane, j != lane);
-            if (anomaly_in(j)) break;
-          }
-        }
-      } else {
-        for (std::int64_t j = thread; j < micro_count; j += thread_count) {
-          run_one(j, thread, 0, false);
-          if (anomaly_in(j)) break;
+      for (std::int64_t lane = thread; lane < lanes; lane += thread_count) {
+        for (std::int64_t j = lane; j < micro_count; j += lanes) {
+          if (run_one(j, thread, b.training ? lane : 0)) break;
         }
       }
     } catch (const std::exception& e) {
@@ -166,36 +187,68 @@ StepResult Executor::run_batch(const float* input, std::int64_t batch, Mode mode
   for (const std::string& f : failures) {
     if (!f.empty()) throw Error(f);
   }
-  for (const std::optional<Anomaly>& anomaly : anomalies) {
+  for (const std::optional<Anomaly>& anomaly : b.anomalies) {
     if (anomaly) throw AnomalyError(*anomaly);
   }
+}
 
-  if (training && lanes > 1) {
-    // Sum the lanes into lane 0 (the store's gradient block) in lane order, split by
-    // parameter ranges across threads: the order per element never changes.
-    const std::int64_t total = parameters_.total_floats();
-    constexpr std::int64_t chunk = 16384;
-    const std::int64_t chunks = (total + chunk - 1) / chunk;
-    parallel_region(options_.threads, [&](int thread, int thread_count) {
-      std::array<const float*, 64> lane_pointers{};
-      for (std::int64_t c = thread; c < chunks; c += thread_count) {
-        const std::int64_t begin = c * chunk;
-        const std::int64_t n = std::min(chunk, total - begin);
-        for (std::int64_t l = 0; l < lanes; ++l) lane_pointers[static_cast<std::size_t>(l)] = lane_gradients(l) + begin;
-        simd::elementwise_kernels().sum_lanes(lane_gradients(0) + begin, lane_pointers.data(), lanes, n);
-      }
-    });
-    if (detect_anomaly) {
-      // Every lane was finite; only their sum can overflow.
-      if (auto bad = find_parameter_anomaly(graph_, parameters_, parameters_.gradients(), "backward", " gradient")) {
-        bad->note = "the sum of the micro-batches' finite gradients";
-        throw AnomalyError(*bad);
-      }
+// Sums the lanes into lane 0 (the store's gradient block) in lane order, split by
+// parameter ranges across threads: the order per element never changes.
+void Executor::sum_gradient_lanes(std::int64_t lanes) {
+  const std::int64_t total = parameters_.total_floats();
+  constexpr std::int64_t chunk = 16384;
+  const std::int64_t chunks = (total + chunk - 1) / chunk;
+  parallel_region(options_.threads, [&](int thread, int thread_count) {
+    std::array<const float*, max_threads> lane_pointers{};
+    for (std::int64_t c = thread; c < chunks; c += thread_count) {
+      const std::int64_t begin = c * chunk;
+      const std::int64_t n = std::min(chunk, total - begin);
+      for (std::int64_t l = 0; l < lanes; ++l) lane_pointers[static_cast<std::size_t>(l)] = lane_gradients(l) + begin;
+      simd::elementwise_kernels().sum_lanes(lane_gradients(0) + begin, lane_pointers.data(), lanes, n);
+    }
+  });
+  if (options_.detect_anomaly) {
+    // Every lane was finite; only their sum can overflow.
+    if (auto bad = find_parameter_anomaly(graph_, parameters_, parameters_.gradients(), "backward", " gradient")) {
+      bad->note = "the sum of the micro-batches' finite gradients";
+      throw AnomalyError(*bad);
     }
   }
+}
 
+StepResult Executor::run_batch(const float* input, std::int64_t batch, Mode mode, const Targets* targets, const Loss* loss,
+                               std::uint64_t step_seed, float* output) {
+  if (input == nullptr) throw Error("no input given");
+  if (targets != nullptr && !targets->labels.empty() && static_cast<std::int64_t>(targets->labels.size()) < batch) {
+    throw Error("batch of " + std::to_string(batch) + " samples but only " + std::to_string(targets->labels.size()) +
+                " labels");
+  }
+  Batch b;
+  b.input = input;
+  b.size = batch;
+  b.layout = batch_layout(options_, batch, mode);
+  b.training = mode == Mode::training;
+  b.targets = targets;
+  b.loss = loss;
+  b.random = CounterRandom(step_seed);
+  b.output = output;
+  if (options_.detect_anomaly) {
+    check_batch_for_anomalies(input, batch);
+    b.anomalies.resize(static_cast<std::size_t>(b.layout.micro_batches));
+  }
+  // Compile every size this batch needs before entering a parallel region.
+  const StepProgram& full = program(b.layout.full_size, mode, loss != nullptr);
+  const StepProgram& last = program(b.layout.last_size, mode, loss != nullptr);
+  allocate_batch_memory(b, full, last);
+  // Phases are separated by sync points: each reduction runs once every micro-batch has
+  // written its partial sums, over them in micro-batch order.
+  for (int phase = 0; phase < full.phase_count(); ++phase) {
+    run_phase(b, phase);
+    if (phase + 1 < full.phase_count()) StepProgram::reduce(phase, b.programs, b.kept, batch_memory_.data());
+  }
+  if (b.training && b.layout.gradient_lanes > 1) sum_gradient_lanes(b.layout.gradient_lanes);
   StepResult total;
-  for (const StepResult& r : results) total += r;
+  for (const StepResult& r : b.results) total += r;
   return total;
 }
 

@@ -75,6 +75,12 @@ class Executor {
 
  private:
   const StepProgram& program(std::int64_t micro_batch, Mode mode, bool computes_loss);
+  struct Batch;
+  void check_batch_for_anomalies(const float* input, std::int64_t batch) const;
+  void allocate_batch_memory(Batch& batch, const StepProgram& full, const StepProgram& last);
+  float* lane_gradients(std::int64_t lane);
+  void run_phase(Batch& batch, int phase);
+  void sum_gradient_lanes(std::int64_t lanes);
   StepResult run_batch(const float* input, std::int64_t batch, Mode mode, const Targets* targets, const Loss* loss,
                        std::uint64_t step_seed, float* output);
 
@@ -84,6 +90,8 @@ class Executor {
   std::unique_ptr<dnnl::engine> engine_;
   std::vector<std::unique_ptr<StepProgram>> programs_;
   std::vector<Workspace> workspaces_;  // one per thread that runs micro-batches
+  std::vector<AlignedBuffer> kept_;    // per micro-batch of a graph with sync points
+  AlignedBuffer batch_memory_;         // the reductions' results, one per step
   std::vector<AlignedBuffer> extra_lanes_;  // lanes 1..L-1; lane 0 is the store's gradient block
 };
 

@@ -7,6 +7,7 @@
 #include "engine/error.h"
 #include "engine/json_text.h"
 #include "layers/registry.h"
+#include "layers/residual_block.h"
 #include "layers/transformer_encoder_block.h"
 
 namespace ember {
@@ -27,13 +28,25 @@ std::string where(std::string_view source, std::size_t index, const Json& layer)
   return text;
 }
 
-// Composite kinds (a transformer encoder block) become the layers they are made of.
+using ExpandComposite = std::vector<Json> (*)(const std::string& name, const std::string& input, const Json& options);
+
+// The expansion of a composite kind, or null for a layer kind.
+ExpandComposite composite_expansion(const Json& layer) {
+  if (!layer.is_object() || !layer.contains("kind")) return nullptr;
+  if (layer["kind"] == transformer_encoder_block_kind) return expand_transformer_encoder_block;
+  if (layer["kind"] == residual_block_kind) return expand_residual_block;
+  return nullptr;
+}
+
+// Composite kinds (a transformer encoder block, a residual block) become the layers they
+// are made of.
 Json expand_composites(const Json& layers, std::string_view source) {
   Json expanded = Json::array();
   std::string previous = "input";
   for (std::size_t i = 0; i < layers.size(); ++i) {
     const Json& layer = layers[i];
-    if (!(layer.is_object() && layer.contains("kind") && layer["kind"] == transformer_encoder_block_kind)) {
+    const ExpandComposite expand = composite_expansion(layer);
+    if (expand == nullptr) {
       expanded.push_back(layer);
       if (layer.is_object() && layer.contains("name") && layer["name"].is_string()) previous = layer["name"];
       continue;
@@ -43,7 +56,8 @@ Json expand_composites(const Json& layers, std::string_view source) {
     std::string input = previous;
     if (layer.contains("inputs")) {
       if (!layer["inputs"].is_array() || layer["inputs"].size() != 1 || !layer["inputs"][0].is_string()) {
-        throw Error(at + ": field 'inputs': a transformer_encoder_block takes one input, found " + layer["inputs"].dump());
+        throw Error(at + ": field 'inputs': a " + layer["kind"].get<std::string>() + " takes one input, found " +
+                    layer["inputs"].dump());
       }
       input = layer["inputs"][0];
     }
@@ -52,7 +66,7 @@ Json expand_composites(const Json& layers, std::string_view source) {
     options.erase("kind");
     options.erase("inputs");
     try {
-      for (Json& part : expand_transformer_encoder_block(layer["name"], input, options)) expanded.push_back(std::move(part));
+      for (Json& part : expand(layer["name"], input, options)) expanded.push_back(std::move(part));
     } catch (const Error& e) {
       throw Error(at + ": " + e.what());
     }
@@ -266,17 +280,64 @@ const char* const attention_mse = R"({
   ]
 })";
 
-const std::map<std::string, const char*, std::less<>>& builtins() {
-  static const std::map<std::string, const char*, std::less<>> table{
-      {"seed-cnn", seed_cnn}, {"lenet", lenet}, {"attn-cnn", attn_cnn}, {"attention-mse", attention_mse}};
+// The built-in resnet: ResNet-20 (three residual blocks per stage) for Fashion-MNIST.
+Json builtin_resnet() { return resnet_spec(std::vector<std::int64_t>{1, 28, 28}, 3, 10); }
+
+using BuiltinSpec = Json (*)();
+
+const std::map<std::string, BuiltinSpec, std::less<>>& builtins() {
+  static const std::map<std::string, BuiltinSpec, std::less<>> table{
+      {"seed-cnn", [] { return Json::parse(seed_cnn); }},
+      {"lenet", [] { return Json::parse(lenet); }},
+      {"attn-cnn", [] { return Json::parse(attn_cnn); }},
+      {"attention-mse", [] { return Json::parse(attention_mse); }},
+      {"resnet", builtin_resnet}};
   return table;
 }
 
 }  // namespace
 
+Json resnet_spec(std::span<const std::int64_t> input, std::int64_t blocks_per_stage, std::int64_t classes) {
+  std::string shape;
+  for (std::int64_t d : input) shape += (shape.empty() ? "" : ", ") + std::to_string(d);
+  if (input.size() != 3) {
+    throw Error("resnet: input: expected one image's shape (channels, height, width), found (" + shape + ")");
+  }
+  for (std::int64_t d : input) {
+    if (d < 1 || d > Shape::max_dimension) {
+      throw Error("resnet: input: dimensions must be positive integers up to " + std::to_string(Shape::max_dimension) +
+                  ", found (" + shape + ")");
+    }
+  }
+  if (blocks_per_stage < 1) throw Error("resnet: blocks per stage must be positive, found " + std::to_string(blocks_per_stage));
+  if (classes < 1) throw Error("resnet: classes must be positive, found " + std::to_string(classes));
+  Json layers = Json::array();
+  layers.push_back({{"name", "stem.conv"}, {"kind", "conv2d"}, {"in_channels", input[0]}, {"out_channels", 16},
+                    {"kernel", 3}, {"padding", 1}, {"bias", false}});
+  layers.push_back({{"name", "stem.bn"}, {"kind", "batch_norm2d"}, {"num_features", 16}});
+  layers.push_back({{"name", "stem.relu"}, {"kind", "relu"}});
+  std::int64_t channels = 16;
+  const std::int64_t widths[] = {16, 32, 64};
+  for (int stage = 0; stage < 3; ++stage) {
+    for (std::int64_t block = 0; block < blocks_per_stage; ++block) {
+      // The second and third stages halve the resolution in their first block.
+      const std::int64_t stride = stage > 0 && block == 0 ? 2 : 1;
+      layers.push_back({{"name", "stage" + std::to_string(stage + 1) + ".block" + std::to_string(block + 1)},
+                        {"kind", residual_block_kind}, {"in_channels", channels}, {"out_channels", widths[stage]},
+                        {"stride", stride}});
+      channels = widths[stage];
+    }
+  }
+  layers.push_back({{"name", "pool"}, {"kind", "global_avg_pool"}});
+  layers.push_back({{"name", "head"}, {"kind", "linear"}, {"in_features", channels}, {"out_features", classes}});
+  Json spec{{"format", "ember.model"}, {"version", spec_version}, {"name", "resnet"}, {"input", Json::array()}, {"layers", layers}};
+  for (std::int64_t d : input) spec["input"].push_back(d);
+  return spec;
+}
+
 std::vector<std::string> builtin_model_names() {
   std::vector<std::string> names;
-  for (const auto& [name, text] : builtins()) names.push_back(name);
+  for (const auto& [name, make] : builtins()) names.push_back(name);
   return names;
 }
 
@@ -287,7 +348,7 @@ Json builtin_model_spec(std::string_view name) {
     for (const auto& n : builtin_model_names()) known += (known.empty() ? "" : ", ") + n;
     throw Error("unknown model '" + std::string(name) + "'; built-in models: " + known + " (or a path to a JSON spec)");
   }
-  return Json::parse(it->second);
+  return it->second();
 }
 
 Json load_model_spec(std::string_view name_or_path) {

@@ -54,7 +54,7 @@ InferenceSession::InferenceSession(std::unique_ptr<Graph> graph, std::unique_ptr
   }
   // The store's two blocks (values, and gradients it holds in every mode) and the first
   // workspaces must fit; further workspaces are made while they fit.
-  const std::size_t weights = 2 * parameters_->values().size_bytes();
+  const std::size_t weights = 2 * parameters_->values().size_bytes() + parameters_->buffers().size_bytes();
   const std::size_t workspace = std::max<std::size_t>(1, align_up(arena_bytes_));
   check_memory_limit(weights + static_cast<std::size_t>(options_.workspaces) * workspace, limit, "inference session",
                      "weights and gradients " + format_bytes(weights) + ", " + std::to_string(options_.workspaces) +
@@ -143,19 +143,51 @@ void InferenceSession::run(const float* input, std::int64_t batch, float* output
     // One compute thread per call: concurrency comes from concurrent callers. The budget
     // also keeps oneDNN from starting threads of its own.
     const OneThreadBudget one_thread;
-    StepRun step;
-    for (std::int64_t first = 0; first < batch; first += options_.micro_batch) {
-      const std::int64_t size = std::min(options_.micro_batch, batch - first);
-      step.first_sample = first;
-      step.input = input + first * input_sample_elements();
-      step.output = output;
-      programs_[static_cast<std::size_t>(size - 1)]->run(step, *workspace);
+    if (programs_[0]->phase_count() == 1) {
+      StepRun step;
+      for (std::int64_t first = 0; first < batch; first += options_.micro_batch) {
+        const std::int64_t size = std::min(options_.micro_batch, batch - first);
+        step.first_sample = first;
+        step.input = input + first * input_sample_elements();
+        step.output = output;
+        programs_[static_cast<std::size_t>(size - 1)]->run(step, *workspace);
+      }
+    } else {
+      run_in_phases(input, batch, output, *workspace);
     }
   } catch (...) {
     give_back(std::move(workspace));
     throw;
   }
   give_back(std::move(workspace));
+}
+
+// A model whose inference needs whole-batch statistics (BatchNorm without running
+// statistics): every micro-batch runs up to each sync point before the reduction, so each
+// keeps its own memory across it. The workspace keeps that memory for the next call.
+void InferenceSession::run_in_phases(const float* input, std::int64_t batch, float* output, Workspace& workspace) const {
+  const auto micro_count = static_cast<std::size_t>((batch + options_.micro_batch - 1) / options_.micro_batch);
+  std::vector<const StepProgram*> programs(micro_count);
+  std::vector<std::byte*> kept(micro_count);
+  if (workspace.kept.size() < micro_count) workspace.kept.resize(micro_count);
+  for (std::size_t j = 0; j < micro_count; ++j) {
+    const std::int64_t size = std::min(options_.micro_batch, batch - static_cast<std::int64_t>(j) * options_.micro_batch);
+    programs[j] = programs_[static_cast<std::size_t>(size - 1)].get();
+    if (workspace.kept[j].size() < programs[j]->kept_bytes()) workspace.kept[j] = AlignedBuffer(programs[j]->kept_bytes());
+    kept[j] = workspace.kept[j].data();
+  }
+  if (workspace.batch.size() < programs[0]->batch_bytes()) workspace.batch = AlignedBuffer(programs[0]->batch_bytes());
+  const int phases = programs[0]->phase_count();
+  for (int phase = 0; phase < phases; ++phase) {
+    for (std::size_t j = 0; j < micro_count; ++j) {
+      StepRun step;
+      step.first_sample = static_cast<std::int64_t>(j) * options_.micro_batch;
+      step.input = input + step.first_sample * input_sample_elements();
+      step.output = output;
+      programs[j]->run_phase(phase, step, workspace, StepMemoryViews{kept[j], workspace.batch.data()});
+    }
+    if (phase + 1 < phases) StepProgram::reduce(phase, programs, kept, workspace.batch.data());
+  }
 }
 
 }  // namespace ember

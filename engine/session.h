@@ -63,6 +63,7 @@ class InferenceSession {
 
  private:
   std::unique_ptr<Workspace> take_workspace() const;
+  void run_in_phases(const float* input, std::int64_t batch, float* output, Workspace& workspace) const;
   void give_back(std::unique_ptr<Workspace> workspace) const;
 
   std::unique_ptr<Graph> graph_;

@@ -8,6 +8,7 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "engine/aligned_buffer.h"
 #include "engine/blocked_layout.h"
 #include "engine/error.h"
 #include "engine/step_program.h"
@@ -18,6 +19,13 @@
 namespace ember {
 
 struct StepProgram::Compiler {
+  Compiler(StepProgram& program_, bool computes_loss)
+      : program(program_),
+        graph(program_.graph_),
+        nodes(program_.graph_.nodes()),
+        training(program_.mode_ == Mode::training),
+        with_loss(computes_loss) {}
+
   StepProgram& program;
   const Graph& graph;
   const std::vector<Node>& nodes;
@@ -28,6 +36,7 @@ struct StepProgram::Compiler {
   std::vector<std::vector<int>> node_inputs;  // per node: the values it reads
   std::vector<char> runs_backward;            // per node
   std::vector<int> partial_count;             // per value: partial gradient buffers needed
+  int phase = 0;                              // the phase ops are being added to
 
   std::vector<StepValue>& values() { return program.values_; }
   StepValue& value(int v) { return program.values_[static_cast<std::size_t>(v)]; }
@@ -145,8 +154,32 @@ struct StepProgram::Compiler {
   }
 
   void add_op(StepOp op) {
-    program.report_.ops.push_back(op.describe);
+    op.phase = phase;
+    const bool sync = op.kind == OpKind::reduce_forward || op.kind == OpKind::reduce_backward;
+    program.report_.ops.push_back(op.describe + (sync ? "  (sync point)" : ""));
     program.ops_.push_back(std::move(op));
+    if (sync) ++phase;  // the next ops run once every micro-batch reached this one
+  }
+
+  // A batch-level layer's three stages: `partial` per micro-batch, `reduce` once per step
+  // (a sync point), then `op` itself per micro-batch.
+  void add_staged_op(StepOp op, OpKind partial, OpKind reduce, const char* stage) {
+    StepOp first;
+    first.kind = partial;
+    first.node = op.node;
+    first.inputs = op.inputs;
+    first.output = op.output;
+    first.zero_output_grad = op.zero_output_grad;
+    first.input_grads.assign(op.input_grads.size(), GradientWrite{});  // input gradients come in the last stage
+    first.describe = std::string(stage) + "_partial " + nodes[static_cast<std::size_t>(op.node)].name;
+    add_op(std::move(first));
+    StepOp sync;
+    sync.kind = reduce;
+    sync.node = op.node;
+    sync.describe = std::string("reduce_") + stage + " " + nodes[static_cast<std::size_t>(op.node)].name;
+    add_op(std::move(sync));
+    op.zero_output_grad = false;  // the partial stage did it
+    add_op(std::move(op));
   }
 
   // 4. The forward ops in graph order, each blocked output's plain copy right after it,
@@ -161,7 +194,11 @@ struct StepProgram::Compiler {
         op.inputs = node_inputs[n];
         op.output = out;
         op.describe = "forward " + nodes[n].name;
-        add_op(std::move(op));
+        if (program.layers_[n]->forward_reduces) {
+          add_staged_op(std::move(op), OpKind::forward_partial, OpKind::reduce_forward, "forward");
+        } else {
+          add_op(std::move(op));
+        }
       }
       if (value(out).plain_copy >= 0) {
         StepOp op;
@@ -236,7 +273,11 @@ struct StepProgram::Compiler {
     for (const GradientWrite& write : op.input_grads) {
       if (write.value >= 0) written[static_cast<std::size_t>(write.value)] = 1;
     }
-    add_op(std::move(op));
+    if (program.layers_[n]->backward_reduces) {
+      add_staged_op(std::move(op), OpKind::backward_partial, OpKind::reduce_backward, "backward");
+    } else {
+      add_op(std::move(op));
+    }
   }
 
   int add_tensor(std::string name, std::size_t bytes, const ValueInfo* info = nullptr) {
@@ -297,24 +338,50 @@ struct StepProgram::Compiler {
       if (op.kind == OpKind::loss && loss_scratch) {
         op.scratch = add_tensor("loss.scratch", value(program.loss_value_).info.bytes());
       }
-      if (op.node < 0) continue;
-      const PreparedLayer& layer = *program.layers_[static_cast<std::size_t>(op.node)];
-      const std::string& name = nodes[static_cast<std::size_t>(op.node)].name;
-      if (op.kind == OpKind::forward) {
-        op.saved = training ? add_tensor(name + ".saved", layer.saved_bytes) : -1;
-        op.scratch = add_tensor(name + ".scratch", layer.forward_scratch_bytes);
-      } else {
-        op.saved = forward_op_of(op.node).saved;
-        op.scratch = add_tensor(name + ".backward_scratch", layer.backward_scratch_bytes);
-      }
+      if (op.node >= 0) assign_layer_tensors(op);
     }
   }
 
-  const StepOp& forward_op_of(int node) const {
-    for (const StepOp& op : program.ops_) {
-      if (op.kind == OpKind::forward && op.node == node) return op;
+  // A layer's saved bytes (one tensor from its first forward stage to its last backward
+  // stage), its scratch per op, its partial sums per reduction and its batch memory.
+  std::vector<int> saved_tensor;      // per node, once made
+  std::vector<int> partial_tensor;    // per node: the partial of the reduction being staged
+  std::vector<std::size_t> batch_offset;  // per node
+  void assign_layer_tensors(StepOp& op) {
+    const auto n = static_cast<std::size_t>(op.node);
+    const PreparedLayer& layer = *program.layers_[n];
+    const std::string& name = nodes[n].name;
+    if (saved_tensor.empty()) {
+      saved_tensor.assign(nodes.size(), -2);  // -2: not made yet
+      partial_tensor.assign(nodes.size(), -1);
+      batch_offset.assign(nodes.size(), 0);
     }
-    throw Error("step compiler: node " + std::to_string(node) + " has a backward op but no forward op");
+    if (saved_tensor[n] == -2) {
+      saved_tensor[n] = training ? add_tensor(name + ".saved", layer.saved_bytes) : -1;
+      if (layer.batch_bytes > 0) {
+        batch_offset[n] = program.report_.batch_bytes;
+        program.report_.batch_bytes += align_up(layer.batch_bytes);
+      }
+    }
+    op.saved = saved_tensor[n];
+    op.batch_offset = batch_offset[n];
+    switch (op.kind) {
+      case OpKind::forward_partial:
+      case OpKind::backward_partial:
+        partial_tensor[n] = add_tensor(name + (op.kind == OpKind::forward_partial ? ".partial" : ".backward_partial"),
+                                       layer.partial_bytes);
+        op.partial = partial_tensor[n];
+        break;
+      case OpKind::reduce_forward:
+      case OpKind::reduce_backward:
+        op.partial = partial_tensor[n];
+        return;  // runs on the batch memory only
+      default:
+        break;
+    }
+    const bool forward_stage = op.kind == OpKind::forward || op.kind == OpKind::forward_partial;
+    op.scratch = forward_stage ? add_tensor(name + ".scratch", layer.forward_scratch_bytes)
+                               : add_tensor(name + ".backward_scratch", layer.backward_scratch_bytes);
   }
 
   // 7. Lifetimes: a tensor lives from the first op that touches it to the last.
@@ -335,10 +402,26 @@ struct StepProgram::Compiler {
     for (StepTensor& t : program.tensors_) {
       if (t.last_use < 0) t.first_use = t.last_use = 0;  // never touched: keep it valid
     }
+    mark_kept_tensors();
+  }
+
+  // A tensor that lives across a sync point is kept per micro-batch: every micro-batch
+  // runs up to the sync point before any goes on, so the arena a thread reuses from one
+  // micro-batch to the next cannot hold it.
+  void mark_kept_tensors() {
+    std::vector<int> syncs;
+    for (std::size_t p = 0; p < program.ops_.size(); ++p) {
+      const OpKind kind = program.ops_[p].kind;
+      if (kind == OpKind::reduce_forward || kind == OpKind::reduce_backward) syncs.push_back(static_cast<int>(p));
+    }
+    program.report_.phases = static_cast<int>(syncs.size()) + 1;
+    for (StepTensor& t : program.tensors_) {
+      for (int sync : syncs) t.kept = t.kept || (t.first_use < sync && sync <= t.last_use);
+    }
   }
 
   std::vector<int> tensors_touched(const StepOp& op) {
-    std::vector<int> touched{op.saved, op.scratch};
+    std::vector<int> touched{op.saved, op.scratch, op.partial};
     auto value_tensor = [&](int v) { return value(v).tensor; };
     auto gradient_tensors = [&](const GradientWrite& write) {
       if (write.value < 0) return;
@@ -348,7 +431,11 @@ struct StepProgram::Compiler {
     };
     const PreparedLayer* layer = op.node >= 0 ? program.layers_[static_cast<std::size_t>(op.node)].get() : nullptr;
     switch (op.kind) {
+      case OpKind::reduce_forward:
+      case OpKind::reduce_backward:
+        return {op.partial};  // not saved: a sync point must not extend the saved bytes' life
       case OpKind::forward:
+      case OpKind::forward_partial:
       case OpKind::to_plain:
         for (int v : op.inputs) touched.push_back(value_tensor(v));
         touched.push_back(value_tensor(op.output));
@@ -357,6 +444,7 @@ struct StepProgram::Compiler {
         touched.push_back(value_tensor(op.inputs[0]));
         break;
       case OpKind::backward:
+      case OpKind::backward_partial:
         touched.push_back(value(op.output).gradient);
         if (layer->backward_reads_output) touched.push_back(value_tensor(op.output));
         if (layer->backward_reads_inputs) {
@@ -371,18 +459,24 @@ struct StepProgram::Compiler {
     return touched;
   }
 
-  // 8. The memory plan: an offset for every tensor in one arena.
+  // 8. The memory plans: an offset for every tensor in the arena, or, for tensors kept
+  //    across a sync point, in the micro-batch's kept memory.
   void plan(PlanStrategy strategy) {
     StepPlanReport& report = program.report_;
-    for (const StepTensor& t : program.tensors_) {
-      report.tensors.push_back({t.name, t.bytes, t.first_use, t.last_use});
-      report.shapes.push_back(t.shape);
+    std::vector<std::size_t*> arena_offsets, kept_offsets;
+    for (StepTensor& t : program.tensors_) {
+      (t.kept ? report.kept_tensors : report.tensors).push_back({t.name, t.bytes, t.first_use, t.last_use});
+      (t.kept ? report.kept_shapes : report.shapes).push_back(t.shape);
+      (t.kept ? kept_offsets : arena_offsets).push_back(&t.offset);
     }
     report.plan = plan_memory(report.tensors, strategy);
+    report.kept_plan = plan_memory(report.kept_tensors, strategy);
 #ifndef NDEBUG
     validate_memory_plan(report.tensors, report.plan);
+    validate_memory_plan(report.kept_tensors, report.kept_plan);
 #endif
-    for (std::size_t t = 0; t < program.tensors_.size(); ++t) program.tensors_[t].offset = report.plan.offsets[t];
+    for (std::size_t t = 0; t < arena_offsets.size(); ++t) *arena_offsets[t] = report.plan.offsets[t];
+    for (std::size_t t = 0; t < kept_offsets.size(); ++t) *kept_offsets[t] = report.kept_plan.offsets[t];
   }
 };
 
@@ -394,7 +488,7 @@ StepProgram::StepProgram(const Graph& graph, const ParameterStore& parameters, s
       micro_batch_(micro_batch),
       mode_(mode),
       computes_loss_(computes_loss || mode == Mode::training) {
-  Compiler compiler{*this, graph, graph.nodes(), mode == Mode::training, computes_loss_, {}, {}, {}, {}, {}};
+  Compiler compiler(*this, computes_loss_);
   compiler.fuse_relus();
   compiler.prepare_layers();
   compiler.build_reorders();

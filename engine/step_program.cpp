@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include <oneapi/dnnl/dnnl.hpp>
 
@@ -36,13 +37,12 @@ Targets slice_targets(const Targets& targets, std::int64_t first, std::int64_t c
 // returns false when anomaly detection found a non-finite value (the run then stops).
 class StepProgram::Runner {
  public:
-  Runner(const StepProgram& program, const StepRun& run, Workspace& workspace)
-      : p_(program), run_(run), arena_(workspace.arena.data()), stream_(*workspace.stream) {}
+  Runner(const StepProgram& program, const StepRun& run, Workspace& workspace, StepMemoryViews memory)
+      : p_(program), run_(run), arena_(workspace.arena.data()), memory_(memory), stream_(*workspace.stream) {}
 
-  StepResult run() {
-    result_.samples = p_.micro_batch_;
+  StepResult run(int phase) {
     for (const StepOp& op : p_.ops_) {
-      if (!run_op(op)) return result_;
+      if (op.phase == phase && !run_op(op)) return result_;
     }
     stream_.wait();
     return result_;
@@ -51,18 +51,26 @@ class StepProgram::Runner {
  private:
   bool run_op(const StepOp& op) {
     switch (op.kind) {
-      case OpKind::forward: return forward(op);
+      case OpKind::forward: return forward(op, false);
+      case OpKind::forward_partial: return forward(op, true);
       case OpKind::to_plain: return to_plain(op);
       case OpKind::loss: return loss(op);
-      case OpKind::backward: return backward(op);
+      case OpKind::backward: return backward(op, false);
+      case OpKind::backward_partial: return backward(op, true);
       case OpKind::gradient_to_blocked: return gradient_to_blocked(op);
+      case OpKind::reduce_forward:
+      case OpKind::reduce_backward:
+        return true;  // once per step, between phases: StepProgram::reduce
     }
     return true;
   }
 
   std::byte* bytes(int tensor) const {
-    return tensor < 0 ? nullptr : arena_ + p_.tensors_[static_cast<std::size_t>(tensor)].offset;
+    if (tensor < 0) return nullptr;
+    const StepTensor& t = p_.tensors_[static_cast<std::size_t>(tensor)];
+    return (t.kept ? memory_.kept : arena_) + t.offset;
   }
+  std::byte* batch_bytes(const StepOp& op) const { return memory_.batch == nullptr ? nullptr : memory_.batch + op.batch_offset; }
   Tensor view(int tensor, const ValueInfo& info) const {
     return Tensor{reinterpret_cast<float*>(bytes(tensor)), info.shape, info.blocked.get()};
   }
@@ -88,6 +96,12 @@ class StepProgram::Runner {
     simd::elementwise_kernels().add(gradient, gradient, partial, static_cast<std::int64_t>(v.info.bytes() / sizeof(float)));
   }
 
+  std::span<const Tensor> gather_buffers(int node) {
+    const auto entries = p_.parameters_.node_buffer_entries(node);
+    for (std::size_t k = 0; k < entries.size(); ++k) buffers_[k] = p_.parameters_.buffer(entries[k]);
+    return std::span<const Tensor>(buffers_.data(), entries.size());
+  }
+
   std::size_t gather_params(int node, bool with_grads) {
     const auto entries = p_.parameters_.node_entries(node);
     for (std::size_t k = 0; k < entries.size(); ++k) {
@@ -100,7 +114,7 @@ class StepProgram::Runner {
     return entries.size();
   }
 
-  bool forward(const StepOp& op) {
+  bool forward(const StepOp& op, bool partial_stage) {
     for (std::size_t k = 0; k < op.inputs.size(); ++k) inputs_[k] = value_view(op.inputs[k]);
     ForwardArgs args;
     args.inputs = std::span<const Tensor>(inputs_.data(), op.inputs.size());
@@ -112,7 +126,15 @@ class StepProgram::Runner {
     args.mode = p_.mode_;
     args.random = run_.random.derive(static_cast<std::uint64_t>(op.node));
     args.first_sample = run_.first_sample;
-    p_.layers_[static_cast<std::size_t>(op.node)]->forward(args);
+    args.partial = bytes(op.partial);
+    args.batch = batch_bytes(op);
+    args.buffers = gather_buffers(op.node);
+    const PreparedLayer& layer = *p_.layers_[static_cast<std::size_t>(op.node)];
+    if (partial_stage) {
+      layer.forward_partial(args);
+      return true;
+    }
+    layer.forward(args);
     return !found_anomaly(args.output, true, "forward", op.node, [] { return std::string("output"); },
                           "its inputs and parameters were finite");
   }
@@ -124,6 +146,7 @@ class StepProgram::Runner {
 
   bool loss(const StepOp& op) {
     const Tensor prediction = value_view(op.inputs[0]);
+    result_.samples = p_.micro_batch_;
     if (run_.output != nullptr) {
       std::memcpy(run_.output + run_.first_sample * prediction.shape.sample_elements(), prediction.data,
                   static_cast<std::size_t>(prediction.elements()) * sizeof(float));
@@ -157,7 +180,7 @@ class StepProgram::Runner {
     return true;
   }
 
-  bool backward(const StepOp& op) {
+  bool backward(const StepOp& op, bool partial_stage) {
     if (op.zero_output_grad) {  // nothing downstream produced a gradient (an unused branch): it is zero
       std::memset(gradient_view(op.output).data, 0, value(op.output).info.bytes());
     }
@@ -177,7 +200,14 @@ class StepProgram::Runner {
     args.saved = bytes(op.saved);
     args.scratch = bytes(op.scratch);
     args.stream = &stream_;
-    p_.layers_[static_cast<std::size_t>(op.node)]->backward(args);
+    args.partial = bytes(op.partial);
+    args.batch = batch_bytes(op);
+    const PreparedLayer& layer = *p_.layers_[static_cast<std::size_t>(op.node)];
+    if (partial_stage) {  // a batch-level layer writes its parameter gradients here, its input gradients later
+      layer.backward_partial(args);
+      return run_.anomaly == nullptr || !backward_anomaly(op, param_count);
+    }
+    layer.backward(args);
     for (const GradientWrite& write : op.input_grads) end_gradient(write);
     return run_.anomaly == nullptr || !backward_anomaly(op, param_count);
   }
@@ -248,20 +278,69 @@ class StepProgram::Runner {
   const StepProgram& p_;
   const StepRun& run_;
   std::byte* arena_;
+  StepMemoryViews memory_;
   dnnl::stream& stream_;
   StepResult result_;
   std::array<Tensor, max_layer_inputs> inputs_{};
   std::array<Tensor, max_layer_inputs> input_grads_{};
   std::array<Tensor, max_layer_params> params_{};
   std::array<Tensor, max_layer_params> param_grads_{};
+  std::array<Tensor, max_layer_params> buffers_{};
 };
 
-StepResult StepProgram::run(const StepRun& run, Workspace& workspace) const {
+StepResult StepProgram::run_phase(int phase, const StepRun& run, Workspace& workspace, StepMemoryViews memory) const {
   if (workspace.arena.size() < arena_bytes()) {
     throw Error("step program: workspace arena of " + std::to_string(workspace.arena.size()) + " bytes, the plan needs " +
                 std::to_string(arena_bytes()));
   }
-  return Runner(*this, run, workspace).run();
+  if ((kept_bytes() > 0 && memory.kept == nullptr) || (batch_bytes() > 0 && memory.batch == nullptr)) {
+    throw Error("step program: a program with sync points needs kept and batch memory");
+  }
+  return Runner(*this, run, workspace, memory).run(phase);
+}
+
+StepResult StepProgram::run(const StepRun& run, Workspace& workspace) const {
+  if (phase_count() != 1) {
+    throw Error("step program: " + std::to_string(phase_count()) + " phases; run them with run_phase and reduce");
+  }
+  return run_phase(0, run, workspace, {});
+}
+
+void StepProgram::reduce(int phase, std::span<const StepProgram* const> programs, std::span<std::byte* const> kept,
+                         std::byte* batch) {
+  if (programs.empty() || programs.size() != kept.size()) throw Error("step program: reduce needs one program per micro-batch");
+  const StepProgram& first = *programs[0];
+  std::size_t index = 0;
+  while (index < first.ops_.size() && !(first.ops_[index].phase == phase && (first.ops_[index].kind == OpKind::reduce_forward ||
+                                                                             first.ops_[index].kind == OpKind::reduce_backward))) {
+    ++index;
+  }
+  if (index == first.ops_.size()) throw Error("step program: no sync point ends phase " + std::to_string(phase));
+  const StepOp& op = first.ops_[index];
+  // Every program of a step has the same ops (one graph, one mode); only sizes differ.
+  std::vector<std::byte*> partials(programs.size());
+  std::vector<std::int64_t> sizes(programs.size());
+  for (std::size_t j = 0; j < programs.size(); ++j) {
+    const StepOp& own = programs[j]->ops_[index];
+    partials[j] = kept[j] + programs[j]->tensors_[static_cast<std::size_t>(own.partial)].offset;
+    sizes[j] = programs[j]->micro_batch();
+  }
+  const ParameterStore& store = first.parameters_;
+  std::vector<Tensor> params, buffers;
+  for (int entry : store.node_entries(op.node)) params.push_back(store.value(entry));
+  for (int entry : store.node_buffer_entries(op.node)) buffers.push_back(store.buffer(entry));
+  ReduceArgs args;
+  args.partials = partials;
+  args.micro_batch_sizes = sizes;
+  args.batch = batch + op.batch_offset;
+  args.params = params;
+  args.buffers = buffers;
+  const PreparedLayer& layer = *first.layers_[static_cast<std::size_t>(op.node)];
+  if (op.kind == OpKind::reduce_forward) {
+    layer.reduce_forward(args);
+  } else {
+    layer.reduce_backward(args);
+  }
 }
 
 }  // namespace ember

@@ -43,10 +43,19 @@ struct StepResult {
 };
 
 // One step's tensors and their placement, as data (for `ember plan` and tests).
+// Tensors live in one of two places: the arena (a workspace's, reused by every
+// micro-batch a thread runs) or, when they live across a sync point, the micro-batch's
+// kept memory (one per micro-batch of the batch, as every micro-batch must reach the sync
+// point before any goes on).
 struct StepPlanReport {
-  std::vector<TensorLifetime> tensors;
+  std::vector<TensorLifetime> tensors;  // in the arena
   std::vector<std::string> shapes;  // per tensor: "(16, 32, 28, 28)", "+ blocked" if oneDNN's layout pads; "-" for raw bytes
   MemoryPlan plan;
+  std::vector<TensorLifetime> kept_tensors;  // kept per micro-batch
+  std::vector<std::string> kept_shapes;
+  MemoryPlan kept_plan;
+  std::size_t batch_bytes = 0;      // per step: the reductions' results
+  int phases = 1;                   // micro-batch phases; phases - 1 sync points
   std::vector<std::string> fused;   // "conv1+relu1": ReLUs applied by the layer before them (inference)
   std::vector<std::string> ops;     // the op sequence: "forward conv1", "to_plain conv1", "loss", "backward fc1", ...
 };
@@ -71,7 +80,19 @@ struct StepRun {
 // The compiled form. Values are the step's tensors as layers see them (graph values and
 // plain copies of blocked ones); tensors are what the memory plan places (a value, a
 // gradient, a partial gradient, a layer's saved or scratch bytes); ops run in order.
-enum class OpKind { forward, to_plain, loss, backward, gradient_to_blocked };
+// forward_partial / reduce_forward / forward (and the backward three) are the stages of a
+// batch-level layer (layers/layer.h); a reduce op is a sync point between two phases.
+enum class OpKind {
+  forward,
+  forward_partial,
+  reduce_forward,
+  to_plain,
+  loss,
+  backward_partial,
+  reduce_backward,
+  backward,
+  gradient_to_blocked,
+};
 
 struct StepValue {
   ValueInfo info;
@@ -92,7 +113,8 @@ struct StepTensor {
   std::string shape;  // for the report
   int first_use = -1;
   int last_use = -1;
-  std::size_t offset = 0;
+  bool kept = false;       // lives across a sync point: in the micro-batch's kept memory
+  std::size_t offset = 0;  // in the arena or the kept memory
 };
 
 // Where a backward op (or the loss, or a reorder of a gradient) writes one gradient: the
@@ -112,7 +134,17 @@ struct StepOp {
   bool zero_output_grad = false;  // backward: no reader wrote the output's gradient (an unused branch)
   int saved = -1;               // tensors of the layer, -1 if it needs none
   int scratch = -1;
+  int partial = -1;             // batch-level stages: the micro-batch's partial sums
+  std::size_t batch_offset = 0; // batch-level stages: the layer's results in the batch memory
+  int phase = 0;                // micro-batch ops: the phase they run in; a reduce op ends it
   std::string describe;         // for the report and anomaly messages
+};
+
+// Where a run's tensors are: the workspace's arena, and for programs with sync points the
+// micro-batch's kept memory and the step's batch memory.
+struct StepMemoryViews {
+  std::byte* kept = nullptr;   // kept_bytes(), this micro-batch's
+  std::byte* batch = nullptr;  // batch_bytes(), shared by every micro-batch of the step
 };
 
 class StepProgram {
@@ -131,9 +163,22 @@ class StepProgram {
   std::size_t arena_bytes() const { return report_.plan.arena_bytes; }
   const StepPlanReport& report() const { return report_; }
 
-  // Runs one micro-batch on the calling thread in `workspace`, whose arena holds
-  // arena_bytes() (Workspace::reserve).
+  std::size_t kept_bytes() const { return report_.kept_plan.arena_bytes; }
+  std::size_t batch_bytes() const { return report_.batch_bytes; }
+  // Phases a micro-batch runs in; between two, every micro-batch's partial sums are
+  // reduced (reduce()).
+  int phase_count() const { return report_.phases; }
+
+  // Runs one micro-batch's ops of `phase` on the calling thread in `workspace`, whose
+  // arena holds arena_bytes() (Workspace::reserve). Results add up over the phases.
+  StepResult run_phase(int phase, const StepRun& run, Workspace& workspace, StepMemoryViews memory) const;
+  // A program without sync points in one call.
   StepResult run(const StepRun& run, Workspace& workspace) const;
+  // The reduction that ends `phase`, once per step on one thread: micro-batch j ran
+  // `programs[j]` (the full or the last size) with kept memory `kept[j]`. A training
+  // forward reduction updates the layer's buffers (running statistics) in the store.
+  static void reduce(int phase, std::span<const StepProgram* const> programs, std::span<std::byte* const> kept,
+                     std::byte* batch);
 
  private:
   struct Compiler;  // engine/step_compiler.cpp

@@ -5,6 +5,7 @@
 // are shared read-only (engine/step_program.h).
 #include <cstddef>
 #include <memory>
+#include <vector>
 
 #include "engine/aligned_buffer.h"
 
@@ -23,10 +24,18 @@ struct Workspace {
 
   // Grows the arena to at least `bytes` (its contents are not kept).
   void reserve(std::size_t arena_bytes);
-  std::size_t bytes() const { return align_up(arena.size()); }
+  std::size_t bytes() const {
+    std::size_t total = align_up(arena.size()) + align_up(batch.size());
+    for (const AlignedBuffer& buffer : kept) total += align_up(buffer.size());
+    return total;
+  }
 
   AlignedBuffer arena;
   std::unique_ptr<dnnl::stream> stream;
+  // Programs with sync points (engine/step_program.h) run a whole batch phase by phase:
+  // memory kept per micro-batch across the sync points, and the reductions' results.
+  std::vector<AlignedBuffer> kept;
+  AlignedBuffer batch;
 };
 
 }  // namespace ember

@@ -55,7 +55,7 @@ TEST_P(BuiltInModelPlan, ArenaIsWithinTenPercentOfTheLowerBound) {
 
 std::vector<PlanCase> built_in_cases() {
   std::vector<PlanCase> cases;
-  for (const char* model : {"seed-cnn", "lenet", "attn-cnn", "attention-mse"}) {
+  for (const char* model : {"seed-cnn", "lenet", "attn-cnn", "attention-mse", "resnet"}) {
     for (Mode mode : {Mode::inference, Mode::training}) {
       for (std::int64_t batch : {1, 64, 256}) cases.push_back({model, mode, batch});
     }

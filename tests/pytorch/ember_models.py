@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
+RESNET_BLOCKS = 3  # residual blocks per stage of the built-in resnet (ResNet-20)
 
 
 def read_idx(path):
@@ -119,12 +120,68 @@ class AttentionMse(nn.Module):
         return self.head(self.attention(self.embed(x)))
 
 
+class ConvBn(nn.Module):
+    """A bias-free convolution and the BatchNorm after it (its bias would be cancelled)."""
+
+    def __init__(self, in_channels, out_channels, kernel, stride):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=kernel // 2, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+
+
+class ResidualBlock(nn.Module):
+    """ember's residual_block (the CIFAR ResNet's basic block): conv3x3(stride) -> bn -> relu
+    -> conv3x3 -> bn, plus the input (or its 1x1-conv projection and bn when the stride or
+    the channel count changes), then relu."""
+
+    def __init__(self, in_channels, out_channels, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut = ConvBn(in_channels, out_channels, 1, stride) if stride != 1 or in_channels != out_channels else None
+
+    def forward(self, x):
+        y = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+        return torch.relu(y + (x if self.shortcut is None else self.shortcut(x)))
+
+
+class ResNet(nn.Module):
+    """ember's built-in resnet: a CIFAR-style residual network. A 3x3 stem (conv, bn, relu),
+    three stages of `blocks` residual blocks with 16, 32 and 64 channels (the second and
+    third start with a stride-2 block), global average pooling and a Linear head."""
+
+    def __init__(self, blocks=RESNET_BLOCKS, in_channels=1, classes=10):
+        super().__init__()
+        self.stem = ConvBn(in_channels, 16, 3, 1)
+        channels = 16
+        for stage, (width, stride) in enumerate([(16, 1), (32, 2), (64, 2)], start=1):
+            layers = nn.Module()
+            for block in range(1, blocks + 1):
+                layers.add_module(f"block{block}", ResidualBlock(channels, width, stride if block == 1 else 1))
+                channels = width
+            self.add_module(f"stage{stage}", layers)
+        self.head = nn.Linear(64, classes)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        for stage in (self.stage1, self.stage2, self.stage3):
+            for block in stage.children():
+                x = block(x)
+        return self.head(x.mean(dim=(2, 3)))
+
+
 # name -> (module class, one sample's input shape, loss), as in engine/model_spec.cpp.
 BUILTIN_MODELS = {
     "seed-cnn": (SeedCnn, (1, 28, 28), nn.CrossEntropyLoss),
     "lenet": (LeNet, (1, 32, 32), nn.CrossEntropyLoss),
     "attn-cnn": (AttnCnn, (1, 28, 28), nn.CrossEntropyLoss),
     "attention-mse": (AttentionMse, (16, 8), nn.MSELoss),
+    "resnet": (ResNet, (1, 28, 28), nn.CrossEntropyLoss),
 }
 
 

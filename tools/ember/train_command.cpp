@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <string>
 
+#include "engine/model_spec.h"
 #include "engine/trainer.h"
 #include "tools/ember/commands.h"
 #include "tools/ember/flags.h"
@@ -64,7 +65,9 @@ class ProgressPrinter final : public TrainingObserver {
 
 int train_command(int argc, char** argv) {
   Flags flags("train", "Train a model; test loss (and accuracy, for classification) is reported after every epoch.");
-  flags.value("model", "built-in model (seed-cnn, lenet) or path to a JSON model spec", "seed-cnn", "M")
+  std::string builtins;
+  for (const std::string& name : builtin_model_names()) builtins += (builtins.empty() ? "" : ", ") + name;
+  flags.value("model", "built-in model (" + builtins + ") or path to a JSON model spec", "seed-cnn", "M")
       .value("data", "fashion-mnist, mnist, a directory of IDX files, or attention-retrieval (synthetic); default: the model's own, else fashion-mnist", "", "D")
       .value("epochs", "passes over the training set", "3", "N")
       .value("batch-size", "samples per optimizer step", "64", "B")
