@@ -4,7 +4,7 @@
 // Counters: GFLOP/s of the attention core (forward 4 T^2 D per head: Q K^T and P V;
 // backward 10 T^2 D: S recomputed, dV, dP, dQ, dK; causal halves both), and extra_bytes,
 // the memory the call needs beyond its inputs and outputs (scratch and log-sum-exp).
-// bench/compare_attention.sh runs the same shapes through PyTorch.
+// bench/compare_attention.py runs the same shapes through PyTorch.
 #include <benchmark/benchmark.h>
 #include <omp.h>
 

@@ -27,7 +27,7 @@ void run_model(benchmark::State& state, std::string model, std::int64_t batch, i
   const Graph graph = graph_from_spec(spec, model);
   ParameterStore parameters(graph);
   parameters.initialize(0);
-  const std::unique_ptr<Loss> loss = make_loss(spec.value("loss", std::string("cross_entropy")));
+  const std::unique_ptr<Loss> loss = make_loss(spec_loss_name(spec));
   const std::int64_t sample = graph.input_sample_shape().elements();
   const std::int64_t outputs = graph.value_shape(graph.output()).sample_elements();
 

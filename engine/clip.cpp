@@ -1,10 +1,10 @@
 #include "engine/clip.h"
 
-#include <charconv>
 #include <cmath>
 #include <string>
 
 #include "engine/error.h"
+#include "engine/text.h"
 #include "simd/elementwise.h"
 
 namespace ember {
@@ -16,9 +16,7 @@ double l2_norm(std::span<const float> values) {
 
 double clip_grad_norm(std::span<float> gradients, float max_norm) {
   if (!(max_norm > 0.0f) || !std::isfinite(max_norm)) {
-    char text[32];
-    const auto end = std::to_chars(text, text + sizeof(text), max_norm).ptr;
-    throw Error("gradient clipping: max_norm must be positive and finite, found " + std::string(text, end));
+    throw Error("gradient clipping: max_norm must be positive and finite, found " + format_number(max_norm));
   }
   const double norm = l2_norm(gradients);
   if (!is_finite(norm)) return norm;

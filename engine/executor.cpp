@@ -15,16 +15,14 @@
 
 namespace ember {
 
-namespace {
-constexpr int max_threads = 64;  // and gradient lanes: sum_gradient_lanes gathers them on the stack
-}  // namespace
-
 void check_executor_options(const ExecutorOptions& options) {
-  if (options.threads < 1 || options.threads > max_threads) {
-    throw Error("thread count must be between 1 and 64, found " + std::to_string(options.threads));
+  const std::string cap = std::to_string(max_compute_threads);
+  if (options.threads < 1 || options.threads > max_compute_threads) {
+    throw Error("thread count must be between 1 and " + cap + ", found " + std::to_string(options.threads));
   }
-  if (options.gradient_lanes < 1 || options.gradient_lanes > max_threads) {
-    throw Error("gradient lanes must be between 1 and 64, found " + std::to_string(options.gradient_lanes));
+  // Lanes are capped too: sum_gradient_lanes gathers them on the stack.
+  if (options.gradient_lanes < 1 || options.gradient_lanes > max_compute_threads) {
+    throw Error("gradient lanes must be between 1 and " + cap + ", found " + std::to_string(options.gradient_lanes));
   }
   if (options.micro_batch < 1) {
     throw Error("micro-batch size must be at least 1, found " + std::to_string(options.micro_batch));
@@ -199,7 +197,7 @@ void Executor::sum_gradient_lanes(std::int64_t lanes) {
   constexpr std::int64_t chunk = 16384;
   const std::int64_t chunks = (total + chunk - 1) / chunk;
   parallel_region(options_.threads, [&](int thread, int thread_count) {
-    std::array<const float*, max_threads> lane_pointers{};
+    std::array<const float*, max_compute_threads> lane_pointers{};
     for (std::int64_t c = thread; c < chunks; c += thread_count) {
       const std::int64_t begin = c * chunk;
       const std::int64_t n = std::min(chunk, total - begin);

@@ -43,7 +43,8 @@ struct BatchLayout {
   std::int64_t gradient_lanes = 0;  // training: lanes written, lane 0 included; inference: 0
   int threads = 0;                  // threads that run micro-batches
 };
-// Throws ember::Error naming a thread count outside 1..64 or a micro-batch below 1.
+// Throws ember::Error naming a thread or lane count outside 1..max_compute_threads
+// (engine/threading.h) or a micro-batch below 1.
 void check_executor_options(const ExecutorOptions& options);
 // Throws ember::Error for a batch below 1.
 BatchLayout batch_layout(const ExecutorOptions& options, std::int64_t batch, Mode mode);

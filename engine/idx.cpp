@@ -11,6 +11,7 @@
 
 #include "engine/error.h"
 #include "engine/memory_limit.h"
+#include "engine/text.h"
 
 namespace ember {
 namespace {
@@ -28,9 +29,7 @@ std::uint32_t big_endian(const std::uint8_t* p) {
 bool gzip_magic(const std::uint8_t* p, std::size_t size) { return size >= 2 && p[0] == 0x1f && p[1] == 0x8b; }
 
 std::string dims_text(const std::vector<std::uint32_t>& dims) {
-  std::string s = "[";
-  for (std::size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
-  return s + "]";
+  return "[" + join(dims) + "]";
 }
 
 // Inflates every member of a gzip file: RFC 1952 (section 2.2) lets a file hold several

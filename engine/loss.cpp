@@ -1,23 +1,16 @@
 #include "engine/loss.h"
 
-#include <charconv>
 #include <cmath>
 #include <string>
 #include <vector>
 
 #include "engine/error.h"
+#include "engine/text.h"
 #include "simd/softmax.h"
 
 namespace ember {
 
 namespace {
-
-// Shortest round-trip text of a float ("0.1", not "0.100000").
-std::string format_number(float value) {
-  char text[32];
-  const auto result = std::to_chars(text, text + sizeof(text), value);
-  return std::string(text, result.ptr);
-}
 
 void require_plain(std::string_view loss, const Tensor& predictions) {
   if (!predictions.is_plain()) {

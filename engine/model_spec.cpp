@@ -6,6 +6,7 @@
 
 #include "engine/error.h"
 #include "engine/json_text.h"
+#include "engine/text.h"
 #include "layers/registry.h"
 #include "layers/residual_block.h"
 #include "layers/transformer_encoder_block.h"
@@ -174,6 +175,8 @@ Graph graph_from_spec(const Json& spec, std::string_view source) {
     throw Error(std::string(source) + ": " + e.what());
   }
 }
+
+std::string spec_loss_name(const Json& spec) { return spec.value("loss", std::string(default_loss_name)); }
 
 Json spec_from_graph(const Graph& graph, std::string_view name) {
   Json spec;
@@ -344,9 +347,8 @@ std::vector<std::string> builtin_model_names() {
 Json builtin_model_spec(std::string_view name) {
   auto it = builtins().find(name);
   if (it == builtins().end()) {
-    std::string known;
-    for (const auto& n : builtin_model_names()) known += (known.empty() ? "" : ", ") + n;
-    throw Error("unknown model '" + std::string(name) + "'; built-in models: " + known + " (or a path to a JSON spec)");
+    throw Error("unknown model '" + std::string(name) + "'; built-in models: " + join(builtin_model_names()) +
+                " (or a path to a JSON spec)");
   }
   return it->second();
 }

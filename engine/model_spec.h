@@ -31,6 +31,11 @@ Graph graph_from_spec(const Json& spec, std::string_view source = "model spec");
 // The spec of a graph; graph_from_spec(spec_from_graph(g, name)) rebuilds g exactly.
 Json spec_from_graph(const Graph& graph, std::string_view name);
 
+// The loss a spec trains with (engine/loss.h make_loss): its "loss" field, else
+// default_loss_name. graph_from_spec has checked that the field is a string.
+inline constexpr const char* default_loss_name = "cross_entropy";
+std::string spec_loss_name(const Json& spec);
+
 // Built-in models by name ("seed-cnn", "lenet", "attn-cnn", "attention-mse", "resnet");
 // throws listing the known names.
 Json builtin_model_spec(std::string_view name);

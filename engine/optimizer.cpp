@@ -1,24 +1,18 @@
 #include "engine/optimizer.h"
 
-#include <charconv>
 #include <cmath>
 #include <cstring>
 #include <utility>
 
 #include "engine/error.h"
 #include "engine/parameters.h"
+#include "engine/text.h"
 #include "engine/threading.h"
 #include "simd/optimizer.h"
 
 namespace ember {
 
 namespace {
-
-std::string format_number(float value) {
-  char text[32];
-  const auto result = std::to_chars(text, text + sizeof(text), value);
-  return std::string(text, result.ptr);
-}
 
 void require_finite(std::string_view optimizer, std::string_view what, float value) {
   if (!std::isfinite(value)) {
@@ -146,8 +140,7 @@ std::vector<std::string> Optimizer::state_names() const { return state_names_; }
 void Optimizer::import_state(std::int64_t step_count, std::span<const ConstOptimizerStateView> tensors) {
   const std::string who = "optimizer " + std::string(name());
   if (step_count < 0) throw Error(who + ": step count must be >= 0, found " + std::to_string(step_count));
-  std::string expected;
-  for (const std::string& n : state_names_) expected += (expected.empty() ? "" : ", ") + n;
+  std::string expected = join(state_names_);
   if (expected.empty()) expected = "none";
   // Validate everything before copying anything: a rejected import leaves the state as it was.
   std::vector<const ConstOptimizerStateView*> sources(state_names_.size(), nullptr);

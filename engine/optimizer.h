@@ -1,5 +1,5 @@
 #pragma once
-// Optimizers over a ParameterStore's blocks (DESIGN.md): all values in one span, all
+// Optimizers over a ParameterStore's blocks (engine/parameters.h): all values in one span, all
 // gradients in another of the same length, and each state tensor (momentum buffer,
 // Adam moments) one more block of that layout, so step() is one pass of a fused
 // simd::optimizer_kernels() update over everything. The update rules are PyTorch 1.13's

@@ -15,6 +15,7 @@
 
 #include "engine/error.h"
 #include "engine/json_text.h"
+#include "engine/text.h"
 
 namespace ember {
 namespace {
@@ -28,9 +29,7 @@ std::size_t dtype_size(const std::string& dtype) {
 }
 
 std::string shape_text(std::span<const std::int64_t> shape) {
-  std::string s = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
+  return "[" + join(shape) + "]";
 }
 
 std::string unexpected_bytes(std::uint64_t count) {

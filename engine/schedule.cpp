@@ -1,21 +1,15 @@
 #include "engine/schedule.h"
 
-#include <charconv>
 #include <cmath>
 #include <numbers>
 #include <string>
 
 #include "engine/error.h"
+#include "engine/text.h"
 
 namespace ember {
 
 namespace {
-
-std::string format_number(double value) {
-  char text[32];
-  const auto result = std::to_chars(text, text + sizeof(text), value);
-  return std::string(text, result.ptr);
-}
 
 void require_at_least(std::string_view what, std::int64_t value, std::int64_t minimum) {
   if (value < minimum) {

@@ -1,6 +1,7 @@
 #include "engine/shape.h"
 
 #include "engine/error.h"
+#include "engine/text.h"
 
 namespace ember {
 
@@ -62,13 +63,8 @@ Shape Shape::prepend(std::int64_t batch) const {
 }
 
 std::string Shape::str() const {
-  std::string out = "(";
-  for (int i = 0; i < rank_; ++i) {
-    if (i > 0) out += ", ";
-    out += std::to_string(dims_[static_cast<std::size_t>(i)]);
-  }
-  if (rank_ == 1) out += ",";
-  return out + ")";
+  // A rank-1 shape keeps Python's trailing comma: "(5,)".
+  return "(" + join(dims()) + (rank_ == 1 ? "," : "") + ")";
 }
 
 bool operator==(const Shape& a, const Shape& b) {

@@ -30,6 +30,11 @@ RegressionDataset make_attention_retrieval(std::int64_t count, std::uint64_t see
   return data;
 }
 
+RegressionDataset attention_retrieval_split(Split split, std::int64_t limit, std::uint64_t run_seed) {
+  if (split == Split::train) return make_attention_retrieval(limit > 0 ? limit : 20000, mix64(run_seed) ^ 1);
+  return make_attention_retrieval(limit > 0 ? limit : 2000, mix64(run_seed) ^ 2);
+}
+
 RegressionLoader::RegressionLoader(const RegressionDataset& data, std::int64_t batch_size, std::uint64_t seed, bool shuffle)
     : data_(data), batch_size_(batch_size), order_(data.count, seed, shuffle) {
   if (batch_size < 1) throw Error("batch size must be positive, found " + std::to_string(batch_size));

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "engine/dataset.h"
 #include "engine/epoch_order.h"
 #include "engine/shape.h"
 
@@ -30,6 +31,11 @@ inline constexpr std::int64_t attention_retrieval_outputs = 4;
 // The same (count, seed) always gives the same samples; the training and test splits use
 // different seeds.
 RegressionDataset make_attention_retrieval(std::int64_t count, std::uint64_t seed);
+
+// A split as a training run with seed `run_seed` draws it: `limit` samples (0: 20000 for
+// training, 2000 for test). ember train and ember eval both use it, so eval sees the
+// run's test set.
+RegressionDataset attention_retrieval_split(Split split, std::int64_t limit, std::uint64_t run_seed);
 
 // Batches of a regression dataset in a per-epoch order (shuffled from seed and epoch, or in
 // order); the last partial batch is kept.

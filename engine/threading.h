@@ -8,6 +8,10 @@
 
 namespace ember {
 
+// The most compute threads one executor runs (engine/executor.cpp refuses more). ember
+// train and ember plan check --threads against it before loading anything.
+inline constexpr int max_compute_threads = 64;
+
 template <class Body>
 void parallel_region(int threads, Body&& body) {
 #pragma omp parallel num_threads(threads)

@@ -82,8 +82,8 @@ TrainingData training_data(const std::string& name, const Shape& input_shape, co
       std::unique_ptr<RegressionLoader> train_loader, test_loader;
     };
     auto r = std::make_shared<Regression>();
-    r->train_set = make_attention_retrieval(options.train_limit > 0 ? options.train_limit : 20000, mix64(options.seed) ^ 1);
-    r->test_set = make_attention_retrieval(options.test_limit > 0 ? options.test_limit : 2000, mix64(options.seed) ^ 2);
+    r->train_set = attention_retrieval_split(Split::train, options.train_limit, options.seed);
+    r->test_set = attention_retrieval_split(Split::test, options.test_limit, options.seed);
     if (!(r->train_set.sample_shape == input_shape)) {
       throw Error(std::string(attention_retrieval_name) + ": samples are " + r->train_set.sample_shape.str() +
                   " but the model's input is " + input_shape.str());
@@ -156,7 +156,7 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
   check_step_memory(estimate_step_memory(graph, parameters, step_memory), memory_limit, options.model);
   std::unique_ptr<Optimizer> optimizer = make_optimizer(options.optimizer, optimizer_options, parameters);
   // The spec may name its loss and its default data (attention-mse: MSE on a synthetic task).
-  const std::string loss_name = spec.value("loss", std::string("cross_entropy"));
+  const std::string loss_name = spec_loss_name(spec);
   const std::string data_name = !options.data.empty() ? options.data : spec.value("data", std::string("fashion-mnist"));
   const std::unique_ptr<Loss> loss = make_loss(loss_name, static_cast<float>(options.label_smoothing));
   TrainingData data = training_data(data_name, input_shape, options);
@@ -177,7 +177,13 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
     if (state.model_spec != spec_from_graph(graph, spec.value("name", "model"))) {
       throw Error(options.resume + ": the checkpoint's model differs from --model " + options.model);
     }
-    if (state.run != run_json(options)) {
+    // The loss and the data the run used are recorded for ember eval; the model spec and
+    // --data decide them, so they are not compared here (checkpoints before ember recorded
+    // them lack them).
+    Json settings = state.run;
+    settings.erase("loss");
+    settings.erase("dataset");
+    if (settings != run_json(options)) {
       throw Error(options.resume + ": the checkpoint was trained with " + state.run.dump() +
                   "; --resume continues only the same run, found " + run_json(options).dump());
     }
@@ -222,6 +228,8 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
     state.model_spec = spec_from_graph(graph, spec.value("name", "model"));
     state.optimizer = optimizer_json(options);
     state.run = run_json(options);
+    state.run["loss"] = loss_name;
+    state.run["dataset"] = data_name;
     state.epoch = completed_epochs;
     state.step = step;
     save_training_state(options.save, state, parameters, *optimizer);

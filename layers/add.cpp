@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "engine/error.h"
+#include "layers/options.h"
 #include "simd/elementwise.h"
 
 namespace ember {
@@ -27,9 +28,7 @@ class PreparedAdd final : public PreparedLayer {
 }  // namespace
 
 std::unique_ptr<Layer> Add::from_options(const Json& options) {
-  if (!options.is_object() || !options.empty()) {
-    throw Error("add takes no options, found " + options.dump());
-  }
+  LayerOptions::require_none("add", options);
   return std::make_unique<Add>();
 }
 

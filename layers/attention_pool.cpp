@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <string>
 
-#include "engine/aligned_buffer.h"
 #include "engine/error.h"
 #include "layers/options.h"
+#include "layers/scratch_layout.h"
 #include "simd/elementwise.h"
 #include "simd/gemm.h"
 #include "simd/softmax.h"
@@ -16,23 +16,13 @@ namespace {
 class PreparedAttentionPool final : public PreparedLayer {
  public:
   PreparedAttentionPool(std::int64_t batch, std::int64_t tokens, std::int64_t channels, bool training)
-      : batch_(batch), tokens_(tokens), channels_(channels), training_(training) {
-    using simd::Transpose;
-    const std::size_t floats = std::max({simd::gemm_scratch_floats(Transpose::no, Transpose::yes, batch * tokens, 1, channels, 1),
-                                         simd::gemm_scratch_floats(Transpose::no, Transpose::yes, tokens, 1, channels, 1),
-                                         simd::gemm_scratch_floats(Transpose::yes, Transpose::no, 1, channels, batch * tokens, 1)});
-    gemm_bytes_ = align_up(floats * sizeof(float));
-  }
-
-  // Scratch: the GEMM's packing space, then one or two (N x T) matrices, each 64-byte aligned.
-  std::size_t gemm_bytes() const { return gemm_bytes_; }
-  std::size_t matrix_bytes() const { return align_up(static_cast<std::size_t>(batch_ * tokens_) * sizeof(float)); }
+      : batch_(batch), tokens_(tokens), channels_(channels), training_(training) {}
 
   void forward(const ForwardArgs& args) const override {
-    float* gemm_scratch = reinterpret_cast<float*>(args.scratch);
-    float* scores = reinterpret_cast<float*>(args.scratch + gemm_bytes());
+    float* gemm_scratch = reinterpret_cast<float*>(args.scratch + forward_gemm_offset_);
+    float* scores = reinterpret_cast<float*>(args.scratch + scores_offset_);
     // The attention weights: kept in `saved` for backward in training.
-    float* weights = training_ ? reinterpret_cast<float*>(args.saved) : reinterpret_cast<float*>(args.scratch + gemm_bytes() + matrix_bytes());
+    float* weights = reinterpret_cast<float*>(training_ ? args.saved : args.scratch + weights_offset_);
     const float* x = args.inputs[0].data;
 
     // scores (N*T x 1) = X (N*T x C) w^T + b
@@ -58,9 +48,9 @@ class PreparedAttentionPool final : public PreparedLayer {
   //   dx[n, t] = a[n, t] dy[n] + ds[n, t] w
   //   dw (1 x C) (+)= ds^T (1 x N*T) X (N*T x C);  db (+)= sum of ds
   void backward(const BackwardArgs& args) const override {
-    float* gemm_scratch = reinterpret_cast<float*>(args.scratch);
-    float* da = reinterpret_cast<float*>(args.scratch + gemm_bytes());
-    float* ds = reinterpret_cast<float*>(args.scratch + gemm_bytes() + matrix_bytes());
+    float* gemm_scratch = reinterpret_cast<float*>(args.scratch + backward_gemm_offset_);
+    float* da = reinterpret_cast<float*>(args.scratch + weights_grad_offset_);
+    float* ds = reinterpret_cast<float*>(args.scratch + scores_grad_offset_);
     const float* a = reinterpret_cast<const float*>(args.saved);
     const float* x = args.inputs[0].data;
     const float* dy = args.output_grad.data;
@@ -90,16 +80,21 @@ class PreparedAttentionPool final : public PreparedLayer {
     k.column_sums(args.param_grads[1].data, ds, batch_ * tokens_, 1, 1, args.accumulate_param_grads);
   }
 
+  // Offsets in the scratch buffers (ScratchLayout, set by prepare()). Forward: the GEMM's
+  // packing space, the scores and, in inference, the weights; backward: the packing
+  // space and the (N x T) gradients of the weights and of the scores.
+  std::size_t forward_gemm_offset_ = 0, scores_offset_ = 0, weights_offset_ = 0;
+  std::size_t backward_gemm_offset_ = 0, weights_grad_offset_ = 0, scores_grad_offset_ = 0;
+
  private:
   std::int64_t batch_, tokens_, channels_;
   bool training_;
-  std::size_t gemm_bytes_ = 0;
 };
 
 }  // namespace
 
 AttentionPool::AttentionPool(std::int64_t features) : features_(features) {
-  if (features <= 0) throw Error("attention_pool: option 'features' must be a positive integer, found " + std::to_string(features));
+  if (features <= 0) throw_option_error("attention_pool", "features", "a positive integer", features);
 }
 
 std::unique_ptr<Layer> AttentionPool::from_options(const Json& options) {
@@ -122,15 +117,30 @@ std::vector<ParameterSpec> AttentionPool::parameters(std::span<const Shape>) con
 
 std::unique_ptr<PreparedLayer> AttentionPool::prepare(const PrepareContext& context) const {
   const Shape& x = context.inputs[0].shape;
+  const std::int64_t batch = x[0], tokens = x[1];
   const bool training = context.mode == Mode::training;
-  auto prepared = std::make_unique<PreparedAttentionPool>(x[0], x[1], features_, training);
+  auto prepared = std::make_unique<PreparedAttentionPool>(batch, tokens, features_, training);
   prepared->output.shape = output_shape(std::span<const Shape>(&x, 1));
-  const std::size_t matrix = prepared->matrix_bytes();
-  // Forward: scores, and the weights themselves when they are not saved.
-  prepared->forward_scratch_bytes = prepared->gemm_bytes() + (training ? 1 : 2) * matrix;
+  // One GEMM packing space serves every GEMM of the layer (one thread each).
+  using simd::Transpose;
+  const std::size_t gemm_bytes =
+      std::max({simd::gemm_scratch_floats(Transpose::no, Transpose::yes, batch * tokens, 1, features_, 1),
+                simd::gemm_scratch_floats(Transpose::no, Transpose::yes, tokens, 1, features_, 1),
+                simd::gemm_scratch_floats(Transpose::yes, Transpose::no, 1, features_, batch * tokens, 1)}) *
+      sizeof(float);
+  const std::size_t matrix_bytes = static_cast<std::size_t>(batch * tokens) * sizeof(float);
+  ScratchLayout forward_scratch;
+  prepared->forward_gemm_offset_ = forward_scratch.add(gemm_bytes);
+  prepared->scores_offset_ = forward_scratch.add(matrix_bytes);
+  if (!training) prepared->weights_offset_ = forward_scratch.add(matrix_bytes);
+  prepared->forward_scratch_bytes = forward_scratch.total();
   if (training) {
-    prepared->saved_bytes = static_cast<std::size_t>(x[0] * x[1]) * sizeof(float);
-    prepared->backward_scratch_bytes = prepared->gemm_bytes() + 2 * matrix;
+    prepared->saved_bytes = matrix_bytes;  // the attention weights
+    ScratchLayout backward_scratch;
+    prepared->backward_gemm_offset_ = backward_scratch.add(gemm_bytes);
+    prepared->weights_grad_offset_ = backward_scratch.add(matrix_bytes);
+    prepared->scores_grad_offset_ = backward_scratch.add(matrix_bytes);
+    prepared->backward_scratch_bytes = backward_scratch.total();
   }
   return prepared;
 }

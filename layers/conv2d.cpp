@@ -158,7 +158,19 @@ class PreparedConv2d final : public PreparedLayer {
 
 }  // namespace
 
-Conv2d::Conv2d(const Conv2dOptions& options) : options_(options) {}
+Conv2d::Conv2d(const Conv2dOptions& options) : options_(options) {
+  if (options.in_channels <= 0) throw_option_error("conv2d", "in_channels", "a positive integer", options.in_channels);
+  if (options.out_channels <= 0) throw_option_error("conv2d", "out_channels", "a positive integer", options.out_channels);
+  auto check_pair = [](const char* name, const std::array<std::int64_t, 2>& value, std::int64_t minimum) {
+    if (value[0] < minimum || value[1] < minimum) {
+      throw_option_error("conv2d", name, std::string(minimum > 0 ? "positive integers" : "non-negative integers"), pair_json(value));
+    }
+  };
+  check_pair("kernel", options.kernel, 1);
+  check_pair("stride", options.stride, 1);
+  check_pair("padding", options.padding, 0);
+  check_pair("dilation", options.dilation, 1);
+}
 
 std::unique_ptr<Layer> Conv2d::from_options(const Json& json) {
   const LayerOptions o("conv2d", json, {"in_channels", "out_channels", "kernel", "stride", "padding", "dilation", "bias"});

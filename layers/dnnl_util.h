@@ -1,5 +1,6 @@
 #pragma once
-// Small helpers shared by the layers that wrap oneDNN primitives.
+// Small helpers shared by the layers that wrap oneDNN primitives. Their scratch is carved
+// with ScratchLayout (layers/scratch_layout.h), as every layer's is.
 #include <array>
 #include <cstddef>
 #include <string>
@@ -13,6 +14,7 @@
 #include "engine/error.h"
 #include "engine/shape.h"
 #include "engine/tensor.h"
+#include "layers/scratch_layout.h"
 
 namespace ember::dnnl_util {
 
@@ -40,21 +42,6 @@ inline dnnl::primitive_attr user_scratchpad() {
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   return attr;
 }
-
-// Carves 64-byte-aligned regions out of a scratch buffer, in a fixed order: prepare()
-// adds sizes to learn the total, forward/backward take the same regions in the same order.
-class ScratchLayout {
- public:
-  std::size_t add(std::size_t bytes) {
-    const std::size_t offset = total_;
-    total_ += align_up(bytes);
-    return offset;
-  }
-  std::size_t total() const { return total_; }
-
- private:
-  std::size_t total_ = 0;
-};
 
 // The arguments of one primitive execution, and the execution, without a heap
 // allocation in ember's code: the C++ API's dnnl::memory allocates a shared_ptr control

@@ -26,7 +26,7 @@ class PreparedFlatten final : public PreparedLayer {
 }  // namespace
 
 std::unique_ptr<Layer> Flatten::from_options(const Json& options) {
-  LayerOptions(std::string_view("flatten"), options, {});
+  LayerOptions::require_none("flatten", options);
   return std::make_unique<Flatten>();
 }
 

@@ -1,6 +1,5 @@
 #include "layers/gelu.h"
 
-#include "engine/error.h"
 #include "layers/options.h"
 #include "simd/activation.h"
 
@@ -33,12 +32,9 @@ class PreparedGelu final : public PreparedLayer {
 }  // namespace
 
 std::unique_ptr<Layer> Gelu::from_options(const Json& options) {
-  LayerOptions(std::string_view("gelu"), options, {"approximate"});
-  if (!options.contains("approximate")) return std::make_unique<Gelu>();
-  const Json& value = options.at("approximate");
-  if (value == "none") return std::make_unique<Gelu>(GeluApproximation::none);
-  if (value == "tanh") return std::make_unique<Gelu>(GeluApproximation::tanh);
-  throw Error("gelu option 'approximate': expected \"none\" or \"tanh\", found " + value.dump());
+  const LayerOptions o("gelu", options, {"approximate"});
+  const std::string approximate = o.choice("approximate", {"none", "tanh"}, "none");
+  return std::make_unique<Gelu>(approximate == "tanh" ? GeluApproximation::tanh : GeluApproximation::none);
 }
 
 Json Gelu::options() const { return Json{{"approximate", approximate_ == GeluApproximation::tanh ? "tanh" : "none"}}; }

@@ -46,9 +46,9 @@ class PreparedLayerNorm final : public PreparedLayer {
 }  // namespace
 
 LayerNorm::LayerNorm(std::int64_t features, double eps) : features_(features), eps_(eps) {
-  if (features <= 0) throw Error("layer_norm: option 'features' must be a positive integer, found " + std::to_string(features));
+  if (features <= 0) throw_option_error("layer_norm", "features", "a positive integer", features);
   // eps = 0 would divide by zero on a constant row.
-  if (!(eps > 0.0 && eps < 1.0)) throw Error("layer_norm option 'eps': expected a number in (0, 1), found " + Json(eps).dump());
+  if (!(eps > 0.0 && eps < 1.0)) throw_option_error("layer_norm", "eps", "a number in (0, 1)", eps);
 }
 
 std::unique_ptr<Layer> LayerNorm::from_options(const Json& options) {

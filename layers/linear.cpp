@@ -47,7 +47,10 @@ class PreparedLinear final : public PreparedLayer {
 }  // namespace
 
 Linear::Linear(std::int64_t in_features, std::int64_t out_features, bool bias)
-    : in_features_(in_features), out_features_(out_features), bias_(bias) {}
+    : in_features_(in_features), out_features_(out_features), bias_(bias) {
+  if (in_features <= 0) throw_option_error("linear", "in_features", "a positive integer", in_features);
+  if (out_features <= 0) throw_option_error("linear", "out_features", "a positive integer", out_features);
+}
 
 std::unique_ptr<Layer> Linear::from_options(const Json& options) {
   const LayerOptions o("linear", options, {"in_features", "out_features", "bias"});

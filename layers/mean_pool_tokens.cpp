@@ -43,7 +43,7 @@ class PreparedMeanPoolTokens final : public PreparedLayer {
 }  // namespace
 
 std::unique_ptr<Layer> MeanPoolTokens::from_options(const Json& options) {
-  LayerOptions(std::string_view("mean_pool_tokens"), options, {});
+  LayerOptions::require_none("mean_pool_tokens", options);
   return std::make_unique<MeanPoolTokens>();
 }
 

@@ -10,6 +10,7 @@
 #include "engine/aligned_buffer.h"
 #include "engine/error.h"
 #include "layers/options.h"
+#include "layers/scratch_layout.h"
 #include "simd/attention.h"
 #include "simd/elementwise.h"
 #include "simd/gemm.h"
@@ -24,41 +25,24 @@ std::size_t float_bytes(std::int64_t floats) { return align_up(static_cast<std::
 class PreparedMultiHeadAttention final : public PreparedLayer {
  public:
   PreparedMultiHeadAttention(const MultiHeadAttentionOptions& o, std::int64_t batch, std::int64_t tokens, Mode mode)
-      : o_(o), batch_(batch), tokens_(tokens), rows_(batch * tokens), head_dim_(o.d_model / o.heads), mode_(mode) {
-    // Inference runs the heads in parallel when called outside a parallel region.
-    slices_ = mode == Mode::inference ? std::max(1, omp_get_max_threads()) : 1;
-    qkv_bytes_ = float_bytes(rows_ * 3 * o.d_model);
-    heads_bytes_ = float_bytes(rows_ * o.d_model);
-    lse_bytes_ = float_bytes(batch * o.heads * tokens);
-    // The GEMMs run on one thread (training: inside the executor's batch parallelism).
-    const std::int64_t d = o.d_model;
-    gemm_bytes_ = float_bytes(static_cast<std::int64_t>(std::max({
-        simd::gemm_scratch_floats(Transpose::no, Transpose::yes, rows_, 3 * d, d, 1),
-        simd::gemm_scratch_floats(Transpose::no, Transpose::yes, rows_, d, d, 1),
-        simd::gemm_scratch_floats(Transpose::no, Transpose::no, rows_, d, d, 1),
-        simd::gemm_scratch_floats(Transpose::yes, Transpose::no, d, d, rows_, 1),
-        simd::gemm_scratch_floats(Transpose::no, Transpose::no, rows_, d, 3 * d, 1),
-        simd::gemm_scratch_floats(Transpose::yes, Transpose::no, 3 * d, d, rows_, 1)})));
-    attention_forward_bytes_ = float_bytes(static_cast<std::int64_t>(simd::attention_forward_scratch_floats(head_dim_)));
-    const std::size_t attention_backward_bytes = float_bytes(static_cast<std::int64_t>(simd::attention_backward_scratch_floats(tokens, head_dim_)));
-    const std::size_t activations = qkv_bytes_ + heads_bytes_ + lse_bytes_;
-    const std::size_t forward_work = std::max(gemm_bytes_, attention_forward_bytes_ * static_cast<std::size_t>(slices_));
-    if (mode == Mode::training) {
-      saved_bytes = activations;
-      forward_scratch_bytes = forward_work;
-      backward_scratch_bytes = heads_bytes_ + qkv_bytes_ + std::max(gemm_bytes_, attention_backward_bytes);
-    } else {
-      forward_scratch_bytes = activations + forward_work;
-    }
-    backward_reads_inputs = true;
-  }
+      : o_(o), batch_(batch), tokens_(tokens), rows_(batch * tokens), head_dim_(o.d_model / o.heads), mode_(mode) {}
+
+  // Set by prepare(). Inference runs the heads on `slices` threads when called outside a
+  // parallel region, each with attention_forward_bytes of scratch.
+  std::int64_t slices_ = 1;
+  std::size_t attention_forward_bytes_ = 0;
+  // Offsets (ScratchLayout). The activations Q|K|V, the heads' outputs and the
+  // log-sum-exp are saved in training and in forward scratch in inference, at the same
+  // offsets; the GEMMs' and the attention kernels' work space follows in scratch.
+  std::size_t qkv_offset_ = 0, heads_offset_ = 0, lse_offset_ = 0, forward_work_offset_ = 0;
+  std::size_t heads_grad_offset_ = 0, qkv_grad_offset_ = 0, backward_work_offset_ = 0;
 
   void forward(const ForwardArgs& args) const override {
-    std::byte* base = mode_ == Mode::training ? args.saved : args.scratch;
-    float* qkv = reinterpret_cast<float*>(base);
-    float* heads = reinterpret_cast<float*>(base + qkv_bytes_);
-    float* lse = reinterpret_cast<float*>(base + qkv_bytes_ + heads_bytes_);
-    std::byte* work = mode_ == Mode::training ? args.scratch : args.scratch + qkv_bytes_ + heads_bytes_ + lse_bytes_;
+    std::byte* activations = mode_ == Mode::training ? args.saved : args.scratch;
+    float* qkv = reinterpret_cast<float*>(activations + qkv_offset_);
+    float* heads = reinterpret_cast<float*>(activations + heads_offset_);
+    float* lse = reinterpret_cast<float*>(activations + lse_offset_);
+    std::byte* work = args.scratch + forward_work_offset_;
     const std::int64_t d = o_.d_model;
 
     simd::GemmEpilogue in_bias;
@@ -91,12 +75,12 @@ class PreparedMultiHeadAttention final : public PreparedLayer {
   }
 
   void backward(const BackwardArgs& args) const override {
-    const float* qkv = reinterpret_cast<const float*>(args.saved);
-    const float* heads = reinterpret_cast<const float*>(args.saved + qkv_bytes_);
-    const float* lse = reinterpret_cast<const float*>(args.saved + qkv_bytes_ + heads_bytes_);
-    float* heads_grad = reinterpret_cast<float*>(args.scratch);
-    float* qkv_grad = reinterpret_cast<float*>(args.scratch + heads_bytes_);
-    float* work = reinterpret_cast<float*>(args.scratch + heads_bytes_ + qkv_bytes_);
+    const float* qkv = reinterpret_cast<const float*>(args.saved + qkv_offset_);
+    const float* heads = reinterpret_cast<const float*>(args.saved + heads_offset_);
+    const float* lse = reinterpret_cast<const float*>(args.saved + lse_offset_);
+    float* heads_grad = reinterpret_cast<float*>(args.scratch + heads_grad_offset_);
+    float* qkv_grad = reinterpret_cast<float*>(args.scratch + qkv_grad_offset_);
+    float* work = reinterpret_cast<float*>(args.scratch + backward_work_offset_);
     const std::int64_t d = o_.d_model;
     const float* dy = args.output_grad.data;
     const int out_weight = o_.bias ? 2 : 1;
@@ -158,14 +142,14 @@ class PreparedMultiHeadAttention final : public PreparedLayer {
   MultiHeadAttentionOptions o_;
   std::int64_t batch_, tokens_, rows_, head_dim_;
   Mode mode_;
-  std::int64_t slices_ = 1;
-  std::size_t qkv_bytes_ = 0, heads_bytes_ = 0, lse_bytes_ = 0, gemm_bytes_ = 0, attention_forward_bytes_ = 0;
 };
 
 }  // namespace
 
 MultiHeadAttention::MultiHeadAttention(const MultiHeadAttentionOptions& options) : options_(options) {
-  if (options.d_model <= 0 || options.heads <= 0 || options.d_model % options.heads != 0) {
+  if (options.d_model <= 0) throw_option_error("multi_head_attention", "d_model", "a positive integer", options.d_model);
+  if (options.heads <= 0) throw_option_error("multi_head_attention", "heads", "a positive integer", options.heads);
+  if (options.d_model % options.heads != 0) {
     throw Error("multi_head_attention: d_model (" + std::to_string(options.d_model) + ") must be a positive multiple of heads (" +
                 std::to_string(options.heads) + ")");
   }
@@ -216,9 +200,48 @@ std::vector<ParameterSpec> MultiHeadAttention::parameters(std::span<const Shape>
 
 std::unique_ptr<PreparedLayer> MultiHeadAttention::prepare(const PrepareContext& context) const {
   const Shape& x = context.inputs[0].shape;
-  auto prepared = std::make_unique<PreparedMultiHeadAttention>(options_, x[0], x[1], context.mode);
-  prepared->output.shape = x;
-  return prepared;
+  const std::int64_t batch = x[0], tokens = x[1], rows = batch * tokens, d = options_.d_model;
+  const std::int64_t head_dim = d / options_.heads;
+  const bool training = context.mode == Mode::training;
+  auto p = std::make_unique<PreparedMultiHeadAttention>(options_, batch, tokens, context.mode);
+  p->output.shape = x;
+  p->backward_reads_inputs = true;
+  p->slices_ = training ? 1 : std::max(1, omp_get_max_threads());
+  const std::size_t qkv_bytes = float_bytes(rows * 3 * d);
+  const std::size_t heads_bytes = float_bytes(rows * d);
+  const std::size_t lse_bytes = float_bytes(batch * options_.heads * tokens);
+  // The GEMMs run on one thread (training: inside the executor's batch parallelism).
+  const std::size_t gemm_bytes = float_bytes(static_cast<std::int64_t>(std::max({
+      simd::gemm_scratch_floats(Transpose::no, Transpose::yes, rows, 3 * d, d, 1),
+      simd::gemm_scratch_floats(Transpose::no, Transpose::yes, rows, d, d, 1),
+      simd::gemm_scratch_floats(Transpose::no, Transpose::no, rows, d, d, 1),
+      simd::gemm_scratch_floats(Transpose::yes, Transpose::no, d, d, rows, 1),
+      simd::gemm_scratch_floats(Transpose::no, Transpose::no, rows, d, 3 * d, 1),
+      simd::gemm_scratch_floats(Transpose::yes, Transpose::no, 3 * d, d, rows, 1)})));
+  p->attention_forward_bytes_ = float_bytes(static_cast<std::int64_t>(simd::attention_forward_scratch_floats(head_dim)));
+  const std::size_t attention_backward_bytes =
+      float_bytes(static_cast<std::int64_t>(simd::attention_backward_scratch_floats(tokens, head_dim)));
+  const std::size_t forward_work = std::max(gemm_bytes, p->attention_forward_bytes_ * static_cast<std::size_t>(p->slices_));
+
+  ScratchLayout activations;  // the saved bytes in training, the start of forward scratch in inference
+  p->qkv_offset_ = activations.add(qkv_bytes);
+  p->heads_offset_ = activations.add(heads_bytes);
+  p->lse_offset_ = activations.add(lse_bytes);
+  if (training) {
+    p->saved_bytes = activations.total();
+    ScratchLayout forward_scratch;
+    p->forward_work_offset_ = forward_scratch.add(forward_work);
+    p->forward_scratch_bytes = forward_scratch.total();
+    ScratchLayout backward_scratch;
+    p->heads_grad_offset_ = backward_scratch.add(heads_bytes);
+    p->qkv_grad_offset_ = backward_scratch.add(qkv_bytes);
+    p->backward_work_offset_ = backward_scratch.add(std::max(gemm_bytes, attention_backward_bytes));
+    p->backward_scratch_bytes = backward_scratch.total();
+  } else {
+    p->forward_work_offset_ = activations.add(forward_work);
+    p->forward_scratch_bytes = activations.total();
+  }
+  return p;
 }
 
 }  // namespace ember

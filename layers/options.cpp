@@ -1,8 +1,10 @@
 #include "layers/options.h"
 
 #include <cmath>
+#include <vector>
 
 #include "engine/error.h"
+#include "engine/text.h"
 
 namespace ember {
 
@@ -13,16 +15,21 @@ LayerOptions::LayerOptions(std::string_view kind, const Json& options, std::init
     bool found = false;
     for (std::string_view k : known) found = found || k == key;
     if (!found) {
-      std::string list;
-      for (std::string_view k : known) list += (list.empty() ? "" : ", ") + std::string(k);
+      const std::string list = join(known);
       throw Error(kind_ + ": unknown option '" + key + "'" + (list.empty() ? " (it takes none)" : " (known: " + list + ")"));
     }
   }
 }
 
+void throw_option_error(std::string_view kind, std::string_view name, std::string_view expected, const Json& found) {
+  throw Error(std::string(kind) + " option '" + std::string(name) + "': expected " + std::string(expected) + ", found " +
+              found.dump());
+}
+
+void LayerOptions::require_none(std::string_view kind, const Json& options) { LayerOptions(kind, options, {}); }
+
 void LayerOptions::fail(std::string_view name, std::string_view expected) const {
-  throw Error(kind_ + " option '" + std::string(name) + "': expected " + std::string(expected) + ", found " +
-              options_.at(std::string(name)).dump());
+  throw_option_error(kind_, name, expected, options_.at(std::string(name)));
 }
 
 std::int64_t LayerOptions::positive_integer(std::string_view name) const {
@@ -90,6 +97,21 @@ std::optional<double> LayerOptions::number_or_null(std::string_view name, double
     fail(name, "a number in [" + Json(low).dump() + ", " + Json(high).dump() + "] or null");
   }
   return v.get<double>();
+}
+
+std::string LayerOptions::choice(std::string_view name, std::initializer_list<std::string_view> choices,
+                                 std::string_view default_value) const {
+  if (!options_.contains(name)) return std::string(default_value);
+  const Json& v = options_.at(std::string(name));
+  std::vector<std::string> quoted;
+  for (std::string_view c : choices) {
+    if (v.is_string() && v.get<std::string>() == c) return std::string(c);
+    quoted.push_back(Json(c).dump());
+  }
+  // "a", "b" or "c"
+  const std::string last = quoted.back();
+  quoted.pop_back();
+  fail(name, quoted.empty() ? last : join(quoted) + " or " + last);
 }
 
 Json pair_json(const std::array<std::int64_t, 2>& value) {

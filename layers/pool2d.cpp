@@ -56,18 +56,28 @@ Pool2dOptions parse(PoolKind kind, const Json& json) {
   options.stride = o.pair("stride", 1, options.kernel);
   options.padding = o.pair("padding", 0, {0, 0});
   if (average) options.count_include_pad = o.boolean("count_include_pad", true);
-  for (std::size_t a = 0; a < 2; ++a) {
-    if (options.padding[a] > options.kernel[a] / 2) {  // 2 padding > kernel, without overflow
-      throw Error(std::string(average ? "avg_pool2d" : "max_pool2d") + ": padding " + std::to_string(options.padding[a]) +
-                  " must be at most half the kernel " + std::to_string(options.kernel[a]));
-    }
-  }
   return options;
 }
 
 }  // namespace
 
-Pool2d::Pool2d(const Pool2dOptions& options) : options_(options) {}
+Pool2d::Pool2d(const Pool2dOptions& options) : options_(options) {
+  const std::string kind(this->kind());
+  auto check_pair = [&](const char* name, const std::array<std::int64_t, 2>& value, std::int64_t minimum) {
+    if (value[0] < minimum || value[1] < minimum) {
+      throw_option_error(kind, name, std::string(minimum > 0 ? "positive integers" : "non-negative integers"), pair_json(value));
+    }
+  };
+  check_pair("kernel", options.kernel, 1);
+  check_pair("stride", options.stride, 1);
+  check_pair("padding", options.padding, 0);
+  for (std::size_t a = 0; a < 2; ++a) {
+    if (options.padding[a] > options.kernel[a] / 2) {  // 2 padding > kernel, without overflow
+      throw_option_error(kind, "padding", "at most half the kernel " + pair_json(options.kernel).dump() + " in each axis",
+                         pair_json(options.padding));
+    }
+  }
+}
 
 std::unique_ptr<Layer> Pool2d::max_from_options(const Json& json) { return std::make_unique<Pool2d>(parse(PoolKind::max, json)); }
 

@@ -38,10 +38,8 @@ class PreparedPositionalEmbedding final : public PreparedLayer {
 }  // namespace
 
 PositionalEmbedding::PositionalEmbedding(std::int64_t tokens, std::int64_t features) : tokens_(tokens), features_(features) {
-  if (tokens <= 0 || features <= 0) {
-    throw Error("positional_embedding: options 'tokens' and 'features' must be positive integers, found " +
-                std::to_string(tokens) + " and " + std::to_string(features));
-  }
+  if (tokens <= 0) throw_option_error("positional_embedding", "tokens", "a positive integer", tokens);
+  if (features <= 0) throw_option_error("positional_embedding", "features", "a positive integer", features);
 }
 
 std::unique_ptr<Layer> PositionalEmbedding::from_options(const Json& options) {

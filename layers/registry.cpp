@@ -1,8 +1,10 @@
 #include "layers/registry.h"
 
 #include <map>
+#include <ranges>
 
 #include "engine/error.h"
+#include "engine/text.h"
 #include "layers/add.h"
 #include "layers/attention_pool.h"
 #include "layers/batch_norm.h"
@@ -56,9 +58,7 @@ const std::map<std::string, Factory, std::less<>>& factories() {
 std::unique_ptr<Layer> make_layer(std::string_view kind, const Json& options) {
   auto it = factories().find(kind);
   if (it == factories().end()) {
-    std::string known;
-    for (const auto& [name, factory] : factories()) known += (known.empty() ? "" : ", ") + name;
-    throw Error("unknown layer kind '" + std::string(kind) + "'; known kinds: " + known);
+    throw Error("unknown layer kind '" + std::string(kind) + "'; known kinds: " + join(std::views::keys(factories())));
   }
   return it->second(options);
 }

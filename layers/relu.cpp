@@ -25,7 +25,7 @@ class PreparedRelu final : public PreparedLayer {
 }  // namespace
 
 std::unique_ptr<Layer> Relu::from_options(const Json& options) {
-  LayerOptions(std::string_view("relu"), options, {});
+  LayerOptions::require_none("relu", options);
   return std::make_unique<Relu>();
 }
 

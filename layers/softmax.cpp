@@ -24,7 +24,7 @@ class PreparedSoftmax final : public PreparedLayer {
 }  // namespace
 
 std::unique_ptr<Layer> Softmax::from_options(const Json& options) {
-  LayerOptions(std::string_view("softmax"), options, {});
+  LayerOptions::require_none("softmax", options);
   return std::make_unique<Softmax>();
 }
 

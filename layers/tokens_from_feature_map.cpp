@@ -52,7 +52,7 @@ class PreparedTokensFromFeatureMap final : public PreparedLayer {
 }  // namespace
 
 std::unique_ptr<Layer> TokensFromFeatureMap::from_options(const Json& options) {
-  LayerOptions(std::string_view("tokens_from_feature_map"), options, {});
+  LayerOptions::require_none("tokens_from_feature_map", options);
   return std::make_unique<TokensFromFeatureMap>();
 }
 

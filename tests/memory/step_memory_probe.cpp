@@ -23,6 +23,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -34,6 +35,7 @@
 #include "engine/parameters.h"
 #include "engine/process_memory.h"
 #include "engine/step_memory.h"
+#include "engine/text.h"
 
 namespace {
 
@@ -49,20 +51,21 @@ struct ProbeOptions {
   bool json = false;
 };
 
-double mebibytes(std::size_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
-
 int run(const ProbeOptions& options) {
-  const Graph graph = graph_from_spec(builtin_model_spec(options.model), options.model);
+  const Json spec = builtin_model_spec(options.model);
+  const Graph graph = graph_from_spec(spec, options.model);
   const std::int64_t sample = graph.input_sample_shape().elements();
-  const auto classes = static_cast<std::int32_t>(graph.value_shape(graph.output()).sample_elements());
+  const std::int64_t outputs = graph.value_shape(graph.output()).sample_elements();
   std::vector<float> input(static_cast<std::size_t>(options.batch * sample));
   std::vector<std::int32_t> labels(static_cast<std::size_t>(options.batch));
+  std::vector<float> values(static_cast<std::size_t>(options.batch * outputs));
   std::mt19937 random(1);
   std::uniform_real_distribution<float> pixel(0.0f, 1.0f);
   for (float& x : input) x = pixel(random);
-  for (std::int32_t& y : labels) y = static_cast<std::int32_t>(random() % static_cast<unsigned>(classes));
-  const Targets targets{labels, nullptr};
-  const CrossEntropyLoss loss;
+  for (std::int32_t& y : labels) y = static_cast<std::int32_t>(random() % static_cast<unsigned>(outputs));
+  // The spec's loss, on class labels or on regression targets.
+  const std::unique_ptr<Loss> loss = make_loss(spec_loss_name(spec));
+  const Targets targets = loss->uses_labels() ? Targets{labels, nullptr} : Targets{{}, values.data()};
 
   if (options.warm) {
     ParameterStore parameters(graph);
@@ -71,7 +74,7 @@ int run(const ProbeOptions& options) {
     warm.threads = options.threads;
     warm.micro_batch = 1;
     Executor executor(graph, parameters, warm);
-    executor.train_step(input.data(), options.threads, targets, loss, 0);
+    executor.train_step(input.data(), options.threads, targets, *loss, 0);
   }
   ::malloc_trim(0);
   const std::size_t baseline = resident_bytes();
@@ -88,7 +91,7 @@ int run(const ProbeOptions& options) {
     const std::unique_ptr<Optimizer> optimizer = make_optimizer(step.optimizer, step.optimizer_options, parameters);
     Executor executor(graph, parameters, step.executor);
     for (int s = 0; s < options.steps; ++s) {
-      executor.train_step(input.data(), options.batch, targets, loss, static_cast<std::uint64_t>(s));
+      executor.train_step(input.data(), options.batch, targets, *loss, static_cast<std::uint64_t>(s));
       optimizer->step();
     }
   }

@@ -1,5 +1,6 @@
-// A warm InferenceSession::run allocates nothing in ember's code (DESIGN.md: "a warm call
-// allocates nothing"), for the built-in CNN and attention models.
+// A warm InferenceSession::run allocates nothing in ember's code (docs/architecture.md,
+// "Data flow of a session call"; engine/session.h), for the built-in CNN and attention
+// models.
 //
 // This executable replaces every global operator new and interposes malloc, calloc,
 // realloc and the aligned allocators. While counting is on, each call records a backtrace

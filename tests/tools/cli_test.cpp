@@ -303,6 +303,39 @@ TEST_F(CliTest, AttentionMseLearnsToAttend) {
   EXPECT_EQ(run.output.find("acc"), std::string::npos) << "a regression reports no accuracy:\n" << run.output;
 }
 
+// eval uses the loss and the data the checkpoint was trained with: on an MSE model it
+// reports the MSE over the run's own test split, the figure train printed last.
+TEST_F(CliTest, EvalOfAnMseModelReportsTheRunsTestMse) {
+  const std::string checkpoint = directory_ + "/attention-mse.safetensors";
+  const CliRun train = ember("train --model attention-mse --epochs 1 --threads 2 --seed 5 --save " + checkpoint);
+  ASSERT_EQ(train.exit_code, 0) << train.output;
+  const std::size_t trained_at = train.output.rfind("test loss ");
+  ASSERT_NE(trained_at, std::string::npos) << train.output;
+  const double train_test_loss = std::stod(train.output.substr(trained_at + 10));
+  EXPECT_LT(train_test_loss, 0.5) << "the model did not learn; a loss near 1 would not tell test sets apart\n" << train.output;
+
+  const CliRun eval = ember("eval --checkpoint " + checkpoint + " --batch-size 100");
+  ASSERT_EQ(eval.exit_code, 0) << eval.output;
+  const std::size_t at = eval.output.find(" on attention-retrieval test (2000 samples): loss ");
+  ASSERT_NE(at, std::string::npos) << eval.output;
+  double eval_loss = -1.0;
+  char loss_name[16] = {};
+  ASSERT_EQ(std::sscanf(eval.output.c_str() + at, " on attention-retrieval test (2000 samples): loss %lf (%15[a-z_])", &eval_loss,
+                        loss_name),
+            2)
+      << eval.output;
+  EXPECT_STREQ(loss_name, "mse");
+  // Both printed to 4 decimals, from sums over different batch splits.
+  EXPECT_NEAR(eval_loss, train_test_loss, 1.5e-4) << eval.output << train.output;
+  EXPECT_EQ(eval.output.find("accuracy"), std::string::npos) << eval.output;
+
+  const CliRun images = ember("eval --checkpoint " + checkpoint + " --data " + directory_);
+  EXPECT_EQ(images.exit_code, 1) << images.output;
+  EXPECT_NE(images.output.find("trained with mse on regression targets; expected --data attention-retrieval, found " + directory_),
+            std::string::npos)
+      << images.output;
+}
+
 
 
 TEST_F(CliTest, PlanPrintsEveryTensorTheTotalsAndTheWholeStep) {

@@ -82,7 +82,7 @@ int bench_command(int argc, char** argv) {
 
   // The spec names its loss (attention-mse: MSE on regression targets); classification
   // otherwise.
-  const std::unique_ptr<Loss> loss = make_loss(spec.value("loss", std::string("cross_entropy")));
+  const std::unique_ptr<Loss> loss = make_loss(spec_loss_name(spec));
 
   // Batches: the first (warmup + steps) real batches in order, or random ones.
   const std::int64_t batch_count = warmup + steps;

@@ -13,6 +13,7 @@
 #include "engine/parameters.h"
 #include "engine/process_memory.h"
 #include "engine/session.h"
+#include "engine/text.h"
 #include "simd/dispatch.h"
 
 namespace ember::cli {
@@ -35,8 +36,6 @@ double quantile(std::vector<double>& values, double q) {
   std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(at), values.end());
   return values[at];
 }
-
-double mebibytes(std::size_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); }
 
 }  // namespace
 

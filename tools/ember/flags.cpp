@@ -6,6 +6,7 @@
 
 #include "engine/error.h"
 #include "engine/memory_limit.h"
+#include "engine/text.h"
 
 namespace ember::cli {
 
@@ -128,12 +129,10 @@ double Flags::number_in(const std::string& name, double low, double high, bool h
 
 std::string Flags::choice(const std::string& name, const std::vector<std::string>& choices) const {
   const std::string t = text(name);
-  std::string list;
   for (const auto& c : choices) {
     if (c == t) return t;
-    list += (list.empty() ? "" : "|") + c;
   }
-  fail(name, "one of " + list, t);
+  fail(name, "one of " + join(choices, "|"), t);
 }
 
 std::size_t Flags::memory_size(const std::string& name) const {

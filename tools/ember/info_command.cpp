@@ -2,9 +2,12 @@
 
 #include <cstdio>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "engine/text.h"
 #include "simd/dispatch.h"
 #include "tools/ember/commands.h"
 #include "tools/ember/flags.h"
@@ -17,8 +20,9 @@ int info_command(int argc, char** argv) {
     std::printf("%s", flags.help().c_str());
     return 0;
   }
-  std::string available;
-  for (simd::Isa isa : simd::available_isas()) available += (available.empty() ? "" : ", ") + std::string(simd::isa_name(isa));
+  std::vector<std::string_view> available_names;
+  for (simd::Isa isa : simd::available_isas()) available_names.push_back(simd::isa_name(isa));
+  const std::string available = join(available_names);
   const dnnl_version_t* dnnl = dnnl_version();
   std::printf("instruction set : %s (available: %s; EMBER_ISA overrides)\n",
               std::string(simd::isa_name(simd::selected_isa())).c_str(), available.c_str());

@@ -9,15 +9,17 @@
 #include "engine/memory_limit.h"
 #include "engine/parameters.h"
 #include "engine/step_memory.h"
+#include "engine/text.h"
+#include "engine/threading.h"
 #include "tools/ember/commands.h"
 #include "tools/ember/flags.h"
 
 namespace ember::cli {
 namespace {
 
-std::string mebibytes(std::size_t bytes) {
+std::string mebibytes_text(std::size_t bytes) {
   char text[32];
-  std::snprintf(text, sizeof text, "%.2f MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
+  std::snprintf(text, sizeof text, "%.2f MiB", mebibytes(bytes));
   return text;
 }
 
@@ -40,7 +42,10 @@ int plan_command(int argc, char** argv) {
   const std::int64_t batch = flags.positive_integer("batch-size");
   const std::int64_t micro_batch = std::min(batch, flags.positive_integer("micro-batch"));
   const std::int64_t threads = flags.positive_integer("threads");
-  if (threads > 64) throw UsageError("ember plan: --threads: expected 1 to 64, found '" + flags.text("threads") + "'");
+  if (threads > max_compute_threads) {
+    throw UsageError("ember plan: --threads: expected 1 to " + std::to_string(max_compute_threads) + ", found '" +
+                     flags.text("threads") + "'");
+  }
   const bool training = flags.on("training");
   const std::string optimizer = flags.choice("optimizer", {"sgd", "sgd-momentum", "adam", "adamw"});
   const std::size_t memory_limit = resolve_memory_limit(flags.memory_size("memory-limit"));
@@ -72,30 +77,30 @@ int plan_command(int argc, char** argv) {
   }
   std::printf("\nper micro-batch of %lld (%s)\n  arena       %s\n  naive       %s\n  lower bound %s (arena = %.3f x lower bound)\n",
               static_cast<long long>(micro_batch), training ? "training" : "inference",
-              mebibytes(report.plan.arena_bytes).c_str(), mebibytes(report.plan.naive_bytes).c_str(),
-              mebibytes(report.plan.lower_bound_bytes).c_str(),
+              mebibytes_text(report.plan.arena_bytes).c_str(), mebibytes_text(report.plan.naive_bytes).c_str(),
+              mebibytes_text(report.plan.lower_bound_bytes).c_str(),
               report.plan.lower_bound_bytes > 0 ? static_cast<double>(report.plan.arena_bytes) / static_cast<double>(report.plan.lower_bound_bytes) : 1.0);
   for (const std::string& fused : report.fused) std::printf("  fused       %s (ReLU applied by the layer before it)\n", fused.c_str());
 
   std::printf("\nwhole step, batch %lld on %lld thread(s) (input batch not included)\n  parameters  %s (%lld values)\n",
-              static_cast<long long>(batch), static_cast<long long>(threads), mebibytes(memory.parameters).c_str(),
+              static_cast<long long>(batch), static_cast<long long>(threads), mebibytes_text(memory.parameters).c_str(),
               static_cast<long long>(parameters.parameter_count()));
   // Layer state that is not trained (BatchNorm's running statistics); most models have none.
   if (memory.buffers > 0) {
-    std::printf("  buffers     %s (%lld values, not trained)\n", mebibytes(memory.buffers).c_str(),
+    std::printf("  buffers     %s (%lld values, not trained)\n", mebibytes_text(memory.buffers).c_str(),
                 static_cast<long long>(parameters.buffer_count()));
   }
-  std::printf("  gradients   %s (%lld lane(s)%s)\n", mebibytes(memory.gradients).c_str(),
+  std::printf("  gradients   %s (%lld lane(s)%s)\n", mebibytes_text(memory.gradients).c_str(),
               static_cast<long long>(memory.gradient_lanes), training ? "" : ", the store's block, unused in inference");
   if (training) {
-    std::printf("  optimizer   %s (%s, %d block(s))\n", mebibytes(memory.optimizer_state).c_str(), optimizer.c_str(),
+    std::printf("  optimizer   %s (%s, %d block(s))\n", mebibytes_text(memory.optimizer_state).c_str(), optimizer.c_str(),
                 memory.optimizer_blocks);
   }
   std::printf("  arenas      %s (%d x %s, oneDNN scratchpads and workspaces included)\n  total       %s\n",
-              mebibytes(memory.arenas).c_str(), memory.arena_count, mebibytes(memory.arena_bytes + memory.flag_bytes).c_str(),
-              mebibytes(memory.total()).c_str());
+              mebibytes_text(memory.arenas).c_str(), memory.arena_count, mebibytes_text(memory.arena_bytes + memory.flag_bytes).c_str(),
+              mebibytes_text(memory.total()).c_str());
   // The plan is printed either way, so the figure that exceeds the limit can be read.
-  std::printf("  limit       %s\n", mebibytes(memory_limit).c_str());
+  std::printf("  limit       %s\n", mebibytes_text(memory_limit).c_str());
   check_step_memory(memory, memory_limit, flags.text("model"));
   return 0;
 }

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "engine/model_spec.h"
+#include "engine/threading.h"
 #include "engine/trainer.h"
 #include "tools/ember/commands.h"
 #include "tools/ember/flags.h"
@@ -126,7 +127,10 @@ int train_command(int argc, char** argv) {
   options.test_limit = flags.non_negative_integer("test-limit");
   options.memory_limit = flags.memory_size("memory-limit");
   options.detect_anomaly = flags.on("detect-anomaly");
-  if (options.threads > 64) throw UsageError("ember train: --threads: expected at most 64, found " + std::to_string(options.threads));
+  if (options.threads > max_compute_threads) {
+    throw UsageError("ember train: --threads: expected at most " + std::to_string(max_compute_threads) + ", found " +
+                     std::to_string(options.threads));
+  }
 
   ProgressPrinter printer;
   train(options, printer);
