@@ -50,8 +50,9 @@ class PreparedBatchNorm final : public PreparedLayer {
     double total = 0.0;
     for (std::int64_t size : args.micro_batch_sizes) total += static_cast<double>(size * shape_.spatial);
     const bool update_running = mode_ == Mode::training && options_.track_running_stats;
-    if (update_running && total <= 1.0) {
-      throw Error(kind_ + ": training needs more than one value per channel, found a batch of " + std::to_string(static_cast<long long>(total)) +
+    // As PyTorch: one value has no spread to normalize by (every output would be bias).
+    if (total <= 1.0) {
+      throw Error(kind_ + ": batch statistics need more than one value per channel, found a batch of " + std::to_string(static_cast<long long>(total)) +
                   " (batch size x spatial size)");
     }
     *batch.count = total;

@@ -54,8 +54,9 @@ template <class Arch>
 bool batch_norm_spread(float* lanes, const float* per_channel, std::int64_t first, std::int64_t period, std::int64_t channels) {
   constexpr std::int64_t width = static_cast<std::int64_t>(xsimd::batch<float, Arch>::size);
   bool padding = false;
-  for (std::int64_t j = 0; j < width; ++j) {
-    const std::int64_t c = first + j % period;
+  // l = j % period, counted rather than divided.
+  for (std::int64_t j = 0, l = 0; j < width; ++j, l = l + 1 == period ? 0 : l + 1) {
+    const std::int64_t c = first + l;
     padding = padding || c >= channels;
     lanes[j] = c < channels && per_channel != nullptr ? per_channel[c] : 0.0f;
   }
@@ -128,7 +129,7 @@ template <class Arch>
 void batch_norm_fold(float* folded, const float* lanes, std::int64_t period) {
   constexpr std::int64_t width = static_cast<std::int64_t>(xsimd::batch<float, Arch>::size);
   std::fill(folded, folded + period, 0.0f);
-  for (std::int64_t j = 0; j < width; ++j) folded[j % period] += lanes[j];
+  for (std::int64_t j = 0, l = 0; j < width; ++j, l = l + 1 == period ? 0 : l + 1) folded[l] += lanes[j];
 }
 
 // Sums of one lane (channel) handled without vectors, per sample subtotals.
@@ -171,7 +172,7 @@ void batch_norm_statistics(float* mean, float* m2, const float* in, ChannelBlock
                                                        tail_begin);
       batch_norm_fold<Arch>(first_mean, lane0, period);
       for (std::int64_t l = 0; l < period; ++l) first_mean[l] /= count;
-      for (std::int64_t j = 0; j < width; ++j) m_lanes[j] = first_mean[j % period];
+      for (std::int64_t j = 0, l = 0; j < width; ++j, l = l + 1 == period ? 0 : l + 1) m_lanes[j] = first_mean[l];
       batch_norm_unit_sums<Arch, BatchNormSum::centered>(lane0, lane1, in, nullptr, m_lanes, shape, block_index, offset, stride,
                                                          vectors, tail_begin);
       batch_norm_fold<Arch>(residual, lane0, period);
@@ -219,6 +220,33 @@ void batch_norm_backward_sums(float* sum_dy, float* sum_dy_centered, const float
 
 // out = map(x, dy; p0[c], p1[c], p2[c]) over every element, padding lanes 0. dy and p2
 // are read only by BatchNormMap::apply.
+// The vectors of one sample's unit: out = map(x, dy) at first + k * stride, k < vectors;
+// Padding: lanes outside `keep` may hold anything (NaN), so select, not multiply, writes
+// their 0. Four vectors are loaded before any is stored: out may be x or dy itself.
+template <class Arch, BatchNormMap Kind, bool Padding>
+void batch_norm_map_vectors(float* out, const float* x, const float* dy, std::int64_t first, std::int64_t stride, std::int64_t vectors,
+                            xsimd::batch<float, Arch> v0, xsimd::batch<float, Arch> v1, xsimd::batch<float, Arch> v2,
+                            xsimd::batch_bool<float, Arch> keep) {
+  using Batch = xsimd::batch<float, Arch>;
+  constexpr bool reads_dy = Kind == BatchNormMap::apply;
+  auto value = [&](std::int64_t i) {
+    const Batch xv = Batch::load_unaligned(x + i);
+    Batch y = batch_norm_map_value<Arch, Kind>(xv, reads_dy ? Batch::load_unaligned(dy + i) : xv, v0, v1, v2);
+    if constexpr (Padding) y = xsimd::select(keep, y, Batch(0.0f));
+    return y;
+  };
+  std::int64_t k = 0;
+  for (; k + 4 <= vectors; k += 4) {
+    const std::int64_t i = first + k * stride;
+    const Batch y0 = value(i), y1 = value(i + stride), y2 = value(i + 2 * stride), y3 = value(i + 3 * stride);
+    y0.store_unaligned(out + i);
+    y1.store_unaligned(out + i + stride);
+    y2.store_unaligned(out + i + 2 * stride);
+    y3.store_unaligned(out + i + 3 * stride);
+  }
+  for (; k < vectors; ++k) value(first + k * stride).store_unaligned(out + first + k * stride);
+}
+
 template <class Arch, BatchNormMap Kind>
 void batch_norm_map(float* out, const float* x, const float* dy, const float* p0, const float* p1, const float* p2,
                     const ChannelBlocked& shape) {
@@ -226,45 +254,52 @@ void batch_norm_map(float* out, const float* x, const float* dy, const float* p0
   constexpr std::int64_t width = static_cast<std::int64_t>(Batch::size);
   constexpr bool reads_dy = Kind == BatchNormMap::apply;
   const std::int64_t b = shape.block, channels = shape.channels, slab = shape.spatial * b;
-  for (std::int64_t block_index = 0; block_index < shape.blocks(); ++block_index) {
-    auto vector_unit = [&](std::int64_t first, std::int64_t period, std::int64_t offset, std::int64_t stride, std::int64_t vectors,
-                           std::int64_t tail_begin) {
-      alignas(64) float l0[width], l1[width], l2[width], valid[width];
-      const bool padding = batch_norm_spread<Arch>(l0, p0, first, period, channels);
-      batch_norm_spread<Arch>(l1, p1, first, period, channels);
-      batch_norm_spread<Arch>(l2, reads_dy ? p2 : nullptr, first, period, channels);
-      for (std::int64_t j = 0; j < width; ++j) valid[j] = first + j % period < channels ? 1.0f : 0.0f;
-      const Batch v0 = Batch::load_unaligned(l0), v1 = Batch::load_unaligned(l1), v2 = Batch::load_unaligned(l2);
-      const auto keep = Batch::load_unaligned(valid) != Batch(0.0f);
-      for (std::int64_t n = 0; n < shape.samples; ++n) {
-        const std::int64_t start = (n * shape.blocks() + block_index) * slab;
-        for (std::int64_t k = 0; k < vectors; ++k) {
-          const std::int64_t i = start + offset + k * stride;
-          const Batch xv = Batch::load_unaligned(x + i);
-          const Batch dv = reads_dy ? Batch::load_unaligned(dy + i) : xv;
-          Batch y = batch_norm_map_value<Arch, Kind>(xv, dv, v0, v1, v2);
-          // Padding lanes may hold anything (NaN): select, not multiply, writes their 0.
-          if (padding) y = xsimd::select(keep, y, Batch(0.0f));
-          y.store_unaligned(out + i);
+  // Samples [first_sample, last_sample) of every block.
+  auto run = [&](std::int64_t first_sample, std::int64_t last_sample) {
+    for (std::int64_t block_index = 0; block_index < shape.blocks(); ++block_index) {
+      auto vector_unit = [&](std::int64_t first, std::int64_t period, std::int64_t offset, std::int64_t stride, std::int64_t vectors,
+                             std::int64_t tail_begin) {
+        alignas(64) float l0[width], l1[width], l2[width], valid[width];
+        const bool padding = batch_norm_spread<Arch>(l0, p0, first, period, channels);
+        batch_norm_spread<Arch>(l1, p1, first, period, channels);
+        batch_norm_spread<Arch>(l2, reads_dy ? p2 : nullptr, first, period, channels);
+        for (std::int64_t j = 0, l = 0; j < width; ++j, l = l + 1 == period ? 0 : l + 1) valid[j] = first + l < channels ? 1.0f : 0.0f;
+        const Batch v0 = Batch::load_unaligned(l0), v1 = Batch::load_unaligned(l1), v2 = Batch::load_unaligned(l2);
+        const auto keep = Batch::load_unaligned(valid) != Batch(0.0f);
+        for (std::int64_t n = first_sample; n < last_sample; ++n) {
+          const std::int64_t start = (n * shape.blocks() + block_index) * slab;
+          if (padding) {
+            batch_norm_map_vectors<Arch, Kind, true>(out, x, dy, start + offset, stride, vectors, v0, v1, v2, keep);
+          } else {
+            batch_norm_map_vectors<Arch, Kind, false>(out, x, dy, start + offset, stride, vectors, v0, v1, v2, keep);
+          }
+          for (std::int64_t i = start + tail_begin; i < start + slab; ++i) {
+            const std::int64_t j = (i - start) % width;
+            out[i] = valid[j] != 0.0f ? batch_norm_map_value<Arch, Kind>(x[i], reads_dy ? dy[i] : 0.0f, l0[j], l1[j], l2[j]) : 0.0f;
+          }
         }
-        for (std::int64_t i = start + tail_begin; i < start + slab; ++i) {
-          const std::int64_t j = (i - start) % width;
-          out[i] = valid[j] != 0.0f ? batch_norm_map_value<Arch, Kind>(x[i], reads_dy ? dy[i] : 0.0f, l0[j], l1[j], l2[j]) : 0.0f;
+      };
+      auto scalar_lane = [&](std::int64_t lane) {
+        const std::int64_t c = block_index * b + lane;
+        for (std::int64_t n = first_sample; n < last_sample; ++n) {
+          const std::int64_t start = (n * shape.blocks() + block_index) * slab + lane;
+          for (std::int64_t s = 0; s < shape.spatial; ++s) {
+            const std::int64_t i = start + s * b;
+            out[i] = c < channels ? batch_norm_map_value<Arch, Kind>(x[i], reads_dy ? dy[i] : 0.0f, p0[c], p1[c], reads_dy ? p2[c] : 0.0f)
+                                  : 0.0f;
+          }
         }
-      }
-    };
-    auto scalar_lane = [&](std::int64_t lane) {
-      const std::int64_t c = block_index * b + lane;
-      for (std::int64_t n = 0; n < shape.samples; ++n) {
-        const std::int64_t start = (n * shape.blocks() + block_index) * slab + lane;
-        for (std::int64_t s = 0; s < shape.spatial; ++s) {
-          const std::int64_t i = start + s * b;
-          out[i] = c < channels ? batch_norm_map_value<Arch, Kind>(x[i], reads_dy ? dy[i] : 0.0f, p0[c], p1[c], reads_dy ? p2[c] : 0.0f)
-                                : 0.0f;
-        }
-      }
-    };
-    batch_norm_for_each_unit<Arch>(shape, block_index, b, vector_unit, scalar_lane);
+      };
+      batch_norm_for_each_unit<Arch>(shape, block_index, b, vector_unit, scalar_lane);
+    }
+  };
+  // Large slabs sample by sample, so memory is streamed in order (bench/batch_norm_bench,
+  // NCHW 56x56: 1.2x to 1.7x faster than block by block, on a busy machine); small ones
+  // block by block, where the per-unit set-up would otherwise cost as much as the data.
+  if (slab >= 64 * width) {
+    for (std::int64_t n = 0; n < shape.samples; ++n) run(n, n + 1);
+  } else {
+    run(0, shape.samples);
   }
 }
 

@@ -215,6 +215,7 @@ INSTANTIATE_TEST_SUITE_P(
                       GradCase{"training_nchw16c_17_channels", 2, bn(17), Shape{2, 17, 3, 3}, Mode::training, {1, 1}, Tag::nChw16c},
                       GradCase{"training_nchw8c", 2, bn(11), Shape{3, 11, 2, 3}, Mode::training, {}, Tag::nChw8c},
                       GradCase{"training_nhwc", 2, bn(6), Shape{2, 6, 3, 4}, Mode::training, {}, Tag::nhwc},
+                      GradCase{"training_1d_ncw16c", 1, bn(17), Shape{3, 17, 5}, Mode::training, {2, 1}, Tag::nCw16c},
                       GradCase{"inference_running_statistics", 2, bn(5), Shape{3, 5, 3, 2}, Mode::inference, {}, std::nullopt},
                       GradCase{"inference_running_statistics_nchw16c", 2, bn(5), Shape{2, 5, 3, 2}, Mode::inference, {}, Tag::nChw16c},
                       GradCase{"inference_batch_statistics", 1, bn(4, 0.1, true, false), Shape{5, 4, 3}, Mode::inference, {2, 3},
@@ -332,10 +333,17 @@ TEST(BatchNorm, BadOptionsAndShapesAreClearErrors) {
                                          {"batch_norm1d", "(N, 4) or (N, 4, L)", "found (2, 4, 3, 3)"}));
 }
 
-TEST(BatchNorm, TrainingOnOneValuePerChannelIsRefused) {
+TEST(BatchNorm, BatchStatisticsOfOneValuePerChannelAreRefused) {
   const BatchNorm layer(1, bn(3));
   LayerHarness harness(layer, {HarnessInput{Shape{1, 3}}}, Mode::training);
   EXPECT_TRUE(testing::throws_error_with([&] { (void)harness.forward(); }, {"batch_norm1d", "more than one value per channel", "found a batch of 1"}));
+  const BatchNorm untracked(1, bn(3, 0.1, true, false));
+  LayerHarness inference(untracked, {HarnessInput{Shape{1, 3}}}, Mode::inference);
+  EXPECT_TRUE(testing::throws_error_with([&] { (void)inference.forward(); }, {"batch_norm1d", "more than one value per channel"}));
+  // With running statistics, inference on one sample is fine.
+  const BatchNorm tracked(1, bn(3));
+  LayerHarness serving(tracked, {HarnessInput{Shape{1, 3}}}, Mode::inference);
+  EXPECT_NO_THROW((void)serving.forward());
 }
 
 }  // namespace
