@@ -3,7 +3,8 @@
 // maximum batch, and then runs batches of any size up to that maximum from any number
 // of threads at once.
 //
-// - Weights are shared read-only by every call.
+// - Weights are shared read-only by every call. A batch_norm2d that follows a conv2d is
+//   folded into the conv's weights and bias when the session opens (fold_batch_norm.h).
 // - Programs (prepared layers, oneDNN primitives, memory plans) are built at start-up for
 //   every micro-batch size 1..micro_batch and never again, so memory stays bounded
 //   whatever batch sizes arrive: a batch of 37 runs as 16 + 16 + 5.

@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "engine/error.h"
+#include "engine/executor.h"
 #include "engine/model_spec.h"
 #include "engine/optimizer.h"
 #include "engine/process_memory.h"
@@ -308,6 +309,45 @@ INSTANTIATE_TEST_SUITE_P(Models, InferenceSessionSoak, ::testing::ValuesIn(soak_
                            std::replace(name.begin(), name.end(), '-', '_');
                            return name;
                          });
+
+// A session folds each BatchNorm into the convolution before it; its outputs are the
+// executor's, which runs the BatchNorms unfolded in inference mode, to float rounding.
+// Running statistics other than 0 and 1 make the fold do something.
+TEST(InferenceSession, FoldsBatchNormIntoTheConvolutionsAndKeepsTheOutputs) {
+  const Graph graph = graph_from_spec(builtin_model_spec("resnet"));
+  auto parameters = std::make_unique<ParameterStore>(graph);
+  parameters->initialize(3);
+  // Statistics a trained network could have: means around 0 (larger ones would leave
+  // every ReLU at 0 and the logits at the head's bias, whatever was folded).
+  std::mt19937 random(5);
+  std::uniform_real_distribution<float> mean(-0.2f, 0.2f), variance(0.5f, 1.5f);
+  for (const ParameterEntry& entry : parameters->buffer_entries()) {
+    const bool is_mean = entry.name.ends_with(".running_mean"), is_variance = entry.name.ends_with(".running_var");
+    float* values = parameters->buffers().data() + entry.offset;
+    for (std::int64_t c = 0; (is_mean || is_variance) && c < entry.spec.shape.elements(); ++c) {
+      values[c] = is_mean ? mean(random) : variance(random);
+    }
+  }
+  const std::int64_t batch = 6;
+  const std::vector<float> input = random_inputs(static_cast<std::size_t>(batch * 28 * 28), 8);
+  std::vector<float> expected(static_cast<std::size_t>(batch * 10));
+  Executor executor(graph, *parameters, ExecutorOptions{});
+  executor.infer(input.data(), batch, expected.data());
+
+  auto session_graph = std::make_unique<Graph>(graph_from_spec(builtin_model_spec("resnet")));
+  SessionOptions options;
+  options.max_batch = batch;
+  const InferenceSession session(std::move(session_graph), std::move(parameters), options);
+  std::vector<float> output(expected.size());
+  session.run(input.data(), batch, output.data());
+  double largest = 0.0, difference = 0.0;
+  for (std::size_t i = 0; i < output.size(); ++i) {
+    largest = std::max(largest, std::fabs(static_cast<double>(expected[i])));
+    difference = std::max(difference, std::fabs(static_cast<double>(output[i]) - expected[i]));
+  }
+  EXPECT_LE(difference, 1e-4 * largest) << "largest logit " << largest;
+  EXPECT_FALSE(same_bits(output.data(), expected.data(), batch * 10)) << "nothing was folded";
+}
 
 TEST(InferenceSession, BadBatchSizesAreRefusedWithTheLimits) {
   const auto session = make_session("seed-cnn", 8);
