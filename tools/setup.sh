@@ -15,7 +15,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # embedding example with it); OpenBLAS (its OpenMP flavour, found with pkg-config) is
 # gemm_bench's second reference; ccache (the build uses it when present) makes the four
 # presets of tools/test.sh and repeated runs cheap.
-packages=(gcc g++ cmake make libdnnl-dev ocl-icd-opencl-dev libxsimd-dev libgtest-dev libbenchmark-dev zlib1g-dev
+packages=(gcc g++ cmake make python3 libdnnl-dev ocl-icd-opencl-dev libxsimd-dev libgtest-dev libbenchmark-dev zlib1g-dev
           nlohmann-json3-dev pkgconf libopenblas-dev libopenblas-openmp-dev ccache)
 build=1
 for argument in "$@"; do
