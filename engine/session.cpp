@@ -10,6 +10,7 @@
 #include "engine/memory_limit.h"
 #include "engine/step_memory.h"
 #include "engine/step_program.h"
+#include "engine/text.h"
 #include "engine/threading.h"
 #include "engine/training_state.h"
 #include "engine/workspace.h"
@@ -19,9 +20,7 @@ namespace {
 
 // "(batch, 1, 28, 28)"
 std::string batched_text(const Shape& sample) {
-  std::string text = "(batch";
-  for (std::int64_t d : sample.dims()) text += ", " + std::to_string(d);
-  return text + ")";
+  return "(batch" + (sample.dims().empty() ? std::string() : ", " + join(sample.dims())) + ")";
 }
 
 }  // namespace

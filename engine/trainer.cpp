@@ -291,9 +291,7 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
         save_checkpoint(epoch);
       }
 
-      epoch_total.loss_sum += result.loss_sum;
-      epoch_total.correct += result.correct;
-      epoch_total.samples += result.samples;
+      epoch_total += result;
       BatchProgress progress;
       progress.epoch = epoch + 1;
       progress.epochs = options.epochs;
@@ -317,9 +315,7 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
         throw Error("evaluation after epoch " + std::to_string(epoch + 1) + ", test batch " + std::to_string(b + 1) + ": " +
                     e.what() + "; training stopped before saving this epoch" + checkpoint_intact);
       }
-      test_total.loss_sum += result.loss_sum;
-      test_total.correct += result.correct;
-      test_total.samples += result.samples;
+      test_total += result;
     }
 
     EpochReport report;

@@ -100,8 +100,7 @@ int eval_command(int argc, char** argv) {
     for (std::int64_t b = 0; b < loader.batches_per_epoch(); ++b) {
       const std::int64_t count = loader.load(0, b, inputs.data(), targets.data());
       const StepResult r = executor.evaluate(inputs.data(), count, Targets{{}, targets.data()}, *loss);
-      total.loss_sum += r.loss_sum;
-      total.samples += r.samples;
+      total += r;
     }
     // A regression has no accuracy; the loss is named, as it is not cross-entropy.
     std::printf("%s on %s test (%lld samples): loss %.4f (%s)\n", path.c_str(), data_name.c_str(),
@@ -115,9 +114,7 @@ int eval_command(int argc, char** argv) {
     const std::int64_t count = loader.load(0, b, inputs.data(), labels.data());
     const StepResult r = executor.evaluate(inputs.data(), count,
                                            Targets{std::span<const std::int32_t>(labels.data(), static_cast<std::size_t>(count)), nullptr}, *loss);
-    total.loss_sum += r.loss_sum;
-    total.correct += r.correct;
-    total.samples += r.samples;
+    total += r;
   }
   std::printf("%s on %s test (%lld images): accuracy %.2f%%, loss %.4f\n", path.c_str(), data_name.c_str(),
               static_cast<long long>(total.samples), 100.0 * static_cast<double>(total.correct) / static_cast<double>(total.samples),
