@@ -3,7 +3,6 @@
 // (StepProgram::report) shows the result of each: fused pairs, the op sequence with its
 // reorders and gradient ops, and every tensor with its lifetime and offset.
 #include <algorithm>
-#include <limits>
 #include <string>
 
 #include <oneapi/dnnl/dnnl.hpp>
@@ -14,7 +13,6 @@
 #include "engine/step_program.h"
 #include "engine/step_reorder.h"
 #include "engine/threading.h"
-#include "layers/dnnl_util.h"
 
 namespace ember {
 
@@ -37,6 +35,10 @@ struct StepProgram::Compiler {
   std::vector<char> runs_backward;            // per node
   std::vector<int> partial_count;             // per value: partial gradient buffers needed
   int phase = 0;                              // the phase ops are being added to
+  static constexpr int not_made = -2;
+  std::vector<int> saved_tensor;              // per node: its saved bytes' tensor, once made
+  std::vector<int> partial_tensor;            // per node: the partial of the reduction being staged
+  std::vector<std::size_t> batch_offset;      // per node: its results in the batch memory
 
   std::vector<StepValue>& values() { return program.values_; }
   StepValue& value(int v) { return program.values_[static_cast<std::size_t>(v)]; }
@@ -344,19 +346,16 @@ struct StepProgram::Compiler {
 
   // A layer's saved bytes (one tensor from its first forward stage to its last backward
   // stage), its scratch per op, its partial sums per reduction and its batch memory.
-  std::vector<int> saved_tensor;      // per node, once made
-  std::vector<int> partial_tensor;    // per node: the partial of the reduction being staged
-  std::vector<std::size_t> batch_offset;  // per node
   void assign_layer_tensors(StepOp& op) {
     const auto n = static_cast<std::size_t>(op.node);
     const PreparedLayer& layer = *program.layers_[n];
     const std::string& name = nodes[n].name;
     if (saved_tensor.empty()) {
-      saved_tensor.assign(nodes.size(), -2);  // -2: not made yet
+      saved_tensor.assign(nodes.size(), not_made);
       partial_tensor.assign(nodes.size(), -1);
       batch_offset.assign(nodes.size(), 0);
     }
-    if (saved_tensor[n] == -2) {
+    if (saved_tensor[n] == not_made) {
       saved_tensor[n] = training ? add_tensor(name + ".saved", layer.saved_bytes) : -1;
       if (layer.batch_bytes > 0) {
         batch_offset[n] = program.report_.batch_bytes;
