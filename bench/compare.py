@@ -27,7 +27,7 @@ from xml.sax.saxutils import escape
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
-TORCH_PYTHON = "/usr/bin/python3"  # Debian's python3-torch
+TORCH_PYTHON = "/usr/bin/python3"  # Debian's python3-torch; --torch-python for another (a venv's newest)
 MODELS = ["seed-cnn", "lenet", "attn-cnn", "attention-mse", "resnet"]
 MODES = ["training", "inference"]
 BATCHES = [1, 64, 256]
@@ -49,6 +49,10 @@ def parse_args():
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 rounds of ~0.1 s, a short GEMM pass")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ",".join(MODELS))
     parser.add_argument("--no-gemm", action="store_true", help="skip the GEMM table")
+    parser.add_argument("--torch-python", default=TORCH_PYTHON,
+                        help="the python whose torch is the peer (default: Debian's, " + TORCH_PYTHON + ")")
+    parser.add_argument("--batches", default=",".join(str(b) for b in BATCHES),
+                        help="comma-separated batch sizes (default: " + ",".join(str(b) for b in BATCHES) + ")")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.seconds = 2, 0.1
@@ -58,20 +62,26 @@ def parse_args():
         parser.error("unknown model(s) " + ", ".join(unknown) + "; known: " + ", ".join(MODELS))
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    try:
+        args.batches = [int(b) for b in args.batches.split(",") if b]
+    except ValueError:
+        parser.error("--batches: expected comma-separated positive integers, found " + args.batches)
+    if not args.batches or min(args.batches) < 1:
+        parser.error("--batches: expected comma-separated positive integers, found " + ",".join(map(str, args.batches)))
     return args
 
 
 class TorchWorker:
     """bench/pytorch_models.py --serve at one thread count."""
 
-    def __init__(self, threads):
+    def __init__(self, threads, python):
         env = dict(os.environ, LD_PRELOAD=JEMALLOC, OMP_NUM_THREADS=str(threads))
-        self.process = subprocess.Popen([TORCH_PYTHON, os.path.join(ROOT, "bench", "pytorch_models.py"), "--threads",
+        self.process = subprocess.Popen([python, os.path.join(ROOT, "bench", "pytorch_models.py"), "--threads",
                                          str(threads), "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
                                         text=True)
         line = self.process.stdout.readline()
         if not line:
-            fail(f"the PyTorch worker ({TORCH_PYTHON} bench/pytorch_models.py) did not start; is python3-torch installed? "
+            fail(f"the PyTorch worker ({python} bench/pytorch_models.py) did not start; is python3-torch installed? "
                  "(bash tools/setup.sh --with-pytorch)")
         self.setup = json.loads(line)
 
@@ -96,7 +106,7 @@ class TorchWorker:
 
 def check_torch_setup(setup, threads):
     """Refuse a PyTorch that is not at its best: the comparison would flatter ember."""
-    if not setup["blas"].startswith("openblas"):
+    if not setup["blas"].startswith("openblas") and setup["blas"] != "mkl":
         fail(f"PyTorch would use {setup['blas']} BLAS ({setup['blas_library']}), not OpenBLAS; its Linear layers would be "
              "several times slower than they can be. Install libopenblas0-openmp (bash tools/setup.sh --with-pytorch) or "
              "select it: update-alternatives --config libblas.so.3-x86_64-linux-gnu")
@@ -124,7 +134,7 @@ def warmup_for(steps, quick):
 
 
 def measure_models(args, ember, workers):
-    workloads = [(m, mode, b, t) for m in args.models for mode in MODES for b in BATCHES for t in THREADS]
+    workloads = [(m, mode, b, t) for m in args.models for mode in MODES for b in args.batches for t in THREADS]
     # Calibration: a few steps of each side give the step count for about --seconds on the slower.
     steps = {}
     for w in workloads:
@@ -305,7 +315,7 @@ def main():
     workers = {}
     try:
         for threads in THREADS:
-            workers[threads] = TorchWorker(threads)
+            workers[threads] = TorchWorker(threads, args.torch_python)
             check_torch_setup(workers[threads].setup, threads)
         setup = workers[THREADS[0]].setup
         print(f"PyTorch {setup['torch']}: BLAS {setup['blas']} ({setup['blas_library']}), allocator {setup['allocator']}",

@@ -61,6 +61,8 @@ def setup():
     other_blas = [p for p in mapped if "libblas" in p and "openblas" not in p]
     if openblas:
         blas = "openblas-openmp" if any("openblas-openmp" in p for p in openblas) else "openblas"
+    elif torch.backends.mkl.is_available():
+        blas = "mkl"  # PyPI's wheels carry MKL inside libtorch
     elif other_blas:
         blas = "netlib"  # Debian's reference BLAS (libblas3): many times slower
     else:
