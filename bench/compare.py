@@ -27,6 +27,9 @@ from xml.sax.saxutils import escape
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
+# Debian may select OpenBLAS's pthread build as libblas.so.3; its OpenMP build is faster
+# with torch's OpenMP threads, so the worker loads it first.
+OPENBLAS_OPENMP = "/usr/lib/x86_64-linux-gnu/openblas-openmp"
 TORCH_PYTHON = "/usr/bin/python3"  # Debian's python3-torch; --torch-python for another (a venv's newest)
 MODELS = ["seed-cnn", "lenet", "attn-cnn", "attention-mse", "resnet"]
 MODES = ["training", "inference"]
@@ -76,6 +79,8 @@ class TorchWorker:
 
     def __init__(self, threads, python):
         env = dict(os.environ, LD_PRELOAD=JEMALLOC, OMP_NUM_THREADS=str(threads))
+        if os.path.isdir(OPENBLAS_OPENMP):
+            env["LD_LIBRARY_PATH"] = OPENBLAS_OPENMP + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
         self.process = subprocess.Popen([python, os.path.join(ROOT, "bench", "pytorch_models.py"), "--threads",
                                          str(threads), "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
                                         text=True)

@@ -1,5 +1,6 @@
 #include "layers/residual_block.h"
 
+#include "layers/composite_layers.h"
 #include "layers/options.h"
 
 namespace ember {
@@ -14,12 +15,9 @@ std::vector<nlohmann::json> expand_residual_block(const std::string& name, const
   const double momentum = o.number("momentum", 0.1, 0.0, 1.0);
 
   using Json = nlohmann::json;
-  std::vector<Json> layers;
-  auto add = [&](const std::string& suffix, Json layer, const std::vector<std::string>& inputs) {
-    layer["name"] = suffix.empty() ? name : name + "." + suffix;
-    layer["inputs"] = inputs;
-    layers.push_back(std::move(layer));
-    return layers.back()["name"].get<std::string>();
+  CompositeLayers layers(name);
+  auto add = [&](const std::string& part, Json layer, const std::vector<std::string>& inputs) {
+    return layers.add(part, std::move(layer), inputs);
   };
   auto conv = [&](std::int64_t from, std::int64_t kernel, std::int64_t conv_stride) {
     return Json{{"kind", "conv2d"}, {"in_channels", from},   {"out_channels", out}, {"kernel", kernel},
@@ -39,7 +37,7 @@ std::vector<nlohmann::json> expand_residual_block(const std::string& name, const
   }
   x = add("add", {{"kind", "add"}}, {x, shortcut});
   add("", {{"kind", "relu"}}, {x});
-  return layers;
+  return layers.take();
 }
 
 }  // namespace ember

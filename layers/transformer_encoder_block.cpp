@@ -1,5 +1,6 @@
 #include "layers/transformer_encoder_block.h"
 
+#include "layers/composite_layers.h"
 #include "layers/options.h"
 
 namespace ember {
@@ -16,12 +17,9 @@ std::vector<nlohmann::json> expand_transformer_encoder_block(const std::string& 
   const std::string gelu = options.contains("gelu") && options["gelu"].is_string() ? options["gelu"].get<std::string>() : "none";
 
   using Json = nlohmann::json;
-  std::vector<Json> layers;
-  auto add = [&](const std::string& suffix, Json layer, const std::vector<std::string>& inputs) {
-    layer["name"] = suffix.empty() ? name : name + "." + suffix;
-    layer["inputs"] = inputs;
-    layers.push_back(std::move(layer));
-    return layers.back()["name"].get<std::string>();
+  CompositeLayers layers(name);
+  auto add = [&](const std::string& part, Json layer, const std::vector<std::string>& inputs) {
+    return layers.add(part, std::move(layer), inputs);
   };
   std::string x = add("norm1", {{"kind", "layer_norm"}, {"features", d}, {"eps", eps}}, {input});
   x = add("attention", {{"kind", "multi_head_attention"}, {"d_model", d}, {"heads", heads}, {"causal", causal}}, {x});
@@ -33,7 +31,7 @@ std::vector<nlohmann::json> expand_transformer_encoder_block(const std::string& 
   x = add("mlp_out", {{"kind", "linear"}, {"in_features", hidden}, {"out_features", d}}, {x});
   if (dropout > 0.0) x = add("dropout2", {{"kind", "dropout"}, {"p", dropout}}, {x});
   add("", {{"kind", "add"}}, {residual, x});
-  return layers;
+  return layers.take();
 }
 
 }  // namespace ember
