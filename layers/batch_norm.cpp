@@ -38,6 +38,15 @@ class PreparedBatchNorm final : public PreparedLayer {
   bool batch_statistics() const { return batch_statistics_; }
   std::int64_t channels() const { return shape_.channels; }
 
+  // The running statistics come from the caller (the step passes the node's buffers);
+  // a caller that forgot them gets an error, not a read through a null pointer.
+  void require_running_statistics(std::span<const Tensor> buffers) const {
+    if (buffers.size() < 3 || buffers[0].data == nullptr || buffers[1].data == nullptr || buffers[2].data == nullptr) {
+      throw Error(kind_ + ": running statistics (running_mean, running_var, num_batches_tracked) were not passed, found " +
+                  std::to_string(buffers.size()) + " buffers");
+    }
+  }
+
   // partial: this micro-batch's mean and M2 per channel.
   void forward_partial(const ForwardArgs& args) const override {
     float* mean = reinterpret_cast<float*>(args.partial);
@@ -58,6 +67,7 @@ class PreparedBatchNorm final : public PreparedLayer {
     *batch.count = total;
     double factor = 0.0;
     if (update_running) {
+      require_running_statistics(args.buffers);
       float& batches_tracked = args.buffers[2].data[0];
       batches_tracked += 1.0f;
       factor = options_.momentum ? *options_.momentum : 1.0 / static_cast<double>(batches_tracked);
@@ -100,6 +110,7 @@ class PreparedBatchNorm final : public PreparedLayer {
         mean = batch.mean[c];
         invstd = batch.invstd[c];
       } else {
+        if (c == 0) require_running_statistics(args.buffers);
         mean = args.buffers[0].data[c];
         invstd = 1.0 / std::sqrt(static_cast<double>(args.buffers[1].data[c]) + options_.eps);
       }
@@ -186,6 +197,7 @@ class PreparedBatchNorm final : public PreparedLayer {
     float* invstd = zero + C;
     float* sum_dy = invstd + C;
     float* sum_dy_xhat = sum_dy + C;
+    require_running_statistics(args.buffers);
     const float* running_mean = args.buffers[0].data;
     for (std::int64_t c = 0; c < C; ++c) {
       const double s = 1.0 / std::sqrt(static_cast<double>(args.buffers[1].data[c]) + options_.eps);
