@@ -1,7 +1,8 @@
 #include "layers/registry.h"
 
 #include <map>
-#include <ranges>
+#include <string_view>
+#include <vector>
 
 #include "engine/error.h"
 #include "engine/text.h"
@@ -58,7 +59,9 @@ const std::map<std::string, Factory, std::less<>>& factories() {
 std::unique_ptr<Layer> make_layer(std::string_view kind, const Json& options) {
   auto it = factories().find(kind);
   if (it == factories().end()) {
-    throw Error("unknown layer kind '" + std::string(kind) + "'; known kinds: " + join(std::views::keys(factories())));
+    std::vector<std::string_view> kinds;  // a loop, not std::views::keys: clang 14 (the fuzz build) rejects libstdc++ 12's
+    for (const auto& [known, factory] : factories()) kinds.push_back(known);
+    throw Error("unknown layer kind '" + std::string(kind) + "'; known kinds: " + join(kinds));
   }
   return it->second(options);
 }
