@@ -4,8 +4,11 @@
 # bench/results/comparison.{md,svg,json} and prints the paths. bench/compare.py has the
 # details; this only finds the build.
 #
-#   bash bench/compare.sh [--quick] [--rounds N] [--seconds S] [--models a,b] [--no-gemm]
-#                         [--build DIR] [--out DIR]
+#   bash bench/compare.sh [--quick] [--rounds N] [--seconds S] [--models a,b] [--batches 64,256]
+#                         [--no-gemm] [--build DIR] [--out DIR] [--torch-python PY]
+#
+# --torch-python runs the peer on another PyTorch, e.g. the newest from PyPI in a venv
+# (python3 -m venv V && V/bin/pip install torch): bash bench/compare.sh --torch-python V/bin/python
 #
 # Needs a release build (tools/setup.sh: build/release/ember and ember_bench) and the
 # PyTorch reference (tools/setup.sh --with-pytorch: python3-torch, OpenBLAS, jemalloc).
