@@ -44,14 +44,15 @@ InferenceSession::InferenceSession(std::unique_ptr<Graph> graph, std::unique_ptr
     throw Error("inference session: workspaces must be at least 1, found " + std::to_string(options_.workspaces));
   }
   options_.micro_batch = std::min(options_.micro_batch, options_.max_batch);
+  const std::size_t limit = resolve_memory_limit(options_.memory_limit);
+  check_model_memory(*graph_, parameters_->total_floats(), options_.micro_batch, limit, "inference session");
   // Weights never change in a session: a BatchNorm after a convolution folds into it.
+  // After the memory check: the fold copies the weights once.
   FoldedModel folded = fold_batch_norm(*graph_, *parameters_);
   if (!folded.folded.empty()) {
     graph_ = std::make_unique<Graph>(std::move(folded.graph));
     parameters_ = std::make_unique<ParameterStore>(std::move(folded.parameters));
   }
-  const std::size_t limit = resolve_memory_limit(options_.memory_limit);
-  check_model_memory(*graph_, parameters_->total_floats(), options_.micro_batch, limit, "inference session");
   engine_ = std::make_unique<dnnl::engine>(dnnl::engine::kind::cpu, 0);
   for (std::int64_t size = 1; size <= options_.micro_batch; ++size) {
     programs_.push_back(std::make_unique<StepProgram>(*graph_, *parameters_, size, Mode::inference, *engine_,
