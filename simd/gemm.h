@@ -17,15 +17,20 @@
 // allocates): ask gemm_scratch_floats with the same transposes, sizes and thread count.
 // `threads` > 1 lets one call split C over M and N among that many OpenMP threads (only
 // when the problem is large enough to pay); K is never split, so C is bitwise the same
-// for every thread count.
+// for every thread count. The register tiling and orientation of each call are chosen by
+// simd/gemm_plan.h from the shape and instruction set alone.
+//
+// Prepacked B (constant weights): gemm_pack_b packs op(B) once into a layout that depends
+// only on the instruction set, trans_b, K and N (never on M or threads), and gemm_packed
+// then computes any number of M rows against it, bitwise equal to gemm() on the same
+// operands. The packed buffer belongs to the instruction set that packed it.
 #include <cstddef>
 #include <cstdint>
 
 #include "simd/dispatch.h"
+#include "simd/gemm_plan.h"
 
 namespace ember::simd {
-
-enum class Transpose : bool { no = false, yes = true };
 // gelu is the exact (erf) GELU, gelu_tanh its tanh approximation, as in simd/activation.h.
 enum class Activation : int { none = 0, relu = 1, gelu = 2, gelu_tanh = 3 };
 
@@ -35,8 +40,9 @@ struct GemmEpilogue {
   Activation activation = Activation::none;
 };
 
-// The blocking of one instruction set's kernel (tests aim their tails at it): MR x NR
-// micro-tiles, K in blocks of up to KC, op(A) panels of MC rows, op(B) panels of NC columns.
+// The largest blocking of one instruction set's kernel (tests aim their tails at it):
+// MR x NR micro-tiles (the widest normal tiling), K in blocks of up to KC, op(A) panels of
+// up to MC rows, op(B) panels of up to NC columns. Smaller tilings: simd/gemm_plan.h.
 struct GemmBlocking {
   std::int64_t mr, nr, kc, mc, nc;
 };
@@ -49,6 +55,17 @@ struct GemmKernels {
                std::int64_t ldc, const GemmEpilogue& epilogue, float* scratch, int threads);
   std::size_t (*scratch_floats)(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int64_t N, std::int64_t K,
                                 int threads);
+  // packed: packed_b_floats(trans_b, K, N) floats (no alignment needed), filled by
+  // pack_b from op(B) (K x N, B with leading dimension ldb).
+  std::size_t (*packed_b_floats)(Transpose trans_b, std::int64_t K, std::int64_t N);
+  void (*pack_b)(Transpose trans_b, std::int64_t K, std::int64_t N, const float* B, std::int64_t ldb, float* packed);
+  // C (M x N) = op(A) * op(B) with op(B) from pack_b (same trans_b, K, N); scratch:
+  // packed_scratch_floats(trans_a, trans_b, M, N, K, threads) floats.
+  void (*gemm_packed)(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int64_t N, std::int64_t K,
+                      const float* A, std::int64_t lda, const float* packed_b, float* C, std::int64_t ldc,
+                      const GemmEpilogue& epilogue, float* scratch, int threads);
+  std::size_t (*packed_scratch_floats)(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int64_t N,
+                                       std::int64_t K, int threads);
   GemmBlocking blocking;
 };
 
@@ -67,6 +84,24 @@ inline void gemm(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int6
                  const float* A, std::int64_t lda, const float* B, std::int64_t ldb, float* C,
                  std::int64_t ldc, const GemmEpilogue& epilogue, float* scratch, int threads) {
   gemm_kernels().gemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, epilogue, scratch, threads);
+}
+
+// Prepacked op(B), with the start-up instruction set's table (see GemmKernels).
+inline std::size_t gemm_packed_b_floats(Transpose trans_b, std::int64_t K, std::int64_t N) {
+  return gemm_kernels().packed_b_floats(trans_b, K, N);
+}
+inline void gemm_pack_b(Transpose trans_b, std::int64_t K, std::int64_t N, const float* B, std::int64_t ldb,
+                        float* packed) {
+  gemm_kernels().pack_b(trans_b, K, N, B, ldb, packed);
+}
+inline std::size_t gemm_packed_scratch_floats(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int64_t N,
+                                              std::int64_t K, int threads) {
+  return gemm_kernels().packed_scratch_floats(trans_a, trans_b, M, N, K, threads);
+}
+inline void gemm_packed(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int64_t N, std::int64_t K,
+                        const float* A, std::int64_t lda, const float* packed_b, float* C, std::int64_t ldc,
+                        const GemmEpilogue& epilogue, float* scratch, int threads) {
+  gemm_kernels().gemm_packed(trans_a, trans_b, M, N, K, A, lda, packed_b, C, ldc, epilogue, scratch, threads);
 }
 
 }  // namespace ember::simd

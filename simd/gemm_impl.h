@@ -3,31 +3,35 @@
 // function is a template on Arch (see simd/arch.h).
 //
 // C (M x N) = op(A) (M x K) * op(B) (K x N), row-major, the GotoBLAS/BLIS way (Goto and
-// van de Geijn 2008; Van Zee and van de Geijn 2015):
+// van de Geijn 2008; Van Zee and van de Geijn 2015), as simd/gemm_plan.h plans it:
 //
 //   for jc over N in NC columns            B panel (KC x NC) stays in L3
-//     for pc over K in KC steps            pack op(B)[pc.., jc..] into NR-column slivers
+//     for pc over K in KC steps            pack op(B)[pc.., jc..] into column slivers
 //       for ic over M in MC rows           A panel (MC x KC) stays in L2
-//         pack op(A)[ic.., pc..] into MR-row slivers
-//         for jr over NC in NR, ir over MC in MR: micro-kernel (B sliver stays in L1)
+//         pack op(A)[ic.., pc..]           (row slivers, or op(A)^T slivers when transposed)
+//         for each B sliver, each A sliver: register tile (B sliver stays in L1)
 //
-// Packing turns every transpose combination into the same contiguous layout, so one
-// micro-kernel (MR rows x two vectors of accumulators, A broadcast, B loaded) serves all
-// four. (When C is narrow, op(A) = A is broadcast from A in place: a panel reused over
-// few B slivers does not repay its packing.) Panels are zero-padded to whole slivers, so edge tiles compute a full tile and
-// only store the part inside C. The epilogue (C +=, bias, activation) runs on the tile
-// while it is still in registers: C is read back for every K block after the first, and
-// bias and activation come at the last.
+// Packing turns every transpose combination into the same k-major layout, so one
+// micro-kernel template (Rows broadcast rows x NV loaded vectors of accumulators) serves
+// all four and both orientations; the normal one broadcasts op(A) and loads op(B), the
+// transposed one broadcasts op(B) and loads op(A)^T, computing C^T tiles that are
+// transposed on the way out. Every row count up to the plan's has its own kernel, and a
+// sliver's last vector is zero-padded, so the only padding FMAs are in the last vector
+// along N (normal) or M (transposed). The epilogue (C +=, bias, activation) runs on the
+// tile while it is in registers (or on a copy, at edges and for transposed tiles): C is
+// read back for every K block after the first, and bias and activation come at the last.
+// A prepacked op(B) (gemm_pack_b) is the same slivers over all of K and N.
 //
-// Threads split C into a grid of parts on MR x NR tile boundaries; each thread runs the
-// loops above on its part with its own panels. K is never split and every tile sums its
-// K blocks in the same order, so C does not depend on the thread count.
+// Threads split C into a grid of parts on tile boundaries; each thread runs the loops
+// above on its part with its own panels. K is never split and every element sums its K
+// blocks in the same order, so C does not depend on the thread count or the tiling.
 #include <omp.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <immintrin.h>
+#include <type_traits>
 
 #include "simd/activation_impl.h"
 #include "simd/arch.h"
@@ -39,26 +43,17 @@ template <class Arch>
 struct GemmTraits {
   using Batch = xsimd::batch<float, Arch>;
   static constexpr std::int64_t width = static_cast<std::int64_t>(Batch::size);
-  // Micro-tile MR x NR, NR = two vectors: 2 MR accumulators + 2 B vectors + 1 broadcast
-  // fill the register file (6 x 16 with AVX2's 16 ymm, 14 x 32 with AVX-512's 32 zmm).
+  // Tile of the unpacked broadcast kernel (simd/attention_impl.h's blocks), MR x NR with
+  // NR = two vectors: 2 MR accumulators + 2 B vectors + 1 broadcast fill the register
+  // file (6 x 16 with AVX2's 16 ymm, 14 x 32 with AVX-512's 32 zmm), over K blocks of KC.
   static constexpr int mr = width >= 16 ? 14 : 6;
   static constexpr std::int64_t nr = 2 * width;
-  // KC: an MR x KC A sliver and a KC x NR B sliver stay in a 32 KiB L1 (6 + 16 KiB with
-  // AVX2). MC: the MC x KC A panel takes under half of a 512 KiB L2. NC: the KC x NC B
-  // panel (2 MiB) lives in L3.
   static constexpr std::int64_t kc = 256;
-  static constexpr std::int64_t mc = width >= 16 ? 12 * mr : 24 * mr;
-  static constexpr std::int64_t nc = 2048;
   // Packing from rows contiguous along K is a transpose, done in tw x tw blocks.
   static constexpr int tw = Arch::version() >= xsimd::avx::version() ? 8 : 4;
-  // Below this many multiply-adds (M N K) one thread finishes before a team starts.
-  static constexpr std::int64_t min_parallel_work = std::int64_t{1} << 21;
-  // Widest part of C (columns) for which op(A) = A is read in place rather than packed.
-  static constexpr std::int64_t direct_a_max_cols = 16 * nr;
   // Dot tile of the unpacked kernel for op(B) = B^T: rows of A x rows of B accumulators.
   static constexpr int dot_a_rows = width >= 16 ? 4 : 2;
   static constexpr int dot_b_rows = 4;
-  static constexpr std::int64_t dot_max_rows = 4;
 };
 
 // ---------------------------------------------------------------------------------------
@@ -121,69 +116,68 @@ void pack_transposed(const float* src, std::int64_t src_stride, std::int64_t kc,
   }
 }
 
-// The A panel op(A)[i0 : i0+mc, k0 : k0+kc] as MR-row slivers, each kc x MR row-major,
-// rows past mc zero. op(A)(i, k) = A[i*lda + k], or A[k*lda + i] when transposed.
-template <class Arch>
-void pack_a(Transpose trans_a, const float* A, std::int64_t lda, std::int64_t i0, std::int64_t mc, std::int64_t k0,
-            std::int64_t kc, float* dst) {
-  constexpr int MR = GemmTraits<Arch>::mr;
-  for (std::int64_t s = 0; s < mc; s += MR, dst += MR * kc) {
-    const std::int64_t rows = std::min<std::int64_t>(MR, mc - s);
-    if (trans_a == Transpose::no) {
-      const float* src = A + (i0 + s) * lda + k0;
-      if (rows == MR) {
-        pack_transposed<Arch, MR>(src, lda, kc, dst);
-      } else {
-        for (std::int64_t k = 0; k < kc; ++k) {
-          for (std::int64_t r = 0; r < MR; ++r) dst[k * MR + r] = r < rows ? src[r * lda + k] : 0.0f;
-        }
-      }
-    } else {
-      const float* src = A + k0 * lda + i0 + s;
-      for (std::int64_t k = 0; k < kc; ++k) {
-        const float* row = src + k * lda;
-        if (rows == MR) {
-#pragma GCC unroll 16
-          for (int r = 0; r < MR; ++r) dst[k * MR + r] = row[r];
-        } else {
-          for (std::int64_t r = 0; r < MR; ++r) dst[k * MR + r] = r < rows ? row[r] : 0.0f;
-        }
+// pack_transposed for a sliver width known at run time: the widths the tilings use (up
+// to 16 rows, whole vectors up to 4) take the transposing path; false for any other.
+template <class Arch, int S = 1>
+bool pack_transposed_any(std::int64_t width, const float* src, std::int64_t src_stride, std::int64_t kc, float* dst) {
+  constexpr int W = static_cast<int>(GemmTraits<Arch>::width);
+  if constexpr (S > 4 * W) {
+    return false;
+  } else {
+    if constexpr (S <= 16 || S % W == 0) {
+      if (width == S) {
+        pack_transposed<Arch, S>(src, src_stride, kc, dst);
+        return true;
       }
     }
+    return pack_transposed_any<Arch, S + 1>(width, src, src_stride, kc, dst);
   }
 }
 
-// The B panel op(B)[k0 : k0+kc, j0 : j0+nc] as NR-column slivers, each kc x NR row-major,
-// columns past nc zero. op(B)(k, j) = B[k*ldb + j], or B[j*ldb + k] when transposed.
+// Where op(X)(r, k) lies: X[r*ld + k] when contiguous along K, else X[k*ld + r]. op(A)
+// is read by rows i (contiguous along K unless trans_a), op(B) by columns j (contiguous
+// along K when trans_b).
+struct PackSource {
+  const float* X;
+  std::int64_t ld;
+  bool k_contiguous;
+};
 template <class Arch>
-void pack_b(Transpose trans_b, const float* B, std::int64_t ldb, std::int64_t k0, std::int64_t kc, std::int64_t j0,
-            std::int64_t nc, float* dst) {
-  using Batch = typename GemmTraits<Arch>::Batch;
-  constexpr std::int64_t W = GemmTraits<Arch>::width;
-  constexpr std::int64_t NR = GemmTraits<Arch>::nr;
-  for (std::int64_t t = 0; t < nc; t += NR, dst += NR * kc) {
-    const std::int64_t cols = std::min(NR, nc - t);
-    if (trans_b == Transpose::no) {
-      const float* src = B + k0 * ldb + j0 + t;
-      for (std::int64_t k = 0; k < kc; ++k) {
-        const float* row = src + k * ldb;
-        if (cols == NR) {
-          Batch::load_unaligned(row).store_unaligned(dst + k * NR);
-          Batch::load_unaligned(row + W).store_unaligned(dst + k * NR + W);
-        } else {
-          for (std::int64_t j = 0; j < NR; ++j) dst[k * NR + j] = j < cols ? row[j] : 0.0f;
-        }
-      }
-    } else {
-      const float* src = B + (j0 + t) * ldb + k0;
-      if (cols == NR) {
-        pack_transposed<Arch, static_cast<int>(NR)>(src, ldb, kc, dst);
-      } else {
-        for (std::int64_t k = 0; k < kc; ++k) {
-          for (std::int64_t j = 0; j < NR; ++j) dst[k * NR + j] = j < cols ? src[j * ldb + k] : 0.0f;
-        }
-      }
+PackSource source_a(Transpose trans_a, const float* A, std::int64_t lda) { return {A, lda, trans_a == Transpose::no}; }
+template <class Arch>
+PackSource source_b(Transpose trans_b, const float* B, std::int64_t ldb) { return {B, ldb, trans_b == Transpose::yes}; }
+
+// One sliver, k-major: dst[k*width + r] = op(r0 + r, k0 + k) for r < valid, 0 for
+// valid <= r < width, k < kc. May write up to tw floats past dst[kc * width].
+template <class Arch>
+void pack_sliver(const PackSource& s, std::int64_t r0, std::int64_t valid, std::int64_t width, std::int64_t k0,
+                 std::int64_t kc, float* dst) {
+  if (s.k_contiguous) {
+    const float* src = s.X + r0 * s.ld + k0;
+    if (valid == width && pack_transposed_any<Arch>(width, src, s.ld, kc, dst)) return;
+    for (std::int64_t k = 0; k < kc; ++k) {
+      for (std::int64_t r = 0; r < width; ++r) dst[k * width + r] = r < valid ? src[r * s.ld + k] : 0.0f;
     }
+    return;
+  }
+  for (std::int64_t k = 0; k < kc; ++k) {
+    const float* row = s.X + (k0 + k) * s.ld + r0;
+    std::copy(row, row + valid, dst + k * width);
+    std::fill(dst + k * width + valid, dst + (k + 1) * width, 0.0f);
+  }
+}
+
+// op(X)[r0 : r0+count, k0 : k0+kc] as slivers of `sliver` rows one after another (each
+// kc x width, width = its rows rounded up to a multiple of `round`), so sliver s starts
+// at dst + s * sliver * kc.
+template <class Arch>
+void pack_panel(const PackSource& s, std::int64_t r0, std::int64_t count, std::int64_t k0, std::int64_t kc,
+                std::int64_t sliver, std::int64_t round, float* dst) {
+  for (std::int64_t r = 0; r < count; r += sliver) {
+    const std::int64_t valid = std::min(sliver, count - r);
+    const std::int64_t width = (valid + round - 1) / round * round;
+    pack_sliver<Arch>(s, r0 + r, valid, width, k0, kc, dst);
+    dst += width * kc;
   }
 }
 
@@ -216,73 +210,149 @@ template <class Arch>
 }
 
 // C tile (rows x cols, at most MR x NR) from one K block: the A sliver times the packed
-// B sliver (kc x NR), then the epilogue. The A sliver is packed (kc x MR) or, DirectA,
-// MR whole rows of A read in place (row stride lda).
-template <class Arch, bool DirectA>
-void micro_kernel(std::int64_t kc, const float* a, std::int64_t lda, const float* b, float* c, std::int64_t ldc,
-                  std::int64_t rows, std::int64_t cols, const TileEpilogue& e) {
-  using T = GemmTraits<Arch>;
-  using Batch = typename T::Batch;
-  constexpr int MR = T::mr;
-  constexpr std::int64_t W = T::width;
-  constexpr std::int64_t NR = T::nr;
-  // The C tile is touched only after the K loop: start fetching it now (two lines per
-  // row: an unaligned row of NR floats may straddle them), so its misses overlap the FMAs.
-  if (rows == MR) {
-#pragma GCC unroll 16
-    for (int r = 0; r < MR; ++r) {
-      __builtin_prefetch(c + r * ldc, 1);
-      __builtin_prefetch(c + r * ldc + NR - 1, 1);
-    }
+// One row of C from a tile's sums: n values through finish_vector, whole vectors in
+// place and the rest on zero-padded copies, so nothing outside C is read or written and
+// every element gets the same float operations.
+template <class Arch>
+void finish_row(const float* sums, std::int64_t n, float* c, const float* bias, const TileEpilogue& e) {
+  using Batch = xsimd::batch<float, Arch>;
+  constexpr std::int64_t W = GemmTraits<Arch>::width;
+  std::int64_t j = 0;
+  for (; j + W <= n; j += W) {
+    finish_vector<Arch>(Batch::load_unaligned(sums + j), c + j, bias != nullptr ? bias + j : nullptr, e).store_unaligned(c + j);
   }
-  Batch acc0[MR], acc1[MR];
+  if (j == n) return;
+  alignas(64) float s[W] = {}, c_tile[W] = {}, bias_tile[W] = {};
+  std::copy(sums + j, sums + n, s);
+  if (e.add_c) std::copy(c + j, c + n, c_tile);
+  if (bias != nullptr) std::copy(bias + j, bias + n, bias_tile);
+  finish_vector<Arch>(Batch::load_aligned(s), c_tile, bias != nullptr ? bias_tile : nullptr, e).store_aligned(c_tile);
+  std::copy(c_tile, c_tile + (n - j), c + j);
+}
+
+// One register tile over one K block: Rows broadcast rows x NV loaded vectors.
+struct TileArgs {
+  std::int64_t kc = 0;
+  const float* a = nullptr;  // broadcast operand: row r at step k is a[k * a_step + r]
+  std::int64_t a_step = 0;
+  const float* b = nullptr;  // loaded operand: vector v at step k is b[k * b_step + v * width]
+  std::int64_t b_step = 0;
+  float* c = nullptr;        // C at the tile's first element
+  std::int64_t ldc = 0;
+  std::int64_t lanes = 0;    // lanes of the NV vectors that lie inside C
+  // Normal: tile row r is row r of C, lane l column l. Transposed: row r is column r of C,
+  // lane l row l.
+  bool transposed = false;
+  TileEpilogue e;            // e.bias: at the tile's first column of C
+};
+
+// The tile's sums into C (see TileArgs). Whole normal tiles go straight from registers;
+// others through a copy of the sums. (Accumulators leave registers through compile-time
+// indices only, or GCC would keep them in memory throughout.)
+template <class Arch, int Rows, int NV>
+[[gnu::always_inline]] inline void store_tile(xsimd::batch<float, Arch> (&acc)[Rows][NV], const TileArgs& t) {
+  constexpr std::int64_t W = GemmTraits<Arch>::width;
+  if (!t.transposed && t.lanes == NV * W) {
 #pragma GCC unroll 16
-  for (int r = 0; r < MR; ++r) acc0[r] = acc1[r] = Batch(0.0f);
-#pragma GCC unroll 2
-  for (std::int64_t k = 0; k < kc; ++k) {
-    const Batch b0 = Batch::load_unaligned(b + k * NR);
-    const Batch b1 = Batch::load_unaligned(b + k * NR + W);
-#pragma GCC unroll 16
-    for (int r = 0; r < MR; ++r) {
-      const Batch x(DirectA ? a[r * lda + k] : a[k * MR + r]);
-      acc0[r] = xsimd::fma(x, b0, acc0[r]);
-      acc1[r] = xsimd::fma(x, b1, acc1[r]);
-    }
-  }
-  const float* bias1 = e.bias != nullptr ? e.bias + W : nullptr;
-  if (rows == MR && cols == NR) {
-#pragma GCC unroll 16
-    for (int r = 0; r < MR; ++r) {
-      float* row = c + r * ldc;
-      finish_vector<Arch>(acc0[r], row, e.bias, e).store_unaligned(row);
-      finish_vector<Arch>(acc1[r], row + W, bias1, e).store_unaligned(row + W);
+    for (int r = 0; r < Rows; ++r) {
+      float* row = t.c + r * t.ldc;
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        const float* bias = t.e.bias != nullptr ? t.e.bias + v * W : nullptr;
+        finish_vector<Arch>(acc[r][v], row + v * W, bias, t.e).store_unaligned(row + v * W);
+      }
     }
     return;
   }
-  // Edge tile: the same vector epilogue on a zero-padded copy of the part inside C, so
-  // nothing outside C is read or written. (Accumulators leave registers through
-  // compile-time indices only, or GCC would keep them in memory throughout.)
-  alignas(64) float sums[MR * NR];
+  alignas(64) float sums[Rows * NV * W];
 #pragma GCC unroll 16
-  for (int r = 0; r < MR; ++r) {
-    acc0[r].store_aligned(sums + r * NR);
-    acc1[r].store_aligned(sums + r * NR + W);
+  for (int r = 0; r < Rows; ++r) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v].store_aligned(sums + (r * NV + v) * W);
   }
-  alignas(64) float bias_tile[NR] = {};
-  if (e.bias != nullptr) std::copy(e.bias, e.bias + cols, bias_tile);
-  alignas(64) float c_tile[NR] = {};
-  for (std::int64_t r = 0; r < rows; ++r) {
-    float* row = c + r * ldc;
-    if (e.add_c) std::copy(row, row + cols, c_tile);
-    const float* bias = e.bias != nullptr ? bias_tile : nullptr;
-    const Batch v0 = finish_vector<Arch>(Batch::load_aligned(sums + r * NR), c_tile, bias, e);
-    const Batch v1 = finish_vector<Arch>(Batch::load_aligned(sums + r * NR + W), c_tile + W, bias ? bias + W : nullptr, e);
-    v0.store_aligned(c_tile);
-    v1.store_aligned(c_tile + W);
-    std::copy(c_tile, c_tile + cols, row);
+  if (!t.transposed) {
+    for (int r = 0; r < Rows; ++r) finish_row<Arch>(sums + r * NV * W, t.lanes, t.c + r * t.ldc, t.e.bias, t.e);
+    return;
+  }
+  float column[Rows];
+  for (std::int64_t l = 0; l < t.lanes; ++l) {
+    for (int r = 0; r < Rows; ++r) column[r] = sums[r * NV * W + l];
+    finish_row<Arch>(column, Rows, t.c + l * t.ldc, t.e.bias, t.e);
   }
 }
 
+// The micro-kernel: sums over the K block in registers, then store_tile.
+template <class Arch, int Rows, int NV>
+void micro_tile(const TileArgs& t) {
+  using Batch = xsimd::batch<float, Arch>;
+  constexpr std::int64_t W = GemmTraits<Arch>::width;
+  // C is touched only after the K loop: start fetching it now (two lines per row: a row
+  // of the tile may straddle them), so its misses overlap the FMAs.
+  if (!t.transposed) {
+#pragma GCC unroll 16
+    for (int r = 0; r < Rows; ++r) {
+      __builtin_prefetch(t.c + r * t.ldc, 1);
+      __builtin_prefetch(t.c + r * t.ldc + NV * W - 1, 1);
+    }
+  }
+  Batch acc[Rows][NV];
+#pragma GCC unroll 16
+  for (int r = 0; r < Rows; ++r) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[r][v] = Batch(0.0f);
+  }
+  const float* a = t.a;
+  const float* b = t.b;
+#pragma GCC unroll 2
+  for (std::int64_t k = 0; k < t.kc; ++k, a += t.a_step, b += t.b_step) {
+    Batch loaded[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) loaded[v] = Batch::load_unaligned(b + v * W);
+#pragma GCC unroll 16
+    for (int r = 0; r < Rows; ++r) {
+      const Batch x(a[r]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[r][v] = xsimd::fma(x, loaded[v], acc[r][v]);
+    }
+  }
+  store_tile<Arch, Rows, NV>(acc, t);
+}
+
+// The instruction set Arch is (for the planner's constants).
+template <class Arch>
+constexpr Isa gemm_isa() {
+  if constexpr (std::is_same_v<Arch, ArchAvx512>) return Isa::avx512;
+  else if constexpr (std::is_same_v<Arch, ArchAvx2>) return Isa::avx2;
+  else return Isa::sse4_2;
+}
+
+// micro_tile with `rows` (at most Rows) as a template argument: every row count has its
+// own kernel, so a tile of fewer rows issues no padding FMAs.
+template <class Arch, int NV, int Rows>
+void run_tile_rows(std::int64_t rows, const TileArgs& t) {
+  if constexpr (Rows > 1) {
+    if (rows < Rows) {
+      run_tile_rows<Arch, NV, Rows - 1>(rows, t);
+      return;
+    }
+  }
+  micro_tile<Arch, Rows, NV>(t);
+}
+
+// A tile of rows x vectors, within the register budget of simd/gemm_plan.h.
+template <class Arch>
+void run_tile(std::int64_t rows, std::int64_t vectors, const TileArgs& t) {
+  constexpr GemmIsaTraits T = gemm_isa_traits_table[static_cast<int>(gemm_isa<Arch>())];
+  static_assert(T.width == GemmTraits<Arch>::width);
+  switch (vectors) {
+    case 1: run_tile_rows<Arch, 1, T.max_rows[1]>(rows, t); return;
+    case 2: run_tile_rows<Arch, 2, T.max_rows[2]>(rows, t); return;
+    case 3: run_tile_rows<Arch, 3, T.max_rows[3]>(rows, t); return;
+    default:
+      if constexpr (T.max_vectors >= 4) run_tile_rows<Arch, 4, T.max_rows[4]>(rows, t);
+      return;
+  }
+}
 // C (M x N) = (C if accumulate, else 0) + bias, then activation: the whole GEMM when K = 0.
 template <class Arch>
 void epilogue_only(std::int64_t M, std::int64_t N, float* C, std::int64_t ldc, const GemmEpilogue& epilogue) {
@@ -482,155 +552,142 @@ void gemm_dot(std::int64_t M, std::int64_t N, std::int64_t K, const float* A, st
   }
 }
 
-// Shapes where packing costs more than it saves: op(B) read once per tile of C anyway.
-// - op(B) = B (K x N, rows along N) and M <= MR: the broadcast kernel reads B in place.
-// - A and B both contiguous along K and M <= dot_max_rows or N = 1 (batch-1 inference
-//   Y = x W^T, attention-pool scores): dot products, each row of B read once.
-template <class Arch>
-bool gemm_is_small(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int64_t N) {
-  using T = GemmTraits<Arch>;
-  if (trans_b == Transpose::no) return M <= T::mr;
-  return trans_a == Transpose::no && (M <= T::dot_max_rows || N == 1);
-}
-
-// The small shapes of gemm_is_small, single-threaded, without scratch; bias and
-// activation in a second pass over C.
-template <class Arch>
-void gemm_small(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int64_t N, std::int64_t K, const float* A,
-                std::int64_t lda, const float* B, std::int64_t ldb, float* C, std::int64_t ldc,
-                const GemmEpilogue& epilogue) {
-  if (trans_b == Transpose::no) {
-    gemm_unpacked<Arch>(trans_a, M, N, K, A, lda, B, ldb, C, ldc, epilogue.accumulate);
-  } else {
-    gemm_dot<Arch>(M, N, K, A, lda, B, ldb, C, ldc, !epilogue.accumulate);
-  }
-  if (epilogue.bias != nullptr || epilogue.activation != Activation::none) {
-    GemmEpilogue rest = epilogue;
-    rest.accumulate = true;
-    epilogue_only<Arch>(M, N, C, ldc, rest);
-  }
-}
-
 // ---------------------------------------------------------------------------------------
-// Blocking and threads
+// Blocking and threads (the plan comes from simd/gemm_plan.h)
 
-// How one call is cut: C into m_parts x n_parts parts (one per thread, on tile
-// boundaries), K into blocks of kc, and each thread's scratch into its A and B panels.
-struct GemmPlan {
-  int threads = 1;
-  int m_parts = 1, n_parts = 1;
-  std::int64_t part_rows = 0, part_cols = 0;
-  std::int64_t kc = 0;
-  // op(A) = A is read in place, not packed: only a last partial sliver of rows is.
-  bool direct_a = false;
-  std::int64_t a_floats = 0, b_floats = 0;  // per thread, multiples of 16 (64 bytes)
-  std::size_t scratch_floats() const { return static_cast<std::size_t>(threads * (a_floats + b_floats)); }
+struct GemmOperands {
+  Transpose trans_a, trans_b;
+  std::int64_t M, N, K;
+  const float* A;
+  std::int64_t lda;
+  const float* B;  // unpacked op(B) source, or nullptr when prepacked
+  std::int64_t ldb;
+  float* C;
+  std::int64_t ldc;
 };
 
+// The B slivers of one K block: sliver s (columns s * sliver_cols ..) of `width` floats
+// begins at base + s * sliver_cols * k_rows + k0 * width (per-call panel: k_rows = kc,
+// k0 = 0; prepacked: k_rows = K, k0 = the block's first k).
+struct BSlivers {
+  const float* base;
+  std::int64_t sliver_cols, k_rows, k0;
+};
 template <class Arch>
-GemmPlan plan_gemm(Transpose trans_a, std::int64_t M, std::int64_t N, std::int64_t K, int threads) {
-  using T = GemmTraits<Arch>;
-  GemmPlan plan;
-  if (M <= 0 || N <= 0 || K <= 0) return plan;
-  auto ceil_div = [](std::int64_t x, std::int64_t y) { return (x + y - 1) / y; };
-  // K blocks of equal size (a multiple of 8 up to KC), not KC and a thin remainder.
-  plan.kc = std::min(K, ceil_div(ceil_div(K, ceil_div(K, T::kc)), 8) * 8);
-  const std::int64_t m_tiles = ceil_div(M, T::mr), n_tiles = ceil_div(N, T::nr);
-  // Cost in multiply-adds: the largest part's tiles, plus packing (about as dear per
-  // float as a tile row's FMAs), where each part packs its rows of op(A) once per NC
-  // block and its columns of op(B) once, so splitting M repeats B's packing and
-  // splitting N repeats A's.
-  auto cost = [&](std::int64_t tm, std::int64_t tn) {
-    const std::int64_t rows = ceil_div(m_tiles, tm) * T::mr, cols = ceil_div(n_tiles, tn) * T::nr;
-    return rows * cols * K + (rows * ceil_div(cols, T::nc) + cols) * K * T::nr;
-  };
-  std::int64_t best_m = 1, best_n = 1, best_cost = cost(1, 1);
-  if (threads > 1 && M * N * K >= T::min_parallel_work) {
-    for (std::int64_t t = 2; t <= threads; ++t) {
-      for (std::int64_t tm = 1; tm <= t; ++tm) {
-        const std::int64_t tn = t / tm;
-        if (tm * tn != t || tm > m_tiles || tn > n_tiles) continue;
-        const std::int64_t c = cost(tm, tn);
-        if (c < best_cost) best_m = tm, best_n = tn, best_cost = c;
+const float* sliver_at(const BSlivers& bs, std::int64_t s, std::int64_t width) {
+  return bs.base + s * bs.sliver_cols * bs.k_rows + bs.k0 * width;
+}
+
+// One block of the loops in the header: rows ic.. (mc) x columns jc.. (nc), K block pc.. (kc).
+struct GemmBlock {
+  std::int64_t ic, mc, jc, nc, pc, kc;
+};
+
+// The normal orientation on one block: op(A) rows packed in slivers of plan.rows,
+// broadcast against each B sliver (the B sliver stays in L1 over the A slivers).
+template <class Arch>
+void normal_block(const GemmPlan& plan, const GemmOperands& g, const BSlivers& bs, const GemmBlock& blk,
+                  const TileEpilogue& e, const float* bias, float* a_panel) {
+  constexpr std::int64_t W = GemmTraits<Arch>::width;
+  const std::int64_t sliver = std::int64_t{plan.b_vectors} * W, rows_per_tile = plan.rows;
+  pack_panel<Arch>(source_a<Arch>(g.trans_a, g.A, g.lda), blk.ic, blk.mc, blk.pc, blk.kc, rows_per_tile, 1, a_panel);
+  TileArgs t;
+  t.kc = blk.kc;
+  t.ldc = g.ldc;
+  t.e = e;
+  for (std::int64_t jr = 0; jr < blk.nc; jr += sliver) {
+    t.lanes = std::min(sliver, blk.nc - jr);
+    const std::int64_t width = (t.lanes + W - 1) / W * W;
+    t.b = sliver_at<Arch>(bs, jr / sliver, width);
+    t.b_step = width;
+    t.e.bias = bias != nullptr ? bias + blk.jc + jr : nullptr;
+    for (std::int64_t ir = 0; ir < blk.mc; ir += rows_per_tile) {
+      const std::int64_t rows = std::min(rows_per_tile, blk.mc - ir);
+      t.a = a_panel + ir * blk.kc;
+      t.a_step = rows;
+      t.c = g.C + (blk.ic + ir) * g.ldc + blk.jc + jr;
+      run_tile<Arch>(rows, width / W, t);
+    }
+  }
+}
+
+// The transposed orientation on one block: op(A)^T packed k-major in slivers of
+// plan.vectors vectors along M, loaded against broadcasts from each B sliver's columns
+// (cut evenly into tiles of at most plan.rows).
+template <class Arch>
+void transposed_block(const GemmPlan& plan, const GemmOperands& g, const BSlivers& bs, const GemmBlock& blk,
+                      const TileEpilogue& e, const float* bias, float* a_panel) {
+  constexpr std::int64_t W = GemmTraits<Arch>::width;
+  const std::int64_t sliver = std::int64_t{plan.b_vectors} * W, a_sliver = std::int64_t{plan.vectors} * W;
+  pack_panel<Arch>(source_a<Arch>(g.trans_a, g.A, g.lda), blk.ic, blk.mc, blk.pc, blk.kc, a_sliver, W, a_panel);
+  TileArgs t;
+  t.kc = blk.kc;
+  t.ldc = g.ldc;
+  t.transposed = true;
+  t.e = e;
+  for (std::int64_t jr = 0; jr < blk.nc; jr += sliver) {
+    const std::int64_t cols = std::min(sliver, blk.nc - jr), b_width = (cols + W - 1) / W * W;
+    const std::int64_t pieces = (cols + plan.rows - 1) / plan.rows, piece = (cols + pieces - 1) / pieces;
+    for (std::int64_t j = 0; j < cols; j += piece) {
+      const std::int64_t rows = std::min(piece, cols - j);
+      t.a = sliver_at<Arch>(bs, jr / sliver, b_width) + j;
+      t.a_step = b_width;
+      t.e.bias = bias != nullptr ? bias + blk.jc + jr + j : nullptr;
+      for (std::int64_t iu = 0; iu < blk.mc; iu += a_sliver) {
+        t.lanes = std::min(a_sliver, blk.mc - iu);
+        const std::int64_t width = (t.lanes + W - 1) / W * W;
+        t.b = a_panel + iu * blk.kc;
+        t.b_step = width;
+        t.c = g.C + (blk.ic + iu) * g.ldc + blk.jc + jr + j;
+        run_tile<Arch>(rows, width / W, t);
       }
     }
   }
-  plan.m_parts = static_cast<int>(best_m);
-  plan.n_parts = static_cast<int>(best_n);
-  plan.threads = plan.m_parts * plan.n_parts;
-  plan.part_rows = ceil_div(m_tiles, best_m) * T::mr;
-  plan.part_cols = ceil_div(n_tiles, best_n) * T::nr;
-  auto round16 = [&](std::int64_t floats) { return ceil_div(floats, 16) * 16; };
-  // Packing A pays off over many B slivers; over a few, the broadcasts read A in place
-  // (measured on Zen, AVX2: +3-6% at N <= 192, -5% at N >= 768).
-  plan.direct_a = trans_a == Transpose::no && plan.part_cols <= T::direct_a_max_cols;
-  plan.a_floats = round16((plan.direct_a ? T::mr : std::min(T::mc, plan.part_rows)) * plan.kc + T::tw);
-  plan.b_floats = round16(plan.kc * std::min(T::nc, plan.part_cols) + T::tw);
-  return plan;
 }
 
-// C[i0:i1, j0:j1] by the loops of the header, with this thread's panels.
+// C[i0:i1, j0:j1] by the loops of the header, with this thread's panels. packed_b: the
+// prepacked slivers of all of op(B), or nullptr to pack op(B) into b_panel.
 template <class Arch>
-void gemm_part(Transpose trans_a, Transpose trans_b, std::int64_t K, const float* A, std::int64_t lda, const float* B,
-               std::int64_t ldb, float* C, std::int64_t ldc, const GemmEpilogue& epilogue, std::int64_t i0, std::int64_t i1,
-               std::int64_t j0, std::int64_t j1, std::int64_t kc_step, bool direct_a, float* a_panel, float* b_panel) {
-  using T = GemmTraits<Arch>;
-  for (std::int64_t jc = j0; jc < j1; jc += T::nc) {
-    const std::int64_t nc = std::min(T::nc, j1 - jc);
-    for (std::int64_t pc = 0; pc < K; pc += kc_step) {
-      const std::int64_t kc = std::min(kc_step, K - pc);
-      pack_b<Arch>(trans_b, B, ldb, pc, kc, jc, nc, b_panel);
+void gemm_part(const GemmPlan& plan, const GemmOperands& g, const GemmEpilogue& epilogue, std::int64_t i0,
+               std::int64_t i1, std::int64_t j0, std::int64_t j1, float* a_panel, float* b_panel, const float* packed_b) {
+  constexpr std::int64_t W = GemmTraits<Arch>::width;
+  const std::int64_t sliver = std::int64_t{plan.b_vectors} * W;
+  for (std::int64_t jc = j0; jc < j1; jc += plan.nc) {
+    const std::int64_t nc = std::min(plan.nc, j1 - jc);
+    for (std::int64_t pc = 0; pc < g.K; pc += plan.kc) {
+      const GemmBlock base{0, 0, jc, nc, pc, std::min(plan.kc, g.K - pc)};
+      BSlivers bs{packed_b + jc * g.K, sliver, g.K, pc};
+      if (packed_b == nullptr) {
+        pack_panel<Arch>(source_b<Arch>(g.trans_b, g.B, g.ldb), jc, nc, pc, base.kc, sliver, W, b_panel);
+        bs = BSlivers{b_panel, sliver, base.kc, 0};
+      }
       TileEpilogue e;
       e.add_c = pc > 0 || epilogue.accumulate;
-      e.last = pc + kc == K;
+      e.last = pc + base.kc == g.K;
       e.activation = epilogue.activation;
-      for (std::int64_t ic = i0; ic < i1; ic += T::mc) {
-        const std::int64_t mc = std::min(T::mc, i1 - ic);
-        // Direct: whole slivers from A itself, a partial last one packed (rows past M
-        // must not be read).
-        const std::int64_t mc_direct = direct_a ? mc / T::mr * T::mr : 0;
-        if (mc_direct < mc) {
-          pack_a<Arch>(trans_a, A, lda, ic + mc_direct, mc - mc_direct, pc, kc, a_panel);
-        }
-        for (std::int64_t jr = 0; jr < nc; jr += T::nr) {
-          e.bias = epilogue.bias != nullptr ? epilogue.bias + jc + jr : nullptr;
-          const float* b_sliver = b_panel + jr * kc;
-          const std::int64_t cols = std::min(T::nr, nc - jr);
-          std::int64_t ir = 0;
-          for (; ir < mc_direct; ir += T::mr) {
-            micro_kernel<Arch, true>(kc, A + (ic + ir) * lda + pc, lda, b_sliver, C + (ic + ir) * ldc + jc + jr, ldc,
-                                     T::mr, cols, e);
-          }
-          for (; ir < mc; ir += T::mr) {
-            micro_kernel<Arch, false>(kc, a_panel + (ir - mc_direct) * kc, 0, b_sliver, C + (ic + ir) * ldc + jc + jr,
-                                      ldc, std::min<std::int64_t>(T::mr, mc - ir), cols, e);
-          }
+      for (std::int64_t ic = i0; ic < i1; ic += plan.mc) {
+        GemmBlock blk = base;
+        blk.ic = ic;
+        blk.mc = std::min(plan.mc, i1 - ic);
+        if (plan.orientation == GemmOrientation::normal) {
+          normal_block<Arch>(plan, g, bs, blk, e, epilogue.bias, a_panel);
+        } else {
+          transposed_block<Arch>(plan, g, bs, blk, e, epilogue.bias, a_panel);
         }
       }
     }
   }
 }
 
+// The plan's parts of C, one per thread (OpenMP), each with its own scratch panels.
 template <class Arch>
-void gemm(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int64_t N, std::int64_t K, const float* A,
-          std::int64_t lda, const float* B, std::int64_t ldb, float* C, std::int64_t ldc, const GemmEpilogue& epilogue,
-          float* scratch, int threads) {
-  if (M <= 0 || N <= 0) return;
-  if (K <= 0) {
-    epilogue_only<Arch>(M, N, C, ldc, epilogue);
-    return;
-  }
-  if (gemm_is_small<Arch>(trans_a, trans_b, M, N)) {
-    gemm_small<Arch>(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, epilogue);
-    return;
-  }
-  const GemmPlan plan = plan_gemm<Arch>(trans_a, M, N, K, threads);
+void gemm_run(const GemmPlan& plan, const GemmOperands& g, const GemmEpilogue& epilogue, float* scratch,
+              const float* packed_b) {
   auto run_part = [&](int part, float* thread_scratch) {
     const std::int64_t i0 = part / plan.n_parts * plan.part_rows, j0 = part % plan.n_parts * plan.part_cols;
-    const std::int64_t i1 = std::min(M, i0 + plan.part_rows), j1 = std::min(N, j0 + plan.part_cols);
+    const std::int64_t i1 = std::min(g.M, i0 + plan.part_rows), j1 = std::min(g.N, j0 + plan.part_cols);
     if (i0 >= i1 || j0 >= j1) return;
-    gemm_part<Arch>(trans_a, trans_b, K, A, lda, B, ldb, C, ldc, epilogue, i0, i1, j0, j1, plan.kc, plan.direct_a,
-                    thread_scratch, thread_scratch + plan.a_floats);
+    gemm_part<Arch>(plan, g, epilogue, i0, i1, j0, j1, thread_scratch, thread_scratch + plan.a_floats, packed_b);
   };
   if (plan.threads == 1) {
     run_part(0, scratch);
@@ -644,17 +701,96 @@ void gemm(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int64_t N, 
   }
 }
 
+// The dot orientation (simd/gemm_plan.h): single-threaded, without scratch; bias and
+// activation in a second pass over C. W is op(B)^T, row-major with stride ldw.
+template <class Arch>
+void gemm_dot_call(const GemmOperands& g, const float* W, std::int64_t ldw, const GemmEpilogue& epilogue) {
+  gemm_dot<Arch>(g.M, g.N, g.K, g.A, g.lda, W, ldw, g.C, g.ldc, !epilogue.accumulate);
+  if (epilogue.bias != nullptr || epilogue.activation != Activation::none) {
+    GemmEpilogue rest = epilogue;
+    rest.accumulate = true;
+    epilogue_only<Arch>(g.M, g.N, g.C, g.ldc, rest);
+  }
+}
+
+template <class Arch>
+void gemm(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int64_t N, std::int64_t K, const float* A,
+          std::int64_t lda, const float* B, std::int64_t ldb, float* C, std::int64_t ldc, const GemmEpilogue& epilogue,
+          float* scratch, int threads) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    epilogue_only<Arch>(M, N, C, ldc, epilogue);
+    return;
+  }
+  const GemmOperands g{trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc};
+  if (gemm_uses_dot(trans_a, trans_b, M, N)) {
+    gemm_dot_call<Arch>(g, B, ldb, epilogue);
+    return;
+  }
+  gemm_run<Arch>(plan_gemm(gemm_isa<Arch>(), trans_a, trans_b, M, N, K, threads, false), g, epilogue, scratch, nullptr);
+}
+
 template <class Arch>
 std::size_t gemm_scratch_floats(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int64_t N, std::int64_t K,
                                 int threads) {
-  if (gemm_is_small<Arch>(trans_a, trans_b, M, N)) return 0;
-  return plan_gemm<Arch>(trans_a, M, N, K, threads).scratch_floats();
+  return plan_gemm(gemm_isa<Arch>(), trans_a, trans_b, M, N, K, threads, false).scratch_floats();
+}
+
+// ---------------------------------------------------------------------------------------
+// Prepacked op(B): [W = op(B)^T, N x K row-major, when trans_b (for the dot orientation)]
+// then op(B) in the column slivers of gemm_b_sliver_vectors, each K x width k-major.
+
+template <class Arch>
+std::size_t gemm_packed_b_floats(Transpose trans_b, std::int64_t K, std::int64_t N) {
+  return plan_packed_b_floats(gemm_isa<Arch>(), trans_b, K, N);
+}
+
+template <class Arch>
+void gemm_pack_b(Transpose trans_b, std::int64_t K, std::int64_t N, const float* B, std::int64_t ldb, float* packed) {
+  if (K <= 0 || N <= 0) return;
+  if (trans_b == Transpose::yes) {
+    for (std::int64_t j = 0; j < N; ++j) std::copy(B + j * ldb, B + j * ldb + K, packed + j * K);
+    packed += N * K;
+  }
+  const std::int64_t sliver = gemm_b_sliver_vectors(gemm_isa<Arch>(), N) * GemmTraits<Arch>::width;
+  pack_panel<Arch>(source_b<Arch>(trans_b, B, ldb), 0, N, 0, K, sliver, GemmTraits<Arch>::width, packed);
+}
+
+template <class Arch>
+void gemm_packed(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int64_t N, std::int64_t K, const float* A,
+                 std::int64_t lda, const float* packed_b, float* C, std::int64_t ldc, const GemmEpilogue& epilogue,
+                 float* scratch, int threads) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    epilogue_only<Arch>(M, N, C, ldc, epilogue);
+    return;
+  }
+  const GemmOperands g{trans_a, trans_b, M, N, K, A, lda, nullptr, 0, C, ldc};
+  if (gemm_uses_dot(trans_a, trans_b, M, N)) {
+    gemm_dot_call<Arch>(g, packed_b, K, epilogue);
+    return;
+  }
+  const float* slivers = packed_b + (trans_b == Transpose::yes ? N * K : 0);
+  gemm_run<Arch>(plan_gemm(gemm_isa<Arch>(), trans_a, trans_b, M, N, K, threads, true), g, epilogue, scratch, slivers);
+}
+
+template <class Arch>
+std::size_t gemm_packed_scratch_floats(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int64_t N,
+                                       std::int64_t K, int threads) {
+  return plan_gemm(gemm_isa<Arch>(), trans_a, trans_b, M, N, K, threads, true).scratch_floats();
 }
 
 template <class Arch>
 GemmKernels make_gemm_kernels() {
   using T = GemmTraits<Arch>;
-  return GemmKernels{&gemm<Arch>, &gemm_scratch_floats<Arch>, GemmBlocking{T::mr, T::nr, T::kc, T::mc, T::nc}};
+  constexpr GemmIsaTraits I = gemm_isa_traits_table[static_cast<int>(gemm_isa<Arch>())];
+  return GemmKernels{&gemm<Arch>,
+                     &gemm_scratch_floats<Arch>,
+                     &gemm_packed_b_floats<Arch>,
+                     &gemm_pack_b<Arch>,
+                     &gemm_packed<Arch>,
+                     &gemm_packed_scratch_floats<Arch>,
+                     GemmBlocking{I.max_rows[2], 2 * T::width, 256, 144, 2048}};
 }
 
 }  // namespace ember::simd
