@@ -1,7 +1,10 @@
 // GEMM throughput in the Linear forward layout, Y (M x N) = X (M x K) W^T with W (N x K)
-// row-major: ember's packed GEMM against oneDNN's matmul (weights as a `ba` desc, i.e.
-// W^T), OpenBLAS cblas_sgemm (when built with it) and a naive triple loop (small shapes),
-// at 1 and 2 threads. Counter: GFLOP/s = 2 M N K per call.
+// row-major: ember's GEMM against oneDNN's matmul (weights as a `ba` desc, i.e. W^T),
+// OpenBLAS cblas_sgemm (when built with it) and a naive triple loop (small shapes), at 1
+// and 2 threads; and both at their best with constant weights, packed once outside the
+// timed loop: ember's gemm_pack_b + gemm_packed (`ember_packed`) against oneDNN's matmul
+// whose weights were reordered once to the layout it prefers, format_tag::any
+// (`onednn_packed`). Counter: GFLOP/s = 2 M N K per call.
 //
 // Names are gemm/<shape>/<implementation>/threads:<n>. Compare implementations within
 // one run, interleaved, and read medians (the machine is shared and noisy):
@@ -21,25 +24,14 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "bench/gemm_shapes.h"
 #include "engine/aligned_buffer.h"
 #include "simd/gemm.h"
 
 namespace ember {
 namespace {
 
-struct GemmShape {
-  const char* name;
-  std::int64_t M, K, N;
-};
-
-// Generic sizes, then the built-in models' Linear layers (seed CNN fc1/fc2 at batch 16
-// and 64; attn-cnn d64 blocks at batch 16 x 49 tokens).
-constexpr GemmShape shapes[] = {
-    {"64x8192x128", 64, 8192, 128},     {"256x1024x1024", 256, 1024, 1024}, {"1024x256x768", 1024, 256, 768},
-    {"2048x2048x2048", 2048, 2048, 2048}, {"fc1_b16", 16, 6272, 128},        {"fc1_b64", 64, 6272, 128},
-    {"fc2_b16", 16, 128, 10},           {"fc2_b64", 64, 128, 10},           {"attn_qkv", 784, 64, 192},
-    {"attn_out", 784, 64, 64},          {"attn_ff1", 784, 64, 128},         {"attn_ff2", 784, 128, 64},
-};
+using bench::GemmShape;
 
 struct Operands {
   std::vector<float> x, w, y;
@@ -70,21 +62,46 @@ void ember_gemm(benchmark::State& state, GemmShape s, int threads) {
   state.counters["scratch_KiB"] = static_cast<double>(scratch.size()) / 1024.0;
 }
 
-void onednn_matmul(benchmark::State& state, GemmShape s, int threads) {
+void ember_packed_gemm(benchmark::State& state, GemmShape s, int threads) {
+  using simd::Transpose;
+  Operands o(s);
+  AlignedBuffer packed(simd::gemm_packed_b_floats(Transpose::yes, s.K, s.N) * sizeof(float));
+  simd::gemm_pack_b(Transpose::yes, s.K, s.N, o.w.data(), s.K, packed.floats());
+  AlignedBuffer scratch(simd::gemm_packed_scratch_floats(Transpose::no, Transpose::yes, s.M, s.N, s.K, threads) *
+                        sizeof(float));
+  for (auto _ : state) {
+    simd::gemm_packed(Transpose::no, Transpose::yes, s.M, s.N, s.K, o.x.data(), s.K, packed.floats(), o.y.data(), s.N,
+                      simd::GemmEpilogue{}, scratch.floats(), threads);
+    benchmark::ClobberMemory();
+  }
+  set_rate(state, s);
+  state.counters["scratch_KiB"] = static_cast<double>(scratch.size()) / 1024.0;
+}
+
+// oneDNN's matmul; prepacked: the weights reordered once (outside the timed loop) into
+// the layout the primitive chose for format_tag::any.
+void onednn_run(benchmark::State& state, GemmShape s, int threads, bool prepacked) {
   using dnnl::memory;
   Operands o(s);
   const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   dnnl::stream stream(engine);
   const memory::desc x_md({s.M, s.K}, memory::data_type::f32, memory::format_tag::ab);
   const memory::desc w_md({s.K, s.N}, memory::data_type::f32, memory::format_tag::ba);  // W (N x K) is W^T in ba
+  const memory::desc any_md({s.K, s.N}, memory::data_type::f32, memory::format_tag::any);
   const memory::desc y_md({s.M, s.N}, memory::data_type::f32, memory::format_tag::ab);
-  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(x_md, w_md, y_md), engine);
+  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(x_md, prepacked ? any_md : w_md, y_md), engine);
   const dnnl::matmul matmul(pd);
-  memory x_mem(x_md, engine, o.x.data()), w_mem(w_md, engine, o.w.data()), y_mem(y_md, engine, o.y.data());
-  const std::unordered_map<int, memory> args{{DNNL_ARG_SRC, x_mem}, {DNNL_ARG_WEIGHTS, w_mem}, {DNNL_ARG_DST, y_mem}};
   // Debian's oneDNN runs on OpenMP: its team is the calling thread's max threads.
   const int before = omp_get_max_threads();
   omp_set_num_threads(threads);
+  memory x_mem(x_md, engine, o.x.data()), w_mem(w_md, engine, o.w.data()), y_mem(y_md, engine, o.y.data());
+  memory w_used = w_mem;
+  if (prepacked && pd.weights_desc() != w_md) {
+    w_used = memory(pd.weights_desc(), engine);
+    dnnl::reorder(w_mem, w_used).execute(stream, w_mem, w_used);
+    stream.wait();
+  }
+  const std::unordered_map<int, memory> args{{DNNL_ARG_SRC, x_mem}, {DNNL_ARG_WEIGHTS, w_used}, {DNNL_ARG_DST, y_mem}};
   for (auto _ : state) {
     matmul.execute(stream, args);
     stream.wait();
@@ -92,6 +109,9 @@ void onednn_matmul(benchmark::State& state, GemmShape s, int threads) {
   omp_set_num_threads(before);
   set_rate(state, s);
 }
+
+void onednn_matmul(benchmark::State& state, GemmShape s, int threads) { onednn_run(state, s, threads, false); }
+void onednn_packed_matmul(benchmark::State& state, GemmShape s, int threads) { onednn_run(state, s, threads, true); }
 
 #ifdef EMBER_BENCH_OPENBLAS
 void openblas_sgemm(benchmark::State& state, GemmShape s, int threads) {
@@ -124,12 +144,15 @@ void naive_gemm(benchmark::State& state, GemmShape s, int) {
 }
 
 bool register_gemm_benchmarks() {
-  for (const GemmShape& s : shapes) {
+  for (const GemmShape& s : bench::gemm_shapes) {
     const std::string prefix = std::string("gemm/") + s.name + "/";
     for (int threads : {1, 2}) {
       const std::string suffix = "/threads:" + std::to_string(threads);
       benchmark::RegisterBenchmark((prefix + "ember" + suffix).c_str(), ember_gemm, s, threads)->UseRealTime();
       benchmark::RegisterBenchmark((prefix + "onednn" + suffix).c_str(), onednn_matmul, s, threads)->UseRealTime();
+      benchmark::RegisterBenchmark((prefix + "ember_packed" + suffix).c_str(), ember_packed_gemm, s, threads)->UseRealTime();
+      benchmark::RegisterBenchmark((prefix + "onednn_packed" + suffix).c_str(), onednn_packed_matmul, s, threads)
+          ->UseRealTime();
 #ifdef EMBER_BENCH_OPENBLAS
       benchmark::RegisterBenchmark((prefix + "openblas" + suffix).c_str(), openblas_sgemm, s, threads)->UseRealTime();
 #endif

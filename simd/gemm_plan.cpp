@@ -135,7 +135,8 @@ void size_panels(const GemmIsaTraits& t, Candidate c, std::int64_t N, std::int64
     a_rows = std::min(plan.mc, plan.part_rows);
   } else {
     plan.vectors = c.vectors;
-    plan.rows = t.max_rows[c.vectors];
+    // Tiles of a B sliver's columns, cut evenly (the last sliver may be cut finer).
+    plan.rows = static_cast<int>(even_piece(std::min(N, sliver), t.max_rows[c.vectors]));
     const std::int64_t tile = std::int64_t{c.vectors} * t.width;
     plan.mc = std::max<std::int64_t>(1, mc_base / tile) * tile;
     a_rows = std::min(plan.mc, ceil_div(plan.part_rows, t.width) * t.width);

@@ -71,7 +71,8 @@ struct GemmPlan {
   GemmOrientation orientation = GemmOrientation::normal;
   // Full tile: `rows` broadcast rows x `vectors` vectors. normal: rows of C (M), vectors
   // along N (= b_vectors, narrower at the last sliver); transposed: at most `rows`
-  // columns of C per tile (a B sliver's columns cut evenly), vectors along M.
+  // columns of C per tile (a B sliver's columns cut evenly into pieces of at most
+  // max_rows[vectors]), vectors along M.
   int rows = 0, vectors = 0;
   int b_vectors = 0;  // B sliver width (gemm_b_sliver_vectors)
   std::int64_t kc = 0, mc = 0, nc = 0;

@@ -435,6 +435,113 @@ TEST_P(GemmTest, ThreadCountsGiveBitwiseIdenticalResults) {
   check_all(isa, cases);
 }
 
+// Every orientation and tile the planner picks over a sweep of small shapes (each row
+// count of every tiling, narrow and wide N, M around the vector widths), against the
+// reference, for all four transposes; the sweep must reach both orientations and every
+// B sliver width of this instruction set.
+TEST_P(GemmTest, EveryTilingOverASweepOfShapes) {
+  const Isa isa = GetParam();
+  const GemmIsaTraits& traits = gemm_isa_traits(isa);
+  std::vector<GemmCase> cases;
+  std::vector<bool> orientation_seen(3, false), sliver_seen(5, false);
+  std::vector<std::int64_t> ms, ns;
+  for (std::int64_t m = 1; m <= 17; ++m) ms.push_back(m);
+  for (std::int64_t m : {20, 31, 33, 47, 49, 64, 65}) ms.push_back(m);
+  for (std::int64_t n : {1, 2, 3, 5, 8, 10, 13, 16, 17, 24, 31, 33, 48, 49, 64, 65, 96, 130}) ns.push_back(n);
+  for (Transpose ta : transposes) {
+    for (Transpose tb : transposes) {
+      for (std::int64_t M : ms) {
+        for (std::int64_t N : ns) {
+          GemmCase c;
+          c.trans_a = ta;
+          c.trans_b = tb;
+          c.M = M;
+          c.N = N;
+          c.K = 13 + (M + N) % 5;
+          c.pad_a = M % 3;
+          c.pad_b = N % 2;
+          c.pad_c = (M + N) % 3;
+          c.accumulate = (M + N) % 4 == 1;
+          c.bias = (M * N) % 3 != 0;
+          c.activation = static_cast<Activation>((M + 2 * N) % 4);
+          const GemmPlan plan = plan_gemm(isa, ta, tb, M, N, c.K, 1, false);
+          orientation_seen[static_cast<std::size_t>(plan.orientation)] = true;
+          sliver_seen[static_cast<std::size_t>(plan.b_vectors)] = true;
+          cases.push_back(c);
+        }
+      }
+    }
+  }
+  EXPECT_TRUE(orientation_seen[0] && orientation_seen[1] && orientation_seen[2]) << "the sweep misses an orientation";
+  for (int v = 1; v <= traits.max_vectors; ++v) {
+    // The widest sliver pays only on wide N: add a shape that takes it.
+    if (!sliver_seen[static_cast<std::size_t>(v)]) {
+      for (std::int64_t N = 1; N <= 16 * traits.width; ++N) {
+        if (gemm_b_sliver_vectors(isa, N) != v) continue;
+        GemmCase c;
+        c.M = 37;
+        c.N = N;
+        c.K = 21;
+        c.bias = true;
+        c.pad_c = 1;
+        cases.push_back(c);
+        sliver_seen[static_cast<std::size_t>(v)] = true;
+        break;
+      }
+    }
+    EXPECT_TRUE(sliver_seen[static_cast<std::size_t>(v)]) << "no shape takes B slivers of " << v << " vectors";
+  }
+  check_all(isa, cases);
+}
+
+// gemm_packed on op(B) packed once by gemm_pack_b gives C bit for bit as gemm() does, for
+// every M against the one packed copy, every transpose, epilogue and thread count 1-3.
+TEST_P(GemmTest, PackedBGivesBitwiseTheUnpackedResult) {
+  const Isa isa = GetParam();
+  const GemmKernels kernels = kernels_under_test(isa);
+  const std::array<std::int64_t, 2> nks[] = {{10, 128}, {128, 300}, {33, 17}, {1, 40}, {200, 600}};
+  std::uint64_t seed = 500;
+  int failures = 0;
+  for (Transpose ta : transposes) {
+    for (Transpose tb : transposes) {
+      for (const auto& [N, K] : nks) {
+        const Stored b_shape = tb == Transpose::yes ? Stored{N, K, K + 3} : Stored{K, N, N + 3};
+        const std::vector<float> B = testing::uniform_vector(static_cast<std::size_t>(b_shape.floats()), seed++);
+        GuardedBuffer<float> packed(kernels.packed_b_floats(tb, K, N));
+        for (float& x : packed) x = nan_value;
+        kernels.pack_b(tb, K, N, B.data(), b_shape.ld, packed.data());
+        const std::vector<float> bias = testing::uniform_vector(static_cast<std::size_t>(N), seed++);
+        for (std::int64_t M : {1, 3, 4, 5, 16, 17, 49, 64, 150}) {
+          const Stored a_shape = ta == Transpose::yes ? Stored{K, M, M + 1} : Stored{M, K, K + 1};
+          const std::vector<float> A = testing::uniform_vector(static_cast<std::size_t>(a_shape.floats()), seed++);
+          const std::int64_t ldc = N + 1;
+          const std::vector<float> c_start = testing::uniform_vector(static_cast<std::size_t>(M * ldc), seed++);
+          GemmEpilogue epilogue;
+          epilogue.accumulate = M % 2 == 1;
+          epilogue.bias = M % 3 != 1 ? bias.data() : nullptr;
+          epilogue.activation = static_cast<Activation>(M % 4);
+          GuardedBuffer<float> scratch(kernels.scratch_floats(ta, tb, M, N, K, 1));
+          std::vector<float> unpacked = c_start;
+          kernels.gemm(ta, tb, M, N, K, A.data(), a_shape.ld, B.data(), b_shape.ld, unpacked.data(), ldc, epilogue,
+                       scratch.data(), 1);
+          for (int threads : {1, 2, 3}) {
+            GuardedBuffer<float> packed_scratch(kernels.packed_scratch_floats(ta, tb, M, N, K, threads));
+            for (float& x : packed_scratch) x = nan_value;
+            std::vector<float> C = c_start;
+            kernels.gemm_packed(ta, tb, M, N, K, A.data(), a_shape.ld, packed.data(), C.data(), ldc, epilogue,
+                                packed_scratch.data(), threads);
+            const bool same = std::memcmp(C.data(), unpacked.data(), C.size() * sizeof(float)) == 0;
+            EXPECT_TRUE(same) << isa_name(isa) << " " << (ta == Transpose::yes ? "A^T" : "A") << " "
+                              << (tb == Transpose::yes ? "B^T" : "B") << " M=" << M << " N=" << N << " K=" << K
+                              << " threads " << threads << ": gemm_packed differs from gemm";
+            if (!same && ++failures == 5) return;
+          }
+        }
+      }
+    }
+  }
+}
+
 // Batch-1 and small-batch inference must not need large scratch: a Linear forward of one
 // sample packs nothing, and small shapes take small panels.
 TEST_P(GemmTest, ScratchFollowsTheShape) {
@@ -455,7 +562,8 @@ TEST_P(GemmTest, KernelsForIsaReturnsThisIsasTable) {
   testing::expect_kernels_for_is_safe(isa, "gemm", [isa] {
     const GemmKernels& table = gemm_kernels_for(isa);
     const GemmKernels made = kernels_under_test(isa);
-    return table.gemm == made.gemm && table.scratch_floats == made.scratch_floats && table.blocking.mr == made.blocking.mr;
+    return table.gemm == made.gemm && table.scratch_floats == made.scratch_floats && table.gemm_packed == made.gemm_packed &&
+           table.pack_b == made.pack_b && table.blocking.mr == made.blocking.mr;
   });
 }
 
