@@ -12,7 +12,7 @@ set(EMBER_ISA_FLAGS_avx2 -mavx2 -mfma)
 # positive of the _mm512_undefined_* idiom); it says nothing about ember's code. (Clang has
 # no such warning and would warn of the unknown option.)
 set(EMBER_ISA_FLAGS_avx512 -mavx2 -mfma -mavx512f -mavx512cd -mavx512dq -mavx512bw -mavx512vl
-    $<$<CXX_COMPILER_ID:GNU>:-Wno-maybe-uninitialized>)
+    $<$<CXX_COMPILER_ID:GNU>:-Wno-maybe-uninitialized$<SEMICOLON>-Wno-uninitialized>)
 
 # ember_simd_family(<target> <family>): adds <family>.cpp and one instantiation of
 # make_<family>_kernels<Arch>() (returning

@@ -95,42 +95,48 @@ template <class Arch, int Rows>
 }
 
 // The row groups [R0, R0 + tw) of one tw-wide step along K, highest first: a partial top
-// group spills into the next row of dst, which the lower groups then overwrite.
+// group spills (zeros) past column Rows of dst, maybe into the next row of dst, which the
+// lower groups then overwrite.
 template <class Arch, int Rows, int R0>
-[[gnu::always_inline]] inline void transpose_groups(const float* src, std::int64_t src_stride, float* dst) {
+[[gnu::always_inline]] inline void transpose_groups(const float* src, std::int64_t src_stride, float* dst,
+                                                    std::int64_t dst_stride) {
   constexpr int tw = GemmTraits<Arch>::tw;
-  transpose_block<Arch, std::min(tw, Rows - R0)>(src + R0 * src_stride, src_stride, dst + R0, Rows);
-  if constexpr (R0 > 0) transpose_groups<Arch, Rows, R0 - tw>(src, src_stride, dst);
+  transpose_block<Arch, std::min(tw, Rows - R0)>(src + R0 * src_stride, src_stride, dst + R0, dst_stride);
+  if constexpr (R0 > 0) transpose_groups<Arch, Rows, R0 - tw>(src, src_stride, dst, dst_stride);
 }
 
-// dst (kc x Rows, row-major) = src (Rows x kc, row stride src_stride)^T. May write up to
-// tw floats past dst[kc * Rows] (panels keep that slack).
+// dst (kc x Rows, row stride dst_stride >= Rows) = src (Rows x kc, row stride
+// src_stride)^T. May write up to tw floats past column Rows of a row (zeros), and past
+// dst[(kc - 1) * dst_stride + Rows] (panels keep that slack).
 template <class Arch, int Rows>
-void pack_transposed(const float* src, std::int64_t src_stride, std::int64_t kc, float* dst) {
+void pack_transposed(const float* src, std::int64_t src_stride, std::int64_t kc, float* dst, std::int64_t dst_stride) {
   constexpr int tw = GemmTraits<Arch>::tw;
   std::int64_t k = 0;
-  for (; k + tw <= kc; k += tw) transpose_groups<Arch, Rows, (Rows - 1) / tw * tw>(src + k, src_stride, dst + k * Rows);
+  for (; k + tw <= kc; k += tw) {
+    transpose_groups<Arch, Rows, (Rows - 1) / tw * tw>(src + k, src_stride, dst + k * dst_stride, dst_stride);
+  }
   for (; k < kc; ++k) {
 #pragma GCC unroll 32
-    for (int r = 0; r < Rows; ++r) dst[k * Rows + r] = src[r * src_stride + k];
+    for (int r = 0; r < Rows; ++r) dst[k * dst_stride + r] = src[r * src_stride + k];
   }
 }
 
 // pack_transposed for a sliver width known at run time: the widths the tilings use (up
 // to 16 rows, whole vectors up to 4) take the transposing path; false for any other.
 template <class Arch, int S = 1>
-bool pack_transposed_any(std::int64_t width, const float* src, std::int64_t src_stride, std::int64_t kc, float* dst) {
+bool pack_transposed_any(std::int64_t rows, const float* src, std::int64_t src_stride, std::int64_t kc, float* dst,
+                         std::int64_t dst_stride) {
   constexpr int W = static_cast<int>(GemmTraits<Arch>::width);
   if constexpr (S > 4 * W) {
     return false;
   } else {
     if constexpr (S <= 16 || S % W == 0) {
-      if (width == S) {
-        pack_transposed<Arch, S>(src, src_stride, kc, dst);
+      if (rows == S) {
+        pack_transposed<Arch, S>(src, src_stride, kc, dst, dst_stride);
         return true;
       }
     }
-    return pack_transposed_any<Arch, S + 1>(width, src, src_stride, kc, dst);
+    return pack_transposed_any<Arch, S + 1>(rows, src, src_stride, kc, dst, dst_stride);
   }
 }
 
@@ -148,15 +154,24 @@ template <class Arch>
 PackSource source_b(Transpose trans_b, const float* B, std::int64_t ldb) { return {B, ldb, trans_b == Transpose::yes}; }
 
 // One sliver, k-major: dst[k*width + r] = op(r0 + r, k0 + k) for r < valid, 0 for
-// valid <= r < width, k < kc. May write up to tw floats past dst[kc * width].
+// valid <= r < width, k < kc. May write up to tw floats past dst[kc * width]. (width is
+// valid, or valid rounded up to whole vectors.)
 template <class Arch>
 void pack_sliver(const PackSource& s, std::int64_t r0, std::int64_t valid, std::int64_t width, std::int64_t k0,
                  std::int64_t kc, float* dst) {
   if (s.k_contiguous) {
+    // Whole vectors, then the rest (fewer than a vector: at most 16 rows), by transposes.
+    constexpr std::int64_t W = GemmTraits<Arch>::width;
     const float* src = s.X + r0 * s.ld + k0;
-    if (valid == width && pack_transposed_any<Arch>(width, src, s.ld, kc, dst)) return;
+    const std::int64_t whole = valid == width ? valid : valid / W * W, rest = valid - whole;
+    const bool fast = (whole == 0 || pack_transposed_any<Arch>(whole, src, s.ld, kc, dst, width)) &&
+                      (rest == 0 || pack_transposed_any<Arch>(rest, src + whole * s.ld, s.ld, kc, dst + whole, width));
+    if (fast && valid == width) return;
     for (std::int64_t k = 0; k < kc; ++k) {
-      for (std::int64_t r = 0; r < width; ++r) dst[k * width + r] = r < valid ? src[r * s.ld + k] : 0.0f;
+      if (!fast) {
+        for (std::int64_t r = 0; r < valid; ++r) dst[k * width + r] = src[r * s.ld + k];
+      }
+      std::fill(dst + k * width + valid, dst + (k + 1) * width, 0.0f);
     }
     return;
   }
@@ -192,14 +207,16 @@ struct TileEpilogue {
   Activation activation = Activation::none;
 };
 
-// One vector of C: v (+ C) (+ bias, then activation at the last K block).
+// One vector of C: v (+ C) (+ bias, then activation at the last K block). The bias is
+// a vector, or one value for every lane (a transposed tile's row is one column of C).
 template <class Arch>
 [[gnu::always_inline]] inline xsimd::batch<float, Arch> finish_vector(xsimd::batch<float, Arch> v, const float* c,
-                                                                      const float* bias, const TileEpilogue& e) {
+                                                                      const float* bias, const TileEpilogue& e,
+                                                                      bool broadcast_bias = false) {
   using Batch = xsimd::batch<float, Arch>;
   if (e.add_c) v = Batch::load_unaligned(c) + v;
   if (!e.last) return v;
-  if (bias != nullptr) v += Batch::load_unaligned(bias);
+  if (bias != nullptr) v += broadcast_bias ? Batch(*bias) : Batch::load_unaligned(bias);
   switch (e.activation) {
     case Activation::none: break;
     case Activation::relu: v = xsimd::max(v, Batch(0.0f)); break;
@@ -246,13 +263,43 @@ struct TileArgs {
   TileEpilogue e;            // e.bias: at the tile's first column of C
 };
 
+// A transposed tile's sums into C: the epilogue in the tile's layout (C gathered when it
+// is added to), the result scattered to C row by row.
+template <class Arch, int Rows, int NV>
+[[gnu::always_inline]] inline void store_tile_transposed(xsimd::batch<float, Arch> (&acc)[Rows][NV], const TileArgs& t) {
+  constexpr std::int64_t W = GemmTraits<Arch>::width, tile_row = NV * W;
+  alignas(64) float c_tile[Rows * NV * W];
+  if (t.e.add_c) {
+    std::fill(c_tile, c_tile + Rows * tile_row, 0.0f);
+    for (std::int64_t l = 0; l < t.lanes; ++l) {
+      for (int r = 0; r < Rows; ++r) c_tile[r * tile_row + l] = t.c[l * t.ldc + r];
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < Rows; ++r) {
+    const float* bias = t.e.bias != nullptr ? t.e.bias + r : nullptr;
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      float* at = c_tile + r * tile_row + v * W;
+      finish_vector<Arch>(acc[r][v], at, bias, t.e, true).store_aligned(at);
+    }
+  }
+  for (std::int64_t l = 0; l < t.lanes; ++l) {
+    for (int r = 0; r < Rows; ++r) t.c[l * t.ldc + r] = c_tile[r * tile_row + l];
+  }
+}
+
 // The tile's sums into C (see TileArgs). Whole normal tiles go straight from registers;
-// others through a copy of the sums. (Accumulators leave registers through compile-time
+// normal edge tiles through a copy of the sums. (Accumulators leave registers through compile-time
 // indices only, or GCC would keep them in memory throughout.)
 template <class Arch, int Rows, int NV>
 [[gnu::always_inline]] inline void store_tile(xsimd::batch<float, Arch> (&acc)[Rows][NV], const TileArgs& t) {
   constexpr std::int64_t W = GemmTraits<Arch>::width;
-  if (!t.transposed && t.lanes == NV * W) {
+  if (t.transposed) {
+    store_tile_transposed<Arch, Rows, NV>(acc, t);
+    return;
+  }
+  if (t.lanes == NV * W) {
 #pragma GCC unroll 16
     for (int r = 0; r < Rows; ++r) {
       float* row = t.c + r * t.ldc;
@@ -270,19 +317,12 @@ template <class Arch, int Rows, int NV>
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[r][v].store_aligned(sums + (r * NV + v) * W);
   }
-  if (!t.transposed) {
-    for (int r = 0; r < Rows; ++r) finish_row<Arch>(sums + r * NV * W, t.lanes, t.c + r * t.ldc, t.e.bias, t.e);
-    return;
-  }
-  float column[Rows];
-  for (std::int64_t l = 0; l < t.lanes; ++l) {
-    for (int r = 0; r < Rows; ++r) column[r] = sums[r * NV * W + l];
-    finish_row<Arch>(column, Rows, t.c + l * t.ldc, t.e.bias, t.e);
-  }
+  for (int r = 0; r < Rows; ++r) finish_row<Arch>(sums + r * NV * W, t.lanes, t.c + r * t.ldc, t.e.bias, t.e);
 }
 
-// The micro-kernel: sums over the K block in registers, then store_tile.
-template <class Arch, int Rows, int NV>
+// The micro-kernel: sums over the K block in registers, then store_tile. DirectA: the
+// broadcast rows are rows of A read in place, row r at step k at a[r * a_step + k].
+template <class Arch, int Rows, int NV, bool DirectA>
 void micro_tile(const TileArgs& t) {
   using Batch = xsimd::batch<float, Arch>;
   constexpr std::int64_t W = GemmTraits<Arch>::width;
@@ -304,13 +344,13 @@ void micro_tile(const TileArgs& t) {
   const float* a = t.a;
   const float* b = t.b;
 #pragma GCC unroll 2
-  for (std::int64_t k = 0; k < t.kc; ++k, a += t.a_step, b += t.b_step) {
+  for (std::int64_t k = 0; k < t.kc; ++k, a += DirectA ? 1 : t.a_step, b += t.b_step) {
     Batch loaded[NV];
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) loaded[v] = Batch::load_unaligned(b + v * W);
 #pragma GCC unroll 16
     for (int r = 0; r < Rows; ++r) {
-      const Batch x(a[r]);
+      const Batch x(a[DirectA ? r * t.a_step : r]);
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[r][v] = xsimd::fma(x, loaded[v], acc[r][v]);
     }
@@ -328,28 +368,28 @@ constexpr Isa gemm_isa() {
 
 // micro_tile with `rows` (at most Rows) as a template argument: every row count has its
 // own kernel, so a tile of fewer rows issues no padding FMAs.
-template <class Arch, int NV, int Rows>
+template <class Arch, int NV, int Rows, bool DirectA>
 void run_tile_rows(std::int64_t rows, const TileArgs& t) {
   if constexpr (Rows > 1) {
     if (rows < Rows) {
-      run_tile_rows<Arch, NV, Rows - 1>(rows, t);
+      run_tile_rows<Arch, NV, Rows - 1, DirectA>(rows, t);
       return;
     }
   }
-  micro_tile<Arch, Rows, NV>(t);
+  micro_tile<Arch, Rows, NV, DirectA>(t);
 }
 
 // A tile of rows x vectors, within the register budget of simd/gemm_plan.h.
-template <class Arch>
+template <class Arch, bool DirectA = false>
 void run_tile(std::int64_t rows, std::int64_t vectors, const TileArgs& t) {
   constexpr GemmIsaTraits T = gemm_isa_traits_table[static_cast<int>(gemm_isa<Arch>())];
   static_assert(T.width == GemmTraits<Arch>::width);
   switch (vectors) {
-    case 1: run_tile_rows<Arch, 1, T.max_rows[1]>(rows, t); return;
-    case 2: run_tile_rows<Arch, 2, T.max_rows[2]>(rows, t); return;
-    case 3: run_tile_rows<Arch, 3, T.max_rows[3]>(rows, t); return;
+    case 1: run_tile_rows<Arch, 1, T.max_rows[1], DirectA>(rows, t); return;
+    case 2: run_tile_rows<Arch, 2, T.max_rows[2], DirectA>(rows, t); return;
+    case 3: run_tile_rows<Arch, 3, T.max_rows[3], DirectA>(rows, t); return;
     default:
-      if constexpr (T.max_vectors >= 4) run_tile_rows<Arch, 4, T.max_rows[4]>(rows, t);
+      if constexpr (T.max_vectors >= 4) run_tile_rows<Arch, 4, T.max_rows[4], DirectA>(rows, t);
       return;
   }
 }
@@ -492,10 +532,10 @@ void gemm_unpacked(Transpose trans_a, std::int64_t M, std::int64_t N, std::int64
 
 // Dot-product kernel for the small shapes with op(B) = B^T.
 
-// C[i][j] (+)= dot(A row i, B row j) over K, for a tile of up to ARows x BRows.
+// C[i][j] (+)= dot(A row i, B row j) over K, for a tile of ARows x BRows.
 template <class Arch, int ARows, int BRows>
-void dot_tile(std::int64_t a_rows, std::int64_t b_rows, std::int64_t K, const float* A, std::int64_t lda, const float* B,
-              std::int64_t ldb, float* C, std::int64_t ldc, bool overwrite) {
+void dot_tile(std::int64_t K, const float* A, std::int64_t lda, const float* B, std::int64_t ldb, float* C,
+              std::int64_t ldc, bool overwrite) {
   using T = GemmTraits<Arch>;
   using Batch = typename T::Batch;
   constexpr std::int64_t W = T::width;
@@ -506,28 +546,21 @@ void dot_tile(std::int64_t a_rows, std::int64_t b_rows, std::int64_t K, const fl
     for (int j = 0; j < BRows; ++j) acc[i][j] = Batch(0.0f);
   }
   const std::int64_t k_vectors = K / W * W;
-  if (a_rows == ARows && b_rows == BRows) {
-    for (std::int64_t k = 0; k < k_vectors; k += W) {
-      Batch a[ARows];
+  for (std::int64_t k = 0; k < k_vectors; k += W) {
+    Batch a[ARows];
 #pragma GCC unroll 16
-      for (int i = 0; i < ARows; ++i) a[i] = Batch::load_unaligned(A + i * lda + k);
+    for (int i = 0; i < ARows; ++i) a[i] = Batch::load_unaligned(A + i * lda + k);
 #pragma GCC unroll 16
-      for (int j = 0; j < BRows; ++j) {
-        const Batch b = Batch::load_unaligned(B + j * ldb + k);
+    for (int j = 0; j < BRows; ++j) {
+      const Batch b = Batch::load_unaligned(B + j * ldb + k);
 #pragma GCC unroll 16
-        for (int i = 0; i < ARows; ++i) acc[i][j] = xsimd::fma(a[i], b, acc[i][j]);
-      }
-    }
-  } else {
-    for (std::int64_t k = 0; k < k_vectors; k += W) {
-      for (std::int64_t j = 0; j < b_rows; ++j) {
-        const Batch b = Batch::load_unaligned(B + j * ldb + k);
-        for (std::int64_t i = 0; i < a_rows; ++i) acc[i][j] = xsimd::fma(Batch::load_unaligned(A + i * lda + k), b, acc[i][j]);
-      }
+      for (int i = 0; i < ARows; ++i) acc[i][j] = xsimd::fma(a[i], b, acc[i][j]);
     }
   }
-  for (std::int64_t i = 0; i < a_rows; ++i) {
-    for (std::int64_t j = 0; j < b_rows; ++j) {
+#pragma GCC unroll 16
+  for (int i = 0; i < ARows; ++i) {
+#pragma GCC unroll 16
+    for (int j = 0; j < BRows; ++j) {
       float sum = xsimd::hadd(acc[i][j]);
       for (std::int64_t k = k_vectors; k < K; ++k) sum += A[i * lda + k] * B[j * ldb + k];
       float& out = C[i * ldc + j];
@@ -536,19 +569,42 @@ void dot_tile(std::int64_t a_rows, std::int64_t b_rows, std::int64_t K, const fl
   }
 }
 
-// C (M x N) (+)= A (M x K) * B^T, B (N x K), both contiguous along K.
+// dot_tile with a_rows <= ARows and b_rows <= BRows as template arguments: a tile at the
+// edge keeps its accumulators in registers too.
+template <class Arch, int ARows, int BRows>
+void dot_tile_rows(std::int64_t a_rows, std::int64_t b_rows, std::int64_t K, const float* A, std::int64_t lda,
+                   const float* B, std::int64_t ldb, float* C, std::int64_t ldc, bool overwrite) {
+  if constexpr (ARows > 1) {
+    if (a_rows < ARows) return dot_tile_rows<Arch, ARows - 1, BRows>(a_rows, b_rows, K, A, lda, B, ldb, C, ldc, overwrite);
+  }
+  if constexpr (BRows > 1) {
+    if (b_rows < BRows) return dot_tile_rows<Arch, ARows, BRows - 1>(a_rows, b_rows, K, A, lda, B, ldb, C, ldc, overwrite);
+  }
+  dot_tile<Arch, ARows, BRows>(K, A, lda, B, ldb, C, ldc, overwrite);
+}
+
+// C (M x N) (+)= A (M x K) * B^T, B (N x K), both contiguous along K, in tiles of AR x BR
+// (one row of A against 8 rows of B for a GEMV, so W streams past 8 accumulators).
+template <class Arch, int AR, int BR>
+void gemm_dot_tiles(std::int64_t M, std::int64_t N, std::int64_t K, const float* A, std::int64_t lda, const float* B,
+                    std::int64_t ldb, float* C, std::int64_t ldc, bool overwrite) {
+  for (std::int64_t j = 0; j < N; j += BR) {
+    const std::int64_t b_rows = std::min<std::int64_t>(BR, N - j);
+    for (std::int64_t i = 0; i < M; i += AR) {
+      dot_tile_rows<Arch, AR, BR>(std::min<std::int64_t>(AR, M - i), b_rows, K, A + i * lda, lda, B + j * ldb, ldb,
+                                  C + i * ldc + j, ldc, overwrite);
+    }
+  }
+}
+
 template <class Arch>
 void gemm_dot(std::int64_t M, std::int64_t N, std::int64_t K, const float* A, std::int64_t lda, const float* B,
               std::int64_t ldb, float* C, std::int64_t ldc, bool overwrite) {
   using T = GemmTraits<Arch>;
-  constexpr int AR = T::dot_a_rows;
-  constexpr int BR = T::dot_b_rows;
-  for (std::int64_t j = 0; j < N; j += BR) {
-    const std::int64_t b_rows = std::min<std::int64_t>(BR, N - j);
-    for (std::int64_t i = 0; i < M; i += AR) {
-      dot_tile<Arch, AR, BR>(std::min<std::int64_t>(AR, M - i), b_rows, K, A + i * lda, lda, B + j * ldb, ldb,
-                             C + i * ldc + j, ldc, overwrite);
-    }
+  if (M == 1) {
+    gemm_dot_tiles<Arch, 1, 8>(M, N, K, A, lda, B, ldb, C, ldc, overwrite);
+  } else {
+    gemm_dot_tiles<Arch, T::dot_a_rows, T::dot_b_rows>(M, N, K, A, lda, B, ldb, C, ldc, overwrite);
   }
 }
 
@@ -583,14 +639,17 @@ struct GemmBlock {
   std::int64_t ic, mc, jc, nc, pc, kc;
 };
 
-// The normal orientation on one block: op(A) rows packed in slivers of plan.rows,
-// broadcast against each B sliver (the B sliver stays in L1 over the A slivers).
+// The normal orientation on one block: op(A) rows packed in slivers of plan.rows (or
+// read in place, plan.direct_a), broadcast against each B sliver (the B sliver stays in
+// L1 over the A slivers).
 template <class Arch>
 void normal_block(const GemmPlan& plan, const GemmOperands& g, const BSlivers& bs, const GemmBlock& blk,
                   const TileEpilogue& e, const float* bias, float* a_panel) {
   constexpr std::int64_t W = GemmTraits<Arch>::width;
   const std::int64_t sliver = std::int64_t{plan.b_vectors} * W, rows_per_tile = plan.rows;
-  pack_panel<Arch>(source_a<Arch>(g.trans_a, g.A, g.lda), blk.ic, blk.mc, blk.pc, blk.kc, rows_per_tile, 1, a_panel);
+  if (!plan.direct_a) {
+    pack_panel<Arch>(source_a<Arch>(g.trans_a, g.A, g.lda), blk.ic, blk.mc, blk.pc, blk.kc, rows_per_tile, 1, a_panel);
+  }
   TileArgs t;
   t.kc = blk.kc;
   t.ldc = g.ldc;
@@ -603,10 +662,16 @@ void normal_block(const GemmPlan& plan, const GemmOperands& g, const BSlivers& b
     t.e.bias = bias != nullptr ? bias + blk.jc + jr : nullptr;
     for (std::int64_t ir = 0; ir < blk.mc; ir += rows_per_tile) {
       const std::int64_t rows = std::min(rows_per_tile, blk.mc - ir);
-      t.a = a_panel + ir * blk.kc;
-      t.a_step = rows;
       t.c = g.C + (blk.ic + ir) * g.ldc + blk.jc + jr;
-      run_tile<Arch>(rows, width / W, t);
+      if (plan.direct_a) {
+        t.a = g.A + (blk.ic + ir) * g.lda + blk.pc;
+        t.a_step = g.lda;
+        run_tile<Arch, true>(rows, width / W, t);
+      } else {
+        t.a = a_panel + ir * blk.kc;
+        t.a_step = rows;
+        run_tile<Arch>(rows, width / W, t);
+      }
     }
   }
 }

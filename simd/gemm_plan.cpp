@@ -7,6 +7,7 @@ namespace ember::simd {
 namespace {
 
 constexpr std::int64_t max_k_block = 256;
+constexpr std::int64_t l1_bytes = 32 * 1024;
 // Below this many multiply-adds (M N K) one thread finishes before a team starts.
 constexpr std::int64_t min_parallel_work = std::int64_t{1} << 21;
 // Rows of op(A) per A panel (an MC x KC panel stays in a 512 KiB L2) and columns of op(B)
@@ -15,11 +16,14 @@ constexpr std::int64_t mc_base = 144;
 constexpr std::int64_t nc_base = 2048;
 // Slack after each packed panel: the packing transposes may write up to 8 floats past it.
 constexpr std::int64_t pack_slack = 16;
-// Model costs, in quarter cycles: packing one float (a transpose, about half a cycle),
-// finishing one vector of C (load, add, store) and one element of a transposed tile.
-constexpr std::int64_t pack_cost = 2;
+// Model costs, in quarter cycles: packing four floats (measured on Zen 4: packing op(A)^T
+// for fc2 at batch 64 costs a fifth of its tiles), finishing one vector of C (load, add,
+// store) and one element of a transposed tile.
+constexpr std::int64_t pack_floats_per_unit = 4;
 constexpr std::int64_t c_vector_cost = 4;
 constexpr std::int64_t c_transposed_element_cost = 4;
+// Widest part of C, in B slivers, for which the normal orientation reads A in place.
+constexpr std::int64_t direct_a_max_slivers = 16;
 
 std::int64_t ceil_div(std::int64_t x, std::int64_t y) { return (x + y - 1) / y; }
 
@@ -52,15 +56,20 @@ std::int64_t rows_step_cost(const GemmIsaTraits& t, std::int64_t rows, std::int6
   return full * tile_step_cost(t, piece, vectors) + (rows % piece > 0 ? tile_step_cost(t, rows % piece, vectors) : 0);
 }
 
+bool reads_a_in_place(const GemmIsaTraits& t, int b_vectors, Transpose trans_a, std::int64_t cols) {
+  return trans_a == Transpose::no && cols <= direct_a_max_slivers * b_vectors * t.width;
+}
+
 // The normal orientation on a part of rows x cols.
 std::int64_t normal_cost(const GemmIsaTraits& t, int b_vectors, std::int64_t rows, std::int64_t cols, std::int64_t K,
-                         bool b_prepacked) {
+                         bool b_prepacked, bool direct_a) {
   const std::int64_t n_vectors = ceil_div(cols, t.width), max_rows = t.max_rows[b_vectors];
   const std::int64_t full = n_vectors / b_vectors, last = n_vectors % b_vectors;
   std::int64_t step = full * rows_step_cost(t, rows, max_rows, b_vectors);
   if (last > 0) step += rows_step_cost(t, rows, max_rows, last);
   const std::int64_t k_blocks = ceil_div(K, gemm_k_block(K));
-  const std::int64_t packing = (rows * ceil_div(cols, nc_base) + (b_prepacked ? 0 : n_vectors * t.width)) * K * pack_cost;
+  const std::int64_t a_packed = direct_a ? 0 : rows * ceil_div(cols, nc_base);
+  const std::int64_t packing = (a_packed + (b_prepacked ? 0 : n_vectors * t.width)) * K / pack_floats_per_unit;
   return step * K + k_blocks * rows * n_vectors * c_vector_cost + packing;
 }
 
@@ -78,18 +87,22 @@ std::int64_t transposed_cost(const GemmIsaTraits& t, int b_vectors, int vectors,
   if (cols % sliver > 0) step += columns_cost(cols % sliver);
   const std::int64_t k_blocks = ceil_div(K, gemm_k_block(K));
   const std::int64_t b_floats = ceil_div(cols, t.width) * t.width;
-  const std::int64_t packing = (m_vectors * t.width * ceil_div(cols, nc_base) + (b_prepacked ? 0 : b_floats)) * K * pack_cost;
+  const std::int64_t packing =
+      (m_vectors * t.width * ceil_div(cols, nc_base) + (b_prepacked ? 0 : b_floats)) * K / pack_floats_per_unit;
   return step * K + k_blocks * rows * cols * c_transposed_element_cost + packing;
 }
 
 struct Candidate {
   GemmOrientation orientation;
   int vectors;  // transposed: tile width along M
+  Transpose trans_a;
 };
 
 std::int64_t part_cost(const GemmIsaTraits& t, int b_vectors, Candidate c, std::int64_t rows, std::int64_t cols,
                        std::int64_t K, bool b_prepacked) {
-  if (c.orientation == GemmOrientation::normal) return normal_cost(t, b_vectors, rows, cols, K, b_prepacked);
+  if (c.orientation == GemmOrientation::normal) {
+    return normal_cost(t, b_vectors, rows, cols, K, b_prepacked, reads_a_in_place(t, b_vectors, c.trans_a, cols));
+  }
   return transposed_cost(t, b_vectors, c.vectors, rows, cols, K, b_prepacked);
 }
 
@@ -129,10 +142,11 @@ void size_panels(const GemmIsaTraits& t, Candidate c, std::int64_t N, std::int64
   plan.nc = std::max<std::int64_t>(1, nc_base / sliver) * sliver;
   std::int64_t a_rows = 0;
   if (c.orientation == GemmOrientation::normal) {
+    plan.direct_a = reads_a_in_place(t, plan.b_vectors, c.trans_a, plan.part_cols);
     plan.vectors = plan.b_vectors;
     plan.rows = static_cast<int>(even_piece(plan.part_rows, t.max_rows[plan.b_vectors]));
     plan.mc = std::max<std::int64_t>(1, mc_base / plan.rows) * plan.rows;
-    a_rows = std::min(plan.mc, plan.part_rows);
+    a_rows = plan.direct_a ? 0 : std::min(plan.mc, plan.part_rows);
   } else {
     plan.vectors = c.vectors;
     // Tiles of a B sliver's columns, cut evenly (the last sliver may be cut finer).
@@ -155,18 +169,19 @@ std::int64_t gemm_k_block(std::int64_t K) {
 }
 
 int gemm_b_sliver_vectors(Isa isa, std::int64_t N) {
-  // The sliver whose tiles cost least per row of C over N (a large M's tiling); the
-  // narrower on a tie.
+  // The sliver whose tiles cost least per row of C over N (a large M's tiling), among
+  // those whose K block (kc x width) fits a 32 KiB L1; the wider on a tie (fewer loads).
   const GemmIsaTraits& t = gemm_isa_traits(isa);
   const std::int64_t n_vectors = std::max<std::int64_t>(1, ceil_div(N, t.width));
   int best = 1;
   std::int64_t best_cost = 0;
   for (int v = 1; v <= t.max_vectors && v <= n_vectors; ++v) {
+    if (v > 1 && max_k_block * v * t.width * std::int64_t{sizeof(float)} > l1_bytes) break;
     const std::int64_t rows = t.max_rows[v], last = n_vectors % v;
     // Cost per row of C, scaled by a common multiple of every max_rows (720720 = lcm 1..16).
     std::int64_t cost = n_vectors / v * tile_step_cost(t, rows, v) * (720720 / rows);
     if (last > 0) cost += tile_step_cost(t, rows, last) * (720720 / rows);
-    if (v == 1 || cost < best_cost) best = v, best_cost = cost;
+    if (v == 1 || cost <= best_cost) best = v, best_cost = cost;
   }
   return best;
 }
@@ -195,11 +210,12 @@ GemmPlan plan_gemm(Isa isa, Transpose trans_a, Transpose trans_b, std::int64_t M
     return plan;
   }
   plan.b_vectors = gemm_b_sliver_vectors(isa, N);
-  Candidate best{GemmOrientation::normal, plan.b_vectors};
+  Candidate best{GemmOrientation::normal, plan.b_vectors, trans_a};
   choose_parts(t, best, M, N, K, threads, b_prepacked, plan);
-  for (int v = 1; v <= t.max_vectors; ++v) {
+  // Vectors along M pay only where vectors along N would carry padding.
+  for (int v = 1; v <= t.max_vectors && N % t.width != 0; ++v) {
     GemmPlan trial = plan;
-    const Candidate c{GemmOrientation::transposed, v};
+    const Candidate c{GemmOrientation::transposed, v, trans_a};
     choose_parts(t, c, M, N, K, threads, b_prepacked, trial);
     if (trial.cost < plan.cost) plan = trial, best = c;
   }

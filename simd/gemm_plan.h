@@ -40,14 +40,15 @@ struct GemmIsaTraits {
   int max_rows[5];
   // Throughput model of the core, per cycle: vector FMAs issued, loads (a broadcast is
   // one), and the FMA latency (a tile with fewer accumulators than fma_latency *
-  // fma_per_cycle waits on it).
+  // fma_per_cycle waits on it). AVX-512 cores issue one zmm FMA a cycle (Zen 4, which
+  // splits it over its two 256-bit units) or two (large Xeons); one is the common case.
   int fma_per_cycle, loads_per_cycle, fma_latency;
 };
 
 inline constexpr GemmIsaTraits gemm_isa_traits_table[isa_count] = {
     {4, 16, 3, {0, 14, 6, 4, 0}, 2, 2, 4},    // sse4_2: 16 xmm
     {8, 16, 3, {0, 14, 6, 4, 0}, 2, 2, 4},    // avx2: 16 ymm
-    {16, 32, 4, {0, 16, 14, 9, 6}, 2, 2, 4},  // avx512: 32 zmm
+    {16, 32, 4, {0, 16, 14, 9, 6}, 1, 2, 4},  // avx512: 32 zmm
 };
 inline const GemmIsaTraits& gemm_isa_traits(Isa isa) { return gemm_isa_traits_table[static_cast<int>(isa)]; }
 
@@ -75,6 +76,9 @@ struct GemmPlan {
   // max_rows[vectors]), vectors along M.
   int rows = 0, vectors = 0;
   int b_vectors = 0;  // B sliver width (gemm_b_sliver_vectors)
+  // Normal orientation with A row-major: A's rows broadcast in place, not packed (a panel
+  // reused over few B slivers does not repay its packing).
+  bool direct_a = false;
   std::int64_t kc = 0, mc = 0, nc = 0;
   int threads = 1, m_parts = 1, n_parts = 1;
   std::int64_t part_rows = 0, part_cols = 0;
