@@ -1,6 +1,7 @@
 #include "layers/linear.h"
 
 #include <algorithm>
+#include <string>
 
 #include "engine/error.h"
 #include "layers/options.h"
@@ -14,12 +15,28 @@ class PreparedLinear final : public PreparedLayer {
  public:
   PreparedLinear(std::int64_t rows, std::int64_t in, std::int64_t out, bool bias) : rows_(rows), in_(in), out_(out), bias_(bias) {}
 
-  // Y (rows x out) = X (rows x in) W^T + b
+  // Y (rows x out) = X (rows x in) W^T + b; in a session, against W packed once
+  // (prepare_constants), bitwise the same as from W itself.
   void forward(const ForwardArgs& args) const override {
+    using simd::Transpose;
     simd::GemmEpilogue epilogue;
     epilogue.bias = bias_ ? args.params[1].data : nullptr;
-    simd::gemm(simd::Transpose::no, simd::Transpose::yes, rows_, out_, in_, args.inputs[0].data, in_, args.params[0].data,
-               in_, args.output.data, out_, epilogue, reinterpret_cast<float*>(args.scratch), args.threads);
+    float* scratch = reinterpret_cast<float*>(args.scratch);
+    if (args.constants != nullptr) {
+      simd::gemm_packed(Transpose::no, Transpose::yes, rows_, out_, in_, args.inputs[0].data, in_,
+                        reinterpret_cast<const float*>(args.constants), args.output.data, out_, epilogue, scratch,
+                        args.threads);
+      return;
+    }
+    simd::gemm(Transpose::no, Transpose::yes, rows_, out_, in_, args.inputs[0].data, in_, args.params[0].data, in_,
+               args.output.data, out_, epilogue, scratch, args.threads);
+  }
+
+  // W packed for the GEMM: its layout depends on (instruction set, in, out) only, so one
+  // copy serves every micro-batch size.
+  std::string constants_key() const override { return "gemm_packed_w"; }
+  void prepare_constants(const ConstantArgs& args) const override {
+    simd::gemm_pack_b(simd::Transpose::yes, in_, out_, args.params[0].data, in_, reinterpret_cast<float*>(args.constants));
   }
 
   // dX (rows x in) = dY W;  dW (out x in) (+)= dY^T X;  db (+)= column sums of dY
@@ -87,12 +104,16 @@ std::unique_ptr<PreparedLayer> Linear::prepare(const PrepareContext& context) co
   // given more by a session (GEMM results do not depend on the thread count).
   const std::int64_t rows = x.elements() / in_features_;
   using simd::Transpose;
-  std::size_t forward_floats = 0;  // for any thread count it may be given
+  std::size_t forward_floats = 0;  // for any thread count it may be given, W packed or not
   for (int threads = 1; threads <= context.max_threads; ++threads) {
-    forward_floats = std::max(forward_floats,
-                              simd::gemm_scratch_floats(Transpose::no, Transpose::yes, rows, out_features_, in_features_, threads));
+    forward_floats = std::max(
+        {forward_floats, simd::gemm_scratch_floats(Transpose::no, Transpose::yes, rows, out_features_, in_features_, threads),
+         simd::gemm_packed_scratch_floats(Transpose::no, Transpose::yes, rows, out_features_, in_features_, threads)});
   }
   prepared->forward_scratch_bytes = forward_floats * sizeof(float);
+  if (context.mode == Mode::inference) {
+    prepared->constant_bytes = simd::gemm_packed_b_floats(Transpose::yes, in_features_, out_features_) * sizeof(float);
+  }
   prepared->backward_scratch_bytes =
       std::max(simd::gemm_scratch_floats(Transpose::no, Transpose::no, rows, in_features_, out_features_, 1),
                simd::gemm_scratch_floats(Transpose::yes, Transpose::no, out_features_, in_features_, rows, 1)) *

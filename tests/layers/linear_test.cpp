@@ -1,6 +1,13 @@
 #include "layers/linear.h"
 
+#include <cstring>
+#include <memory>
+#include <random>
+#include <vector>
+
 #include <gtest/gtest.h>
+
+#include "engine/aligned_buffer.h"
 
 #include "support/layer_harness.h"
 
@@ -67,6 +74,58 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LinearTest,
                                            LinearCase{"wide", Shape{3, 300}, 65, true},
                                            LinearCase{"tokens", Shape{2, 7, 24}, 40, true}),
                          [](const ::testing::TestParamInfo<LinearCase>& info) { return std::string(info.param.name); });
+
+std::vector<float> random_floats(std::size_t n, unsigned seed) {
+  std::mt19937 random(seed);
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+  std::vector<float> out(n);
+  for (float& x : out) x = value(random);
+  return out;
+}
+
+// In a session, forward runs against W packed once (prepare_constants): the output has
+// the bits of the unpacked forward, for batch 1 (the dot path), the seed CNN's fc1/fc2
+// widths and odd sizes, and for 1-3 threads.
+TEST(Linear, PackedWeightsGiveTheBitsOfTheUnpackedForward) {
+  struct Case {
+    std::int64_t rows, in, out;
+  };
+  for (const Case& c : {Case{1, 300, 17}, Case{16, 128, 10}, Case{64, 128, 10}, Case{5, 33, 17}, Case{49, 200, 130}}) {
+    const Linear layer(c.in, c.out, true);
+    const std::vector<ValueInfo> inputs{ValueInfo{Shape{c.rows, c.in}, nullptr}};
+    const std::vector<char> needs_grad{0};
+    PrepareContext context;
+    context.mode = Mode::inference;
+    context.inputs = inputs;
+    context.input_needs_grad = needs_grad;
+    context.max_threads = 3;
+    const std::unique_ptr<PreparedLayer> prepared = layer.prepare(context);
+    ASSERT_GT(prepared->constant_bytes, 0u);
+    std::vector<float> x = random_floats(static_cast<std::size_t>(c.rows * c.in), 1);
+    std::vector<float> w = random_floats(static_cast<std::size_t>(c.out * c.in), 2);
+    std::vector<float> b = random_floats(static_cast<std::size_t>(c.out), 3);
+    const std::vector<Tensor> params{Tensor{w.data(), Shape{c.out, c.in}}, Tensor{b.data(), Shape{c.out}}};
+    AlignedBuffer constants(prepared->constant_bytes);
+    prepared->prepare_constants(ConstantArgs{params, constants.data(), nullptr});
+    AlignedBuffer scratch(prepared->forward_scratch_bytes);
+    std::vector<float> plain(static_cast<std::size_t>(c.rows * c.out)), packed(plain.size());
+    const std::vector<Tensor> input_views{Tensor{x.data(), Shape{c.rows, c.in}}};
+    for (int threads : {1, 2, 3}) {
+      ForwardArgs args;
+      args.inputs = input_views;
+      args.params = params;
+      args.scratch = scratch.data();
+      args.threads = threads;
+      args.output = Tensor{plain.data(), Shape{c.rows, c.out}};
+      prepared->forward(args);
+      args.constants = constants.data();
+      args.output = Tensor{packed.data(), Shape{c.rows, c.out}};
+      prepared->forward(args);
+      EXPECT_EQ(std::memcmp(plain.data(), packed.data(), plain.size() * sizeof(float)), 0)
+          << "rows " << c.rows << " in " << c.in << " out " << c.out << " threads " << threads;
+    }
+  }
+}
 
 TEST(Linear, InputGradientIsSkippedWhenNotNeeded) {
   const Linear layer(9, 4, true);
