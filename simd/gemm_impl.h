@@ -20,7 +20,8 @@
 // along N (normal) or M (transposed). The epilogue (C +=, bias, activation) runs on the
 // tile while it is in registers (or on a copy, at edges and for transposed tiles): C is
 // read back for every K block after the first, and bias and activation come at the last.
-// A prepacked op(B) (gemm_pack_b) is the same slivers over all of K and N.
+// A prepacked op(B) (gemm_pack_b) is the same slivers over all of K and N (the dot
+// orientation transposes them back, tw rows of W at a time).
 //
 // Threads split C into a grid of parts on tile boundaries; each thread runs the loops
 // above on its part with its own panels. K is never split and every element sums its K
@@ -802,8 +803,8 @@ std::size_t gemm_scratch_floats(Transpose trans_a, Transpose trans_b, std::int64
 }
 
 // ---------------------------------------------------------------------------------------
-// Prepacked op(B): [W = op(B)^T, N x K row-major, when trans_b (for the dot orientation)]
-// then op(B) in the column slivers of gemm_b_sliver_vectors, each K x width k-major.
+// Prepacked op(B): op(B) in the column slivers of gemm_b_sliver_vectors, each K x width
+// k-major, one after another: the B panels of every K block at once.
 
 template <class Arch>
 std::size_t gemm_packed_b_floats(Transpose trans_b, std::int64_t K, std::int64_t N) {
@@ -813,12 +814,35 @@ std::size_t gemm_packed_b_floats(Transpose trans_b, std::int64_t K, std::int64_t
 template <class Arch>
 void gemm_pack_b(Transpose trans_b, std::int64_t K, std::int64_t N, const float* B, std::int64_t ldb, float* packed) {
   if (K <= 0 || N <= 0) return;
-  if (trans_b == Transpose::yes) {
-    for (std::int64_t j = 0; j < N; ++j) std::copy(B + j * ldb, B + j * ldb + K, packed + j * K);
-    packed += N * K;
-  }
   const std::int64_t sliver = gemm_b_sliver_vectors(gemm_isa<Arch>(), N) * GemmTraits<Arch>::width;
   pack_panel<Arch>(source_b<Arch>(trans_b, B, ldb), 0, N, 0, K, sliver, GemmTraits<Arch>::width, packed);
+}
+
+// The dot orientation against prepacked slivers: tw rows of W = op(B)^T at a time
+// transposed back into `rows` (tw x K, in scratch), then the dot tiles of gemm_dot_call,
+// so every C element gets the float operations it gets from W itself.
+template <class Arch>
+void gemm_dot_packed(const GemmOperands& g, const float* slivers, const GemmEpilogue& epilogue, float* rows) {
+  constexpr int tw = GemmTraits<Arch>::tw;
+  constexpr std::int64_t W = GemmTraits<Arch>::width;
+  const std::int64_t sliver = gemm_b_sliver_vectors(gemm_isa<Arch>(), g.N) * W;
+  for (std::int64_t j0 = 0; j0 < g.N; j0 += tw) {
+    const std::int64_t s = j0 / sliver, first = s * sliver;
+    const std::int64_t width = std::min(sliver, (g.N - first + W - 1) / W * W);
+    const float* src = slivers + first * g.K + (j0 - first);
+    std::int64_t k = 0;
+    for (; k + tw <= g.K; k += tw) transpose_block<Arch, tw>(src + k * width, width, rows + k, g.K);
+    for (; k < g.K; ++k) {
+      for (int r = 0; r < tw; ++r) rows[r * g.K + k] = src[k * width + r];
+    }
+    gemm_dot<Arch>(g.M, std::min<std::int64_t>(tw, g.N - j0), g.K, g.A, g.lda, rows, g.K, g.C + j0, g.ldc,
+                   !epilogue.accumulate);
+  }
+  if (epilogue.bias != nullptr || epilogue.activation != Activation::none) {
+    GemmEpilogue rest = epilogue;
+    rest.accumulate = true;
+    epilogue_only<Arch>(g.M, g.N, g.C, g.ldc, rest);
+  }
 }
 
 template <class Arch>
@@ -832,16 +856,18 @@ void gemm_packed(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int6
   }
   const GemmOperands g{trans_a, trans_b, M, N, K, A, lda, nullptr, 0, C, ldc};
   if (gemm_uses_dot(trans_a, trans_b, M, N)) {
-    gemm_dot_call<Arch>(g, packed_b, K, epilogue);
+    gemm_dot_packed<Arch>(g, packed_b, epilogue, scratch);
     return;
   }
-  const float* slivers = packed_b + (trans_b == Transpose::yes ? N * K : 0);
-  gemm_run<Arch>(plan_gemm(gemm_isa<Arch>(), trans_a, trans_b, M, N, K, threads, true), g, epilogue, scratch, slivers);
+  gemm_run<Arch>(plan_gemm(gemm_isa<Arch>(), trans_a, trans_b, M, N, K, threads, true), g, epilogue, scratch, packed_b);
 }
 
 template <class Arch>
 std::size_t gemm_packed_scratch_floats(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int64_t N,
                                        std::int64_t K, int threads) {
+  if (M > 0 && N > 0 && K > 0 && gemm_uses_dot(trans_a, trans_b, M, N)) {
+    return static_cast<std::size_t>(GemmTraits<Arch>::tw * K + 16);  // gemm_dot_packed's rows of W
+  }
   return plan_gemm(gemm_isa<Arch>(), trans_a, trans_b, M, N, K, threads, true).scratch_floats();
 }
 

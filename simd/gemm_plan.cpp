@@ -190,12 +190,10 @@ bool gemm_uses_dot(Transpose trans_a, Transpose trans_b, std::int64_t M, std::in
   return trans_a == Transpose::no && trans_b == Transpose::yes && (M <= 4 || N == 1);
 }
 
-std::size_t plan_packed_b_floats(Isa isa, Transpose trans_b, std::int64_t K, std::int64_t N) {
+std::size_t plan_packed_b_floats(Isa isa, Transpose /*trans_b*/, std::int64_t K, std::int64_t N) {
   if (K <= 0 || N <= 0) return 0;
   const GemmIsaTraits& t = gemm_isa_traits(isa);
-  // W itself (N x K, for the dot orientation) when op(B) = W^T, then the column slivers.
-  const std::int64_t rows_copy = trans_b == Transpose::yes ? N * K : 0;
-  return static_cast<std::size_t>(rows_copy + ceil_div(N, t.width) * t.width * K + pack_slack);
+  return static_cast<std::size_t>(ceil_div(N, t.width) * t.width * K + pack_slack);
 }
 
 GemmPlan plan_gemm(Isa isa, Transpose trans_a, Transpose trans_b, std::int64_t M, std::int64_t N, std::int64_t K,
