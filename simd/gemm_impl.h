@@ -21,7 +21,7 @@
 // tile while it is in registers (or on a copy, at edges and for transposed tiles): C is
 // read back for every K block after the first, and bias and activation come at the last.
 // A prepacked op(B) (gemm_pack_b) is the same slivers over all of K and N (the dot
-// orientation transposes them back, tw rows of W at a time).
+// orientation reads them along N, reproducing its own order of sums).
 //
 // Threads split C into a grid of parts on tile boundaries; each thread runs the loops
 // above on its part with its own panels. K is never split and every element sums its K
@@ -533,7 +533,34 @@ void gemm_unpacked(Transpose trans_a, std::int64_t M, std::int64_t N, std::int64
 
 // Dot-product kernel for the small shapes with op(B) = B^T.
 
-// C[i][j] (+)= dot(A row i, B row j) over K, for a tile of ARows x BRows.
+// The sum of a vector's lanes by halves (lane i + lane i + W/2, ...): a fixed order that
+// gemm_dot_packed reproduces with whole vectors.
+template <class Arch>
+float sum_lanes(xsimd::batch<float, Arch> v) {
+  constexpr int W = static_cast<int>(GemmTraits<Arch>::width);
+  alignas(64) float lanes[W];
+  v.store_aligned(lanes);
+#pragma GCC unroll 16
+  for (int half = W / 2; half >= 1; half /= 2) {
+#pragma GCC unroll 16
+    for (int i = 0; i < half; ++i) lanes[i] += lanes[i + half];
+  }
+  return lanes[0];
+}
+
+// a * b + c as one lane of xsimd::fma (fused where the set has FMA, else multiply and
+// add), so a scalar tail rounds as a vector one does.
+template <class Arch>
+float fma_as_lanes(float a, float b, float c) {
+  using Batch = xsimd::batch<float, Arch>;
+  alignas(64) float lanes[GemmTraits<Arch>::width];
+  xsimd::fma(Batch(a), Batch(b), Batch(c)).store_aligned(lanes);
+  return lanes[0];
+}
+
+// C[i][j] (+)= dot(A row i, B row j) over K, for a tile of ARows x BRows: lane l of a
+// vector accumulator sums the k = l (mod W) below K's last whole vector, the lanes are
+// summed by sum_lanes, then the last k one by one.
 template <class Arch, int ARows, int BRows>
 void dot_tile(std::int64_t K, const float* A, std::int64_t lda, const float* B, std::int64_t ldb, float* C,
               std::int64_t ldc, bool overwrite) {
@@ -562,8 +589,8 @@ void dot_tile(std::int64_t K, const float* A, std::int64_t lda, const float* B, 
   for (int i = 0; i < ARows; ++i) {
 #pragma GCC unroll 16
     for (int j = 0; j < BRows; ++j) {
-      float sum = xsimd::hadd(acc[i][j]);
-      for (std::int64_t k = k_vectors; k < K; ++k) sum += A[i * lda + k] * B[j * ldb + k];
+      float sum = sum_lanes<Arch>(acc[i][j]);
+      for (std::int64_t k = k_vectors; k < K; ++k) sum = fma_as_lanes<Arch>(A[i * lda + k], B[j * ldb + k], sum);
       float& out = C[i * ldc + j];
       out = overwrite ? sum : out + sum;
     }
@@ -818,25 +845,48 @@ void gemm_pack_b(Transpose trans_b, std::int64_t K, std::int64_t N, const float*
   pack_panel<Arch>(source_b<Arch>(trans_b, B, ldb), 0, N, 0, K, sliver, GemmTraits<Arch>::width, packed);
 }
 
-// The dot orientation against prepacked slivers: tw rows of W = op(B)^T at a time
-// transposed back into `rows` (tw x K, in scratch), then the dot tiles of gemm_dot_call,
-// so every C element gets the float operations it gets from W itself.
+// dot_tile's sums for one row of A and one vector of W's rows (columns j of a B
+// sliver, row stride b_step), vectorized along N: accumulator l holds, in lane j, what
+// dot_tile's lane l holds for column j; then the same halving sum and tail, lane by lane.
 template <class Arch>
-void gemm_dot_packed(const GemmOperands& g, const float* slivers, const GemmEpilogue& epilogue, float* rows) {
-  constexpr int tw = GemmTraits<Arch>::tw;
+xsimd::batch<float, Arch> dot_from_sliver(std::int64_t K, const float* a, const float* b, std::int64_t b_step) {
+  using Batch = xsimd::batch<float, Arch>;
+  constexpr int W = static_cast<int>(GemmTraits<Arch>::width);
+  Batch acc[W];
+#pragma GCC unroll 16
+  for (int l = 0; l < W; ++l) acc[l] = Batch(0.0f);
+  const std::int64_t k_vectors = K / W * W;
+  for (std::int64_t k = 0; k < k_vectors; k += W) {
+#pragma GCC unroll 16
+    for (int l = 0; l < W; ++l) acc[l] = xsimd::fma(Batch(a[k + l]), Batch::load_unaligned(b + (k + l) * b_step), acc[l]);
+  }
+#pragma GCC unroll 16
+  for (int half = W / 2; half >= 1; half /= 2) {
+#pragma GCC unroll 16
+    for (int i = 0; i < half; ++i) acc[i] = acc[i] + acc[i + half];
+  }
+  Batch sum = acc[0];
+  for (std::int64_t k = k_vectors; k < K; ++k) sum = xsimd::fma(Batch(a[k]), Batch::load_unaligned(b + k * b_step), sum);
+  return sum;
+}
+
+// The dot orientation against prepacked slivers: gemm_dot_call's bits, streaming the
+// slivers (each row of A reads them once).
+template <class Arch>
+void gemm_dot_packed(const GemmOperands& g, const float* slivers, const GemmEpilogue& epilogue) {
   constexpr std::int64_t W = GemmTraits<Arch>::width;
   const std::int64_t sliver = gemm_b_sliver_vectors(gemm_isa<Arch>(), g.N) * W;
-  for (std::int64_t j0 = 0; j0 < g.N; j0 += tw) {
-    const std::int64_t s = j0 / sliver, first = s * sliver;
+  for (std::int64_t first = 0; first < g.N; first += sliver) {
     const std::int64_t width = std::min(sliver, (g.N - first + W - 1) / W * W);
-    const float* src = slivers + first * g.K + (j0 - first);
-    std::int64_t k = 0;
-    for (; k + tw <= g.K; k += tw) transpose_block<Arch, tw>(src + k * width, width, rows + k, g.K);
-    for (; k < g.K; ++k) {
-      for (int r = 0; r < tw; ++r) rows[r * g.K + k] = src[k * width + r];
+    for (std::int64_t jv = 0; jv < width; jv += W) {
+      const std::int64_t n = std::min(W, g.N - first - jv);
+      for (std::int64_t i = 0; i < g.M; ++i) {
+        alignas(64) float sums[W];
+        dot_from_sliver<Arch>(g.K, g.A + i * g.lda, slivers + first * g.K + jv, width).store_aligned(sums);
+        float* out = g.C + i * g.ldc + first + jv;
+        for (std::int64_t j = 0; j < n; ++j) out[j] = epilogue.accumulate ? out[j] + sums[j] : sums[j];
+      }
     }
-    gemm_dot<Arch>(g.M, std::min<std::int64_t>(tw, g.N - j0), g.K, g.A, g.lda, rows, g.K, g.C + j0, g.ldc,
-                   !epilogue.accumulate);
   }
   if (epilogue.bias != nullptr || epilogue.activation != Activation::none) {
     GemmEpilogue rest = epilogue;
@@ -856,7 +906,7 @@ void gemm_packed(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int6
   }
   const GemmOperands g{trans_a, trans_b, M, N, K, A, lda, nullptr, 0, C, ldc};
   if (gemm_uses_dot(trans_a, trans_b, M, N)) {
-    gemm_dot_packed<Arch>(g, packed_b, epilogue, scratch);
+    gemm_dot_packed<Arch>(g, packed_b, epilogue);
     return;
   }
   gemm_run<Arch>(plan_gemm(gemm_isa<Arch>(), trans_a, trans_b, M, N, K, threads, true), g, epilogue, scratch, packed_b);
@@ -865,9 +915,6 @@ void gemm_packed(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int6
 template <class Arch>
 std::size_t gemm_packed_scratch_floats(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int64_t N,
                                        std::int64_t K, int threads) {
-  if (M > 0 && N > 0 && K > 0 && gemm_uses_dot(trans_a, trans_b, M, N)) {
-    return static_cast<std::size_t>(GemmTraits<Arch>::tw * K + 16);  // gemm_dot_packed's rows of W
-  }
   return plan_gemm(gemm_isa<Arch>(), trans_a, trans_b, M, N, K, threads, true).scratch_floats();
 }
 

@@ -15,8 +15,8 @@
 //               N would be mostly padding.
 //   dot         A row-major, B = W^T row-major (the Linear forward) with M <= 4 or N = 1:
 //               dot products along K straight from A and W, nothing packed (a batch-1
-//               GEMV streams W once). Against a prepacked B, W's rows are transposed back
-//               from the slivers a few at a time.
+//               GEMV streams W once). Against a prepacked B, the same sums in the same
+//               order, vectorized along N over the slivers.
 // Every C element of the normal and transposed orientations is one FMA chain along K in
 // blocks of kc (a function of K alone), a block's sum added to C, then bias, then
 // activation: the same float operations whatever the tiling, orientation, blocking of M
