@@ -56,8 +56,10 @@ std::int64_t rows_step_cost(const GemmIsaTraits& t, std::int64_t rows, std::int6
   return full * tile_step_cost(t, piece, vectors) + (rows % piece > 0 ? tile_step_cost(t, rows % piece, vectors) : 0);
 }
 
-bool reads_a_in_place(const GemmIsaTraits& t, int b_vectors, Transpose trans_a, std::int64_t cols) {
-  return trans_a == Transpose::no && cols <= direct_a_max_slivers * b_vectors * t.width;
+// Not when A's rows (K floats apart, as Linear's are) are a multiple of 4 KiB apart: a
+// tile's rows would then all fall in the same L1 sets and evict each other.
+bool reads_a_in_place(const GemmIsaTraits& t, int b_vectors, Transpose trans_a, std::int64_t cols, std::int64_t K) {
+  return trans_a == Transpose::no && cols <= direct_a_max_slivers * b_vectors * t.width && K % 1024 != 0;
 }
 
 // The normal orientation on a part of rows x cols.
@@ -101,7 +103,7 @@ struct Candidate {
 std::int64_t part_cost(const GemmIsaTraits& t, int b_vectors, Candidate c, std::int64_t rows, std::int64_t cols,
                        std::int64_t K, bool b_prepacked) {
   if (c.orientation == GemmOrientation::normal) {
-    return normal_cost(t, b_vectors, rows, cols, K, b_prepacked, reads_a_in_place(t, b_vectors, c.trans_a, cols));
+    return normal_cost(t, b_vectors, rows, cols, K, b_prepacked, reads_a_in_place(t, b_vectors, c.trans_a, cols, K));
   }
   return transposed_cost(t, b_vectors, c.vectors, rows, cols, K, b_prepacked);
 }
@@ -142,7 +144,7 @@ void size_panels(const GemmIsaTraits& t, Candidate c, std::int64_t N, std::int64
   plan.nc = std::max<std::int64_t>(1, nc_base / sliver) * sliver;
   std::int64_t a_rows = 0;
   if (c.orientation == GemmOrientation::normal) {
-    plan.direct_a = reads_a_in_place(t, plan.b_vectors, c.trans_a, plan.part_cols);
+    plan.direct_a = reads_a_in_place(t, plan.b_vectors, c.trans_a, plan.part_cols, K);
     plan.vectors = plan.b_vectors;
     plan.rows = static_cast<int>(even_piece(plan.part_rows, t.max_rows[plan.b_vectors]));
     plan.mc = std::max<std::int64_t>(1, mc_base / plan.rows) * plan.rows;
