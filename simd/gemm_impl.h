@@ -845,6 +845,27 @@ void gemm_pack_b(Transpose trans_b, std::int64_t K, std::int64_t N, const float*
   pack_panel<Arch>(source_b<Arch>(trans_b, B, ldb), 0, N, 0, K, sliver, GemmTraits<Arch>::width, packed);
 }
 
+// Lane L of a vector in every lane (a shuffle, which spares the load a broadcast from
+// memory would take).
+template <int L>
+struct LaneIndex {
+  static constexpr unsigned get(unsigned, unsigned) { return L; }
+};
+template <class Arch, int L>
+[[gnu::always_inline]] inline xsimd::batch<float, Arch> lane_broadcast(xsimd::batch<float, Arch> v) {
+  return xsimd::swizzle(v, xsimd::make_batch_constant<xsimd::batch<std::uint32_t, Arch>, LaneIndex<L>>());
+}
+
+// acc[l] += a[l] * (row l of b), for l = L .. W-1: W steps along K.
+template <class Arch, int L = 0>
+[[gnu::always_inline]] inline void dot_lanes_step(xsimd::batch<float, Arch> (&acc)[GemmTraits<Arch>::width],
+                                                  xsimd::batch<float, Arch> a, const float* b, std::int64_t b_step) {
+  if constexpr (L < GemmTraits<Arch>::width) {
+    acc[L] = xsimd::fma(lane_broadcast<Arch, L>(a), xsimd::batch<float, Arch>::load_unaligned(b + L * b_step), acc[L]);
+    dot_lanes_step<Arch, L + 1>(acc, a, b, b_step);
+  }
+}
+
 // dot_tile's sums for one row of A and one vector of W's rows (columns j of a B
 // sliver, row stride b_step), vectorized along N: accumulator l holds, in lane j, what
 // dot_tile's lane l holds for column j; then the same halving sum and tail, lane by lane.
@@ -857,8 +878,7 @@ xsimd::batch<float, Arch> dot_from_sliver(std::int64_t K, const float* a, const 
   for (int l = 0; l < W; ++l) acc[l] = Batch(0.0f);
   const std::int64_t k_vectors = K / W * W;
   for (std::int64_t k = 0; k < k_vectors; k += W) {
-#pragma GCC unroll 16
-    for (int l = 0; l < W; ++l) acc[l] = xsimd::fma(Batch(a[k + l]), Batch::load_unaligned(b + (k + l) * b_step), acc[l]);
+    dot_lanes_step<Arch>(acc, Batch::load_unaligned(a + k), b + k * b_step, b_step);
   }
 #pragma GCC unroll 16
   for (int half = W / 2; half >= 1; half /= 2) {
