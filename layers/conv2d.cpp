@@ -246,12 +246,13 @@ std::unique_ptr<PreparedLayer> Conv2d::prepare(const PrepareContext& context) co
     padding_right[a] = std::max<std::int64_t>(0, (out_shape[2 + static_cast<int>(a)] - 1) * options_.stride[a] + extent -
                                                      input.shape[2 + static_cast<int>(a)] - options_.padding[a]);
   }
-  if (context.fuse_relu && training) {
+  const bool fuse_relu = context.fused_activation == FusedActivation::relu;
+  if (fuse_relu && training) {
     throw Error("conv2d: a following ReLU can be fused in inference only; training's backward needs the output before the ReLU");
   }
   const auto attr = user_scratchpad();
   auto forward_attr = user_scratchpad();
-  if (context.fuse_relu) {
+  if (fuse_relu) {
     dnnl::post_ops relu;
     relu.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);  // scale, algorithm, alpha (slope), beta
     forward_attr.set_post_ops(relu);
