@@ -58,7 +58,9 @@ def load_checkpoint(model, path):
     if missing or extra:
         sys.exit(f"export_onnx: {path} does not fit {type(model).__name__}: missing {missing[:5]}, unexpected {extra[:5]}")
     for name, value in loaded.items():
-        if tuple(value.shape) != tuple(state[name].shape):
+        if value.numel() == state[name].numel() == 1:  # a count: shape (1,) in ember, () in torch
+            loaded[name] = value.reshape(state[name].shape)
+        elif tuple(value.shape) != tuple(state[name].shape):
             sys.exit(f"export_onnx: {path}: {name} has shape {tuple(value.shape)}, expected {tuple(state[name].shape)}")
     model.load_state_dict({k: v.to(state[k].dtype) for k, v in loaded.items()})
 
@@ -76,9 +78,10 @@ def main():
         load_checkpoint(model, args.checkpoint)
     model.eval()
     x = torch.rand(1, *sample_shape)
-    with torch.no_grad():
-        torch.onnx.export(model, x, args.out, input_names=["x"], output_names=["y"],
-                          dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=OPSET)
+    # Not under torch.no_grad(): there, eval-mode nn.MultiheadAttention takes its fused fast
+    # path (aten::_native_multi_head_attention), which the exporter cannot write.
+    torch.onnx.export(model, x, args.out, input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=OPSET)
     print(json.dumps({"model": args.model, "onnx": args.out, "torch": torch.__version__, "opset": OPSET,
                       "weights": args.checkpoint or "torch seed 0"}))
     return 0
