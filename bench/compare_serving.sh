@@ -10,8 +10,8 @@
 #
 # Needs a release build (build/release/ember), Debian's PyTorch for the ONNX export
 # (tools/setup.sh --with-pytorch) and the peers' venv from PyPI (tools/setup.sh --with-peers:
-# build/peers-venv, or $EMBER_PEERS_VENV). The default run takes about 15 minutes on 2
-# cores; --quick a couple and proves only that everything runs.
+# build/peers-venv, or $EMBER_PEERS_VENV). The default run takes about 5-10 minutes on 2
+# cores; --quick about a minute and proves only that everything runs.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 exec /usr/bin/python3 "$root/bench/compare_serving.py" "$@"
