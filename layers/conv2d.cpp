@@ -293,6 +293,7 @@ std::unique_ptr<PreparedLayer> Conv2d::prepare(const PrepareContext& context) co
   p->forward_scratchpad_offset_ = forward_scratch.add(p->forward_pd_.scratchpad_desc().get_size());
   if (p->input_reorder_) p->forward_input_offset_ = forward_scratch.add(p->conv_source_.get_size());
   p->forward_scratch_bytes = forward_scratch.total();
+  p->forward_work = out_shape.elements() * options_.in_channels * options_.kernel[0] * options_.kernel[1];
 
   const memory::desc output_desc = p->forward_pd_.dst_desc();
   p->output.shape = out_shape;

@@ -167,6 +167,10 @@ class PreparedLayer {
   // prepared layers of one node whose constants_key() is equal share one copy, so a
   // session holds one per node, not one per micro-batch size.
   std::size_t constant_bytes = 0;
+
+  // Multiply-adds of one forward call (0: negligible). A run with several threads gives
+  // them only to ops that do enough work to repay starting a team (StepProgram's runner).
+  std::int64_t forward_work = 0;
   virtual std::string constants_key() const { return {}; }
   virtual void prepare_constants(const ConstantArgs& /*args*/) const {}
 

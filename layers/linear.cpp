@@ -100,6 +100,7 @@ std::unique_ptr<PreparedLayer> Linear::prepare(const PrepareContext& context) co
   auto prepared = std::make_unique<PreparedLinear>(x.elements() / in_features_, in_features_, out_features_, bias_,
                                                    gemm_activation(context.fused_activation));
   prepared->output.shape = output_shape(std::span<const Shape>(&x, 1));
+  prepared->forward_work = x.elements() * out_features_;
   // Backward runs on one thread (the executor runs samples in parallel); forward may be
   // given more by a session (GEMM results do not depend on the thread count).
   const std::int64_t rows = x.elements() / in_features_;

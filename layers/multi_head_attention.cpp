@@ -205,6 +205,8 @@ std::unique_ptr<PreparedLayer> MultiHeadAttention::prepare(const PrepareContext&
   const bool training = context.mode == Mode::training;
   auto p = std::make_unique<PreparedMultiHeadAttention>(options_, batch, tokens, context.mode);
   p->output.shape = x;
+  // Projections (4 d^2 a row) and the two products of every head (2 T d a row).
+  p->forward_work = rows * d * (4 * d + 2 * tokens);
   p->backward_reads_inputs = true;
   p->slices_ = training ? 1 : context.max_threads;
   const std::size_t qkv_bytes = float_bytes(rows * 3 * d);
