@@ -8,6 +8,7 @@
 #include "layers/dnnl_util.h"
 #include "layers/options.h"
 #include "layers/window.h"
+#include "simd/conv.h"
 #include "simd/elementwise.h"
 
 namespace ember {
@@ -20,6 +21,49 @@ using namespace dnnl_util;
 template <class PrimitiveDesc>
 bool is_reference(const PrimitiveDesc& pd) {
   return std::string(pd.impl_info_str()).rfind("ref", 0) == 0;
+}
+
+// Inference of a conv with few input channels (a network's first): simd's direct kernel
+// (simd/conv.h) in plain NCHW, with the bias and a fused ReLU. oneDNN's blocked kernels
+// spend most of each vector on padding channels there.
+class PreparedDirectConv2d final : public PreparedLayer {
+ public:
+  void forward(const ForwardArgs& args) const override {
+    simd::DirectConvShape shape = shape_;
+    shape.batch = args.inputs[0].shape[0];
+    simd::conv_kernels().direct_conv2d_forward(args.output.data, args.inputs[0].data, args.params[0].data,
+                                               bias_ ? args.params[1].data : nullptr, reinterpret_cast<float*>(args.scratch), shape);
+  }
+  void backward(const BackwardArgs&) const override { throw Error("conv2d: the direct kernel is prepared for inference only"); }
+
+  simd::DirectConvShape shape_;
+  bool bias_ = true;
+};
+
+// The direct kernel's domain: few input channels, stride 1, no dilation. Measured on Zen 4
+// at batch 16 against oneDNN 2.6's avx512_core kernel: 1->6 channels 5x5 (lenet's conv1)
+// 0.056 ms vs 0.106 ms, but 1->32 channels 3x3 (attn-cnn's conv1) 0.139 ms vs 0.094 ms:
+// once the output channels fill oneDNN's 16-channel vectors, oneDNN is faster.
+bool direct_kernel_options_fit(const Conv2dOptions& o) {
+  constexpr std::int64_t most_in_channels = 4, fewer_out_channels_than = 16;
+  return o.in_channels <= most_in_channels && o.out_channels < fewer_out_channels_than && o.stride[0] == 1 && o.stride[1] == 1 &&
+         o.dilation[0] == 1 && o.dilation[1] == 1;
+}
+
+bool direct_kernel_fits(const Conv2dOptions& o, const ValueInfo& input, Mode mode) {
+  return mode == Mode::inference && !input.blocked && direct_kernel_options_fit(o);
+}
+
+std::unique_ptr<PreparedLayer> prepare_direct(const Conv2dOptions& o, const PrepareContext& context) {
+  auto p = std::make_unique<PreparedDirectConv2d>();
+  const Shape& in = context.inputs[0].shape;
+  p->shape_ = simd::DirectConvShape{in[0], o.in_channels, o.out_channels, in[2], in[3], o.kernel[0], o.kernel[1],
+                                    o.padding[0], o.padding[1], context.fuse_relu, context.fuse_max_pool};
+  p->bias_ = o.bias;
+  p->output.shape = Shape{in[0], o.out_channels, p->shape_.out_h(), p->shape_.out_w()};
+  p->forward_scratch_bytes = simd::direct_conv2d_scratch_floats(p->shape_) * sizeof(float);
+  p->backward_reads_inputs = false;
+  return p;
 }
 
 class PreparedConv2d final : public PreparedLayer {
@@ -185,6 +229,8 @@ std::unique_ptr<Layer> Conv2d::from_options(const Json& json) {
   return std::make_unique<Conv2d>(options);
 }
 
+bool Conv2d::fuses_following_max_pool() const { return direct_kernel_options_fit(options_); }
+
 Json Conv2d::options() const {
   return Json{{"in_channels", options_.in_channels}, {"out_channels", options_.out_channels},
               {"kernel", pair_json(options_.kernel)},  {"stride", pair_json(options_.stride)},
@@ -227,6 +273,15 @@ std::unique_ptr<PreparedLayer> Conv2d::prepare(const PrepareContext& context) co
   const ValueInfo& input = context.inputs[0];
   const Shape out_shape = output_shape(std::span<const Shape>(&input.shape, 1));
   const bool training = context.mode == Mode::training;
+  if (context.fuse_relu && training) {
+    throw Error("conv2d: a following ReLU can be fused in inference only; training's backward needs the output before the ReLU");
+  }
+  const bool direct = direct_kernel_fits(options_, input, context.mode);
+  if (context.fuse_max_pool && !direct) {
+    throw Error("conv2d: a following max pool can be fused only in inference, for a plain input, at most 4 input channels, "
+                "fewer than 16 output channels, stride 1 and no dilation (found " + options().dump() + ")");
+  }
+  if (direct) return prepare_direct(options_, context);
   auto p = std::make_unique<PreparedConv2d>();
   p->engine_ = *context.engine;
   p->bias_ = options_.bias;
@@ -245,9 +300,6 @@ std::unique_ptr<PreparedLayer> Conv2d::prepare(const PrepareContext& context) co
     const std::int64_t extent = options_.dilation[a] * (options_.kernel[a] - 1) + 1;
     padding_right[a] = std::max<std::int64_t>(0, (out_shape[2 + static_cast<int>(a)] - 1) * options_.stride[a] + extent -
                                                      input.shape[2 + static_cast<int>(a)] - options_.padding[a]);
-  }
-  if (context.fuse_relu && training) {
-    throw Error("conv2d: a following ReLU can be fused in inference only; training's backward needs the output before the ReLU");
   }
   const auto attr = user_scratchpad();
   auto forward_attr = user_scratchpad();

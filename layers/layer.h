@@ -71,6 +71,12 @@ struct PrepareContext {
   // removed (a layer whose is_relu() is true), so the layer applies it (oneDNN post-op).
   // Only layers whose fuses_following_relu() is true are asked.
   bool fuse_relu = false;
+  // Inference only: the layer's output (after the fused ReLU, if any) goes straight into a
+  // 2x2, stride-2 max pool without padding (a layer whose is_max_pool_2x2() is true) that
+  // the step compiler removed, so the layer applies it: its output is the pooled one. Only
+  // layers whose fuses_following_max_pool() is true and that read the model's input (plain
+  // NCHW) are asked.
+  bool fuse_max_pool = false;
 };
 
 struct ForwardArgs {
@@ -173,6 +179,10 @@ class Layer {
   virtual bool fuses_following_relu() const { return false; }
   // Is this layer max(0, x), which a producer that fuses_following_relu() can apply?
   virtual bool is_relu() const { return false; }
+  // Can prepare() honour PrepareContext::fuse_max_pool, for a plain input?
+  virtual bool fuses_following_max_pool() const { return false; }
+  // Is this layer a 2x2, stride-2 max pool without padding, which such a producer can apply?
+  virtual bool is_max_pool_2x2() const { return false; }
   virtual std::unique_ptr<PreparedLayer> prepare(const PrepareContext& context) const = 0;
 };
 
