@@ -1,6 +1,8 @@
 #include "engine/session.h"
 
 #include <algorithm>
+#include <array>
+#include <exception>
 #include <string>
 
 #include <oneapi/dnnl/dnnl.hpp>
@@ -43,6 +45,10 @@ InferenceSession::InferenceSession(std::unique_ptr<Graph> graph, std::unique_ptr
   if (options_.workspaces < 1) {
     throw Error("inference session: workspaces must be at least 1, found " + std::to_string(options_.workspaces));
   }
+  if (options_.threads < 1 || options_.threads > max_compute_threads) {
+    throw Error("inference session: threads must be 1 to " + std::to_string(max_compute_threads) + ", found " +
+                std::to_string(options_.threads));
+  }
   options_.micro_batch = std::min(options_.micro_batch, options_.max_batch);
   const std::size_t limit = resolve_memory_limit(options_.memory_limit);
   check_model_memory(*graph_, parameters_->total_floats(), options_.micro_batch, limit, "inference session");
@@ -56,24 +62,73 @@ InferenceSession::InferenceSession(std::unique_ptr<Graph> graph, std::unique_ptr
   engine_ = std::make_unique<dnnl::engine>(dnnl::engine::kind::cpu, 0);
   for (std::int64_t size = 1; size <= options_.micro_batch; ++size) {
     programs_.push_back(std::make_unique<StepProgram>(*graph_, *parameters_, size, Mode::inference, *engine_,
-                                                      PlanStrategy::best_fit, /*computes_loss=*/false));
+                                                      PlanStrategy::best_fit, /*computes_loss=*/false, options_.threads));
     arena_bytes_ = std::max(arena_bytes_, programs_.back()->arena_bytes());
   }
   // The store's two blocks (values, and gradients it holds in every mode) and the first
   // workspaces must fit; further workspaces are made while they fit.
   const std::size_t weights = 2 * parameters_->values().size_bytes() + parameters_->buffers().size_bytes();
+  make_constants(limit, weights);
+  const std::size_t resident = weights + constant_bytes();
   const std::size_t workspace = std::max<std::size_t>(1, align_up(arena_bytes_));
-  check_memory_limit(weights + static_cast<std::size_t>(options_.workspaces) * workspace, limit, "inference session",
-                     "weights and gradients " + format_bytes(weights) + ", " + std::to_string(options_.workspaces) +
+  check_memory_limit(resident + static_cast<std::size_t>(options_.workspaces) * workspace, limit, "inference session",
+                     "weights and gradients " + format_bytes(weights) + ", prepared weights " +
+                         format_bytes(constant_bytes()) + ", " + std::to_string(options_.workspaces) +
                          " workspace(s) of " + format_bytes(workspace));
-  max_workspaces_ = std::max(static_cast<std::size_t>(options_.workspaces), (limit - weights) / workspace);
+  max_workspaces_ = std::max(static_cast<std::size_t>(options_.workspaces), (limit - resident) / workspace);
   for (int i = 0; i < options_.workspaces; ++i) give_back(take_workspace());
+}
+
+// Every layer's constants, made once per node and layout and handed to every program that
+// reads them (layouts that do not depend on the micro-batch size are shared by all).
+void InferenceSession::make_constants(std::size_t limit, std::size_t weights) {
+  struct Made {
+    int node;
+    std::string key;
+    std::size_t index;
+  };
+  std::vector<Made> made;
+  std::size_t total = 0;
+  for (const auto& program : programs_) {
+    for (const StepProgram::ConstantsRequest& request : program->constants_requests()) {
+      const std::string key = request.layer->constants_key();
+      auto found = std::find_if(made.begin(), made.end(), [&](const Made& m) { return m.node == request.node && m.key == key; });
+      if (found == made.end()) {
+        made.push_back({request.node, key, made.size()});
+        total += align_up(request.layer->constant_bytes);
+      }
+    }
+  }
+  check_memory_limit(weights + total, limit, "inference session",
+                     "weights and gradients " + format_bytes(weights) + ", prepared weights " + format_bytes(total));
+  Workspace workspace(*engine_);  // for its stream
+  constants_.reserve(made.size());
+  for (const auto& program : programs_) {
+    for (const StepProgram::ConstantsRequest& request : program->constants_requests()) {
+      const std::string key = request.layer->constants_key();
+      const Made& m = *std::find_if(made.begin(), made.end(), [&](const Made& x) { return x.node == request.node && x.key == key; });
+      if (m.index == constants_.size()) {
+        constants_.emplace_back(request.layer->constant_bytes);
+        std::vector<Tensor> params;
+        for (int entry : parameters_->node_entries(request.node)) params.push_back(parameters_->value(entry));
+        request.layer->prepare_constants(ConstantArgs{params, constants_.back().data(), workspace.stream.get()});
+      }
+      program->use_constants(request.node, constants_[m.index].data());
+    }
+  }
+  workspace.stream->wait();
 }
 
 InferenceSession::~InferenceSession() = default;
 
 std::int64_t InferenceSession::output_sample_elements() const {
   return graph_->value_shape(graph_->output()).sample_elements();
+}
+
+std::size_t InferenceSession::constant_bytes() const {
+  std::size_t total = 0;
+  for (const AlignedBuffer& buffer : constants_) total += align_up(buffer.size());
+  return total;
 }
 
 std::size_t InferenceSession::workspace_count() const {
@@ -139,40 +194,115 @@ void InferenceSession::run(std::span<const float> input, const Shape& input_shap
   run(input.data(), batch, output.data());
 }
 
+// The threads and workspaces one call holds, given back when it ends (also by an
+// exception). At most max_compute_threads, on the stack: a warm call allocates nothing.
+struct InferenceSession::Lease {
+  const InferenceSession& session;
+  int threads = 0;
+  std::array<std::unique_ptr<Workspace>, max_compute_threads> workspaces;
+
+  Lease(const InferenceSession& s, int wanted) : session(s), threads(s.take_threads(wanted)) {
+    try {
+      for (int t = 0; t < threads; ++t) workspaces[static_cast<std::size_t>(t)] = session.take_workspace();
+    } catch (...) {
+      release();
+      throw;
+    }
+  }
+  ~Lease() { release(); }
+  Lease(const Lease&) = delete;
+  Lease& operator=(const Lease&) = delete;
+
+  void release() {
+    for (auto& workspace : workspaces) {
+      if (workspace) session.give_back(std::move(workspace));
+    }
+    session.give_back_threads(threads);
+  }
+};
+
+// The caller's own thread, plus as many of the budget's others as are free (up to
+// `wanted` in all): concurrent callers never run more threads than the budget between
+// them, beyond one each.
+int InferenceSession::take_threads(int wanted) const {
+  std::lock_guard<std::mutex> lock(pool_mutex_);
+  const int free = std::max(0, options_.threads - threads_in_use_);
+  const int granted = std::max(1, std::min(wanted, free));
+  threads_in_use_ += granted;
+  return granted;
+}
+
+void InferenceSession::give_back_threads(int threads) const {
+  std::lock_guard<std::mutex> lock(pool_mutex_);
+  threads_in_use_ -= threads;
+}
+
 void InferenceSession::run(const float* input, std::int64_t batch, float* output) const {
   if (batch < 1 || batch > options_.max_batch) {
     throw Error("inference session: batch of " + std::to_string(batch) + " samples; this session takes 1 to " +
                 std::to_string(options_.max_batch));
   }
   if (input == nullptr || output == nullptr) throw Error("inference session: input or output buffer is null");
-  std::unique_ptr<Workspace> workspace = take_workspace();
-  try {
-    // One compute thread per call: concurrency comes from concurrent callers. The budget
-    // also keeps oneDNN from starting threads of its own.
-    const OneThreadBudget one_thread;
-    if (programs_[0]->phase_count() == 1) {
-      StepRun step;
-      for (std::int64_t first = 0; first < batch; first += options_.micro_batch) {
-        const std::int64_t size = std::min(options_.micro_batch, batch - first);
-        step.first_sample = first;
-        step.input = input + first * input_sample_elements();
-        step.output = output;
-        programs_[static_cast<std::size_t>(size - 1)]->run(step, *workspace);
-      }
-    } else {
-      run_in_phases(input, batch, output, *workspace);
-    }
-  } catch (...) {
-    give_back(std::move(workspace));
-    throw;
+  const std::int64_t micro_count = (batch + options_.micro_batch - 1) / options_.micro_batch;
+  if (programs_[0]->phase_count() > 1) {
+    // Sync points need every micro-batch's kept memory: one workspace, threads per layer.
+    Lease lease(*this, 1);
+    run_in_phases(input, batch, output, *lease.workspaces[0], 1);
+    return;
   }
-  give_back(std::move(workspace));
+  // Several micro-batches: a workspace per thread, each running whole micro-batches.
+  // One: its layers get the threads (and share one workspace).
+  const bool split = micro_count > 1;
+  Lease lease(*this, split ? static_cast<int>(std::min<std::int64_t>(micro_count, options_.threads)) : options_.threads);
+  if (!split) {
+    for (int t = 1; t < lease.threads; ++t) give_back(std::move(lease.workspaces[static_cast<std::size_t>(t)]));
+  }
+  run_micro_batches(input, batch, output, lease);
+}
+
+// Micro-batch j runs on thread j mod threads: the same cut, and so the same bits, for
+// every thread count.
+void InferenceSession::run_micro_batches(const float* input, std::int64_t batch, float* output, Lease& lease) const {
+  const std::int64_t micro_count = (batch + options_.micro_batch - 1) / options_.micro_batch;
+  const bool split = micro_count > 1 && lease.threads > 1;
+  auto run_share = [&](int thread, int team, int threads_per_op) {
+    StepRun step;
+    step.output = output;
+    step.threads = threads_per_op;
+    for (std::int64_t j = thread; j < micro_count; j += team) {
+      const std::int64_t first = j * options_.micro_batch;
+      const std::int64_t size = std::min(options_.micro_batch, batch - first);
+      step.first_sample = first;
+      step.input = input + first * input_sample_elements();
+      programs_[static_cast<std::size_t>(size - 1)]->run(step, *lease.workspaces[static_cast<std::size_t>(thread)]);
+    }
+  };
+  if (!split) {
+    // The budget also keeps oneDNN from starting threads beyond the call's.
+    const ThreadBudget budget(lease.threads);
+    run_share(0, 1, lease.threads);
+    return;
+  }
+  std::exception_ptr failure;
+  std::mutex failure_mutex;
+  parallel_region(lease.threads, [&](int thread, int team) {
+    try {
+      // A team smaller than asked (the runtime's choice) still runs every micro-batch.
+      for (int share = thread; share < lease.threads; share += team) run_share(share, lease.threads, 1);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(failure_mutex);
+      if (!failure) failure = std::current_exception();
+    }
+  });
+  if (failure) std::rethrow_exception(failure);
 }
 
 // A model whose inference needs whole-batch statistics (BatchNorm without running
 // statistics): every micro-batch runs up to each sync point before the reduction, so each
 // keeps its own memory across it. The workspace keeps that memory for the next call.
-void InferenceSession::run_in_phases(const float* input, std::int64_t batch, float* output, Workspace& workspace) const {
+void InferenceSession::run_in_phases(const float* input, std::int64_t batch, float* output, Workspace& workspace,
+                                     int threads) const {
+  const ThreadBudget budget(threads);
   const auto micro_count = static_cast<std::size_t>((batch + options_.micro_batch - 1) / options_.micro_batch);
   std::vector<const StepProgram*> programs(micro_count);
   std::vector<std::byte*> kept(micro_count);
@@ -191,6 +321,7 @@ void InferenceSession::run_in_phases(const float* input, std::int64_t batch, flo
       step.first_sample = static_cast<std::int64_t>(j) * options_.micro_batch;
       step.input = input + step.first_sample * input_sample_elements();
       step.output = output;
+      step.threads = threads;
       programs[j]->run_phase(phase, step, workspace, StepMemoryViews{kept[j], workspace.batch.data()});
     }
     if (phase + 1 < phases) StepProgram::reduce(phase, programs, kept, workspace.batch.data());

@@ -8,6 +8,14 @@
 // - Programs (prepared layers, oneDNN primitives, memory plans) are built at start-up for
 //   every micro-batch size 1..micro_batch and never again, so memory stays bounded
 //   whatever batch sizes arrive: a batch of 37 runs as 16 + 16 + 5.
+// - What layers make of the weights (packed GEMM panels, conv weights in oneDNN's layout)
+//   is made once, at start-up, and shared by every micro-batch size and caller.
+// - The session owns a budget of compute threads (SessionOptions::threads) that its
+//   concurrent callers share: a call runs on its own thread plus as many more as are free.
+//   A batch of several micro-batches spreads them over its threads; a smaller one gives
+//   them to each layer (GEMM, convolution, attention heads). The micro-batches are cut
+//   the same way whatever the thread count, and every layer gives the same bits for any
+//   thread count, so a call's result does not depend on how many threads it got.
 // - Each concurrent call takes a workspace (arena, oneDNN stream) from a pool and gives
 //   it back; once the pool holds as many workspaces as there are concurrent callers, a
 //   call allocates nothing in ember's code (tests/session_allocations; oneDNN 2.6 itself
@@ -21,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/aligned_buffer.h"
 #include "engine/graph.h"
 #include "engine/parameters.h"
 
@@ -33,6 +42,9 @@ struct SessionOptions {
   std::int64_t max_batch = 64;
   std::int64_t micro_batch = 16;
   int workspaces = 1;  // created up front; more are made if more callers arrive at once
+  // Compute threads the session's calls share (at most max_compute_threads). A caller's
+  // own thread counts as one of them.
+  int threads = 1;
   // Bytes the session may hold (engine/memory_limit.h; 0: the machine's available memory).
   // Loading and creation refuse a model whose weights and first workspaces exceed it; past
   // it, a call waits for a workspace to come back instead of making another.
@@ -61,11 +73,19 @@ class InferenceSession {
   // Arena bytes one workspace holds (the largest plan among the micro-batch sizes).
   std::size_t arena_bytes() const { return arena_bytes_; }
   std::size_t workspace_count() const;
+  // Bytes of what the layers made of the weights once (ForwardArgs::constants).
+  std::size_t constant_bytes() const;
 
  private:
+  struct Lease;  // the threads and workspaces of one call
+
+  void make_constants(std::size_t limit, std::size_t weights);
   std::unique_ptr<Workspace> take_workspace() const;
-  void run_in_phases(const float* input, std::int64_t batch, float* output, Workspace& workspace) const;
   void give_back(std::unique_ptr<Workspace> workspace) const;
+  int take_threads(int wanted) const;
+  void give_back_threads(int threads) const;
+  void run_micro_batches(const float* input, std::int64_t batch, float* output, Lease& lease) const;
+  void run_in_phases(const float* input, std::int64_t batch, float* output, Workspace& workspace, int threads) const;
 
   std::unique_ptr<Graph> graph_;
   std::unique_ptr<ParameterStore> parameters_;
@@ -73,6 +93,7 @@ class InferenceSession {
   std::unique_ptr<dnnl::engine> engine_;
   std::vector<std::unique_ptr<StepProgram>> programs_;  // index = micro-batch size - 1
   std::size_t arena_bytes_ = 0;
+  std::vector<AlignedBuffer> constants_;  // one per node and layout (PreparedLayer::constants_key)
 
   std::size_t max_workspaces_ = 0;  // what the memory limit allows
 
@@ -80,6 +101,7 @@ class InferenceSession {
   mutable std::condition_variable workspace_returned_;
   mutable std::vector<std::unique_ptr<Workspace>> pool_;
   mutable std::size_t workspaces_made_ = 0;
+  mutable int threads_in_use_ = 0;  // by calls running now, each counting its caller
 };
 
 }  // namespace ember

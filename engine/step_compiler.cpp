@@ -163,6 +163,7 @@ struct StepProgram::Compiler {
     context.engine = &program.engine_;
     context.fuse_relu = fuse_relu[n] != 0;
     context.fuse_max_pool = fuse_max_pool[n] != 0;
+    context.max_threads = program.max_threads_;
     try {
       program.layers_[n] = node.layer->prepare(context);
     } catch (const dnnl::error& e) {
@@ -510,13 +511,14 @@ struct StepProgram::Compiler {
 };
 
 StepProgram::StepProgram(const Graph& graph, const ParameterStore& parameters, std::int64_t micro_batch, Mode mode,
-                         const dnnl::engine& engine, PlanStrategy strategy, bool computes_loss)
+                         const dnnl::engine& engine, PlanStrategy strategy, bool computes_loss, int max_threads)
     : graph_(graph),
       parameters_(parameters),
       engine_(engine),
       micro_batch_(micro_batch),
       mode_(mode),
-      computes_loss_(computes_loss || mode == Mode::training) {
+      computes_loss_(computes_loss || mode == Mode::training),
+      max_threads_(std::max(1, max_threads)) {
   Compiler compiler(*this, computes_loss_);
   compiler.fuse_relus();
   compiler.fuse_max_pools();
@@ -527,6 +529,19 @@ StepProgram::StepProgram(const Graph& graph, const ParameterStore& parameters, s
   compiler.assign_tensors();
   compiler.compute_lifetimes();
   compiler.plan(strategy);
+  constants_.assign(layers_.size(), nullptr);
+}
+
+std::vector<StepProgram::ConstantsRequest> StepProgram::constants_requests() const {
+  std::vector<ConstantsRequest> requests;
+  for (std::size_t node = 0; node < layers_.size(); ++node) {
+    if (layers_[node] && layers_[node]->constant_bytes > 0) requests.push_back({static_cast<int>(node), layers_[node].get()});
+  }
+  return requests;
+}
+
+void StepProgram::use_constants(int node, const std::byte* constants) {
+  constants_.at(static_cast<std::size_t>(node)) = constants;
 }
 
 StepProgram::~StepProgram() = default;

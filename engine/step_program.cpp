@@ -1,6 +1,7 @@
 // Running a compiled step: the ops in order, each over views into the workspace's arena.
 #include "engine/step_program.h"
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstring>
@@ -129,6 +130,8 @@ class StepProgram::Runner {
     args.partial = bytes(op.partial);
     args.batch = batch_bytes(op);
     args.buffers = gather_buffers(op.node);
+    args.constants = p_.constants_[static_cast<std::size_t>(op.node)];
+    args.threads = std::min(run_.threads, p_.max_threads_);
     const PreparedLayer& layer = *p_.layers_[static_cast<std::size_t>(op.node)];
     if (partial_stage) {
       layer.forward_partial(args);

@@ -75,6 +75,9 @@ struct StepRun {
   // here and stop the run (its results are then meaningless).
   std::optional<Anomaly>* anomaly = nullptr;
   std::int64_t micro_batch_index = 0;  // recorded with an anomaly
+  // Compute threads each op may use (ForwardArgs::threads), at most the program's
+  // max_threads. The executor runs micro-batches in parallel, one thread each.
+  int threads = 1;
 };
 
 // The compiled form. Values are the step's tensors as layers see them (graph values and
@@ -150,9 +153,10 @@ struct StepMemoryViews {
 class StepProgram {
  public:
   // computes_loss: runs are given a loss (training always is); an inference program that
-  // computes none (a session's) plans no scratch for it.
+  // computes none (a session's) plans no scratch for it. max_threads: the most threads a
+  // run gives each op (StepRun::threads); layers size their scratch for it.
   StepProgram(const Graph& graph, const ParameterStore& parameters, std::int64_t micro_batch, Mode mode,
-              const dnnl::engine& engine, PlanStrategy strategy, bool computes_loss = true);
+              const dnnl::engine& engine, PlanStrategy strategy, bool computes_loss = true, int max_threads = 1);
   ~StepProgram();
   StepProgram(const StepProgram&) = delete;
   StepProgram& operator=(const StepProgram&) = delete;
@@ -162,6 +166,18 @@ class StepProgram {
   bool computes_loss() const { return computes_loss_; }
   std::size_t arena_bytes() const { return report_.plan.arena_bytes; }
   const StepPlanReport& report() const { return report_; }
+
+  int max_threads() const { return max_threads_; }
+
+  // Inference: the layers whose forward reads constants made once from the weights
+  // (PreparedLayer::constant_bytes). A session makes them and hands each its copy with
+  // use_constants() before the first run; a program given none runs from the weights.
+  struct ConstantsRequest {
+    int node;
+    const PreparedLayer* layer;
+  };
+  std::vector<ConstantsRequest> constants_requests() const;
+  void use_constants(int node, const std::byte* constants);
 
   std::size_t kept_bytes() const { return report_.kept_plan.arena_bytes; }
   std::size_t batch_bytes() const { return report_.batch_bytes; }
@@ -190,8 +206,10 @@ class StepProgram {
   std::int64_t micro_batch_;
   Mode mode_;
   bool computes_loss_;
+  int max_threads_;
 
   std::vector<std::unique_ptr<PreparedLayer>> layers_;  // per node; null for a fused ReLU
+  std::vector<const std::byte*> constants_;             // per node; null: none given
   std::vector<StepValue> values_;
   std::vector<StepTensor> tensors_;
   std::vector<StepOp> ops_;

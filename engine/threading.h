@@ -21,18 +21,18 @@ void parallel_region(int threads, Body&& body) {
   }
 }
 
-// While alive, the calling thread has an OpenMP budget of one thread: oneDNN primitives
-// and ember's kernels called on it run on it alone. It is what parallel_region(1, ...)
-// gives, without opening a team: libgomp allocates a team for every region, even of one
-// thread, and a warm inference call must not allocate. (libgomp allocates the thread's ICV
-// block on its first omp_set_num_threads, once per thread.) The caller's budget is
-// restored on exit.
-class OneThreadBudget {
+// While alive, the calling thread has an OpenMP budget of `threads`: oneDNN primitives and
+// ember's kernels called on it open at most that many. A budget of one is what
+// parallel_region(1, ...) gives, without opening a team: libgomp allocates a team for
+// every region, even of one thread, and a warm inference call must not allocate. (libgomp
+// allocates the thread's ICV block on its first omp_set_num_threads, once per thread.)
+// The caller's budget is restored on exit.
+class ThreadBudget {
  public:
-  OneThreadBudget() : previous_(omp_get_max_threads()) { omp_set_num_threads(1); }
-  ~OneThreadBudget() { omp_set_num_threads(previous_); }
-  OneThreadBudget(const OneThreadBudget&) = delete;
-  OneThreadBudget& operator=(const OneThreadBudget&) = delete;
+  explicit ThreadBudget(int threads) : previous_(omp_get_max_threads()) { omp_set_num_threads(threads); }
+  ~ThreadBudget() { omp_set_num_threads(previous_); }
+  ThreadBudget(const ThreadBudget&) = delete;
+  ThreadBudget& operator=(const ThreadBudget&) = delete;
 
  private:
   int previous_;

@@ -77,6 +77,17 @@ struct PrepareContext {
   // layers whose fuses_following_max_pool() is true and that read the model's input (plain
   // NCHW) are asked.
   bool fuse_max_pool = false;
+  // The most compute threads one forward call may be given (ForwardArgs::threads): scratch
+  // is sized for it. The executor runs samples in parallel and gives each op one; a
+  // session call with a thread budget and a batch too small to split gives its ops more.
+  int max_threads = 1;
+};
+
+// What PreparedLayer::prepare_constants works from.
+struct ConstantArgs {
+  std::span<const Tensor> params;   // in the order of Layer::parameters()
+  std::byte* constants = nullptr;   // constant_bytes, 64-byte aligned
+  dnnl::stream* stream = nullptr;
 };
 
 struct ForwardArgs {
@@ -94,6 +105,13 @@ struct ForwardArgs {
   std::byte* partial = nullptr;     // partial_bytes, kept until the step's reduction
   std::byte* batch = nullptr;       // batch_bytes, one per step, shared by its micro-batches
   std::span<const Tensor> buffers;  // in the order of Layer::buffers(); read-only here
+  // Inference in a session: what prepare_constants made of the parameters (packed GEMM
+  // panels, conv weights in oneDNN's layout). nullptr elsewhere (the executor: training
+  // changes the weights every step), and the layer then works from `params`.
+  const std::byte* constants = nullptr;
+  // Compute threads this call may run (OpenMP), at most PrepareContext::max_threads. A
+  // layer must give the same bits for every count.
+  int threads = 1;
 };
 
 struct BackwardArgs {
@@ -144,6 +162,14 @@ class PreparedLayer {
   bool backward_reads_output = false;
   // The output may share the input's memory (pointwise layers in inference).
   bool can_run_in_place = false;
+
+  // Inference: weights transformed once, when a session opens, instead of on every call
+  // (ForwardArgs::constants). Their layout may not depend on the micro-batch size:
+  // prepared layers of one node whose constants_key() is equal share one copy, so a
+  // session holds one per node, not one per micro-batch size.
+  std::size_t constant_bytes = 0;
+  virtual std::string constants_key() const { return {}; }
+  virtual void prepare_constants(const ConstantArgs& /*args*/) const {}
 
   // Batch-level layers: a forward (or backward) that needs sums over the whole batch runs
   // in three stages, forward_partial per micro-batch, reduce_forward once, then forward

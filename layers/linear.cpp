@@ -19,7 +19,7 @@ class PreparedLinear final : public PreparedLayer {
     simd::GemmEpilogue epilogue;
     epilogue.bias = bias_ ? args.params[1].data : nullptr;
     simd::gemm(simd::Transpose::no, simd::Transpose::yes, rows_, out_, in_, args.inputs[0].data, in_, args.params[0].data,
-               in_, args.output.data, out_, epilogue, reinterpret_cast<float*>(args.scratch), 1);
+               in_, args.output.data, out_, epilogue, reinterpret_cast<float*>(args.scratch), args.threads);
   }
 
   // dX (rows x in) = dY W;  dW (out x in) (+)= dY^T X;  db (+)= column sums of dY
@@ -83,11 +83,16 @@ std::unique_ptr<PreparedLayer> Linear::prepare(const PrepareContext& context) co
   const Shape& x = context.inputs[0].shape;
   auto prepared = std::make_unique<PreparedLinear>(x.elements() / in_features_, in_features_, out_features_, bias_);
   prepared->output.shape = output_shape(std::span<const Shape>(&x, 1));
-  // One thread per GEMM: the executor already runs samples in parallel.
+  // Backward runs on one thread (the executor runs samples in parallel); forward may be
+  // given more by a session (GEMM results do not depend on the thread count).
   const std::int64_t rows = x.elements() / in_features_;
   using simd::Transpose;
-  prepared->forward_scratch_bytes =
-      simd::gemm_scratch_floats(Transpose::no, Transpose::yes, rows, out_features_, in_features_, 1) * sizeof(float);
+  std::size_t forward_floats = 0;  // for any thread count it may be given
+  for (int threads = 1; threads <= context.max_threads; ++threads) {
+    forward_floats = std::max(forward_floats,
+                              simd::gemm_scratch_floats(Transpose::no, Transpose::yes, rows, out_features_, in_features_, threads));
+  }
+  prepared->forward_scratch_bytes = forward_floats * sizeof(float);
   prepared->backward_scratch_bytes =
       std::max(simd::gemm_scratch_floats(Transpose::no, Transpose::no, rows, in_features_, out_features_, 1),
                simd::gemm_scratch_floats(Transpose::yes, Transpose::no, out_features_, in_features_, rows, 1)) *

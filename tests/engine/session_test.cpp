@@ -32,13 +32,15 @@ namespace {
 using testing::contains;
 using testing::error_of;
 
-std::unique_ptr<InferenceSession> make_session(const std::string& model, std::int64_t max_batch, std::int64_t micro_batch = 4) {
+std::unique_ptr<InferenceSession> make_session(const std::string& model, std::int64_t max_batch, std::int64_t micro_batch = 4,
+                                               int threads = 1) {
   auto graph = std::make_unique<Graph>(graph_from_spec(builtin_model_spec(model)));
   auto parameters = std::make_unique<ParameterStore>(*graph);
   parameters->initialize(3);
   SessionOptions options;
   options.max_batch = max_batch;
   options.micro_batch = micro_batch;
+  options.threads = threads;
   return std::make_unique<InferenceSession>(std::move(graph), std::move(parameters), options);
 }
 
@@ -138,6 +140,58 @@ TEST_P(InferenceSessionTest, ConcurrentCallersGetTheOutputsOfOneCaller) {
   EXPECT_LE(session->workspace_count(), static_cast<std::size_t>(threads));
 }
 
+// A call given more threads spreads its micro-batches over them, or at one micro-batch
+// gives them to its layers: neither may change a bit of the result.
+class InferenceSessionThreads : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(InferenceSessionThreads, EveryThreadBudgetGivesTheBitsOfOneThread) {
+  constexpr std::int64_t max_batch = 16;
+  const auto one = make_session(GetParam(), max_batch);
+  const std::int64_t out = one->output_sample_elements();
+  const std::vector<float> input = random_inputs(static_cast<std::size_t>(max_batch * one->input_sample_elements()), 2);
+  for (const int threads : {2, 3}) {
+    const auto session = make_session(GetParam(), max_batch, 4, threads);
+    for (const std::int64_t batch : {1, 3, 4, 9, 16}) {
+      std::vector<float> expected(static_cast<std::size_t>(batch * out)), found(expected.size());
+      one->run(input.data(), batch, expected.data());
+      session->run(input.data(), batch, found.data());
+      EXPECT_TRUE(same_bits(expected.data(), found.data(), batch * out)) << threads << " threads, batch " << batch;
+    }
+  }
+}
+
+// Callers of a session with a budget of two threads, four at once: each gets what one
+// caller alone gets (ThreadSanitizer runs this too).
+TEST_P(InferenceSessionThreads, ConcurrentCallersShareTheThreadBudget) {
+  constexpr std::int64_t max_batch = 16;
+  const auto session = make_session(GetParam(), max_batch, 4, 2);
+  const std::int64_t out = session->output_sample_elements();
+  const std::vector<float> input = random_inputs(static_cast<std::size_t>(max_batch * session->input_sample_elements()), 5);
+  std::vector<std::vector<float>> expected(max_batch + 1);
+  for (std::int64_t b = 1; b <= max_batch; ++b) {
+    expected[static_cast<std::size_t>(b)].resize(static_cast<std::size_t>(b * out));
+    session->run(input.data(), b, expected[static_cast<std::size_t>(b)].data());
+  }
+  constexpr int callers = 4;
+  const int calls = calls_per_thread(100);
+  std::vector<int> mismatches(callers, 0);
+  std::latch start(callers);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < callers; ++t) {
+    threads.emplace_back([&, t] {
+      std::vector<float> output(static_cast<std::size_t>(max_batch * out));
+      start.arrive_and_wait();
+      for (int c = 0; c < calls; ++c) {
+        const std::int64_t b = 1 + (t * 3 + c * 5) % max_batch;
+        session->run(input.data(), b, output.data());
+        if (!same_bits(output.data(), expected[static_cast<std::size_t>(b)].data(), b * out)) ++mismatches[static_cast<std::size_t>(t)];
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(mismatches, std::vector<int>(callers, 0));
+}
+
 TEST_P(InferenceSessionTest, MemoryStaysBoundedWhenBatchSizesVary) {
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
   GTEST_SKIP() << "resident memory includes the sanitizer's shadow memory and quarantine";
@@ -160,6 +214,14 @@ TEST_P(InferenceSessionTest, MemoryStaysBoundedWhenBatchSizesVary) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, InferenceSessionTest, ::testing::Values("seed-cnn", "attn-cnn"),
+                         [](const ::testing::TestParamInfo<const char*>& info) {
+                           std::string name = info.param;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
+
+INSTANTIATE_TEST_SUITE_P(Models, InferenceSessionThreads,
+                         ::testing::Values("seed-cnn", "lenet", "attn-cnn", "resnet", "attention-mse"),
                          [](const ::testing::TestParamInfo<const char*>& info) {
                            std::string name = info.param;
                            std::replace(name.begin(), name.end(), '-', '_');

@@ -163,6 +163,7 @@ TEST_F(CliTest, SessionBenchReportsCallsLatencyAndMemory) {
     return at == std::string::npos ? -1.0 : std::atof(run.output.c_str() + at + name.size() + 4);
   };
   EXPECT_EQ(field("callers"), 3.0) << run.output;
+  EXPECT_EQ(field("threads"), 1.0) << run.output;
   // One workspace per caller that overlapped another; how many did depends on the machine.
   EXPECT_GE(field("workspaces"), 1.0) << run.output;
   EXPECT_LE(field("workspaces"), 3.0) << run.output;
@@ -173,7 +174,7 @@ TEST_F(CliTest, SessionBenchReportsCallsLatencyAndMemory) {
   EXPECT_GT(field("resident_before_bytes"), 0.0) << run.output;
   EXPECT_GT(field("resident_after_bytes"), 0.0) << run.output;
   for (const auto& [arguments, flag] : {std::pair<std::string, std::string>{"bench --session --training", "--training"},
-                                        {"bench --session --threads 2", "--threads"},
+                                        {"bench --session --steps 2", "--steps"},
                                         {"bench --calls 5", "--calls"}}) {
     const CliRun refused = ember(arguments);
     EXPECT_EQ(refused.exit_code, 2) << arguments << ": " << refused.output;

@@ -49,7 +49,7 @@ int bench_command(int argc, char** argv) {
       .value("callers", "with --session: threads calling the session at once", "8", "N")
       .value("calls", "with --session: timed calls per caller", "1000", "N")
       .toggle("mixed-batches", "with --session: each call's batch size drawn (seeded) from 1..B")
-      .value("threads", "compute threads (not with --session: a call computes on its caller's thread)", "1", "N")
+      .value("threads", "compute threads (with --session: the session's budget, shared by its callers)", "1", "N")
       .value("micro-batch", "samples a thread carries at once", "16", "N")
       .value("data", "real batches from this dataset's training split (in order), or attention-retrieval (synthetic), instead of random inputs", "", "D")
       .value("steps", "timed steps", "50", "N")
@@ -61,7 +61,7 @@ int bench_command(int argc, char** argv) {
     return 0;
   }
   const bool session = flags.on("session");
-  for (const char* name : {"training", "data", "threads", "steps", "detect-anomaly"}) {
+  for (const char* name : {"training", "data", "steps", "detect-anomaly"}) {
     if (session && flags.on(name)) throw UsageError(std::string("ember bench: --") + name + " does not go with --session");
   }
   for (const char* name : {"checkpoint", "callers", "calls", "mixed-batches"}) {

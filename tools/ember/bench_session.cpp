@@ -48,7 +48,9 @@ int bench_session(const Flags& flags) {
   SessionOptions options;
   options.max_batch = max_batch;
   options.micro_batch = flags.positive_integer("micro-batch");
-  options.workspaces = callers;  // warm calls make no workspace
+  options.threads = static_cast<int>(flags.positive_integer("threads"));
+  // Warm calls make no workspace: a caller holds up to one per thread it is given.
+  options.workspaces = std::max(callers, options.threads);
   const std::unique_ptr<InferenceSession> session = open_session(flags, options);
   const std::int64_t in = session->input_sample_elements(), out = session->output_sample_elements();
 
@@ -115,16 +117,17 @@ int bench_session(const Flags& flags) {
   const std::string batches = mixed ? "1.." + std::to_string(max_batch) : std::to_string(max_batch);
   const std::string isa(simd::isa_name(simd::selected_isa()));
   if (flags.on("json")) {
-    std::printf("{\"framework\": \"ember\", \"model\": \"%s\", \"mode\": \"session\", \"callers\": %d, \"calls\": %lld, "
+    std::printf("{\"framework\": \"ember\", \"model\": \"%s\", \"mode\": \"session\", \"threads\": %d, \"callers\": %d, "
+                "\"calls\": %lld, "
                 "\"batch\": \"%s\", \"calls_per_s\": %.2f, \"img_per_s\": %.2f, \"p50_ms\": %.4f, \"p99_ms\": %.4f, "
                 "\"resident_before_bytes\": %zu, \"resident_after_bytes\": %zu, \"workspaces\": %zu, \"isa\": \"%s\"}\n",
-                model.c_str(), callers, static_cast<long long>(calls), batches.c_str(), total_calls / seconds,
-                static_cast<double>(images) / seconds, p50_ms, p99_ms, resident_before, resident_after,
+                model.c_str(), options.threads, callers, static_cast<long long>(calls), batches.c_str(),
+                total_calls / seconds, static_cast<double>(images) / seconds, p50_ms, p99_ms, resident_before, resident_after,
                 session->workspace_count(), isa.c_str());
   } else {
-    std::printf("%s session, %d caller(s) x %lld calls, batch %s: %.1f calls/s, %.1f img/s; latency p50 %.3f ms, "
+    std::printf("%s session, %d thread(s), %d caller(s) x %lld calls, batch %s: %.1f calls/s, %.1f img/s; latency p50 %.3f ms, "
                 "p99 %.3f ms; resident %.1f MiB before, %.1f MiB after (%+.2f MiB); %zu workspaces; %s kernels\n",
-                model.c_str(), callers, static_cast<long long>(calls), batches.c_str(), total_calls / seconds,
+                model.c_str(), options.threads, callers, static_cast<long long>(calls), batches.c_str(), total_calls / seconds,
                 static_cast<double>(images) / seconds, p50_ms, p99_ms, mebibytes(resident_before),
                 mebibytes(resident_after), mebibytes(resident_after) - mebibytes(resident_before),
                 session->workspace_count(), isa.c_str());
