@@ -80,7 +80,8 @@ std::unique_ptr<PreparedLayer> prepare_direct(const Conv2dOptions& o, const Prep
   auto p = std::make_unique<PreparedDirectConv2d>();
   const Shape& in = context.inputs[0].shape;
   p->shape_ = simd::DirectConvShape{in[0], o.in_channels, o.out_channels, in[2], in[3], o.kernel[0], o.kernel[1],
-                                    o.padding[0], o.padding[1], context.fuse_relu, context.fuse_max_pool};
+                                    o.padding[0], o.padding[1], context.fused_activation == FusedActivation::relu,
+                                    context.fuse_max_pool};
   p->bias_ = o.bias;
   p->output.shape = Shape{in[0], o.out_channels, p->shape_.out_h(), p->shape_.out_w()};
   p->forward_scratch_bytes = simd::direct_conv2d_scratch_floats(p->shape_) * sizeof(float);
@@ -333,7 +334,8 @@ std::unique_ptr<PreparedLayer> Conv2d::prepare(const PrepareContext& context) co
   const ValueInfo& input = context.inputs[0];
   const Shape out_shape = output_shape(std::span<const Shape>(&input.shape, 1));
   const bool training = context.mode == Mode::training;
-  if (context.fuse_relu && training) {
+  const bool fuse_relu = context.fused_activation == FusedActivation::relu;
+  if (fuse_relu && training) {
     throw Error("conv2d: a following ReLU can be fused in inference only; training's backward needs the output before the ReLU");
   }
   const bool direct = direct_kernel_fits(options_, input, context.mode);
@@ -363,7 +365,7 @@ std::unique_ptr<PreparedLayer> Conv2d::prepare(const PrepareContext& context) co
   }
   const auto attr = user_scratchpad();
   auto forward_attr = user_scratchpad();
-  if (context.fuse_relu) {
+  if (fuse_relu) {
     dnnl::post_ops relu;
     relu.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);  // scale, algorithm, alpha (slope), beta
     forward_attr.set_post_ops(relu);

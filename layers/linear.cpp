@@ -12,12 +12,14 @@ namespace {
 
 class PreparedLinear final : public PreparedLayer {
  public:
-  PreparedLinear(std::int64_t rows, std::int64_t in, std::int64_t out, bool bias) : rows_(rows), in_(in), out_(out), bias_(bias) {}
+  PreparedLinear(std::int64_t rows, std::int64_t in, std::int64_t out, bool bias, simd::Activation activation)
+      : rows_(rows), in_(in), out_(out), bias_(bias), activation_(activation) {}
 
   // Y (rows x out) = X (rows x in) W^T + b
   void forward(const ForwardArgs& args) const override {
     simd::GemmEpilogue epilogue;
     epilogue.bias = bias_ ? args.params[1].data : nullptr;
+    epilogue.activation = activation_;
     simd::gemm(simd::Transpose::no, simd::Transpose::yes, rows_, out_, in_, args.inputs[0].data, in_, args.params[0].data,
                in_, args.output.data, out_, epilogue, reinterpret_cast<float*>(args.scratch), args.threads);
   }
@@ -42,7 +44,18 @@ class PreparedLinear final : public PreparedLayer {
  private:
   std::int64_t rows_, in_, out_;
   bool bias_;
+  simd::Activation activation_;  // inference: a following activation applied in the epilogue
 };
+
+simd::Activation gemm_activation(FusedActivation activation) {
+  switch (activation) {
+    case FusedActivation::none: return simd::Activation::none;
+    case FusedActivation::relu: return simd::Activation::relu;
+    case FusedActivation::gelu_erf: return simd::Activation::gelu;
+    case FusedActivation::gelu_tanh: return simd::Activation::gelu_tanh;
+  }
+  return simd::Activation::none;
+}
 
 }  // namespace
 
@@ -81,7 +94,11 @@ std::vector<ParameterSpec> Linear::parameters(std::span<const Shape>) const {
 
 std::unique_ptr<PreparedLayer> Linear::prepare(const PrepareContext& context) const {
   const Shape& x = context.inputs[0].shape;
-  auto prepared = std::make_unique<PreparedLinear>(x.elements() / in_features_, in_features_, out_features_, bias_);
+  if (context.fused_activation != FusedActivation::none && context.mode == Mode::training) {
+    throw Error("linear: a following activation can be fused in inference only; training's backward needs the output before it");
+  }
+  auto prepared = std::make_unique<PreparedLinear>(x.elements() / in_features_, in_features_, out_features_, bias_,
+                                                   gemm_activation(context.fused_activation));
   prepared->output.shape = output_shape(std::span<const Shape>(&x, 1));
   // Backward runs on one thread (the executor runs samples in parallel); forward may be
   // given more by a session (GEMM results do not depend on the thread count).

@@ -94,12 +94,12 @@ TEST_P(Conv2dTest, ParameterGradientsAccumulate) {
   testing::expect_parameter_gradients_accumulate(harness);
 }
 
-// Inference with PrepareContext::fuse_relu: the ReLU the step program removed runs as a
+// Inference with a fused ReLU (PrepareContext::fused_activation): the ReLU the step program removed runs as a
 // oneDNN post-op, so the output is max(0, conv).
 TEST_P(Conv2dTest, FusedReluGivesTheRectifiedReference) {
   const ConvCase& c = GetParam();
   const Conv2d layer(c.options);
-  LayerHarness harness(layer, {HarnessInput{c.input}}, Mode::inference, 1, /*fuse_relu=*/true);
+  LayerHarness harness(layer, {HarnessInput{c.input}}, Mode::inference, 1, FusedActivation::relu);
   const std::vector<float> y = harness.forward();
   const std::vector<float>* bias = c.options.bias ? &harness.params[1] : nullptr;
   std::vector<double> reference = conv2d_reference(c.options, c.input, harness.inputs[0], harness.params[0], bias, harness.output_shape());
@@ -166,7 +166,7 @@ TEST(Conv2d, InferenceWithFewChannelsMatchesTheReferenceWithEveryFusion) {
         PrepareContext context;
         context.inputs = std::span<const ValueInfo>(&input, 1);
         context.engine = &engine;
-        context.fuse_relu = relu;
+        context.fused_activation = relu ? FusedActivation::relu : FusedActivation::none;
         context.fuse_max_pool = pool;
         const auto prepared = layer.prepare(context);
         ASSERT_EQ(prepared->output.blocked, nullptr) << c.name << ": the direct kernel writes plain NCHW";
@@ -345,11 +345,11 @@ TEST(Conv2d, FusedReluIsRefusedInTraining) {
   context.inputs = std::span<const ValueInfo>(&input, 1);
   context.input_needs_grad = std::span<const char>(&needs_grad, 1);
   context.engine = &engine;
-  context.fuse_relu = true;
-  EXPECT_TRUE(layer.fuses_following_relu());
+  context.fused_activation = FusedActivation::relu;
+  EXPECT_TRUE(layer.fuses_following(FusedActivation::relu));
   try {
     (void)layer.prepare(context);
-    ADD_FAILURE() << "fuse_relu was accepted in training";
+    ADD_FAILURE() << "a fused ReLU was accepted in training";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("conv2d"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("inference only"), std::string::npos) << e.what();
