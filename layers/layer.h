@@ -76,6 +76,12 @@ struct PrepareContext {
   // (a oneDNN post-op, a GEMM epilogue). Only layers whose fuses_following() accepts it
   // are asked.
   FusedActivation fused_activation = FusedActivation::none;
+  // Inference only: the layer's output (after the fused activation, if any) goes straight
+  // into a 2x2, stride-2 max pool without padding (a layer whose is_max_pool_2x2() is true)
+  // that the step compiler removed, so the layer applies it: its output is the pooled one.
+  // Only layers whose fuses_following_max_pool() is true and that read the model's input
+  // (plain NCHW) are asked.
+  bool fuse_max_pool = false;
   // The most compute threads one forward call may be given (ForwardArgs::threads): scratch
   // is sized for it. The executor runs samples in parallel and gives each op one; a
   // session call with a thread budget and a batch too small to split gives its ops more.
@@ -209,6 +215,10 @@ class Layer {
   // The pointwise activation this layer is, which a producer may apply instead (none: it
   // is not one).
   virtual FusedActivation activation() const { return FusedActivation::none; }
+  // Can prepare() honour PrepareContext::fuse_max_pool, for a plain input?
+  virtual bool fuses_following_max_pool() const { return false; }
+  // Is this layer a 2x2, stride-2 max pool without padding, which such a producer can apply?
+  virtual bool is_max_pool_2x2() const { return false; }
   virtual std::unique_ptr<PreparedLayer> prepare(const PrepareContext& context) const = 0;
 };
 
