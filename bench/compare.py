@@ -10,8 +10,12 @@ same kind of data (real Fashion-MNIST batches; the attention-retrieval task for
 attention-mse), sized in a calibration pass so one measurement takes about --seconds.
 Then the GEMM table: ember_bench's gemm suite (ember vs oneDNN vs OpenBLAS), medians.
 
+Several PyTorch peers at once: --torch-python PY once per peer (e.g. Debian's 1.13 and
+PyPI's newest in a venv); each round then runs ember and every peer in turn, and every
+peer has its columns in the tables and its bars in the chart, named by its torch version.
+
 Writes <out>/comparison.md (tables), <out>/comparison.svg (ember/PyTorch ratio per
-workload) and <out>/comparison.json (every sample). Standard library only.
+workload and peer) and <out>/comparison.json (every sample). Standard library only.
 """
 import argparse
 import datetime
@@ -52,11 +56,13 @@ def parse_args():
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 rounds of ~0.1 s, a short GEMM pass")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of " + ",".join(MODELS))
     parser.add_argument("--no-gemm", action="store_true", help="skip the GEMM table")
-    parser.add_argument("--torch-python", default=TORCH_PYTHON,
-                        help="the python whose torch is the peer (default: Debian's, " + TORCH_PYTHON + ")")
+    parser.add_argument("--torch-python", action="append",
+                        help="a python whose torch is a peer; repeat for several peers, interleaved "
+                             "(default: Debian's, " + TORCH_PYTHON + ")")
     parser.add_argument("--batches", default=",".join(str(b) for b in BATCHES),
                         help="comma-separated batch sizes (default: " + ",".join(str(b) for b in BATCHES) + ")")
     args = parser.parse_args()
+    args.torch_python = args.torch_python or [TORCH_PYTHON]
     if args.quick:
         args.rounds, args.seconds = 2, 0.1
     args.models = [m for m in args.models.split(",") if m]
@@ -138,16 +144,17 @@ def warmup_for(steps, quick):
     return 1 if quick else max(2, min(10, steps // 10))
 
 
-def measure_models(args, ember, workers):
+def measure_models(args, ember, workers, peers):
+    """samples[w]: {"ember": [img/s per round], label: [...] for each peer's label}."""
     workloads = [(m, mode, b, t) for m in args.models for mode in MODES for b in args.batches for t in THREADS]
-    # Calibration: a few steps of each side give the step count for about --seconds on the slower.
+    # Calibration: a few steps of each side give the step count for about --seconds on the slowest.
     steps = {}
     for w in workloads:
-        e = run_ember(ember, w, 2, 1)
-        t = workers[w[3]].measure(w, 2, 1)
-        slower = max(e["ms_per_step"], t["ms_per_step"]) / 1000.0
-        steps[w] = max(2 if args.quick else 3, min(20000, math.ceil(args.seconds / max(slower, 1e-6))))
-    samples = {w: {"ember": [], "pytorch": []} for w in workloads}
+        slowest = run_ember(ember, w, 2, 1)["ms_per_step"]
+        for p in range(len(peers)):
+            slowest = max(slowest, workers[p, w[3]].measure(w, 2, 1)["ms_per_step"])
+        steps[w] = max(2 if args.quick else 3, min(20000, math.ceil(args.seconds / max(slowest / 1000.0, 1e-6))))
+    samples = {w: {side: [] for side in ["ember"] + peers} for w in workloads}
     isa = "?"
     for round_index in range(args.rounds):
         started = time.monotonic()
@@ -156,7 +163,8 @@ def measure_models(args, ember, workers):
             e = run_ember(ember, w, steps[w], warmup)
             isa = e.get("isa", isa)
             samples[w]["ember"].append(e["img_per_s"])
-            samples[w]["pytorch"].append(workers[w[3]].measure(w, steps[w], warmup)["img_per_s"])
+            for p, label in enumerate(peers):
+                samples[w][label].append(workers[p, w[3]].measure(w, steps[w], warmup)["img_per_s"])
         print(f"round {round_index + 1}/{args.rounds}: {time.monotonic() - started:.0f} s", file=sys.stderr)
     return workloads, steps, samples, isa
 
@@ -206,37 +214,53 @@ def cpu_name():
     return platform.processor() or "unknown CPU"
 
 
-def markdown(args, setup, isa, workloads, steps, samples, gemm, command_line):
+def peer_labels(setups, pythons):
+    """"PyTorch <version>" per peer; the python too when two peers share a version."""
+    labels = [f"PyTorch {setup['torch']}" for setup in setups]
+    return [f"{label} ({python})" if labels.count(label) > 1 else label for label, python in zip(labels, pythons)]
+
+
+def markdown(args, setups, peers, isa, workloads, steps, samples, gemm, command_line):
+    """One peer: columns named "PyTorch" (the single-peer tables as they always were); several:
+    a column and a ratio per peer, named by its label."""
     median = {w: {side: statistics.median(v) for side, v in s.items()} for w, s in samples.items()}
+    names = ["PyTorch"] if len(peers) == 1 else peers
     lines = ["# ember vs PyTorch", ""]
     if args.quick:
         lines += ["**--quick smoke run: too few, too short rounds for figures to mean anything.**", ""]
     lines += [f"- {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}, {cpu_name()}, {os.cpu_count()} cores; "
-              f"ember kernels {isa}",
-              f"- PyTorch {setup['torch']}, BLAS {setup['blas']} ({setup['blas_library']}), allocator {setup['allocator']}, "
-              f"oneDNN for convolutions: {'yes' if setup['onednn'] else 'no'}; torch.set_num_threads(n)",
-              f"- {args.rounds} interleaved rounds (ember, PyTorch, ember, ...), medians; about {args.seconds:g} s per "
-              "measurement; spread = (max - min) / median of the noisier side",
+              f"ember kernels {isa}"]
+    for setup, python in zip(setups, args.torch_python):
+        where = "" if len(peers) == 1 else f" ({python})"
+        lines.append(f"- PyTorch {setup['torch']}{where}, BLAS {setup['blas']} ({setup['blas_library']}), allocator "
+                     f"{setup['allocator']}, oneDNN for convolutions: {'yes' if setup['onednn'] else 'no'}; "
+                     "torch.set_num_threads(n)")
+    order = "(ember, PyTorch, ember, ...)" if len(peers) == 1 else "(ember, then each PyTorch in turn, ember, ...)"
+    lines += [f"- {args.rounds} interleaved rounds {order}, medians; about {args.seconds:g} s per "
+              f"measurement; spread = (max - min) / median of the {'noisier' if len(peers) == 1 else 'noisiest'} side",
               f"- `{command_line}`", ""]
     for mode in MODES:
         lines += [f"## {mode.capitalize()} (img/s)", "",
-                  "| model | batch | threads | steps | ember | PyTorch | ember / PyTorch | spread |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| model | batch | threads | steps | ember | " + " | ".join(names) + " | " +
+                  " | ".join("ember / " + n for n in names) + " | spread |",
+                  "|---|---:|---:|---:|---:|" + "---:|" * (2 * len(peers) + 1)]
         for w in workloads:
             if w[1] != mode:
                 continue
-            e, t = median[w]["ember"], median[w]["pytorch"]
-            noise = max(spread(samples[w]["ember"]), spread(samples[w]["pytorch"]))
-            lines.append(f"| {w[0]} | {w[2]} | {w[3]} | {steps[w]} | {e:.0f} | {t:.0f} | {e / t:.2f}× | {100 * noise:.0f}% |")
+            e = median[w]["ember"]
+            noise = max(spread(v) for v in samples[w].values())
+            lines.append(f"| {w[0]} | {w[2]} | {w[3]} | {steps[w]} | {e:.0f} | " +
+                         " | ".join(f"{median[w][p]:.0f}" for p in peers) + " | " +
+                         " | ".join(f"{e / median[w][p]:.2f}×" for p in peers) + f" | {100 * noise:.0f}% |")
         lines.append("")
     lines += ["## Thread scaling (img/s at 2 threads / at 1 thread)", "",
-              "| model | mode | batch | ember | PyTorch |", "|---|---|---:|---:|---:|"]
+              "| model | mode | batch | ember | " + " | ".join(names) + " |", "|---|---|---:|---:|" + "---:|" * len(peers)]
     for w in workloads:
         if w[3] != 1 or (w[0], w[1], w[2], 2) not in median:
             continue
         w2 = (w[0], w[1], w[2], 2)
-        lines.append(f"| {w[0]} | {w[1]} | {w[2]} | {median[w2]['ember'] / median[w]['ember']:.2f}× | "
-                     f"{median[w2]['pytorch'] / median[w]['pytorch']:.2f}× |")
+        lines.append(f"| {w[0]} | {w[1]} | {w[2]} | " +
+                     " | ".join(f"{median[w2][side] / median[w][side]:.2f}×" for side in ["ember"] + peers) + " |")
     lines.append("")
     if gemm:
         lines += ["## GEMM (GFLOP/s, Y = X Wᵀ, ember_bench medians)", "",
@@ -254,14 +278,23 @@ def markdown(args, setup, isa, workloads, steps, samples, gemm, command_line):
     return "\n".join(lines)
 
 
-def svg_chart(args, workloads, samples):
-    """Horizontal bars on a log scale from the 1x line to each ember/PyTorch ratio."""
-    ratios = [(w, statistics.median(samples[w]["ember"]) / statistics.median(samples[w]["pytorch"])) for w in workloads]
-    low = min([0.5] + [r / 1.25 for _, r in ratios])
-    high = max([2.0] + [r * 1.25 for _, r in ratios])
+PEER_COLOURS = ["#1f77b4", "#e8590c", "#9c36b5", "#2f9e44"]  # with several peers, one colour each
+
+
+def svg_chart(args, workloads, samples, peers):
+    """Horizontal bars on a log scale from the 1x line to each ember/PyTorch ratio: one bar per
+    workload, green or red, for one peer; one bar per workload and peer, a colour each, for several."""
+    ratios = [(w, p, statistics.median(samples[w]["ember"]) / statistics.median(samples[w][p]))
+              for w in workloads for p in peers]
+    low = min([0.5] + [r / 1.25 for _, _, r in ratios])
+    high = max([2.0] + [r * 1.25 for _, _, r in ratios])
     first, last = math.floor(math.log2(low)), math.ceil(math.log2(high))
-    row, label_width, plot_width, top, bottom = 16, 190, 560, 46, 34
-    height = top + row * len(ratios) + bottom
+    several = len(peers) > 1
+    bar = 11 if several else 16
+    gap = 5 if several else 0
+    group = bar * len(peers) + gap
+    label_width, plot_width, top, bottom = 190, 560, 46 + (18 if several else 0), 34
+    height = top + group * len(workloads) + bottom
     width = label_width + plot_width + 70
 
     def x(ratio):
@@ -274,6 +307,11 @@ def svg_chart(args, workloads, samples):
              f'median of {args.rounds} interleaved rounds{" (--quick)" if args.quick else ""}</text>',
              f'<text x="{width / 2}" y="34" text-anchor="middle" fill="#555">right of the line: ember faster; '
              'log scale</text>']
+    if several:
+        for i, peer in enumerate(peers):
+            left = label_width + i * 190
+            parts.append(f'<rect x="{left}" y="44" width="12" height="10" fill="{PEER_COLOURS[i % len(PEER_COLOURS)]}"/>')
+            parts.append(f'<text x="{left + 16}" y="53">ember / {escape(peer)}</text>')
     every = max(1, math.ceil((last - first) / 8))  # at most ~9 labelled ticks
     for power in range(first, last + 1):
         if power % every:
@@ -283,19 +321,28 @@ def svg_chart(args, workloads, samples):
         parts.append(f'<line x1="{tick:.1f}" y1="{top - 4}" x2="{tick:.1f}" y2="{height - bottom}" stroke="#ddd"/>')
         parts.append(f'<text x="{tick:.1f}" y="{height - bottom + 14}" text-anchor="middle">{label}</text>')
     previous_model = None
-    for i, (w, ratio) in enumerate(ratios):
-        y = top + i * row
+    for i, w in enumerate(workloads):
+        y0 = top + i * group
         if w[0] != previous_model and i > 0:
-            parts.append(f'<line x1="4" y1="{y:.1f}" x2="{width - 4}" y2="{y:.1f}" stroke="#999"/>')
+            parts.append(f'<line x1="4" y1="{y0 - gap / 2:.1f}" x2="{width - 4}" y2="{y0 - gap / 2:.1f}" stroke="#999"/>')
         previous_model = w[0]
         label = f"{w[0]} {'train' if w[1] == 'training' else 'infer'} b{w[2]} {w[3]}t"
-        left, right = sorted((x(1.0), x(ratio)))
-        colour = "#2b8a3e" if ratio >= 1.0 else "#c92a2a"
-        parts.append(f'<text x="{label_width - 6}" y="{y + 12}" text-anchor="end">{escape(label)}</text>')
-        parts.append(f'<rect x="{left:.1f}" y="{y + 3}" width="{max(right - left, 1):.1f}" height="{row - 5}" '
-                     f'fill="{colour}"><title>{escape(label)}: {ratio:.2f}×</title></rect>')
-        anchor, at = ("start", right + 4) if ratio >= 1.0 else ("end", left - 4)
-        parts.append(f'<text x="{at:.1f}" y="{y + 12}" text-anchor="{anchor}">{ratio:.2f}×</text>')
+        parts.append(f'<text x="{label_width - 6}" y="{y0 + (bar * len(peers)) / 2 + 4:.0f}" text-anchor="end">'
+                     f'{escape(label)}</text>')
+        for k, peer in enumerate(peers):
+            ratio = statistics.median(samples[w]["ember"]) / statistics.median(samples[w][peer])
+            y = y0 + k * bar
+            left, right = sorted((x(1.0), x(ratio)))
+            if several:
+                colour, height_, title = PEER_COLOURS[k % len(PEER_COLOURS)], bar - 1, f"{label}, ember / {peer}"
+            else:
+                colour, height_, title = "#2b8a3e" if ratio >= 1.0 else "#c92a2a", bar - 5, label
+            parts.append(f'<rect x="{left:.1f}" y="{y + (0 if several else 3)}" width="{max(right - left, 1):.1f}" '
+                         f'height="{height_}" fill="{colour}"><title>{escape(title)}: {ratio:.2f}×</title></rect>')
+            anchor, at = ("start", right + 4) if ratio >= 1.0 else ("end", left - 4)
+            size = ' font-size="9"' if several else ""
+            parts.append(f'<text x="{at:.1f}" y="{y + (bar - 2 if several else 12)}" text-anchor="{anchor}"{size}>'
+                         f'{ratio:.2f}×</text>')
     one = x(1.0)
     parts.append(f'<line x1="{one:.1f}" y1="{top - 4}" x2="{one:.1f}" y2="{height - bottom}" stroke="black" '
                  'stroke-width="1.5"/>')
@@ -317,15 +364,18 @@ def main():
     command_line = "bash bench/compare.sh " + " ".join(sys.argv[1:])
     started = time.monotonic()
 
-    workers = {}
+    workers = {}  # (peer index, threads) -> TorchWorker
     try:
-        for threads in THREADS:
-            workers[threads] = TorchWorker(threads, args.torch_python)
-            check_torch_setup(workers[threads].setup, threads)
-        setup = workers[THREADS[0]].setup
-        print(f"PyTorch {setup['torch']}: BLAS {setup['blas']} ({setup['blas_library']}), allocator {setup['allocator']}",
-              file=sys.stderr)
-        workloads, steps, samples, isa = measure_models(args, ember, workers)
+        for p, python in enumerate(args.torch_python):
+            for threads in THREADS:
+                workers[p, threads] = TorchWorker(threads, python)
+                check_torch_setup(workers[p, threads].setup, threads)
+        setups = [workers[p, THREADS[0]].setup for p in range(len(args.torch_python))]
+        peers = peer_labels(setups, args.torch_python)
+        for setup in setups:
+            print(f"PyTorch {setup['torch']}: BLAS {setup['blas']} ({setup['blas_library']}), allocator "
+                  f"{setup['allocator']}", file=sys.stderr)
+        workloads, steps, samples, isa = measure_models(args, ember, workers, peers)
     finally:
         for worker in workers.values():
             worker.close()
@@ -333,16 +383,24 @@ def main():
 
     paths = {kind: os.path.join(args.out, "comparison." + kind) for kind in ("md", "svg", "json")}
     with open(paths["md"], "w") as f:
-        f.write(markdown(args, setup, isa, workloads, steps, samples, gemm, command_line))
+        f.write(markdown(args, setups, peers, isa, workloads, steps, samples, gemm, command_line))
     with open(paths["svg"], "w") as f:
-        f.write(svg_chart(args, workloads, samples))
+        f.write(svg_chart(args, workloads, samples, peers))
+    # The first peer keeps the single-peer fields ("pytorch", "pytorch_img_per_s"); with several,
+    # "peers" and each workload's "peers_img_per_s" hold them all.
+    document = {"command": command_line, "pytorch": setups[0], "isa": isa, "rounds": args.rounds,
+                "workloads": [{"model": w[0], "mode": w[1], "batch": w[2], "threads": w[3], "steps": steps[w],
+                               "ember_img_per_s": samples[w]["ember"], "pytorch_img_per_s": samples[w][peers[0]],
+                               **({"peers_img_per_s": {p: samples[w][p] for p in peers}} if len(peers) > 1 else {})}
+                              for w in workloads],
+                "gemm_gflops": [{"shape": s, "threads": t, **row} for (s, t), row in gemm.items()]}
+    if len(peers) > 1:
+        document["peers"] = [{"label": label, "python": python, "setup": setup}
+                             for label, python, setup in zip(peers, args.torch_python, setups)]
     with open(paths["json"], "w") as f:
-        json.dump({"command": command_line, "pytorch": setup, "isa": isa, "rounds": args.rounds,
-                   "workloads": [{"model": w[0], "mode": w[1], "batch": w[2], "threads": w[3], "steps": steps[w],
-                                  "ember_img_per_s": samples[w]["ember"], "pytorch_img_per_s": samples[w]["pytorch"]}
-                                 for w in workloads],
-                   "gemm_gflops": [{"shape": s, "threads": t, **row} for (s, t), row in gemm.items()]}, f, indent=1)
-    print(f"PyTorch used BLAS {setup['blas']} ({setup['blas_library']}) and allocator {setup['allocator']}")
+        json.dump(document, f, indent=1)
+    for label, setup in zip(peers, setups):
+        print(f"{label} used BLAS {setup['blas']} ({setup['blas_library']}) and allocator {setup['allocator']}")
     print(f"{time.monotonic() - started:.0f} s; wrote {paths['md']}, {paths['svg']}, {paths['json']}")
     return 0
 

@@ -29,8 +29,9 @@ struct StepProgram::Compiler {
   const std::vector<Node>& nodes;
   bool training;
   bool with_loss;
-  std::vector<char> fuse_relu;    // per node: its ReLU reader was fused into it
-  std::vector<char> elided;       // per node: a ReLU fused into its producer
+  std::vector<FusedActivation> fused_activation;  // per node: the activation reader fused into it
+  std::vector<char> fuse_max_pool;  // per node: its max pool reader (after the activation) was fused into it
+  std::vector<char> elided;       // per node: an activation or max pool fused into its producer
   std::vector<std::vector<int>> node_inputs;  // per node: the values it reads
   std::vector<char> runs_backward;            // per node
   std::vector<int> partial_count;             // per value: partial gradient buffers needed
@@ -43,25 +44,55 @@ struct StepProgram::Compiler {
   std::vector<StepValue>& values() { return program.values_; }
   StepValue& value(int v) { return program.values_[static_cast<std::size_t>(v)]; }
 
-  // 1. In inference, a layer that can apply a ReLU to its own output (oneDNN post-op) does
-  //    so when a ReLU is that output's only reader; the ReLU node then runs nothing.
-  void fuse_relus() {
-    fuse_relu.assign(nodes.size(), 0);
+  // 1. In inference, a layer that can apply an activation to its own output (oneDNN
+  //    post-op, GEMM epilogue) does so when that activation is the output's only reader;
+  //    the activation node then runs nothing.
+  void fuse_activations() {
+    fused_activation.assign(nodes.size(), FusedActivation::none);
     elided.assign(nodes.size(), 0);
     if (training) return;
+    const std::vector<int> readers = reader_counts();
+    for (std::size_t n = 0; n < nodes.size(); ++n) {
+      const Node& node = nodes[n];
+      const FusedActivation activation = node.layer->activation();
+      if (activation == FusedActivation::none || node.inputs.size() != 1 || node.inputs[0] == graph.input()) continue;
+      const auto producer = static_cast<std::size_t>(graph.producer(node.inputs[0]));
+      if (readers[static_cast<std::size_t>(node.inputs[0])] == 1 && nodes[producer].layer->fuses_following(activation)) {
+        fused_activation[producer] = activation;
+        elided[n] = 1;
+        program.report_.fused.push_back(nodes[producer].name + "+" + node.name);
+      }
+    }
+  }
+
+  // Per value: how many nodes read it (the graph's output counts one more).
+  std::vector<int> reader_counts() const {
     std::vector<int> readers(static_cast<std::size_t>(graph.value_count()), 0);
     for (const Node& node : nodes) {
       for (ValueId v : node.inputs) ++readers[static_cast<std::size_t>(v)];
     }
     ++readers[static_cast<std::size_t>(graph.output())];
+    return readers;
+  }
+
+  // 1b. In inference, a layer reading the model's input that can max-pool its own output
+  //     (the direct conv kernel) does so when a 2x2 max pool is that output's only reader,
+  //     directly or through a ReLU fused in 1; the pool node then runs nothing.
+  void fuse_max_pools() {
+    fuse_max_pool.assign(nodes.size(), 0);
+    if (training) return;
+    const std::vector<int> readers = reader_counts();
     for (std::size_t n = 0; n < nodes.size(); ++n) {
       const Node& node = nodes[n];
-      if (!node.layer->is_relu() || node.inputs.size() != 1 || node.inputs[0] == graph.input()) continue;
-      const auto producer = static_cast<std::size_t>(graph.producer(node.inputs[0]));
-      if (readers[static_cast<std::size_t>(node.inputs[0])] == 1 && nodes[producer].layer->fuses_following_relu()) {
-        fuse_relu[producer] = 1;
+      if (!node.layer->is_max_pool_2x2() || node.inputs[0] == graph.input()) continue;
+      if (readers[static_cast<std::size_t>(node.inputs[0])] != 1) continue;
+      auto producer = static_cast<std::size_t>(graph.producer(node.inputs[0]));
+      if (elided[producer]) producer = static_cast<std::size_t>(graph.producer(nodes[producer].inputs[0]));  // a fused ReLU
+      const Node& conv = nodes[producer];
+      if (conv.inputs.size() == 1 && conv.inputs[0] == graph.input() && conv.layer->fuses_following_max_pool()) {
+        fuse_max_pool[producer] = 1;
         elided[n] = 1;
-        program.report_.fused.push_back(nodes[producer].name + "+" + node.name);
+        program.report_.fused.push_back(conv.name + "+" + node.name);
       }
     }
   }
@@ -111,7 +142,7 @@ struct StepProgram::Compiler {
     StepValue& out = value(node.output);
     out.name = node.name;
     out.producer = static_cast<int>(n);
-    if (elided[n]) {  // a fused ReLU: its output is its producer's
+    if (elided[n]) {  // a fused activation or pool: its output is its producer's
       node_inputs[n] = {node.inputs[0]};
       out.info = value(node.inputs[0]).info;
       return;
@@ -132,7 +163,8 @@ struct StepProgram::Compiler {
     context.inputs = inputs;
     context.input_needs_grad = needs_grad;
     context.engine = &program.engine_;
-    context.fuse_relu = fuse_relu[n] != 0;
+    context.fused_activation = fused_activation[n];
+    context.fuse_max_pool = fuse_max_pool[n] != 0;
     context.max_threads = program.max_threads_;
     try {
       program.layers_[n] = node.layer->prepare(context);
@@ -299,7 +331,7 @@ struct StepProgram::Compiler {
     const StepValue& out = value(v);
     if (out.copy_of >= 0) return -1;
     const auto n = static_cast<std::size_t>(out.producer);
-    if (elided[n]) return node_inputs[n][0];  // a fused ReLU: its output is its input
+    if (elided[n]) return node_inputs[n][0];  // a fused activation or pool: its output is its input
     const PreparedLayer& layer = *program.layers_[n];
     if (!layer.can_run_in_place) return -1;
     for (int candidate : node_inputs[n]) {
@@ -490,7 +522,8 @@ StepProgram::StepProgram(const Graph& graph, const ParameterStore& parameters, s
       computes_loss_(computes_loss || mode == Mode::training),
       max_threads_(std::max(1, max_threads)) {
   Compiler compiler(*this, computes_loss_);
-  compiler.fuse_relus();
+  compiler.fuse_activations();
+  compiler.fuse_max_pools();
   compiler.prepare_layers();
   compiler.build_reorders();
   compiler.schedule_forward();

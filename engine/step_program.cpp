@@ -13,6 +13,7 @@
 #include "engine/anomaly.h"
 #include "engine/error.h"
 #include "engine/step_reorder.h"
+#include "engine/threading.h"
 #include "engine/workspace.h"
 #include "simd/elementwise.h"
 
@@ -131,13 +132,19 @@ class StepProgram::Runner {
     args.batch = batch_bytes(op);
     args.buffers = gather_buffers(op.node);
     args.constants = p_.constants_[static_cast<std::size_t>(op.node)];
-    args.threads = std::min(run_.threads, p_.max_threads_);
     const PreparedLayer& layer = *p_.layers_[static_cast<std::size_t>(op.node)];
+    args.threads = layer.forward_work >= min_parallel_forward_work ? std::min(run_.threads, p_.max_threads_) : 1;
     if (partial_stage) {
       layer.forward_partial(args);
       return true;
     }
-    layer.forward(args);
+    if (run_.threads > 1) {
+      // oneDNN primitives open as many threads as the budget says.
+      const ThreadBudget budget(args.threads);
+      layer.forward(args);
+    } else {
+      layer.forward(args);
+    }
     return !found_anomaly(args.output, true, "forward", op.node, [] { return std::string("output"); },
                           "its inputs and parameters were finite");
   }

@@ -1,7 +1,7 @@
 #pragma once
 // A StepProgram is one step of a graph (training: forward, loss, backward; or inference)
 // compiled for one micro-batch size. The compiler (engine/step_compiler.cpp) runs named
-// passes over the graph: fuse ReLUs into the layers that can apply them, prepare every
+// passes over the graph: fuse activations into the layers that can apply them, prepare every
 // layer (oneDNN primitives are created there), legalize layouts (plain copies of blocked
 // values for the layers that need plain data), differentiate (who writes which gradient,
 // into which buffer), schedule the ops into phases separated by batch sync points, give
@@ -56,7 +56,7 @@ struct StepPlanReport {
   MemoryPlan kept_plan;
   std::size_t batch_bytes = 0;      // per step: the reductions' results
   int phases = 1;                   // micro-batch phases; phases - 1 sync points
-  std::vector<std::string> fused;   // "conv1+relu1": ReLUs applied by the layer before them (inference)
+  std::vector<std::string> fused;   // "conv1+relu1": activations applied by the layer before them (inference)
   std::vector<std::string> ops;     // the op sequence: "forward conv1", "to_plain conv1", "loss", "backward fc1", ...
 };
 
@@ -208,7 +208,7 @@ class StepProgram {
   bool computes_loss_;
   int max_threads_;
 
-  std::vector<std::unique_ptr<PreparedLayer>> layers_;  // per node; null for a fused ReLU
+  std::vector<std::unique_ptr<PreparedLayer>> layers_;  // per node; null for a fused activation
   std::vector<const std::byte*> constants_;             // per node; null: none given
   std::vector<StepValue> values_;
   std::vector<StepTensor> tensors_;

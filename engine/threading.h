@@ -6,11 +6,17 @@
 // task (an OpenMP ICV): nothing outside the region changes.
 #include <omp.h>
 
+#include <cstdint>
+
 namespace ember {
 
 // The most compute threads one executor runs (engine/executor.cpp refuses more). ember
 // train and ember plan check --threads against it before loading anything.
 inline constexpr int max_compute_threads = 64;
+
+// Below this many multiply-adds a layer's forward runs on one thread even when its call
+// has more: at ~50 GFLOP/s it takes ~20 us, against a few us to wake a team and join it.
+inline constexpr std::int64_t min_parallel_forward_work = std::int64_t{1} << 19;
 
 template <class Body>
 void parallel_region(int threads, Body&& body) {

@@ -3,7 +3,11 @@
 // H_out = floor((H + 2 padding - dilation (kernel - 1) - 1) / stride) + 1 (PyTorch's
 // nn.Conv2d). Weights (C_out, C_in, kH, kW) and bias (C_out) are kept in PyTorch's
 // layout; the output stays in the layout oneDNN chose (nChw16c, ...). In inference a
-// following ReLU may be fused (PrepareContext::fuse_relu): output max(0, conv(input)).
+// following ReLU may be fused (PrepareContext::fused_activation): output max(0, conv(input)).
+// Inference with at most 4 input channels and fewer than 16 output channels (a first conv,
+// where oneDNN's blocked kernels waste most of each vector), stride 1 and no dilation runs
+// simd's direct kernel instead, output in plain NCHW, and may fuse a following 2x2 max
+// pool (PrepareContext::fuse_max_pool).
 #include <array>
 
 #include "layers/layer.h"
@@ -31,7 +35,10 @@ class Conv2d final : public Layer {
   std::vector<ParameterSpec> parameters(std::span<const Shape> inputs) const override;
   bool accepts_blocked_inputs() const override { return true; }
   // In inference, as a oneDNN post-op: the ReLU runs on the output while it is in cache.
-  bool fuses_following_relu() const override { return true; }
+  bool fuses_following(FusedActivation activation) const override { return activation == FusedActivation::relu; }
+  // In inference, with few input channels (the direct kernel, simd/conv.h): the pool runs
+  // on the conv's output while it is in registers.
+  bool fuses_following_max_pool() const override;
   std::unique_ptr<PreparedLayer> prepare(const PrepareContext& context) const override;
 
  private:

@@ -20,6 +20,9 @@ class Gelu final : public Layer {
   Json options() const override;
   Shape output_shape(std::span<const Shape> inputs) const override { return inputs[0]; }
   bool accepts_blocked_inputs() const override { return true; }
+  FusedActivation activation() const override {
+    return approximate_ == GeluApproximation::tanh ? FusedActivation::gelu_tanh : FusedActivation::gelu_erf;
+  }
   std::unique_ptr<PreparedLayer> prepare(const PrepareContext& context) const override;
 
  private:

@@ -35,6 +35,10 @@ using Json = nlohmann::json;
 
 enum class Mode { inference, training };
 
+// A pointwise activation a producer can apply to its own output: max(0, x), and GELU
+// exact (erf) or tanh-approximated, as torch.nn.GELU(approximate).
+enum class FusedActivation { none, relu, gelu_erf, gelu_tanh };
+
 // How a parameter is initialized; distributions match PyTorch's defaults.
 enum class Init {
   kaiming_uniform,  // U(-b, b), b = 1/sqrt(fan_in) (kaiming_uniform_ with a = sqrt(5))
@@ -67,10 +71,17 @@ struct PrepareContext {
   // Per input: does backward have to produce its gradient? (Never for the model input.)
   std::span<const char> input_needs_grad;
   const dnnl::engine* engine = nullptr;
-  // Inference only: the layer's output goes straight into a ReLU that the step compiler
-  // removed (a layer whose is_relu() is true), so the layer applies it (oneDNN post-op).
-  // Only layers whose fuses_following_relu() is true are asked.
-  bool fuse_relu = false;
+  // Inference only: the layer's output goes straight into a pointwise activation that the
+  // step compiler removed (a layer whose activation() is this), so the layer applies it
+  // (a oneDNN post-op, a GEMM epilogue). Only layers whose fuses_following() accepts it
+  // are asked.
+  FusedActivation fused_activation = FusedActivation::none;
+  // Inference only: the layer's output (after the fused activation, if any) goes straight
+  // into a 2x2, stride-2 max pool without padding (a layer whose is_max_pool_2x2() is true)
+  // that the step compiler removed, so the layer applies it: its output is the pooled one.
+  // Only layers whose fuses_following_max_pool() is true and that read the model's input
+  // (plain NCHW) are asked.
+  bool fuse_max_pool = false;
   // The most compute threads one forward call may be given (ForwardArgs::threads): scratch
   // is sized for it. The executor runs samples in parallel and gives each op one; a
   // session call with a thread budget and a batch too small to split gives its ops more.
@@ -162,6 +173,10 @@ class PreparedLayer {
   // prepared layers of one node whose constants_key() is equal share one copy, so a
   // session holds one per node, not one per micro-batch size.
   std::size_t constant_bytes = 0;
+
+  // Multiply-adds of one forward call (0: negligible). A run with several threads gives
+  // them only to ops that do enough work to repay starting a team (StepProgram's runner).
+  std::int64_t forward_work = 0;
   virtual std::string constants_key() const { return {}; }
   virtual void prepare_constants(const ConstantArgs& /*args*/) const {}
 
@@ -195,10 +210,15 @@ class Layer {
   // oneDNN layers and pointwise layers take inputs in a blocked oneDNN layout; the rest
   // get plain row-major inputs (the executor inserts the reorder).
   virtual bool accepts_blocked_inputs() const { return false; }
-  // Can prepare() honour PrepareContext::fuse_relu?
-  virtual bool fuses_following_relu() const { return false; }
-  // Is this layer max(0, x), which a producer that fuses_following_relu() can apply?
-  virtual bool is_relu() const { return false; }
+  // Can prepare() honour PrepareContext::fused_activation = `activation`?
+  virtual bool fuses_following(FusedActivation /*activation*/) const { return false; }
+  // The pointwise activation this layer is, which a producer may apply instead (none: it
+  // is not one).
+  virtual FusedActivation activation() const { return FusedActivation::none; }
+  // Can prepare() honour PrepareContext::fuse_max_pool, for a plain input?
+  virtual bool fuses_following_max_pool() const { return false; }
+  // Is this layer a 2x2, stride-2 max pool without padding, which such a producer can apply?
+  virtual bool is_max_pool_2x2() const { return false; }
   virtual std::unique_ptr<PreparedLayer> prepare(const PrepareContext& context) const = 0;
 };
 

@@ -13,7 +13,8 @@ namespace {
 
 class PreparedLinear final : public PreparedLayer {
  public:
-  PreparedLinear(std::int64_t rows, std::int64_t in, std::int64_t out, bool bias) : rows_(rows), in_(in), out_(out), bias_(bias) {}
+  PreparedLinear(std::int64_t rows, std::int64_t in, std::int64_t out, bool bias, simd::Activation activation)
+      : rows_(rows), in_(in), out_(out), bias_(bias), activation_(activation) {}
 
   // Y (rows x out) = X (rows x in) W^T + b; in a session, against W packed once
   // (prepare_constants), bitwise the same as from W itself.
@@ -21,6 +22,7 @@ class PreparedLinear final : public PreparedLayer {
     using simd::Transpose;
     simd::GemmEpilogue epilogue;
     epilogue.bias = bias_ ? args.params[1].data : nullptr;
+    epilogue.activation = activation_;
     float* scratch = reinterpret_cast<float*>(args.scratch);
     if (args.constants != nullptr) {
       simd::gemm_packed(Transpose::no, Transpose::yes, rows_, out_, in_, args.inputs[0].data, in_,
@@ -59,7 +61,18 @@ class PreparedLinear final : public PreparedLayer {
  private:
   std::int64_t rows_, in_, out_;
   bool bias_;
+  simd::Activation activation_;  // inference: a following activation applied in the epilogue
 };
+
+simd::Activation gemm_activation(FusedActivation activation) {
+  switch (activation) {
+    case FusedActivation::none: return simd::Activation::none;
+    case FusedActivation::relu: return simd::Activation::relu;
+    case FusedActivation::gelu_erf: return simd::Activation::gelu;
+    case FusedActivation::gelu_tanh: return simd::Activation::gelu_tanh;
+  }
+  return simd::Activation::none;
+}
 
 }  // namespace
 
@@ -98,8 +111,13 @@ std::vector<ParameterSpec> Linear::parameters(std::span<const Shape>) const {
 
 std::unique_ptr<PreparedLayer> Linear::prepare(const PrepareContext& context) const {
   const Shape& x = context.inputs[0].shape;
-  auto prepared = std::make_unique<PreparedLinear>(x.elements() / in_features_, in_features_, out_features_, bias_);
+  if (context.fused_activation != FusedActivation::none && context.mode == Mode::training) {
+    throw Error("linear: a following activation can be fused in inference only; training's backward needs the output before it");
+  }
+  auto prepared = std::make_unique<PreparedLinear>(x.elements() / in_features_, in_features_, out_features_, bias_,
+                                                   gemm_activation(context.fused_activation));
   prepared->output.shape = output_shape(std::span<const Shape>(&x, 1));
+  prepared->forward_work = x.elements() * out_features_;
   // Backward runs on one thread (the executor runs samples in parallel); forward may be
   // given more by a session (GEMM results do not depend on the thread count).
   const std::int64_t rows = x.elements() / in_features_;

@@ -1,7 +1,9 @@
 #pragma once
 // Linear: input (N, in_features) -> output (N, out_features), y = x W^T + b, with W
 // (out_features, in_features) and b (out_features) as in PyTorch. An input of higher
-// rank (N, ..., in_features) is treated as rows of in_features.
+// rank (N, ..., in_features) is treated as rows of in_features. In inference a following
+// ReLU or GELU may be fused (PrepareContext::fused_activation): the GEMM applies it to
+// each tile of the output while the tile is still in registers.
 #include "layers/layer.h"
 
 namespace ember {
@@ -15,6 +17,7 @@ class Linear final : public Layer {
   Json options() const override;
   Shape output_shape(std::span<const Shape> inputs) const override;
   std::vector<ParameterSpec> parameters(std::span<const Shape> inputs) const override;
+  bool fuses_following(FusedActivation activation) const override { return activation != FusedActivation::none; }
   std::unique_ptr<PreparedLayer> prepare(const PrepareContext& context) const override;
 
  private:

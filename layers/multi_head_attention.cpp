@@ -48,7 +48,7 @@ class PreparedMultiHeadAttention final : public PreparedLayer {
     simd::GemmEpilogue in_bias;
     in_bias.bias = o_.bias ? args.params[1].data : nullptr;
     simd::gemm(Transpose::no, Transpose::yes, rows_, 3 * d, d, args.inputs[0].data, d, args.params[0].data, d, qkv, 3 * d,
-               in_bias, reinterpret_cast<float*>(work), 1);
+               in_bias, reinterpret_cast<float*>(work), args.threads);
 
     const std::int64_t pairs = batch_ * o_.heads;
     auto attend = [&](std::int64_t pair, int thread) {
@@ -58,7 +58,7 @@ class PreparedMultiHeadAttention final : public PreparedLayer {
       simd::attention_kernels().forward(shape(args.inputs, n), q, q + d, q + 2 * d, heads + n * tokens_ * d + h * head_dim_,
                                         lse + pair * tokens_, scratch);
     };
-    const int threads = omp_in_parallel() ? 1 : static_cast<int>(std::min<std::int64_t>({slices_, omp_get_max_threads(), pairs}));
+    const int threads = static_cast<int>(std::min<std::int64_t>({slices_, args.threads, pairs}));
     if (threads > 1) {
 #pragma omp parallel for num_threads(threads) schedule(static)
       for (std::int64_t pair = 0; pair < pairs; ++pair) attend(pair, omp_get_thread_num());
@@ -71,7 +71,7 @@ class PreparedMultiHeadAttention final : public PreparedLayer {
     simd::GemmEpilogue out_bias;
     out_bias.bias = o_.bias ? args.params[3].data : nullptr;
     simd::gemm(Transpose::no, Transpose::yes, rows_, d, d, heads, d, args.params[o_.bias ? 2 : 1].data, d, args.output.data, d,
-               out_bias, reinterpret_cast<float*>(work), 1);
+               out_bias, reinterpret_cast<float*>(work), args.threads);
   }
 
   void backward(const BackwardArgs& args) const override {
@@ -205,15 +205,22 @@ std::unique_ptr<PreparedLayer> MultiHeadAttention::prepare(const PrepareContext&
   const bool training = context.mode == Mode::training;
   auto p = std::make_unique<PreparedMultiHeadAttention>(options_, batch, tokens, context.mode);
   p->output.shape = x;
+  // Projections (4 d^2 a row) and the two products of every head (2 T d a row).
+  p->forward_work = rows * d * (4 * d + 2 * tokens);
   p->backward_reads_inputs = true;
-  p->slices_ = training ? 1 : std::max(1, omp_get_max_threads());
+  p->slices_ = training ? 1 : context.max_threads;
   const std::size_t qkv_bytes = float_bytes(rows * 3 * d);
   const std::size_t heads_bytes = float_bytes(rows * d);
   const std::size_t lse_bytes = float_bytes(batch * options_.heads * tokens);
-  // The GEMMs run on one thread (training: inside the executor's batch parallelism).
+  // Training's GEMMs run on one thread (inside the executor's batch parallelism); the
+  // forward ones may be given up to max_threads by a session.
+  std::size_t forward_gemm_floats = 0;
+  for (int threads = 1; threads <= context.max_threads; ++threads) {
+    forward_gemm_floats = std::max({forward_gemm_floats, simd::gemm_scratch_floats(Transpose::no, Transpose::yes, rows, 3 * d, d, threads),
+                                    simd::gemm_scratch_floats(Transpose::no, Transpose::yes, rows, d, d, threads)});
+  }
   const std::size_t gemm_bytes = float_bytes(static_cast<std::int64_t>(std::max({
-      simd::gemm_scratch_floats(Transpose::no, Transpose::yes, rows, 3 * d, d, 1),
-      simd::gemm_scratch_floats(Transpose::no, Transpose::yes, rows, d, d, 1),
+      forward_gemm_floats,
       simd::gemm_scratch_floats(Transpose::no, Transpose::no, rows, d, d, 1),
       simd::gemm_scratch_floats(Transpose::yes, Transpose::no, d, d, rows, 1),
       simd::gemm_scratch_floats(Transpose::no, Transpose::no, rows, d, 3 * d, 1),

@@ -91,6 +91,11 @@ Json Pool2d::options() const {
   return json;
 }
 
+bool Pool2d::is_max_pool_2x2() const {
+  const std::array<std::int64_t, 2> two{2, 2}, zero{0, 0};
+  return options_.kind == PoolKind::max && options_.kernel == two && options_.stride == two && options_.padding == zero;
+}
+
 Shape Pool2d::output_shape(std::span<const Shape> inputs) const {
   const Shape& x = inputs[0];
   if (x.rank() != 4) throw Error(std::string(kind()) + " expects input (N, C, H, W), found " + x.str());

@@ -29,6 +29,7 @@ class Pool2d final : public Layer {
   Json options() const override;
   Shape output_shape(std::span<const Shape> inputs) const override;
   bool accepts_blocked_inputs() const override { return true; }
+  bool is_max_pool_2x2() const override;
   std::unique_ptr<PreparedLayer> prepare(const PrepareContext& context) const override;
 
  private:

@@ -12,7 +12,7 @@ class Relu final : public Layer {
   Json options() const override { return Json::object(); }
   Shape output_shape(std::span<const Shape> inputs) const override { return inputs[0]; }
   bool accepts_blocked_inputs() const override { return true; }
-  bool is_relu() const override { return true; }
+  FusedActivation activation() const override { return FusedActivation::relu; }
   std::unique_ptr<PreparedLayer> prepare(const PrepareContext& context) const override;
 };
 

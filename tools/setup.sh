@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # Makes a Debian 12 machine ready for ember and builds it (the `release` preset).
 #
-#   tools/setup.sh [--with-data] [--with-fuzz] [--with-pytorch] [--no-build]
+#   tools/setup.sh [--with-data] [--with-fuzz] [--with-pytorch] [--with-peers[=torch]] [--no-build]
 #
 # It installs only what is missing. As root it runs apt-get itself; otherwise it prints
-# the exact apt-get line to run and stops. Nothing is downloaded but Debian packages.
+# the exact apt-get line to run and stops. Nothing is downloaded but Debian packages, except
+# with --with-peers: the serving comparison's peers (bench/compare_serving.sh) come from
+# PyPI, into their own virtual environment, build/peers-venv (or $EMBER_PEERS_VENV):
+# onnxruntime, openvino and numpy only, never anything the build uses. It is reused when
+# it is there and imports them. --with-peers=torch also installs PyPI's newest torch there
+# (several GB with its CUDA libraries) as a second training peer for bench/compare.sh
+# --torch-python build/peers-venv/bin/python. --with-peers implies --with-pytorch: the
+# models are exported to ONNX with Debian's PyTorch.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -18,6 +25,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 packages=(gcc g++ cmake make python3 libdnnl-dev ocl-icd-opencl-dev libxsimd-dev libgtest-dev libbenchmark-dev zlib1g-dev
           nlohmann-json3-dev pkgconf libopenblas-dev libopenblas-openmp-dev ccache)
 build=1
+peers=""
 for argument in "$@"; do
   case "$argument" in
     --with-data) packages+=(dataset-fashion-mnist) ;;
@@ -25,8 +33,13 @@ for argument in "$@"; do
     --with-fuzz) packages+=(clang libclang-rt-14-dev) ;;
     # The PyTorch reference at its best: OpenBLAS (not netlib) and jemalloc.
     --with-pytorch) packages+=(python3 python3-torch python3-numpy libopenblas0-openmp libjemalloc2) ;;
+    # The serving peers' venv needs python3-venv; the ONNX export needs the PyTorch reference.
+    --with-peers | --with-peers=torch)
+      packages+=(python3 python3-venv python3-torch python3-numpy libopenblas0-openmp libjemalloc2)
+      peers=${argument#--with-peers}; peers=${peers#=}; peers=${peers:-onnx} ;;
     --no-build) build=0 ;;
-    *) echo "setup.sh: unknown option $argument (known: --with-data --with-fuzz --with-pytorch --no-build)" >&2; exit 2 ;;
+    *) echo "setup.sh: unknown option $argument (known: --with-data --with-fuzz --with-pytorch --with-peers[=torch] --no-build)" >&2
+       exit 2 ;;
   esac
 done
 
@@ -57,4 +70,22 @@ if ((build)); then
   cd "$root"
   cmake --preset release >/dev/null
   cmake --build --preset release -j"$(nproc)"
+fi
+
+if [[ -n $peers ]]; then
+  venv=${EMBER_PEERS_VENV:-$root/build/peers-venv}
+  modules=onnxruntime,openvino,numpy
+  wheels=(onnxruntime openvino numpy)
+  if [[ $peers == torch ]]; then modules+=,torch; wheels+=(torch); fi
+  if [[ -x $venv/bin/python ]] && "$venv/bin/python" -c "import $modules" 2>/dev/null; then
+    echo "peers venv: $venv (reused)"
+  elif [[ ${EMBER_SETUP_DRY_RUN:-0} == 1 ]]; then
+    echo "would make $venv: pip install ${wheels[*]}"
+  else
+    echo "peers venv: $venv (pip install ${wheels[*]} from PyPI)"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --upgrade pip
+    "$venv/bin/python" -m pip install --quiet "${wheels[@]}"
+    "$venv/bin/python" -c "import $modules"
+  fi
 fi

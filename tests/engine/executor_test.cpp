@@ -277,6 +277,27 @@ TEST(Executor, InferenceMatchesEvaluationAndIsDeterministic) {
   EXPECT_EQ(result.samples, 33);
 }
 
+// Inference fuses what training cannot (lenet: conv1's ReLU and max pool run inside simd's
+// direct conv kernel); training's forward runs every layer on its own through oneDNN. The
+// same weights and batch must give the same loss, to float rounding.
+TEST(Executor, InferenceFusionsGiveTheTrainingForwardsLoss) {
+  for (const char* model : {"lenet", "seed-cnn"}) {
+    const Graph graph = graph_from_spec(builtin_model_spec(model));
+    const Batch batch = random_batch(graph, 21, 10, 5);
+    ParameterStore parameters(graph);
+    parameters.initialize(11);
+    ExecutorOptions options;
+    options.micro_batch = 8;
+    Executor executor(graph, parameters, options);
+    const CrossEntropyLoss loss;
+    const Targets targets{batch.labels, nullptr};
+    const StepResult inference = executor.evaluate(batch.input.data(), 21, targets, loss);
+    const StepResult training = executor.train_step(batch.input.data(), 21, targets, loss, 1);  // loss before any update
+    EXPECT_NEAR(inference.loss_sum, training.loss_sum, 1e-5 * std::fabs(training.loss_sum)) << model;
+    EXPECT_EQ(inference.correct, training.correct) << model;
+  }
+}
+
 TEST(Executor, EveryBuiltInPlanIsValidInBothModes) {
   for (const std::string& name : builtin_model_names()) {
     const Graph graph = graph_from_spec(builtin_model_spec(name));

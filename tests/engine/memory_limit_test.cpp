@@ -248,7 +248,7 @@ class SessionLimits : public testing::TempDirectoryTest {
 
 TEST_F(SessionLimits, ASessionBeyondTheLimitIsRefused) {
   SessionOptions options;
-  // 6.5 MiB and the weights prepared once (Linear's packed W): the weights fit, a
+  // 6.5 MiB and the weights prepared once (packed or reordered): the weights fit, a
   // workspace for 16 samples does not.
   const std::size_t prepared = InferenceSession::open(checkpoint(), options)->constant_bytes();
   options.memory_limit = (13 << 19) + prepared;
@@ -267,8 +267,8 @@ TEST_F(SessionLimits, CallersBeyondWhatTheLimitAllowsWaitForAWorkspace) {
   options.max_batch = 16;
   const auto probe = InferenceSession::open(checkpoint(), options);
   const std::size_t arena = probe->arena_bytes();
-  // Room for the weights, their gradient block, the weights prepared once (Linear's
-  // packed W) and one workspace (its arena and a small flag buffer), not two.
+  // Room for the weights, their gradient block, the weights prepared once (packed or
+  // reordered) and one workspace (its arena and a small flag buffer), not two.
   const std::size_t weights = 2 * parameter_layout(graph_from_spec(builtin_model_spec("seed-cnn"))).block_bytes();
   options.memory_limit = weights + probe->constant_bytes() + arena + arena / 2;
   const auto session = InferenceSession::open(checkpoint(), options);

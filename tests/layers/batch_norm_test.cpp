@@ -187,7 +187,7 @@ class BatchNormGradTest : public ::testing::TestWithParam<GradCase> {};
 TEST_P(BatchNormGradTest, GradientsMatchFiniteDifferences) {
   const GradCase& c = GetParam();
   const BatchNorm layer(c.spatial_rank, c.options);
-  LayerHarness harness(layer, {HarnessInput{c.input, c.layout}}, c.mode, 1, false, c.micro_batches);
+  LayerHarness harness(layer, {HarnessInput{c.input, c.layout}}, c.mode, 1, FusedActivation::none, c.micro_batches);
   offset_channels(harness, c.input);
   if (!harness.buffers.empty()) {
     for (std::size_t i = 0; i < harness.buffers[0].size(); ++i) {
@@ -201,7 +201,7 @@ TEST_P(BatchNormGradTest, GradientsMatchFiniteDifferences) {
 TEST_P(BatchNormGradTest, ParameterGradientsAccumulate) {
   const GradCase& c = GetParam();
   const BatchNorm layer(c.spatial_rank, c.options);
-  LayerHarness harness(layer, {HarnessInput{c.input, c.layout}}, c.mode, 1, false, c.micro_batches);
+  LayerHarness harness(layer, {HarnessInput{c.input, c.layout}}, c.mode, 1, FusedActivation::none, c.micro_batches);
   testing::expect_parameter_gradients_accumulate(harness);
 }
 
@@ -227,9 +227,9 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(BatchNorm, SplittingTheBatchGivesTheSameResults) {
   const Shape shape{6, 9, 5, 4};
   const BatchNorm layer(2, bn(9));
-  LayerHarness one(layer, {HarnessInput{shape}}, Mode::training, 1, false, {6});
-  LayerHarness three(layer, {HarnessInput{shape}}, Mode::training, 1, false, {1, 3, 2});
-  LayerHarness three_again(layer, {HarnessInput{shape}}, Mode::training, 1, false, {1, 3, 2});
+  LayerHarness one(layer, {HarnessInput{shape}}, Mode::training, 1, FusedActivation::none, {6});
+  LayerHarness three(layer, {HarnessInput{shape}}, Mode::training, 1, FusedActivation::none, {1, 3, 2});
+  LayerHarness three_again(layer, {HarnessInput{shape}}, Mode::training, 1, FusedActivation::none, {1, 3, 2});
   offset_channels(one, shape);
   three.inputs = three_again.inputs = one.inputs;
   three.params = three_again.params = one.params;

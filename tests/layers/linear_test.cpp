@@ -1,13 +1,17 @@
 #include "layers/linear.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "engine/aligned_buffer.h"
+#include "engine/error.h"
 
 #include "support/layer_harness.h"
 
@@ -50,6 +54,41 @@ TEST_P(LinearTest, ForwardMatchesTheReference) {
   const std::int64_t rows = c.input.elements() / in;
   testing::expect_close(y, linear_reference(harness.inputs[0], harness.params[0], c.bias ? &harness.params[1] : nullptr, rows, in, c.out),
                         1e-5, "linear output");
+}
+
+// Inference with a fused activation (the step compiler removed the ReLU or GELU after the
+// layer): the GEMM epilogue applies it, so the output is the activation of the reference.
+TEST_P(LinearTest, FusedActivationsGiveTheActivatedReference) {
+  const LinearCase& c = GetParam();
+  const std::int64_t in = c.input[c.input.rank() - 1], rows = c.input.elements() / in;
+  const Linear layer(in, c.out, c.bias);
+  const std::pair<FusedActivation, double (*)(double)> activations[] = {
+      {FusedActivation::relu, [](double v) { return std::max(0.0, v); }},
+      {FusedActivation::gelu_erf, [](double v) { return 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0))); }},
+      {FusedActivation::gelu_tanh,
+       [](double v) { return 0.5 * v * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v))); }}};
+  for (const auto& [activation, reference_of] : activations) {
+    LayerHarness harness(layer, {HarnessInput{c.input}}, Mode::inference, 1, activation);
+    const std::vector<float> y = harness.forward();
+    std::vector<double> reference =
+        linear_reference(harness.inputs[0], harness.params[0], c.bias ? &harness.params[1] : nullptr, rows, in, c.out);
+    ASSERT_TRUE(std::any_of(reference.begin(), reference.end(), [](double r) { return r < -0.1; }))
+        << "the case needs negative pre-activations, or it cannot tell an activation from none";
+    for (double& r : reference) r = reference_of(r);
+    testing::expect_close(y, reference, 1e-5, "linear + activation " + std::to_string(static_cast<int>(activation)));
+  }
+}
+
+TEST(Linear, FusedActivationIsRefusedInTraining) {
+  const Linear layer(4, 3, true);
+  ValueInfo input{Shape{2, 4}, nullptr};
+  PrepareContext context;
+  context.mode = Mode::training;
+  context.inputs = std::span<const ValueInfo>(&input, 1);
+  context.fused_activation = FusedActivation::gelu_erf;
+  EXPECT_TRUE(layer.fuses_following(FusedActivation::gelu_erf));
+  EXPECT_FALSE(layer.fuses_following(FusedActivation::none));
+  EXPECT_THROW(layer.prepare(context), Error);
 }
 
 TEST_P(LinearTest, GradientsMatchFiniteDifferences) {

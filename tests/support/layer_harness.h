@@ -37,13 +37,13 @@ struct HarnessInput {
 
 class LayerHarness {
  public:
-  // fuse_relu: prepare the layer with PrepareContext::fuse_relu (its output is then
-  // max(0, output)). micro_batches: the sizes the batch is split into (empty: one), as the
+  // fused: prepare the layer with PrepareContext::fused_activation = fused (inference: its
+  // output is then the activation of its output). micro_batches: the sizes the batch is split into (empty: one), as the
   // executor would; each micro-batch gets its own prepared layer, and a batch-level layer
   // (PreparedLayer::forward_reduces / backward_reduces) runs its stages: every
   // micro-batch's *_partial, the reduction over them in order, then every micro-batch.
   LayerHarness(const Layer& layer, std::vector<HarnessInput> input_specs, Mode mode = Mode::training,
-               std::uint64_t seed = 1, bool fuse_relu = false, std::vector<std::int64_t> micro_batches = {})
+               std::uint64_t seed = 1, FusedActivation fused = FusedActivation::none, std::vector<std::int64_t> micro_batches = {})
       : layer_(layer), specs_(std::move(input_specs)), mode_(mode), engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {
     std::vector<Shape> shapes;
     for (const HarnessInput& input : specs_) shapes.push_back(input.shape);
@@ -87,7 +87,7 @@ class LayerHarness {
       context.inputs = mb.input_infos;
       context.input_needs_grad = needs_grad_;
       context.engine = &engine_;
-      context.fuse_relu = fuse_relu;
+      context.fused_activation = fused;
       mb.prepared = layer.prepare(context);
       EXPECT_EQ(mb.prepared->output.shape, with_batch(output_shape_, size)) << "prepare() and output_shape() disagree";
       mb.saved = AlignedBuffer(mb.prepared->saved_bytes);

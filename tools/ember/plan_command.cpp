@@ -99,7 +99,7 @@ int plan_command(int argc, char** argv) {
     print_plan_sizes("kept", report.kept_plan);
     std::printf("  batch       %s (the reductions' results, once per step)\n", mebibytes_text(report.batch_bytes).c_str());
   }
-  for (const std::string& fused : report.fused) std::printf("  fused       %s (ReLU applied by the layer before it)\n", fused.c_str());
+  for (const std::string& fused : report.fused) std::printf("  fused       %s (the second applied by the first)\n", fused.c_str());
 
   std::printf("\nwhole step, batch %lld on %lld thread(s) (input batch not included)\n  parameters  %s (%lld values)\n",
               static_cast<long long>(batch), static_cast<long long>(threads), mebibytes_text(memory.parameters).c_str(),

@@ -1,0 +1,14 @@
+#include "simd/conv.h"
+
+#include "simd/arch.h"
+#include "simd/conv_layout.h"
+
+namespace ember::simd {
+
+std::size_t direct_conv2d_scratch_floats(const DirectConvShape& shape) {
+  return static_cast<std::size_t>(DirectConvInputLayout(shape, direct_conv_widest_vector).floats());
+}
+
+EMBER_SIMD_FAMILY_TABLE(conv, ConvKernels)
+
+}  // namespace ember::simd

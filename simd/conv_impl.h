@@ -1,0 +1,203 @@
+#pragma once
+// Generic body of the direct convolution (simd/conv.h), compiled once per instruction
+// set. Every function is a template on Arch (see simd/arch.h).
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+
+#include "simd/arch.h"
+#include "simd/conv.h"
+#include "simd/conv_layout.h"
+
+namespace ember::simd {
+
+// One padded row of one phase: row[q] = input column q * phases + phase - pad_w, or 0.
+template <class Arch>
+void direct_conv_fill_row(float* row, const float* input_row, std::int64_t phase, const DirectConvShape& s,
+                          const DirectConvInputLayout& l) {
+  const std::int64_t step = l.phases;
+  // q with 0 <= q * step + phase - pad_w < width
+  const std::int64_t first = std::min(l.row_length, std::max<std::int64_t>(0, (s.pad_w - phase + step - 1) / step));
+  const std::int64_t end = std::min(l.row_length, std::max(first, (s.width + s.pad_w - phase + step - 1) / step));
+  std::fill(row, row + first, 0.0f);
+  const float* source = input_row + first * step + phase - s.pad_w;
+  if (step == 1) {
+    std::copy(source, source + (end - first), row + first);
+  } else {
+    for (std::int64_t q = first; q < end; ++q) row[q] = source[(q - first) * step];
+  }
+  std::fill(row + end, row + l.row_length, 0.0f);
+}
+
+// One image's input into the scratch layout: zero padding around it, columns split by phase.
+template <class Arch>
+void direct_conv_fill_input(float* scratch, const float* image, const DirectConvShape& s, const DirectConvInputLayout& l) {
+  for (std::int64_t c = 0; c < s.in_channels; ++c) {
+    const float* channel = image + c * s.height * s.width;
+    for (std::int64_t phase = 0; phase < l.phases; ++phase) {
+      float* plane = scratch + l.plane_offset(c, phase);
+      for (std::int64_t r = 0; r < l.rows; ++r) {
+        float* row = plane + r * l.row_length;
+        const std::int64_t y = r - s.pad_h;
+        if (y < 0 || y >= s.height) {
+          std::fill(row, row + l.row_length, 0.0f);
+        } else {
+          direct_conv_fill_row<Arch>(row, channel + y * s.width, phase, s, l);
+        }
+      }
+    }
+  }
+}
+
+// What one call of direct_conv_block works from: per (input channel, ky, kx) tap, in
+// weight order, the offset of its first input from a position's base in the scratch
+// (phases[p]: for conv columns of phase p), and the weights of the output channels.
+struct DirectConvTaps {
+  const std::int64_t* offsets[2];
+  std::int64_t count;
+};
+
+// acc[r][o] = bias[o] + the conv at position r (its scratch base `base[r]`, its phase's
+// tap offsets `offsets[r]`), lanes along the position's row, for Block output channels.
+template <class Arch, int Positions, int Block>
+void direct_conv_block(xsimd::batch<float, Arch> (&acc)[Positions][Block], const float* const (&base)[Positions],
+                       const std::int64_t* const (&offsets)[Positions], std::int64_t taps, const float* weight,
+                       const float* bias) {
+  using Batch = xsimd::batch<float, Arch>;
+  for (int o = 0; o < Block; ++o) {
+    const Batch b(bias != nullptr ? bias[o] : 0.0f);
+    for (int r = 0; r < Positions; ++r) acc[r][o] = b;
+  }
+  for (std::int64_t t = 0; t < taps; ++t) {
+    Batch v[Positions];
+    for (int r = 0; r < Positions; ++r) v[r] = Batch::load_unaligned(base[r] + offsets[r][t]);
+    for (int o = 0; o < Block; ++o) {
+      const Batch w(weight[o * taps + t]);
+      for (int r = 0; r < Positions; ++r) acc[r][o] = xsimd::fma(v[r], w, acc[r][o]);
+    }
+  }
+}
+
+// Stores one vector at `target`, ReLU applied. Lanes past the end of the output row may be
+// stored when `room` (floats from target to the end of the channel's plane) holds them:
+// they land on rows below, which are written after this one.
+template <class Arch>
+void direct_conv_store(float* target, xsimd::batch<float, Arch> value, std::int64_t count, std::int64_t room, bool relu) {
+  using Batch = xsimd::batch<float, Arch>;
+  constexpr std::int64_t width = static_cast<std::int64_t>(Batch::size);
+  if (relu) value = xsimd::max(value, Batch(0.0f));
+  if (count == width || room >= width) {
+    value.store_unaligned(target);
+    return;
+  }
+  alignas(64) float lanes[width];
+  value.store_aligned(lanes);
+  std::copy(lanes, lanes + count, target);
+}
+
+// Output channels [first, first + Block) of one image, one vector of columns at a time:
+// with the pool, the four conv values of each pooled column at once (two rows, two
+// phases), then their max; without, two output rows at once.
+template <class Arch, int Block>
+void direct_conv_channels(float* out, const float* scratch, const float* weight, const float* bias, const DirectConvTaps& taps,
+                          const DirectConvShape& s, const DirectConvInputLayout& l) {
+  using Batch = xsimd::batch<float, Arch>;
+  constexpr std::int64_t width = static_cast<std::int64_t>(Batch::size);
+  const std::int64_t out_h = s.out_h(), out_w = s.out_w(), plane = out_h * out_w;
+  for (std::int64_t y = 0; y < out_h; ++y) {
+    // Last vector first: its lanes past the row end fall on the next row's first columns,
+    // which this row's loop (two rows) or the next one (one row) writes afterwards.
+    for (std::int64_t j0 = (out_w - 1) / width * width; j0 >= 0; j0 -= width) {
+      const std::int64_t count = std::min(width, out_w - j0);
+      if (s.pool) {
+        const float* row0 = scratch + 2 * y * l.row_length + j0;
+        const float* const base[4] = {row0, row0, row0 + l.row_length, row0 + l.row_length};
+        const std::int64_t* const offsets[4] = {taps.offsets[0], taps.offsets[1], taps.offsets[0], taps.offsets[1]};
+        Batch acc[4][Block];
+        direct_conv_block<Arch, 4, Block>(acc, base, offsets, taps.count, weight, bias);
+        for (int o = 0; o < Block; ++o) {
+          const Batch m = xsimd::max(xsimd::max(acc[0][o], acc[1][o]), xsimd::max(acc[2][o], acc[3][o]));
+          direct_conv_store<Arch>(out + o * plane + y * out_w + j0, m, count, plane - y * out_w - j0, s.relu);
+        }
+      } else if (y + 1 < out_h) {
+        const float* row0 = scratch + y * l.row_length + j0;
+        const float* const base[2] = {row0, row0 + l.row_length};
+        const std::int64_t* const offsets[2] = {taps.offsets[0], taps.offsets[0]};
+        Batch acc[2][Block];
+        direct_conv_block<Arch, 2, Block>(acc, base, offsets, taps.count, weight, bias);
+        for (int o = 0; o < Block; ++o) {
+          direct_conv_store<Arch>(out + o * plane + y * out_w + j0, acc[0][o], count, plane - y * out_w - j0, s.relu);
+          direct_conv_store<Arch>(out + o * plane + (y + 1) * out_w + j0, acc[1][o], count, plane - (y + 1) * out_w - j0, s.relu);
+        }
+      } else {
+        const float* const base[1] = {scratch + y * l.row_length + j0};
+        const std::int64_t* const offsets[1] = {taps.offsets[0]};
+        Batch acc[1][Block];
+        direct_conv_block<Arch, 1, Block>(acc, base, offsets, taps.count, weight, bias);
+        for (int o = 0; o < Block; ++o) {
+          direct_conv_store<Arch>(out + o * plane + y * out_w + j0, acc[0][o], count, plane - y * out_w - j0, s.relu);
+        }
+      }
+    }
+    if (!s.pool && y + 1 < out_h) ++y;  // that row was written with this one
+  }
+}
+
+// The offset in the scratch of every tap's input for conv columns of each phase, in weight
+// order, written at the start of the scratch (offsets[phase * taps + tap]).
+template <class Arch>
+void direct_conv_tap_offsets(std::int64_t* offsets, const DirectConvShape& s, const DirectConvInputLayout& l) {
+  for (std::int64_t phase = 0; phase < l.phases; ++phase) {
+    for (std::int64_t c = 0; c < s.in_channels; ++c) {
+      for (std::int64_t ky = 0; ky < s.kernel_h; ++ky) {
+        for (std::int64_t kx = 0; kx < s.kernel_w; ++kx) {
+          const std::int64_t column = phase + kx;
+          *offsets++ = l.plane_offset(c, column % l.phases) + ky * l.row_length + column / l.phases;
+        }
+      }
+    }
+  }
+}
+
+// Output channels [first, first + Block) of every image, for Block = 1..Most.
+template <class Arch, int Most>
+void direct_conv_channels_up_to(int block, float* image, const float* scratch, const float* weight, const float* bias,
+                                const DirectConvTaps& taps, const DirectConvShape& s, const DirectConvInputLayout& l) {
+  if constexpr (Most > 0) {
+    if (block == Most) {
+      direct_conv_channels<Arch, Most>(image, scratch, weight, bias, taps, s, l);
+    } else {
+      direct_conv_channels_up_to<Arch, Most - 1>(block, image, scratch, weight, bias, taps, s, l);
+    }
+  }
+}
+
+// Channel blocks of 4 where there are registers for 4 positions x 4 accumulators (AVX-512:
+// 32 vector registers), else of 2; then one block of what is left.
+template <class Arch>
+void direct_conv2d_forward(float* out, const float* in, const float* weight, const float* bias, float* scratch,
+                           const DirectConvShape& s) {
+  constexpr int block = xsimd::batch<float, Arch>::size >= 16 ? 4 : 2;
+  const DirectConvInputLayout layout(s, direct_conv_widest_vector);
+  auto* offsets = reinterpret_cast<std::int64_t*>(scratch);
+  direct_conv_tap_offsets<Arch>(offsets, s, layout);
+  const DirectConvTaps taps{{offsets, layout.phases > 1 ? offsets + layout.taps : offsets}, layout.taps};
+  const std::int64_t image_in = s.in_channels * s.height * s.width;
+  const std::int64_t plane = s.out_h() * s.out_w();
+  for (std::int64_t n = 0; n < s.batch; ++n) {
+    direct_conv_fill_input<Arch>(scratch, in + n * image_in, s, layout);
+    float* image = out + n * s.out_channels * plane;
+    for (std::int64_t o = 0; o < s.out_channels; o += block) {
+      const int count = static_cast<int>(std::min<std::int64_t>(block, s.out_channels - o));
+      direct_conv_channels_up_to<Arch, block>(count, image + o * plane, scratch, weight + o * layout.taps,
+                                              bias != nullptr ? bias + o : nullptr, taps, s, layout);
+    }
+  }
+}
+
+template <class Arch>
+ConvKernels make_conv_kernels() {
+  return ConvKernels{&direct_conv2d_forward<Arch>};
+}
+
+}  // namespace ember::simd
