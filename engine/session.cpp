@@ -62,8 +62,15 @@ InferenceSession::InferenceSession(std::unique_ptr<Graph> graph, std::unique_ptr
   engine_ = std::make_unique<dnnl::engine>(dnnl::engine::kind::cpu, 0);
   for (std::int64_t size = 1; size <= options_.micro_batch; ++size) {
     programs_.push_back(std::make_unique<StepProgram>(*graph_, *parameters_, size, Mode::inference, *engine_,
-                                                      PlanStrategy::best_fit, /*computes_loss=*/false, options_.threads));
+                                                      PlanStrategy::best_fit, /*computes_loss=*/false));
     arena_bytes_ = std::max(arena_bytes_, programs_.back()->arena_bytes());
+  }
+  if (options_.threads > 1 && programs_[0]->phase_count() == 1) {
+    for (std::int64_t size = 1; size <= options_.micro_batch; ++size) {
+      wide_programs_.push_back(std::make_unique<StepProgram>(*graph_, *parameters_, size, Mode::inference, *engine_,
+                                                             PlanStrategy::best_fit, /*computes_loss=*/false, options_.threads));
+      arena_bytes_ = std::max(arena_bytes_, wide_programs_.back()->arena_bytes());
+    }
   }
   // The store's two blocks (values, and gradients it holds in every mode) and the first
   // workspaces must fit; further workspaces are made while they fit.
@@ -89,7 +96,10 @@ void InferenceSession::make_constants(std::size_t limit, std::size_t weights) {
   };
   std::vector<Made> made;
   std::size_t total = 0;
-  for (const auto& program : programs_) {
+  std::vector<StepProgram*> programs;
+  for (const auto& program : programs_) programs.push_back(program.get());
+  for (const auto& program : wide_programs_) programs.push_back(program.get());
+  for (StepProgram* program : programs) {
     for (const StepProgram::ConstantsRequest& request : program->constants_requests()) {
       const std::string key = request.layer->constants_key();
       auto found = std::find_if(made.begin(), made.end(), [&](const Made& m) { return m.node == request.node && m.key == key; });
@@ -103,7 +113,7 @@ void InferenceSession::make_constants(std::size_t limit, std::size_t weights) {
                      "weights and gradients " + format_bytes(weights) + ", prepared weights " + format_bytes(total));
   Workspace workspace(*engine_);  // for its stream
   constants_.reserve(made.size());
-  for (const auto& program : programs_) {
+  for (StepProgram* program : programs) {
     for (const StepProgram::ConstantsRequest& request : program->constants_requests()) {
       const std::string key = request.layer->constants_key();
       const Made& m = *std::find_if(made.begin(), made.end(), [&](const Made& x) { return x.node == request.node && x.key == key; });
@@ -265,21 +275,25 @@ void InferenceSession::run(const float* input, std::int64_t batch, float* output
 void InferenceSession::run_micro_batches(const float* input, std::int64_t batch, float* output, Lease& lease) const {
   const std::int64_t micro_count = (batch + options_.micro_batch - 1) / options_.micro_batch;
   const bool split = micro_count > 1 && lease.threads > 1;
+  // A lone micro-batch with every thread of the budget runs the programs prepared for them.
+  const bool wide = !split && lease.threads > 1 && lease.threads == options_.threads && !wide_programs_.empty();
+  const auto& programs = wide ? wide_programs_ : programs_;
   auto run_share = [&](int thread, int team, int threads_per_op) {
     StepRun step;
     step.output = output;
-    step.threads = threads_per_op;
+    step.threads = wide ? threads_per_op : 1;
     for (std::int64_t j = thread; j < micro_count; j += team) {
       const std::int64_t first = j * options_.micro_batch;
       const std::int64_t size = std::min(options_.micro_batch, batch - first);
       step.first_sample = first;
       step.input = input + first * input_sample_elements();
-      programs_[static_cast<std::size_t>(size - 1)]->run(step, *lease.workspaces[static_cast<std::size_t>(thread)]);
+      programs[static_cast<std::size_t>(size - 1)]->run(step, *lease.workspaces[static_cast<std::size_t>(thread)]);
     }
   };
   if (!split) {
-    // The budget also keeps oneDNN from starting threads beyond the call's.
-    const ThreadBudget budget(lease.threads);
+    // One thread unless the runner raises it for a layer that repays a team (big convs,
+    // GEMMs, attention): small primitives and reorders must not open one.
+    const ThreadBudget budget(1);
     run_share(0, 1, lease.threads);
     return;
   }

@@ -92,6 +92,9 @@ class InferenceSession {
   SessionOptions options_;
   std::unique_ptr<dnnl::engine> engine_;
   std::vector<std::unique_ptr<StepProgram>> programs_;  // index = micro-batch size - 1
+  // threads > 1: the same sizes prepared for a call that holds every thread and runs one
+  // micro-batch (its big layers' primitives are created for that many threads).
+  std::vector<std::unique_ptr<StepProgram>> wide_programs_;
   std::size_t arena_bytes_ = 0;
   std::vector<AlignedBuffer> constants_;  // one per node and layout (PreparedLayer::constants_key)
 

@@ -97,6 +97,24 @@ struct StepProgram::Compiler {
     }
   }
 
+  // A layer prepared under the OpenMP budget it will run with: oneDNN sizes a primitive's
+  // work split (and its scratchpad) by the threads it is created under, and a primitive
+  // created for one thread runs on one. With max_threads > 1, a layer big enough to be
+  // given them (forward_work, as the runner decides) keeps the wide preparation; the rest
+  // are prepared again for the one thread they will run with.
+  std::unique_ptr<PreparedLayer> prepare_with_threads(const Layer& layer, const PrepareContext& context) {
+    if (program.max_threads_ == 1) return layer.prepare(context);
+    std::unique_ptr<PreparedLayer> wide;
+    {
+      const ThreadBudget budget(program.max_threads_);
+      wide = layer.prepare(context);
+    }
+    if (wide->forward_work >= min_parallel_forward_work) return wide;
+    PrepareContext narrow = context;
+    narrow.max_threads = 1;
+    return layer.prepare(narrow);
+  }
+
   // A value a reader that needs plain row-major data can read: the value itself, or its
   // plain copy (made once, shared by every such reader).
   int plain_value_for(int v) {
@@ -167,7 +185,7 @@ struct StepProgram::Compiler {
     context.fuse_max_pool = fuse_max_pool[n] != 0;
     context.max_threads = program.max_threads_;
     try {
-      program.layers_[n] = node.layer->prepare(context);
+      program.layers_[n] = prepare_with_threads(*node.layer, context);
     } catch (const dnnl::error& e) {
       throw Error("oneDNN could not prepare it: " + std::string(e.what()));
     }

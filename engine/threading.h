@@ -15,8 +15,11 @@ namespace ember {
 inline constexpr int max_compute_threads = 64;
 
 // Below this many multiply-adds a layer's forward runs on one thread even when its call
-// has more: at ~50 GFLOP/s it takes ~20 us, against a few us to wake a team and join it.
-inline constexpr std::int64_t min_parallel_forward_work = std::int64_t{1} << 19;
+// has more (~100 us at 80 GFLOP/s). Measured on a 2-vCPU Zen 4 VM: waking an OpenMP team
+// costs tens of microseconds there (futex wake-ups, or a spinning sibling slowing the
+// working thread), so attn-cnn's attention (0.8 M multiply-adds at batch 1) ran 1.3x
+// slower on 2 threads than on 1.
+inline constexpr std::int64_t min_parallel_forward_work = std::int64_t{1} << 22;
 
 template <class Body>
 void parallel_region(int threads, Body&& body) {

@@ -422,7 +422,10 @@ std::unique_ptr<PreparedLayer> Conv2d::prepare(const PrepareContext& context) co
   p->forward_scratchpad_offset_ = forward_scratch.add(scratchpad_bytes);
   if (p->input_reorder_) p->forward_input_offset_ = forward_scratch.add(p->conv_source_.get_size());
   p->forward_scratch_bytes = forward_scratch.total();
-  p->forward_work = out_shape.elements() * options_.in_channels * options_.kernel[0] * options_.kernel[1];
+  // forward_work stays 0: a session never gives a convolution more than one thread. oneDNN
+  // 2.6's convolutions created for more threads can split a sum differently (measured:
+  // attn-cnn's and resnet's outputs change bits at 3 threads), and a session's result may
+  // not depend on its thread count.
 
   const memory::desc output_desc = p->forward_pd_.dst_desc();
   p->output.shape = out_shape;

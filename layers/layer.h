@@ -174,8 +174,9 @@ class PreparedLayer {
   // session holds one per node, not one per micro-batch size.
   std::size_t constant_bytes = 0;
 
-  // Multiply-adds of one forward call (0: negligible). A run with several threads gives
-  // them only to ops that do enough work to repay starting a team (StepProgram's runner).
+  // Multiply-adds of one forward call, or 0 for a layer that must run on one thread. A run
+  // with several threads gives them only to ops that do enough work to repay starting a
+  // team (StepProgram's runner), and such a layer must give the same bits for any count.
   std::int64_t forward_work = 0;
   virtual std::string constants_key() const { return {}; }
   virtual void prepare_constants(const ConstantArgs& /*args*/) const {}
