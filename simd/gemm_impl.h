@@ -426,62 +426,70 @@ void epilogue_only(std::int64_t M, std::int64_t N, float* C, std::int64_t ldc, c
 // C (M x N) (+)= op(A) * B with B contiguous along N, A's elements broadcast straight
 // from memory.
 
-// One tile of C (rows x 2 vectors, or fewer columns at the right edge):
-// C[i][j] (+)= sum over k of A(i, k) * B[k][j], A(i, k) = a[i*a_row + k*a_col].
-template <class Arch, int Rows>
-void broadcast_tile(std::int64_t rows, std::int64_t cols, std::int64_t K, const float* a, std::int64_t a_row,
-                    std::int64_t a_col, const float* b, std::int64_t ldb, float* c, std::int64_t ldc, bool overwrite) {
-  using T = GemmTraits<Arch>;
-  using Batch = typename T::Batch;
-  constexpr std::int64_t W = T::width;
-  Batch acc0[Rows], acc1[Rows];
+// One block of C, Rows x Vectors vectors, from B rows contiguous along N (stride ldb):
+// C[i][j] (+)= sum over k of A(i, k) * B[k][j], A(i, k) = a[i*a_row + k*a_col]. Only the
+// first `cols` columns are stored.
+template <class Arch, int Rows, int Vectors>
+[[gnu::always_inline]] inline void broadcast_block(std::int64_t cols, std::int64_t K, const float* a, std::int64_t a_row,
+                                                   std::int64_t a_col, const float* b, std::int64_t ldb, float* c,
+                                                   std::int64_t ldc, bool overwrite) {
+  using Batch = typename GemmTraits<Arch>::Batch;
+  constexpr std::int64_t W = GemmTraits<Arch>::width;
+  Batch acc[Vectors][Rows];
 #pragma GCC unroll 16
-  for (int r = 0; r < Rows; ++r) acc0[r] = acc1[r] = Batch(0.0f);
-  if (cols == 2 * W && rows == Rows) {
-    for (std::int64_t k = 0; k < K; ++k) {
-      const Batch b0 = Batch::load_unaligned(b + k * ldb);
-      const Batch b1 = Batch::load_unaligned(b + k * ldb + W);
-#pragma GCC unroll 16
-      for (int r = 0; r < Rows; ++r) {
-        const Batch x(a[r * a_row + k * a_col]);
-        acc0[r] = xsimd::fma(x, b0, acc0[r]);
-        acc1[r] = xsimd::fma(x, b1, acc1[r]);
-      }
-    }
+  for (int r = 0; r < Rows; ++r) {
+#pragma GCC unroll 4
+    for (int v = 0; v < Vectors; ++v) acc[v][r] = Batch(0.0f);
+  }
+  for (std::int64_t k = 0; k < K; ++k) {
+    Batch bv[Vectors];
+#pragma GCC unroll 4
+    for (int v = 0; v < Vectors; ++v) bv[v] = Batch::load_unaligned(b + k * ldb + v * W);
 #pragma GCC unroll 16
     for (int r = 0; r < Rows; ++r) {
-      float* row = c + r * ldc;
-      if (overwrite) {
-        acc0[r].store_unaligned(row);
-        acc1[r].store_unaligned(row + W);
-      } else {
-        (Batch::load_unaligned(row) + acc0[r]).store_unaligned(row);
-        (Batch::load_unaligned(row + W) + acc1[r]).store_unaligned(row + W);
-      }
-    }
-    return;
-  }
-  // Edge tile: the same arithmetic into a local tile, B's row copied (zero-padded) first
-  // so nothing is read past the matrix.
-  alignas(64) float b_row[2 * W];
-  for (std::int64_t k = 0; k < K; ++k) {
-    std::memset(b_row, 0, sizeof b_row);
-    std::memcpy(b_row, b + k * ldb, static_cast<std::size_t>(cols) * sizeof(float));
-    const Batch b0 = Batch::load_aligned(b_row);
-    const Batch b1 = Batch::load_aligned(b_row + W);
-    for (std::int64_t r = 0; r < rows; ++r) {
       const Batch x(a[r * a_row + k * a_col]);
-      acc0[r] = xsimd::fma(x, b0, acc0[r]);
-      acc1[r] = xsimd::fma(x, b1, acc1[r]);
+#pragma GCC unroll 4
+      for (int v = 0; v < Vectors; ++v) acc[v][r] = xsimd::fma(x, bv[v], acc[v][r]);
     }
   }
-  alignas(64) float tile[2 * W];
-  for (std::int64_t r = 0; r < rows; ++r) {
-    acc0[r].store_aligned(tile);
-    acc1[r].store_aligned(tile + W);
+  const bool whole = cols == Vectors * W;
+#pragma GCC unroll 16
+  for (int r = 0; r < Rows; ++r) {
     float* row = c + r * ldc;
-    for (std::int64_t j = 0; j < cols; ++j) row[j] = overwrite ? tile[j] : row[j] + tile[j];
+    if (whole) {
+#pragma GCC unroll 4
+      for (int v = 0; v < Vectors; ++v) {
+        const Batch sum = overwrite ? acc[v][r] : Batch::load_unaligned(row + v * W) + acc[v][r];
+        sum.store_unaligned(row + v * W);
+      }
+    } else {
+      alignas(64) float tile[Vectors * W];
+#pragma GCC unroll 4
+      for (int v = 0; v < Vectors; ++v) acc[v][r].store_aligned(tile + v * W);
+      for (std::int64_t j = 0; j < cols; ++j) row[j] = overwrite ? tile[j] : row[j] + tile[j];
+    }
   }
+}
+
+// One tile of C (Rows x up to 2 vectors; fewer columns at the right edge). A tile of
+// whole vectors reads B in place; a narrower one first copies its columns of B
+// (K <= KC rows) zero-padded to whole vectors, so nothing is read past the matrix. Every
+// element is the same FMA chain along K either way.
+template <class Arch, int Rows>
+void broadcast_tile(std::int64_t cols, std::int64_t K, const float* a, std::int64_t a_row, std::int64_t a_col,
+                    const float* b, std::int64_t ldb, float* c, std::int64_t ldc, bool overwrite) {
+  using T = GemmTraits<Arch>;
+  constexpr std::int64_t W = T::width;
+  if (cols == 2 * W) return broadcast_block<Arch, Rows, 2>(cols, K, a, a_row, a_col, b, ldb, c, ldc, overwrite);
+  if (cols == W) return broadcast_block<Arch, Rows, 1>(cols, K, a, a_row, a_col, b, ldb, c, ldc, overwrite);
+  const std::int64_t width = cols <= W ? W : 2 * W;
+  alignas(64) float padded[T::kc * 2 * W];
+  for (std::int64_t k = 0; k < K; ++k) {
+    std::memcpy(padded + k * width, b + k * ldb, static_cast<std::size_t>(cols) * sizeof(float));
+    std::memset(padded + k * width + cols, 0, static_cast<std::size_t>(width - cols) * sizeof(float));
+  }
+  if (width == W) return broadcast_block<Arch, Rows, 1>(cols, K, a, a_row, a_col, padded, W, c, ldc, overwrite);
+  broadcast_block<Arch, Rows, 2>(cols, K, a, a_row, a_col, padded, 2 * W, c, ldc, overwrite);
 }
 
 // broadcast_tile with the row count as a template argument, so a tile of fewer rows than
@@ -495,7 +503,7 @@ void broadcast_tile_rows(std::int64_t rows, std::int64_t cols, std::int64_t K, c
       return;
     }
   }
-  broadcast_tile<Arch, Rows>(rows, cols, K, a, a_row, a_col, b, ldb, c, ldc, overwrite);
+  broadcast_tile<Arch, Rows>(cols, K, a, a_row, a_col, b, ldb, c, ldc, overwrite);
 }
 
 // C (M x N) (+)= op(A) (M x K) * B (K x N), B row-major with stride ldb; any M, N, K >= 0.
