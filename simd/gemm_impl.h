@@ -933,11 +933,12 @@ void gemm_packed(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int6
     return;
   }
   const GemmOperands g{trans_a, trans_b, M, N, K, A, lda, nullptr, 0, C, ldc};
-  if (gemm_uses_dot(trans_a, trans_b, M, N)) {
+  const GemmPlan plan = plan_gemm(gemm_isa<Arch>(), trans_a, trans_b, M, N, K, threads, true);
+  if (plan.orientation == GemmOrientation::dot) {
     gemm_dot_packed<Arch>(g, packed_b, epilogue);
     return;
   }
-  gemm_run<Arch>(plan_gemm(gemm_isa<Arch>(), trans_a, trans_b, M, N, K, threads, true), g, epilogue, scratch, packed_b);
+  gemm_run<Arch>(plan, g, epilogue, scratch, packed_b);
 }
 
 template <class Arch>

@@ -15,13 +15,16 @@
 //               N would be mostly padding.
 //   dot         A row-major, B = W^T row-major (the Linear forward) with M <= 4 or N = 1:
 //               dot products along K straight from A and W, nothing packed (a batch-1
-//               GEMV streams W once). Against a prepacked B, the same sums in the same
-//               order, vectorized along N over the slivers.
+//               GEMV streams W once). Against a prepacked B only where N is under
+//               one vector (there the same sums, vectorized along N over the slivers);
+//               otherwise the normal orientation streams the slivers whole, reading W
+//               at about twice the rate of dot products over W's rows.
 // Every C element of the normal and transposed orientations is one FMA chain along K in
 // blocks of kc (a function of K alone), a block's sum added to C, then bias, then
 // activation: the same float operations whatever the tiling, orientation, blocking of M
 // and N, thread count or packing of B. The dot orientation sums in another order; it is
-// chosen by a rule on (transposes, M, N) alone, so prepacked and unpacked calls agree.
+// chosen by a rule on (transposes, M, N) alone (and for a prepacked call, N under a
+// vector): otherwise a row of C has the same bits whatever M.
 #include <cstddef>
 #include <cstdint>
 

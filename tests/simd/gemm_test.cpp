@@ -6,6 +6,7 @@
 // the padding of C holds a sentinel that must come back bit for bit. The scratch is
 // exactly what gemm_scratch_floats asked for, NaN-filled, with a guard page after it.
 #include "simd/gemm.h"
+#include "simd/gemm_plan.h"
 
 #include <algorithm>
 #include <array>
@@ -519,8 +520,24 @@ TEST_P(GemmTest, PackedBGivesBitwiseTheUnpackedResult) {
           epilogue.activation = static_cast<Activation>(M % 4);
           GuardedBuffer<float> scratch(kernels.scratch_floats(ta, tb, M, N, K, 1));
           std::vector<float> unpacked = c_start;
-          kernels.gemm(ta, tb, M, N, K, A.data(), a_shape.ld, B.data(), b_shape.ld, unpacked.data(), ldc, epilogue,
-                       scratch.data(), 1);
+          const bool packed_dot = plan_gemm(isa, ta, tb, M, N, K, 1, true).orientation == GemmOrientation::dot;
+          if (!gemm_uses_dot(ta, tb, M, N) || packed_dot) {
+            kernels.gemm(ta, tb, M, N, K, A.data(), a_shape.ld, B.data(), b_shape.ld, unpacked.data(), ldc, epilogue,
+                         scratch.data(), 1);
+          } else {
+            // gemm takes the dot orientation here and gemm_packed does not: the packed
+            // result must be the first M rows of a packed call with 8 rows more (the same
+            // FMA chains whatever M).
+            const std::int64_t more = M + 8;
+            std::vector<float> a_rows = testing::uniform_vector(static_cast<std::size_t>(more * (K + 1)), seed++);
+            std::copy(A.begin(), A.end(), a_rows.begin());
+            std::vector<float> c_more = testing::uniform_vector(static_cast<std::size_t>(more * ldc), seed++);
+            std::copy(c_start.begin(), c_start.end(), c_more.begin());
+            GuardedBuffer<float> more_scratch(kernels.packed_scratch_floats(ta, tb, more, N, K, 1));
+            kernels.gemm_packed(ta, tb, more, N, K, a_rows.data(), K + 1, packed.data(), c_more.data(), ldc, epilogue,
+                                more_scratch.data(), 1);
+            std::copy(c_more.begin(), c_more.begin() + M * ldc, unpacked.begin());
+          }
           for (int threads : {1, 2, 3}) {
             GuardedBuffer<float> packed_scratch(kernels.packed_scratch_floats(ta, tb, M, N, K, threads));
             for (float& x : packed_scratch) x = nan_value;
