@@ -29,6 +29,8 @@ import sys
 import time
 from xml.sax.saxutils import escape
 
+from worker_process import close_worker  # the script's folder is on sys.path
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 # Debian may select OpenBLAS's pthread build as libblas.so.3; its OpenMP build is faster
@@ -107,12 +109,7 @@ class TorchWorker:
         return json.loads(line)
 
     def close(self):
-        if self.process.poll() is None:
-            self.process.stdin.close()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:  # interrupted mid-measurement
-                self.process.kill()
+        close_worker(self.process)
 
 
 def check_torch_setup(setup, threads):

@@ -33,6 +33,7 @@ import time
 
 from compare import cpu_name
 import serving_report
+from worker_process import close_worker  # the script's folder is on sys.path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPORT_PYTHON = "/usr/bin/python3"  # Debian's python3-torch 1.13: its legacy ONNX exporter
@@ -127,12 +128,7 @@ class PeerWorker:
         return answer
 
     def close(self):
-        if self.process.poll() is None:
-            self.process.stdin.close()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:  # interrupted mid-measurement
-                self.process.kill()
+        close_worker(self.process)
 
 
 def run(command, what):

@@ -802,16 +802,22 @@ void gemm_run(const GemmPlan& plan, const GemmOperands& g, const GemmEpilogue& e
   }
 }
 
+// The bias and activation of a kernel that did not apply them in registers: a second
+// pass over C.
+template <class Arch>
+void bias_and_activation_pass(const GemmOperands& g, const GemmEpilogue& epilogue) {
+  if (epilogue.bias == nullptr && epilogue.activation == Activation::none) return;
+  GemmEpilogue rest = epilogue;
+  rest.accumulate = true;
+  epilogue_only<Arch>(g.M, g.N, g.C, g.ldc, rest);
+}
+
 // The dot orientation (simd/gemm_plan.h): single-threaded, without scratch; bias and
 // activation in a second pass over C. W is op(B)^T, row-major with stride ldw.
 template <class Arch>
 void gemm_dot_call(const GemmOperands& g, const float* W, std::int64_t ldw, const GemmEpilogue& epilogue) {
   gemm_dot<Arch>(g.M, g.N, g.K, g.A, g.lda, W, ldw, g.C, g.ldc, !epilogue.accumulate);
-  if (epilogue.bias != nullptr || epilogue.activation != Activation::none) {
-    GemmEpilogue rest = epilogue;
-    rest.accumulate = true;
-    epilogue_only<Arch>(g.M, g.N, g.C, g.ldc, rest);
-  }
+  bias_and_activation_pass<Arch>(g, epilogue);
 }
 
 template <class Arch>
@@ -916,11 +922,7 @@ void gemm_dot_packed(const GemmOperands& g, const float* slivers, const GemmEpil
       }
     }
   }
-  if (epilogue.bias != nullptr || epilogue.activation != Activation::none) {
-    GemmEpilogue rest = epilogue;
-    rest.accumulate = true;
-    epilogue_only<Arch>(g.M, g.N, g.C, g.ldc, rest);
-  }
+  bias_and_activation_pass<Arch>(g, epilogue);
 }
 
 template <class Arch>
