@@ -83,7 +83,7 @@ InferenceSession::InferenceSession(std::unique_ptr<Graph> graph, std::unique_ptr
                          format_bytes(constant_bytes()) + ", " + std::to_string(options_.workspaces) +
                          " workspace(s) of " + format_bytes(workspace));
   max_workspaces_ = std::max(static_cast<std::size_t>(options_.workspaces), (limit - resident) / workspace);
-  for (int i = 0; i < options_.workspaces; ++i) give_back(take_workspace());
+  for (int i = 0; i < options_.workspaces; ++i) give_back(take_workspace(/*wait=*/true));
 }
 
 // Every layer's constants, made once per node and layout and handed to every program that
@@ -146,10 +146,14 @@ std::size_t InferenceSession::workspace_count() const {
   return workspaces_made_;
 }
 
-std::unique_ptr<Workspace> InferenceSession::take_workspace() const {
+// A pooled workspace, or a new one while the memory limit allows it; otherwise waits for
+// one to come back (wait) or returns null (!wait).
+std::unique_ptr<Workspace> InferenceSession::take_workspace(bool wait) const {
   {
     std::unique_lock<std::mutex> lock(pool_mutex_);
-    workspace_returned_.wait(lock, [&] { return !pool_.empty() || workspaces_made_ < max_workspaces_; });
+    const auto available = [&] { return !pool_.empty() || workspaces_made_ < max_workspaces_; };
+    if (!wait && !available()) return nullptr;
+    workspace_returned_.wait(lock, available);
     if (!pool_.empty()) {
       std::unique_ptr<Workspace> workspace = std::move(pool_.back());
       pool_.pop_back();
@@ -206,14 +210,29 @@ void InferenceSession::run(std::span<const float> input, const Shape& input_shap
 
 // The threads and workspaces one call holds, given back when it ends (also by an
 // exception). At most max_compute_threads, on the stack: a warm call allocates nothing.
+// The first workspace may be waited for; the others of a split call are taken only if
+// one is free or may be made now (a memory limit may allow fewer workspaces than
+// threads, and waiting for a second while holding a first could wait forever), and the
+// call runs on as many threads as it got workspaces.
 struct InferenceSession::Lease {
   const InferenceSession& session;
   int threads = 0;
   std::array<std::unique_ptr<Workspace>, max_compute_threads> workspaces;
 
-  Lease(const InferenceSession& s, int wanted) : session(s), threads(s.take_threads(wanted)) {
+  Lease(const InferenceSession& s, int wanted, bool workspace_per_thread)
+      : session(s), threads(s.take_threads(wanted)) {
     try {
-      for (int t = 0; t < threads; ++t) workspaces[static_cast<std::size_t>(t)] = session.take_workspace();
+      workspaces[0] = session.take_workspace(/*wait=*/true);
+      int held = 1;
+      while (workspace_per_thread && held < threads) {
+        std::unique_ptr<Workspace> more = session.take_workspace(/*wait=*/false);
+        if (!more) break;
+        workspaces[static_cast<std::size_t>(held++)] = std::move(more);
+      }
+      if (workspace_per_thread && held < threads) {
+        session.give_back_threads(threads - held);
+        threads = held;
+      }
     } catch (...) {
       release();
       throw;
@@ -256,17 +275,15 @@ void InferenceSession::run(const float* input, std::int64_t batch, float* output
   const std::int64_t micro_count = (batch + options_.micro_batch - 1) / options_.micro_batch;
   if (programs_[0]->phase_count() > 1) {
     // Sync points need every micro-batch's kept memory: one workspace, threads per layer.
-    Lease lease(*this, 1);
+    Lease lease(*this, 1, false);
     run_in_phases(input, batch, output, *lease.workspaces[0], 1);
     return;
   }
   // Several micro-batches: a workspace per thread, each running whole micro-batches.
   // One: its layers get the threads (and share one workspace).
   const bool split = micro_count > 1;
-  Lease lease(*this, split ? static_cast<int>(std::min<std::int64_t>(micro_count, options_.threads)) : options_.threads);
-  if (!split) {
-    for (int t = 1; t < lease.threads; ++t) give_back(std::move(lease.workspaces[static_cast<std::size_t>(t)]));
-  }
+  Lease lease(*this, split ? static_cast<int>(std::min<std::int64_t>(micro_count, options_.threads)) : options_.threads,
+              split);
   run_micro_batches(input, batch, output, lease);
 }
 

@@ -80,7 +80,7 @@ class InferenceSession {
   struct Lease;  // the threads and workspaces of one call
 
   void make_constants(std::size_t limit, std::size_t weights);
-  std::unique_ptr<Workspace> take_workspace() const;
+  std::unique_ptr<Workspace> take_workspace(bool wait) const;
   void give_back(std::unique_ptr<Workspace> workspace) const;
   int take_threads(int wanted) const;
   void give_back_threads(int threads) const;

@@ -291,5 +291,25 @@ TEST_F(SessionLimits, CallersBeyondWhatTheLimitAllowsWaitForAWorkspace) {
   EXPECT_EQ(session->workspace_count(), 1u);
 }
 
+// A session of 4 threads whose limit allows one workspace: a call of several micro-batches
+// runs on the threads it got workspaces for (one), rather than waiting for a second
+// workspace while it holds the first.
+TEST_F(SessionLimits, ThreadsBeyondTheWorkspacesTheLimitAllowsDoNotWait) {
+  SessionOptions options;
+  options.max_batch = 64;
+  options.threads = 4;
+  const auto probe = InferenceSession::open(checkpoint(), options);
+  const std::size_t weights = 2 * parameter_layout(graph_from_spec(builtin_model_spec("seed-cnn"))).block_bytes();
+  options.memory_limit = weights + probe->constant_bytes() + probe->arena_bytes() + probe->arena_bytes() / 2;
+  const auto session = InferenceSession::open(checkpoint(), options);
+  const std::int64_t in = session->input_sample_elements(), out = session->output_sample_elements();
+  std::vector<float> input(static_cast<std::size_t>(64 * in), 0.25f), output(static_cast<std::size_t>(64 * out));
+  std::vector<float> expected(output.size());
+  probe->run(input.data(), 64, expected.data());
+  session->run(input.data(), 64, output.data());
+  EXPECT_EQ(std::memcmp(output.data(), expected.data(), output.size() * sizeof(float)), 0);
+  EXPECT_EQ(session->workspace_count(), 1u);
+}
+
 }  // namespace
 }  // namespace ember
