@@ -3,6 +3,7 @@
 # translation unit of its own with that set's flags, so one binary runs on any x86-64
 # with SSE4.2 and uses AVX2+FMA or AVX-512 where the CPU has them.
 set(EMBER_ISAS sse4_2 avx2 avx512)
+set(EMBER_KERNEL_OPTIMIZATION "" CACHE STRING "optimization flag for the per-ISA kernel translation units (empty: the build type's)")
 set(EMBER_ISA_ARCH_sse4_2 "xsimd::sse4_2")
 set(EMBER_ISA_ARCH_avx2 "xsimd::fma3<xsimd::avx2>")
 set(EMBER_ISA_ARCH_avx512 "xsimd::avx512bw")
@@ -37,7 +38,11 @@ function(ember_simd_family target family)
     # Always optimized: at -O0 the inline standard-library helpers a kernel calls (std::min,
     # std::fill, ...) stay out of line, compiled with this set's flags, and the linker may
     # keep that copy for every caller (tests/simd/check_isa_symbols.sh checks it).
-    set_source_files_properties("${out}" PROPERTIES COMPILE_OPTIONS "${EMBER_ISA_FLAGS_${isa}};$<$<CONFIG:Debug>:-O2>")
+    # EMBER_KERNEL_OPTIMIZATION (the sanitizer presets: -O1) overrides the build type's
+    # level: with ASan+UBSan at -O2 the GEMM's many register tilings take over 10 minutes
+    # a set to compile, at -O1 about 2.
+    set_source_files_properties("${out}" PROPERTIES COMPILE_OPTIONS
+                                "${EMBER_ISA_FLAGS_${isa}};$<$<CONFIG:Debug>:-O2>;${EMBER_KERNEL_OPTIMIZATION}")
   endforeach()
   target_sources(${target} PRIVATE "${CMAKE_CURRENT_SOURCE_DIR}/${family}.cpp")
 endfunction()
