@@ -308,8 +308,8 @@ void InferenceSession::run_micro_batches(const float* input, std::int64_t batch,
     }
   };
   if (!split) {
-    // One thread unless the runner raises it for a layer that repays a team (big convs,
-    // GEMMs, attention): small primitives and reorders must not open one.
+    // One thread unless the runner raises it for a layer that repays a team (big GEMMs,
+    // attention): small layers, primitives and reorders must not open one.
     const ThreadBudget budget(1);
     run_share(0, 1, lease.threads);
     return;
