@@ -200,6 +200,21 @@ def spread(values):
     return (max(values) - min(values)) / m if m > 0 else 0.0
 
 
+
+def ratio_ticks(first, last, x, top, axis_y):
+    """The vertical grid lines and labels (1/2×, 1×, 2×, ...) of a log2 ratio axis, powers
+    first..last of 2, at most ~9 labelled; x maps a ratio to its x coordinate."""
+    parts = []
+    every = max(1, math.ceil((last - first) / 8))
+    for power in range(first, last + 1):
+        if power % every:
+            continue
+        tick = x(2.0 ** power)
+        label = f"{2 ** power}×" if power >= 0 else f"1/{2 ** -power}×"
+        parts.append(f'<line x1="{tick:.1f}" y1="{top - 4}" x2="{tick:.1f}" y2="{axis_y}" stroke="#ddd"/>')
+        parts.append(f'<text x="{tick:.1f}" y="{axis_y + 14}" text-anchor="middle">{label}</text>')
+    return parts
+
 def cpu_name():
     try:
         with open("/proc/cpuinfo") as f:
@@ -309,14 +324,7 @@ def svg_chart(args, workloads, samples, peers):
             left = label_width + i * 190
             parts.append(f'<rect x="{left}" y="44" width="12" height="10" fill="{PEER_COLOURS[i % len(PEER_COLOURS)]}"/>')
             parts.append(f'<text x="{left + 16}" y="53">ember / {escape(peer)}</text>')
-    every = max(1, math.ceil((last - first) / 8))  # at most ~9 labelled ticks
-    for power in range(first, last + 1):
-        if power % every:
-            continue
-        tick = x(2.0 ** power)
-        label = f"{2 ** power}×" if power >= 0 else f"1/{2 ** -power}×"
-        parts.append(f'<line x1="{tick:.1f}" y1="{top - 4}" x2="{tick:.1f}" y2="{height - bottom}" stroke="#ddd"/>')
-        parts.append(f'<text x="{tick:.1f}" y="{height - bottom + 14}" text-anchor="middle">{label}</text>')
+    parts.extend(ratio_ticks(first, last, x, top, height - bottom))
     previous_model = None
     for i, w in enumerate(workloads):
         y0 = top + i * group

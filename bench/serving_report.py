@@ -13,7 +13,7 @@ import math
 import statistics
 from xml.sax.saxutils import escape
 
-from compare import spread
+from compare import ratio_ticks, spread
 
 NAMES = {"ember": "ember", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 COLOURS = {"onnxruntime": "#1f77b4", "openvino": "#9c36b5"}
@@ -107,14 +107,7 @@ def svg_chart(result):
         parts.append(f'<rect x="{left}" y="44" width="12" height="10" fill="{COLOURS[peer]}"/>')
         parts.append(f'<text x="{left + 16}" y="53">ember / {escape(NAMES[peer])} '
                      f'{escape(result["setup"][peer]["version"].split("-")[0])}</text>')
-    every = max(1, math.ceil((last - first) / 8))
-    for power in range(first, last + 1):
-        if power % every:
-            continue
-        tick = x(2.0 ** power)
-        label = f"{2 ** power}×" if power >= 0 else f"1/{2 ** -power}×"
-        parts.append(f'<line x1="{tick:.1f}" y1="{top - 4}" x2="{tick:.1f}" y2="{height - bottom}" stroke="#ddd"/>')
-        parts.append(f'<text x="{tick:.1f}" y="{height - bottom + 14}" text-anchor="middle">{label}</text>')
+    parts.extend(ratio_ticks(first, last, x, top, height - bottom))
     previous_model = None
     for index, case in enumerate(result["cases"]):
         y0 = top + index * group
