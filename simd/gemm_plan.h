@@ -8,7 +8,8 @@
 //
 // Orientations:
 //   normal      C tiles of `rows` rows of C x `vectors` vectors along N: op(A) packed in
-//               row slivers and broadcast, op(B) packed in column slivers and loaded.
+//               row slivers and broadcast, op(B) packed in column slivers and loaded
+//               (a part of one row: several slivers per tile, GemmPlan::tile_slivers).
 //   transposed  C^T tiles: `rows` columns of C x `vectors` vectors along M, op(B)'s
 //               slivers broadcast, op(A)^T packed k-major and loaded; the tile is
 //               transposed on its way to C. For small N (10 classes), where vectors along
