@@ -18,7 +18,10 @@ inline constexpr int max_compute_threads = 64;
 // has more (~100 us at 80 GFLOP/s). Measured on a 2-vCPU Zen 4 VM: waking an OpenMP team
 // costs tens of microseconds there (futex wake-ups, or a spinning sibling slowing the
 // working thread), so attn-cnn's attention (0.8 M multiply-adds at batch 1) ran 1.3x
-// slower on 2 threads than on 1.
+// slower on 2 threads than on 1. Memory-bound GEMVs do not repay it either: the seed CNN's
+// fc1 at batch 1 (3 MiB of packed weights, 0.8 M multiply-adds) split by columns over two
+// threads took 36 -> 24 us standalone with a hot team, but a session call 51 -> 80 us
+// (OMP_WAIT_POLICY default or passive) once the team had to be woken every call.
 inline constexpr std::int64_t min_parallel_forward_work = std::int64_t{1} << 22;
 
 template <class Body>

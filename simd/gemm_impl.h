@@ -359,6 +359,40 @@ void micro_tile(const TileArgs& t) {
   store_tile<Arch, Rows, NV>(acc, t);
 }
 
+// A one-row tile spanning slivers (GemmPlan::tile_slivers): NV vectors, those of one
+// sliver side by side (`sliver_vectors` each, the next sliver sliver_stride floats on),
+// each a whole sliver's columns, all of them consecutive columns of C. Every element is
+// micro_tile's FMA chain and epilogue.
+template <class Arch, int NV>
+void row_tile(const TileArgs& t, std::int64_t sliver_vectors, std::int64_t sliver_stride) {
+  using Batch = xsimd::batch<float, Arch>;
+  constexpr std::int64_t W = GemmTraits<Arch>::width;
+  __builtin_prefetch(t.c, 1);
+  __builtin_prefetch(t.c + NV * W - 1, 1);
+  std::int64_t offset[NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) offset[v] = v / sliver_vectors * sliver_stride + v % sliver_vectors * W;
+  Batch acc[1][NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) acc[0][v] = Batch(0.0f);
+  const float* a = t.a;
+  const float* b = t.b;
+  for (std::int64_t k = 0; k < t.kc; ++k, a += t.a_step, b += t.b_step) {
+    const Batch x(*a);
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[0][v] = xsimd::fma(x, Batch::load_unaligned(b + offset[v]), acc[0][v]);
+  }
+  store_tile<Arch, 1, NV>(acc, t);
+}
+
+template <class Arch, int NV = 2>
+void run_row_tile(std::int64_t vectors, const TileArgs& t, std::int64_t sliver_vectors, std::int64_t sliver_stride) {
+  if constexpr (NV < 8) {
+    if (vectors > NV) return run_row_tile<Arch, NV + 1>(vectors, t, sliver_vectors, sliver_stride);
+  }
+  row_tile<Arch, NV>(t, sliver_vectors, sliver_stride);
+}
+
 // The instruction set Arch is (for the planner's constants).
 template <class Arch>
 constexpr Isa gemm_isa() {
@@ -690,7 +724,21 @@ void normal_block(const GemmPlan& plan, const GemmOperands& g, const BSlivers& b
   t.kc = blk.kc;
   t.ldc = g.ldc;
   t.e = e;
-  for (std::int64_t jr = 0; jr < blk.nc; jr += sliver) {
+  const std::int64_t side = sliver * plan.tile_slivers;  // a one-row tile's columns
+  for (std::int64_t jr = 0; jr < blk.nc;) {
+    if (plan.tile_slivers > 1 && blk.mc == 1 && jr + side <= blk.nc) {
+      // Whole slivers side by side (GemmPlan::tile_slivers).
+      t.lanes = side;
+      t.b = sliver_at<Arch>(bs, jr / sliver, sliver);
+      t.b_step = sliver;
+      t.e.bias = bias != nullptr ? bias + blk.jc + jr : nullptr;
+      t.c = g.C + blk.ic * g.ldc + blk.jc + jr;
+      t.a = plan.direct_a ? g.A + blk.ic * g.lda + blk.pc : a_panel;
+      t.a_step = 1;
+      run_row_tile<Arch>(side / W, t, plan.b_vectors, bs.sliver_cols * bs.k_rows);
+      jr += side;
+      continue;
+    }
     t.lanes = std::min(sliver, blk.nc - jr);
     const std::int64_t width = (t.lanes + W - 1) / W * W;
     t.b = sliver_at<Arch>(bs, jr / sliver, width);
@@ -709,6 +757,7 @@ void normal_block(const GemmPlan& plan, const GemmOperands& g, const BSlivers& b
         run_tile<Arch>(rows, width / W, t);
       }
     }
+    jr += sliver;
   }
 }
 

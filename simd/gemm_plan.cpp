@@ -62,12 +62,29 @@ bool reads_a_in_place(const GemmIsaTraits& t, int b_vectors, Transpose trans_a, 
   return trans_a == Transpose::no && cols <= direct_a_max_slivers * b_vectors * t.width && K % 1024 != 0;
 }
 
+// Most vectors of a one-row tile spanning slivers (its kernels are instantiated up to it).
+constexpr int row_tile_most_vectors = 8;
+
+int row_tile_slivers(const GemmIsaTraits& t, int b_vectors) {
+  // Accumulators that keep the FMA units busy through the FMA latency.
+  const int wanted = t.fma_latency * t.fma_per_cycle;
+  const int most = std::min(row_tile_most_vectors, t.vector_registers - 2);  // accumulators, a load, a broadcast
+  int slivers = 1;
+  while (slivers * b_vectors < wanted && (slivers + 1) * b_vectors <= most) ++slivers;
+  return slivers;
+}
+
 // The normal orientation on a part of rows x cols.
 std::int64_t normal_cost(const GemmIsaTraits& t, int b_vectors, std::int64_t rows, std::int64_t cols, std::int64_t K,
                          bool b_prepacked, bool direct_a) {
   const std::int64_t n_vectors = ceil_div(cols, t.width), max_rows = t.max_rows[b_vectors];
   const std::int64_t full = n_vectors / b_vectors, last = n_vectors % b_vectors;
   std::int64_t step = full * rows_step_cost(t, rows, max_rows, b_vectors);
+  if (rows == 1) {
+    // Whole slivers side by side (GemmPlan::tile_slivers), the rest one by one.
+    const std::int64_t side = row_tile_slivers(t, b_vectors), groups = full / side;
+    step = groups * tile_step_cost(t, 1, side * b_vectors) + (full - groups * side) * tile_step_cost(t, 1, b_vectors);
+  }
   if (last > 0) step += rows_step_cost(t, rows, max_rows, last);
   const std::int64_t k_blocks = ceil_div(K, gemm_k_block(K));
   const std::int64_t a_packed = direct_a ? 0 : rows * ceil_div(cols, nc_base);
@@ -147,6 +164,7 @@ void size_panels(const GemmIsaTraits& t, Candidate c, std::int64_t N, std::int64
     plan.direct_a = reads_a_in_place(t, plan.b_vectors, c.trans_a, plan.part_cols, K);
     plan.vectors = plan.b_vectors;
     plan.rows = static_cast<int>(even_piece(plan.part_rows, t.max_rows[plan.b_vectors]));
+    if (plan.part_rows == 1) plan.tile_slivers = row_tile_slivers(t, plan.b_vectors);
     plan.mc = std::max<std::int64_t>(1, mc_base / plan.rows) * plan.rows;
     a_rows = plan.direct_a ? 0 : std::min(plan.mc, plan.part_rows);
   } else {
@@ -191,6 +209,8 @@ int gemm_b_sliver_vectors(Isa isa, std::int64_t N) {
 bool gemm_uses_dot(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int64_t N) {
   return trans_a == Transpose::no && trans_b == Transpose::yes && (M <= 4 || N == 1);
 }
+
+int gemm_row_tile_slivers(Isa isa, int b_vectors) { return row_tile_slivers(gemm_isa_traits(isa), b_vectors); }
 
 std::size_t plan_packed_b_floats(Isa isa, Transpose /*trans_b*/, std::int64_t K, std::int64_t N) {
   if (K <= 0 || N <= 0) return 0;

@@ -8,7 +8,8 @@
 //
 // Orientations:
 //   normal      C tiles of `rows` rows of C x `vectors` vectors along N: op(A) packed in
-//               row slivers and broadcast, op(B) packed in column slivers and loaded.
+//               row slivers and broadcast, op(B) packed in column slivers and loaded
+//               (a part of one row: several slivers per tile, GemmPlan::tile_slivers).
 //   transposed  C^T tiles: `rows` columns of C x `vectors` vectors along M, op(B)'s
 //               slivers broadcast, op(A)^T packed k-major and loaded; the tile is
 //               transposed on its way to C. For small N (10 classes), where vectors along
@@ -69,6 +70,9 @@ int gemm_b_sliver_vectors(Isa isa, std::int64_t N);
 // Whether the call takes the dot orientation (and packs nothing).
 bool gemm_uses_dot(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int64_t N);
 
+// Slivers of `b_vectors` vectors a one-row normal tile spans (GemmPlan::tile_slivers).
+int gemm_row_tile_slivers(Isa isa, int b_vectors);
+
 // Floats of a prepacked op(B) (see gemm_pack_b in simd/gemm.h).
 std::size_t plan_packed_b_floats(Isa isa, Transpose trans_b, std::int64_t K, std::int64_t N);
 
@@ -80,6 +84,10 @@ struct GemmPlan {
   // max_rows[vectors]), vectors along M.
   int rows = 0, vectors = 0;
   int b_vectors = 0;  // B sliver width (gemm_b_sliver_vectors)
+  // Normal orientation on parts of one row (a GEMV): B slivers side by side per tile, for
+  // enough accumulators to hide the FMA latency (rows x vectors of one sliver are too
+  // few). Each element keeps its one FMA chain along K, so the bits do not change.
+  int tile_slivers = 1;
   // Normal orientation with A row-major: A's rows broadcast in place, not packed (a panel
   // reused over few B slivers does not repay its packing).
   bool direct_a = false;

@@ -112,7 +112,7 @@ class DirectConvTest : public ::testing::TestWithParam<Isa> {
 TEST_P(DirectConvTest, MatchesReferenceAcrossShapes) {
   std::uint64_t seed = 100;
   for (std::int64_t in_channels : {1, 2, 4}) {
-    for (std::int64_t out_channels : {1, 4, 6, 7}) {
+    for (std::int64_t out_channels : {1, 4, 6, 7, 19}) {  // 19: several channel blocks and a rest
       for (std::array<std::int64_t, 3> kernel_pad : {std::array<std::int64_t, 3>{1, 1, 0}, {3, 3, 1}, {5, 5, 0}, {2, 3, 2}, {5, 3, 1}}) {
         for (bool pool : {false, true}) {
           DirectConvShape s;
@@ -160,11 +160,13 @@ TEST_P(DirectConvTest, MatchesReferenceAtEveryTailWidth) {
 }
 
 TEST_P(DirectConvTest, ModelShapes) {
-  // lenet's conv1 (+ReLU+pool) and attn-cnn's conv1 (+ReLU).
+  // lenet's conv1 (+ReLU+pool), attn-cnn's conv1 (+ReLU) and the seed CNN's (+ReLU+pool).
   DirectConvShape lenet{3, 1, 6, 32, 32, 5, 5, 0, 0, true, true};
   check(kernels(), lenet, true, 900);
   DirectConvShape attn{2, 1, 32, 28, 28, 3, 3, 1, 1, true, false};
   check(kernels(), attn, true, 901);
+  DirectConvShape seed_cnn{2, 1, 32, 28, 28, 3, 3, 1, 1, true, true};
+  check(kernels(), seed_cnn, true, 902);
 }
 
 TEST_P(DirectConvTest, SameBitsForEveryBatchSize) {

@@ -68,6 +68,25 @@ TEST(GemmPlan, BSliverWidthIgnoresMAndThreads) {
   }
 }
 
+// A one-row GEMM (the batch-1 forward against packed weights) tiles several B slivers side
+// by side: enough accumulators to hide the FMA latency, within the register budget. Two
+// rows tile one sliver (4 accumulators and more on every set).
+TEST(GemmPlan, OneRowTilesSpanSlivers) {
+  for (Isa isa : all_isas) {
+    const GemmIsaTraits& t = gemm_isa_traits(isa);
+    const GemmPlan one = plan_gemm(isa, Transpose::no, Transpose::yes, 1, 128, 6272, 1, true);
+    EXPECT_EQ(one.orientation, GemmOrientation::normal) << isa_name(isa);
+    EXPECT_EQ(one.tile_slivers, gemm_row_tile_slivers(isa, one.b_vectors));
+    // Enough accumulators, or as many whole slivers as 8 vectors hold.
+    const int vectors = one.tile_slivers * one.b_vectors, wanted = t.fma_latency * t.fma_per_cycle;
+    EXPECT_GT(one.tile_slivers, 1) << isa_name(isa);
+    EXPECT_LE(vectors, 8) << isa_name(isa);
+    EXPECT_TRUE(vectors >= wanted || vectors + one.b_vectors > 8) << isa_name(isa) << ": " << vectors << " vectors";
+    EXPECT_EQ(plan_gemm(isa, Transpose::no, Transpose::yes, 2, 128, 6272, 1, true).tile_slivers, 1) << isa_name(isa);
+
+  }
+}
+
 // The same plan for the same question, and the dot orientation by its rule alone.
 TEST(GemmPlan, IsAPureFunctionOfItsArguments) {
   for (Isa isa : all_isas) {

@@ -289,6 +289,37 @@ TEST_P(GemmTest, EpiloguesAccumulateBiasAndActivations) {
   check_all(GetParam(), cases);
 }
 
+// One row of C (a GEMV, and the backward's batch-1 products): its tiles span several B
+// slivers side by side, the last sliver narrower; against the double reference, with
+// threads splitting the columns where the shape is large enough (K = 7500, N = 300).
+TEST_P(GemmTest, OneRowTilesSpanSlivers) {
+  std::vector<GemmCase> cases;
+  for (Transpose ta : transposes) {
+    for (Transpose tb : transposes) {
+      for (std::int64_t N : {47, 147, 300}) {
+        for (std::int64_t K : {5, 300, 7500}) {
+          for (int threads : {1, 2}) {
+            GemmCase c;
+            c.trans_a = ta;
+            c.trans_b = tb;
+            c.M = 1;
+            c.N = N;
+            c.K = K;
+            c.pad_b = 3;
+            c.pad_c = 1;
+            c.accumulate = K == 300;
+            c.bias = N != 147;
+            c.activation = static_cast<Activation>((N + K) % 4);
+            c.threads = threads;
+            cases.push_back(c);
+          }
+        }
+      }
+    }
+  }
+  check_all(GetParam(), cases);
+}
+
 TEST_P(GemmTest, EmptyDimensions) {
   // K = 0: C = 0 (or C unchanged when accumulating), then the epilogue. M = 0 or N = 0:
   // nothing is touched, not even by the epilogue.
@@ -493,11 +524,12 @@ TEST_P(GemmTest, EveryTilingOverASweepOfShapes) {
 }
 
 // gemm_packed on op(B) packed once by gemm_pack_b gives C bit for bit as gemm() does, for
-// every M against the one packed copy, every transpose, epilogue and thread count 1-3.
+// every M against the one packed copy, every transpose, epilogue and thread count 1-3
+// (147 x 1800: one-row tiles spanning slivers, then a narrower last sliver).
 TEST_P(GemmTest, PackedBGivesBitwiseTheUnpackedResult) {
   const Isa isa = GetParam();
   const GemmKernels kernels = kernels_under_test(isa);
-  const std::array<std::int64_t, 2> nks[] = {{10, 128}, {128, 300}, {33, 17}, {1, 40}, {200, 600}};
+  const std::array<std::int64_t, 2> nks[] = {{10, 128}, {128, 300}, {33, 17}, {1, 40}, {200, 600}, {147, 1800}};
   std::uint64_t seed = 500;
   int failures = 0;
   for (Transpose ta : transposes) {
