@@ -424,7 +424,7 @@ void StepProgram::reduce(int phase, std::span<const StepProgram* const> programs
   args.params = params;
   args.buffers = buffers;
   const PreparedLayer& layer = *first.layers_[static_cast<std::size_t>(op.node)];
-  const auto start = std::chrono::steady_clock::now();
+  const auto start = profile != nullptr ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
   if (op.kind == OpKind::reduce_forward) {
     layer.reduce_forward(args);
   } else {

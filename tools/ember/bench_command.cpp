@@ -203,7 +203,8 @@ int bench_command(int argc, char** argv) {
   const StepTimes times = summarize(step_ms);
 
   if (flags.on("json")) {
-    // img_per_s and ms_per_step: the mean over the timed steps (what compare.py reads).
+    // img_per_s and ms_per_step: the mean over the timed steps, as before; compare.py
+    // sizes its runs with ms_per_step and compares median_img_per_s.
     std::printf("{\"framework\": \"ember\", \"model\": \"%s\", \"mode\": \"%s\", \"threads\": %d, \"batch\": %lld, "
                 "\"steps\": %lld, \"img_per_s\": %.2f, \"ms_per_step\": %.4f, \"median_ms_per_step\": %.4f, "
                 "\"median_img_per_s\": %.2f, \"p10_ms_per_step\": %.4f, \"p90_ms_per_step\": %.4f, \"min_ms_per_step\": %.4f, "
