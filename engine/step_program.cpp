@@ -71,6 +71,7 @@ class StepProgram::Runner {
 
   // Profiling: the op's time on this thread, its arithmetic and the bytes it moves.
   bool run_timed(const StepOp& op) {
+    if (op.kind == OpKind::reduce_forward || op.kind == OpKind::reduce_backward) return true;  // timed in reduce()
     const auto start = std::chrono::steady_clock::now();
     const bool finished = run_op(op);
     stream_.wait();  // the time is the op's own, whatever oneDNN left queued

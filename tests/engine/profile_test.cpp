@@ -148,5 +148,40 @@ TEST(StepProfile, AProfiledExecutorCountsEveryOpPerMicroBatchAndChangesNoResult)
   EXPECT_GT(profile.wall_nanoseconds(WallPart::lane_sum), 0);
 }
 
+// A graph with sync points: each batch reduction is timed once a step, on one thread, and
+// each micro-batch op once per micro-batch (the reductions' places in the micro-batch runs
+// count nothing).
+TEST(StepProfile, BatchReductionsCountOnceAStep) {
+  const Graph graph = graph_from_spec(nlohmann::json::parse(R"({
+    "input": [1, 8, 8],
+    "layers": [
+      {"name": "conv", "kind": "conv2d", "in_channels": 1, "out_channels": 4, "kernel": 3, "padding": 1},
+      {"name": "bn", "kind": "batch_norm2d", "num_features": 4},
+      {"name": "flatten", "kind": "flatten"},
+      {"name": "fc", "kind": "linear", "in_features": 256, "out_features": 3}
+    ]
+  })"));
+  const testing::Batch batch = testing::random_batch(graph, 12, 5);
+  ParameterStore parameters(graph);
+  parameters.initialize(1);
+  ExecutorOptions options;
+  options.threads = 2;
+  options.micro_batch = 4;
+  Executor executor(graph, parameters, options);
+  StepProfile profile;
+  executor.profile_into(&profile);
+  const CrossEntropyLoss loss;
+  for (int step = 0; step < 2; ++step) executor.train_step(batch.input.data(), 12, Targets{batch.labels, nullptr}, loss, 1);
+  int reductions = 0;
+  for (std::size_t i = 0; i < profile.ops().size(); ++i) {
+    std::int64_t calls = 0;
+    for (const ThreadProfile& t : profile.threads()) calls += t.ops[i].calls;
+    const bool reduction = profile.ops()[i].describe.rfind("reduce", 0) == 0;
+    reductions += reduction ? 1 : 0;
+    EXPECT_EQ(calls, reduction ? 2 : 6) << profile.ops()[i].describe;
+  }
+  EXPECT_EQ(reductions, 2);  // the forward statistics and the backward sums
+}
+
 }  // namespace
 }  // namespace ember
