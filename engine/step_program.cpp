@@ -98,6 +98,7 @@ class StepProgram::Runner {
     double total = 0.0;
     switch (op.kind) {
       case OpKind::forward:
+        if (is_view(op)) return 0.0;
         for (int v : op.inputs) total += value_bytes(v);
         return total + value_bytes(op.output) + parameter_bytes(op.node);
       case OpKind::to_plain:
@@ -117,6 +118,12 @@ class StepProgram::Runner {
       default:
         return 0.0;
     }
+  }
+  // In place with no arithmetic (flatten in inference): the output is the input, nothing moves.
+  bool is_view(const StepOp& op) const {
+    const PreparedLayer* layer = p_.layers_[static_cast<std::size_t>(op.node)].get();
+    return layer != nullptr && layer->forward_flops == 0 && op.inputs.size() == 1 && value(op.output).tensor >= 0 &&
+           value(op.output).tensor == value(op.inputs[0]).tensor;
   }
   double parameter_bytes(int node) const {
     double total = 0.0;
