@@ -7,7 +7,8 @@ process) and then in PyTorch (bench/pytorch_models.py, one long-lived process pe
 count, so torch's start-up is paid once); the figure is the median over the rounds, so
 a noisy neighbour hurts both sides alike. Both sides run the same number of steps on the
 same kind of data (real Fashion-MNIST batches; the attention-retrieval task for
-attention-mse), sized in a calibration pass so one measurement takes about --seconds.
+attention-mse), sized in a calibration pass so one measurement takes about --seconds;
+a measurement's figure is img/s at its median step time, taken the same way on both sides.
 Then the GEMM table: ember_bench's gemm suite (ember vs oneDNN vs OpenBLAS), medians.
 
 Several PyTorch peers at once: --torch-python PY once per peer (e.g. Debian's 1.13 and
@@ -159,9 +160,11 @@ def measure_models(args, ember, workers, peers):
             warmup = warmup_for(steps[w], args.quick)
             e = run_ember(ember, w, steps[w], warmup)
             isa = e.get("isa", isa)
-            samples[w]["ember"].append(e["img_per_s"])
+            # Both sides: img/s at the median step time of the run (one slow step, a page
+            # fault or a neighbour, moves the mean but not the median).
+            samples[w]["ember"].append(e["median_img_per_s"])
             for p, label in enumerate(peers):
-                samples[w][label].append(workers[p, w[3]].measure(w, steps[w], warmup)["img_per_s"])
+                samples[w][label].append(workers[p, w[3]].measure(w, steps[w], warmup)["median_img_per_s"])
         print(f"round {round_index + 1}/{args.rounds}: {time.monotonic() - started:.0f} s", file=sys.stderr)
     return workloads, steps, samples, isa
 
@@ -249,7 +252,7 @@ def markdown(args, setups, peers, isa, workloads, steps, samples, gemm, command_
                      "torch.set_num_threads(n)")
     order = "(ember, PyTorch, ember, ...)" if len(peers) == 1 else "(ember, then each PyTorch in turn, ember, ...)"
     lines += [f"- {args.rounds} interleaved rounds {order}, medians; about {args.seconds:g} s per "
-              f"measurement; spread = (max - min) / median of the {'noisier' if len(peers) == 1 else 'noisiest'} side",
+              f"measurement, each giving img/s at its median step time; spread = (max - min) / median of the {'noisier' if len(peers) == 1 else 'noisiest'} side",
               f"- `{command_line}`", ""]
     for mode in MODES:
         lines += [f"## {mode.capitalize()} (img/s)", "",

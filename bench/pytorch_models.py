@@ -125,12 +125,35 @@ def measure(model_name, mode, batch, steps, warmup):
 
     for i in range(warmup):
         step(i)
+    step_seconds = []
     start = time.perf_counter()
     for i in range(warmup, warmup + steps):
+        step_start = time.perf_counter()
         step(i)
+        step_seconds.append(time.perf_counter() - step_start)
     seconds = time.perf_counter() - start
-    return {"framework": "pytorch", "model": model_name, "mode": mode, "threads": torch.get_num_threads(), "batch": batch,
-            "steps": steps, "img_per_s": round(steps * batch / seconds, 2), "ms_per_step": round(1000 * seconds / steps, 4)}
+    result = {"framework": "pytorch", "model": model_name, "mode": mode, "threads": torch.get_num_threads(), "batch": batch,
+              "steps": steps, "img_per_s": round(steps * batch / seconds, 2), "ms_per_step": round(1000 * seconds / steps, 4)}
+    result.update(step_statistics(step_seconds, batch))
+    return result
+
+
+def step_statistics(step_seconds, batch):
+    """The keys `ember bench --json` gives: median step, p10/p90 (numpy's linear quantiles) and
+    spread = (p90 - p10) / median, which one slow step does not move as it moves the mean."""
+    ms = sorted(1000 * s for s in step_seconds)
+
+    def quantile(q):
+        position = q * (len(ms) - 1)
+        below = int(position)
+        above = min(below + 1, len(ms) - 1)
+        return ms[below] + (position - below) * (ms[above] - ms[below])
+
+    median = quantile(0.5)
+    return {"median_ms_per_step": round(median, 4), "median_img_per_s": round(batch * 1000 / median, 2),
+            "p10_ms_per_step": round(quantile(0.1), 4), "p90_ms_per_step": round(quantile(0.9), 4),
+            "min_ms_per_step": round(ms[0], 4), "max_ms_per_step": round(ms[-1], 4),
+            "spread": round((quantile(0.9) - quantile(0.1)) / median, 4)}
 
 
 def main():

@@ -10,6 +10,7 @@
 
 #include "engine/anomaly.h"
 #include "engine/error.h"
+#include "engine/profile.h"
 #include "engine/threading.h"
 #include "simd/elementwise.h"
 
@@ -162,6 +163,7 @@ void Executor::run_phase(Batch& b, int phase) {
     run.grad_scale = 1.0f / static_cast<float>(b.size);
     run.random = b.random;
     run.output = b.output;
+    run.profile = profile_ != nullptr ? &profile_->thread(thread) : nullptr;
     if (!b.anomalies.empty()) {
       run.anomaly = &b.anomalies[static_cast<std::size_t>(j)];
       run.micro_batch_index = j;
@@ -171,6 +173,7 @@ void Executor::run_phase(Batch& b, int phase) {
                                                      StepMemoryViews{b.kept[index], batch_memory_.data()});
     return !b.anomalies.empty() && b.anomalies[index].has_value();
   };
+  const ScopedWall wall(profile_, WallPart::step_ops);
   parallel_region(b.layout.threads, [&](int thread, int thread_count) {
     try {
       for (std::int64_t lane = thread; lane < lanes; lane += thread_count) {
@@ -238,13 +241,22 @@ StepResult Executor::run_batch(const float* input, std::int64_t batch, Mode mode
   const StepProgram& full = program(b.layout.full_size, mode, loss != nullptr);
   const StepProgram& last = program(b.layout.last_size, mode, loss != nullptr);
   allocate_batch_memory(b, full, last);
+  if (profile_ != nullptr) profile_->prepare(full.profiled_ops(), b.layout.threads);
   // Phases are separated by sync points: each reduction runs once every micro-batch has
   // written its partial sums, over them in micro-batch order.
   for (int phase = 0; phase < full.phase_count(); ++phase) {
     run_phase(b, phase);
-    if (phase + 1 < full.phase_count()) StepProgram::reduce(phase, b.programs, b.kept, batch_memory_.data());
+    if (phase + 1 < full.phase_count()) {
+      const ScopedWall wall(profile_, WallPart::step_ops);
+      StepProgram::reduce(phase, b.programs, b.kept, batch_memory_.data(), profile_ != nullptr ? &profile_->thread(0) : nullptr);
+    }
   }
-  if (b.training && b.layout.gradient_lanes > 1) sum_gradient_lanes(b.layout.gradient_lanes);
+  if (b.training && b.layout.gradient_lanes > 1) {
+    // Nominal traffic: every lane read, lane 0 written.
+    const ScopedWall wall(profile_, WallPart::lane_sum,
+                          static_cast<double>((b.layout.gradient_lanes + 1) * parameters_.total_floats()) * sizeof(float));
+    sum_gradient_lanes(b.layout.gradient_lanes);
+  }
   StepResult total;
   for (const StepResult& r : b.results) total += r;
   return total;

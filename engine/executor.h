@@ -49,6 +49,8 @@ void check_executor_options(const ExecutorOptions& options);
 // Throws ember::Error for a batch below 1.
 BatchLayout batch_layout(const ExecutorOptions& options, std::int64_t batch, Mode mode);
 
+class StepProfile;  // engine/profile.h
+
 class Executor {
  public:
   Executor(const Graph& graph, ParameterStore& parameters, ExecutorOptions options);
@@ -70,6 +72,9 @@ class Executor {
   // 1..L-1 (estimate_step_memory counts them before they exist).
   std::size_t buffer_bytes() const;
   const ExecutorOptions& options() const { return options_; }
+  // Non-null: time every later step's ops and phases into `profile` (engine/profile.h),
+  // which must outlive the executor's steps. Null: no timing.
+  void profile_into(StepProfile* profile) { profile_ = profile; }
   const StepPlanReport& plan_report(std::int64_t micro_batch, Mode mode) {
     return program(micro_batch, mode, mode == Mode::training).report();
   }
@@ -94,6 +99,7 @@ class Executor {
   std::vector<AlignedBuffer> kept_;    // per micro-batch of a graph with sync points
   AlignedBuffer batch_memory_;         // the reductions' results, one per step
   std::vector<AlignedBuffer> extra_lanes_;  // lanes 1..L-1; lane 0 is the store's gradient block
+  StepProfile* profile_ = nullptr;
 };
 
 }  // namespace ember

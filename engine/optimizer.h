@@ -75,6 +75,11 @@ class Optimizer {
   // Steps completed (PyTorch's state['step'] for Adam).
   std::int64_t step_count() const { return step_count_; }
   std::int64_t total_floats() const { return static_cast<std::int64_t>(values_.size()); }
+  // Bytes one step() moves, each block once: values and state read and written, gradients
+  // read (for the profiler's GB/s, engine/profile.h).
+  double step_bytes() const {
+    return static_cast<double>(3 + 2 * state_.size()) * static_cast<double>(total_floats()) * sizeof(float);
+  }
 
   // Views over the state blocks, in a fixed order; writing through them changes the state.
   std::vector<OptimizerStateView> state_tensors();

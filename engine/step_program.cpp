@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -12,6 +13,7 @@
 
 #include "engine/anomaly.h"
 #include "engine/error.h"
+#include "engine/profile.h"
 #include "engine/step_reorder.h"
 #include "engine/threading.h"
 #include "engine/workspace.h"
@@ -44,7 +46,7 @@ class StepProgram::Runner {
 
   StepResult run(int phase) {
     for (const StepOp& op : p_.ops_) {
-      if (op.phase == phase && !run_op(op)) return result_;
+      if (op.phase == phase && !(run_.profile == nullptr ? run_op(op) : run_timed(op))) return result_;
     }
     stream_.wait();
     return result_;
@@ -65,6 +67,70 @@ class StepProgram::Runner {
         return true;  // once per step, between phases: StepProgram::reduce
     }
     return true;
+  }
+
+  // Profiling: the op's time on this thread, its arithmetic and the bytes it moves.
+  bool run_timed(const StepOp& op) {
+    if (op.kind == OpKind::reduce_forward || op.kind == OpKind::reduce_backward) return true;  // timed in reduce()
+    const auto start = std::chrono::steady_clock::now();
+    const bool finished = run_op(op);
+    stream_.wait();  // the time is the op's own, whatever oneDNN left queued
+    const auto nanoseconds =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count();
+    run_.profile->add(static_cast<std::size_t>(&op - p_.ops_.data()), nanoseconds, op_flops(op), op_bytes(op));
+    return finished;
+  }
+
+  // What the layer states for one call (PreparedLayer::forward_flops); batch-level partial
+  // stages and copies state none.
+  double op_flops(const StepOp& op) const {
+    const PreparedLayer* layer = op.node >= 0 ? p_.layers_[static_cast<std::size_t>(op.node)].get() : nullptr;
+    if (layer == nullptr) return 0.0;
+    if (op.kind == OpKind::forward) return static_cast<double>(layer->forward_flops);
+    if (op.kind == OpKind::backward) return static_cast<double>(layer->backward_flops);
+    return 0.0;
+  }
+
+  // Each tensor the op reads or writes, once: values, their gradients, parameters and
+  // parameter gradients (read too when accumulated). Partial stages count none.
+  double op_bytes(const StepOp& op) const {
+    auto value_bytes = [&](int v) { return v < 0 ? 0.0 : static_cast<double>(value(v).info.bytes()); };
+    double total = 0.0;
+    switch (op.kind) {
+      case OpKind::forward:
+        if (is_view(op)) return 0.0;
+        for (int v : op.inputs) total += value_bytes(v);
+        return total + value_bytes(op.output) + parameter_bytes(op.node);
+      case OpKind::to_plain:
+      case OpKind::gradient_to_blocked:
+        return value_bytes(op.inputs[0]) + value_bytes(op.output);
+      case OpKind::loss:
+        return value_bytes(op.inputs[0]) * (op.input_grads.empty() ? 1.0 : 2.0);
+      case OpKind::backward: {
+        const PreparedLayer& layer = *p_.layers_[static_cast<std::size_t>(op.node)];
+        for (std::size_t k = 0; k < op.inputs.size(); ++k) {
+          if (layer.backward_reads_inputs) total += value_bytes(op.inputs[k]);
+          total += value_bytes(op.input_grads[k].value);
+        }
+        if (layer.backward_reads_output) total += value_bytes(op.output);
+        return total + value_bytes(op.output) + parameter_bytes(op.node) * (run_.accumulate ? 3.0 : 2.0);
+      }
+      default:
+        return 0.0;
+    }
+  }
+  // In place with no arithmetic (flatten in inference): the output is the input, nothing moves.
+  bool is_view(const StepOp& op) const {
+    const PreparedLayer* layer = p_.layers_[static_cast<std::size_t>(op.node)].get();
+    return layer != nullptr && layer->forward_flops == 0 && op.inputs.size() == 1 && value(op.output).tensor >= 0 &&
+           value(op.output).tensor == value(op.inputs[0]).tensor;
+  }
+  double parameter_bytes(int node) const {
+    double total = 0.0;
+    for (int entry : p_.parameters_.node_entries(node)) {
+      total += static_cast<double>(p_.parameters_.entries()[static_cast<std::size_t>(entry)].spec.shape.elements()) * sizeof(float);
+    }
+    return total;
   }
 
   std::byte* bytes(int tensor) const {
@@ -316,8 +382,28 @@ StepResult StepProgram::run(const StepRun& run, Workspace& workspace) const {
   return run_phase(0, run, workspace, {});
 }
 
+std::vector<ProfiledOp> StepProgram::profiled_ops() const {
+  std::vector<ProfiledOp> ops;
+  for (const StepOp& op : ops_) {
+    StepPhase phase = StepPhase::backward;
+    switch (op.kind) {
+      case OpKind::forward:
+      case OpKind::forward_partial:
+      case OpKind::reduce_forward:
+      case OpKind::to_plain: phase = StepPhase::forward; break;
+      case OpKind::loss: phase = StepPhase::loss; break;
+      case OpKind::backward_partial:
+      case OpKind::reduce_backward:
+      case OpKind::backward:
+      case OpKind::gradient_to_blocked: break;
+    }
+    ops.push_back({op.describe, phase});
+  }
+  return ops;
+}
+
 void StepProgram::reduce(int phase, std::span<const StepProgram* const> programs, std::span<std::byte* const> kept,
-                         std::byte* batch) {
+                         std::byte* batch, ThreadProfile* profile) {
   if (programs.empty() || programs.size() != kept.size()) throw Error("step program: reduce needs one program per micro-batch");
   const StepProgram& first = *programs[0];
   std::size_t index = 0;
@@ -346,10 +432,15 @@ void StepProgram::reduce(int phase, std::span<const StepProgram* const> programs
   args.params = params;
   args.buffers = buffers;
   const PreparedLayer& layer = *first.layers_[static_cast<std::size_t>(op.node)];
+  const auto start = profile != nullptr ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
   if (op.kind == OpKind::reduce_forward) {
     layer.reduce_forward(args);
   } else {
     layer.reduce_backward(args);
+  }
+  if (profile != nullptr) {
+    profile->add(index, std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count(),
+                 0.0, 0.0);
   }
 }
 

@@ -26,6 +26,8 @@
 namespace ember {
 
 struct Anomaly;  // engine/anomaly.h
+struct ProfiledOp;  // engine/profile.h
+struct ThreadProfile;
 struct Workspace;
 struct Reorder;  // engine/step_compiler.cpp: a oneDNN reorder between a blocked value and its plain copy
 
@@ -78,6 +80,8 @@ struct StepRun {
   // Compute threads each op may use (ForwardArgs::threads), at most the program's
   // max_threads. The executor runs micro-batches in parallel, one thread each.
   int threads = 1;
+  // Non-null: time every op into this thread's tallies (engine/profile.h).
+  ThreadProfile* profile = nullptr;
 };
 
 // The compiled form. Values are the step's tensors as layers see them (graph values and
@@ -193,8 +197,11 @@ class StepProgram {
   // The reduction that ends `phase`, once per step on one thread: micro-batch j ran
   // `programs[j]` (the full or the last size) with kept memory `kept[j]`. A training
   // forward reduction updates the layer's buffers (running statistics) in the store.
+  // `profile` non-null: the reduction's time is added to its op there.
   static void reduce(int phase, std::span<const StepProgram* const> programs, std::span<std::byte* const> kept,
-                     std::byte* batch);
+                     std::byte* batch, ThreadProfile* profile = nullptr);
+  // The ops by index, as a profile names them (StepRun::profile).
+  std::vector<ProfiledOp> profiled_ops() const;
 
  private:
   struct Compiler;  // engine/step_compiler.cpp

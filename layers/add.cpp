@@ -90,6 +90,7 @@ std::unique_ptr<PreparedLayer> Add::prepare(const PrepareContext& context) const
   }
   prepared->backward_reads_inputs = false;
   prepared->can_run_in_place = true;  // elementwise: each output element reads only its own inputs
+  prepared->forward_flops = prepared->output.shape.elements();  // backward hands the gradient on
   return prepared;
 }
 

@@ -369,6 +369,10 @@ std::unique_ptr<PreparedLayer> BatchNorm::prepare(const PrepareContext& context)
   prepared->forward_scratch_bytes = 2 * per_channel;
   prepared->backward_scratch_bytes = 5 * per_channel;
   prepared->backward_reads_inputs = true;
+  // Per element, of the forward() and backward() stages (the partial stages' sums are not
+  // counted): a multiply-add (x scale + shift) forward; the input gradient backward.
+  prepared->forward_flops = 2 * input.shape.elements();
+  prepared->backward_flops = 4 * input.shape.elements();
   if (prepared->batch_statistics()) {
     prepared->forward_reduces = true;
     prepared->backward_reduces = true;

@@ -336,7 +336,29 @@ std::vector<ParameterSpec> Conv2d::parameters(std::span<const Shape>) const {
   return specs;
 }
 
+namespace {
+
+// The convolution's multiply-adds, twice (bias and a fused ReLU or pool left out):
+// forward 2 N C_out C_in kH kW H_out W_out; backward the same for the weight gradient, and
+// again for the input gradient when one is wanted.
+
+void state_flops(PreparedLayer& p, const Conv2dOptions& o, const Shape& out_shape, const PrepareContext& context) {
+  const std::int64_t multiply_adds = out_shape.elements() * o.in_channels * o.kernel[0] * o.kernel[1];
+  p.forward_flops = 2 * multiply_adds;
+  const bool input_grad = !context.input_needs_grad.empty() && context.input_needs_grad[0] != 0;
+  p.backward_flops = (input_grad ? 4 : 2) * multiply_adds;
+}
+
+}  // namespace
+
 std::unique_ptr<PreparedLayer> Conv2d::prepare(const PrepareContext& context) const {
+  std::unique_ptr<PreparedLayer> p = prepare_layer(context);
+  // The unpooled output: a fused max pool leaves the convolution's arithmetic as it was.
+  state_flops(*p, options_, output_shape(std::span<const Shape>(&context.inputs[0].shape, 1)), context);
+  return p;
+}
+
+std::unique_ptr<PreparedLayer> Conv2d::prepare_layer(const PrepareContext& context) const {
   const ValueInfo& input = context.inputs[0];
   const Shape out_shape = output_shape(std::span<const Shape>(&input.shape, 1));
   const bool training = context.mode == Mode::training;

@@ -42,6 +42,7 @@ class Conv2d final : public Layer {
   std::unique_ptr<PreparedLayer> prepare(const PrepareContext& context) const override;
 
  private:
+  std::unique_ptr<PreparedLayer> prepare_layer(const PrepareContext& context) const;
   Conv2dOptions options_;
 };
 

@@ -65,6 +65,10 @@ std::unique_ptr<PreparedLayer> Dropout::prepare(const PrepareContext& context) c
   prepared->backward_reads_inputs = false;
   prepared->saved_bytes = context.mode == Mode::training ? context.inputs[0].bytes() / sizeof(float) : 0;
   prepared->can_run_in_place = context.mode == Mode::inference;
+  if (context.mode == Mode::training) {  // a multiply by the kept mask an element, each way
+    prepared->forward_flops = context.inputs[0].shape.elements();
+    prepared->backward_flops = prepared->forward_flops;
+  }
   return prepared;
 }
 

@@ -106,6 +106,9 @@ std::unique_ptr<PreparedLayer> GlobalAvgPool::prepare(const PrepareContext& cont
   p->forward_scratch_bytes = scratch_base + p->forward_scratchpad_.get_size();
   p->output.shape = y;
   p->backward_reads_inputs = false;
+  // One add an input element; backward spreads each mean back, one multiply an element.
+  p->forward_flops = input.shape.elements();
+  p->backward_flops = p->forward_flops;
   if (training && !context.input_needs_grad.empty() && context.input_needs_grad[0]) {
     const dnnl::pooling_backward::primitive_desc backward_pd(
         dnnl::pooling_backward::desc(algorithm, source, p->pooled_, strides, window, no_padding, no_padding), attr,

@@ -178,6 +178,11 @@ class PreparedLayer {
   // with several threads gives them only to ops that do enough work to repay starting a
   // team (StepProgram's runner), and such a layer must give the same bits for any count.
   std::int64_t forward_work = 0;
+  // Floating-point operations of one forward() and one backward() call (a multiply-add
+  // counts two), for the profiler's GFLOP/s (engine/profile.h); 0 where the layer states
+  // none. Batch-level layers count their forward() and backward() stages only.
+  std::int64_t forward_flops = 0;
+  std::int64_t backward_flops = 0;
   virtual std::string constants_key() const { return {}; }
   virtual void prepare_constants(const ConstantArgs& /*args*/) const {}
 

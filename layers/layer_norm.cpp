@@ -76,6 +76,10 @@ std::unique_ptr<PreparedLayer> LayerNorm::prepare(const PrepareContext& context)
   const std::int64_t rows = x.elements() / features_;
   auto prepared = std::make_unique<PreparedLayerNorm>(rows, features_, static_cast<float>(eps_), context.mode == Mode::training);
   prepared->output.shape = y;
+  // Per element: the mean, the centred squares (two passes) and the affine (forward); the
+  // two row sums, the parameter gradients and the input gradient (backward).
+  prepared->forward_flops = 6 * x.elements();
+  prepared->backward_flops = 10 * x.elements();
   const auto statistics = static_cast<std::size_t>(2 * rows) * sizeof(float);
   if (context.mode == Mode::training) {
     prepared->saved_bytes = statistics;

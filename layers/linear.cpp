@@ -118,6 +118,10 @@ std::unique_ptr<PreparedLayer> Linear::prepare(const PrepareContext& context) co
                                                    gemm_activation(context.fused_activation));
   prepared->output.shape = output_shape(std::span<const Shape>(&x, 1));
   prepared->forward_work = x.elements() * out_features_;
+  // Bias left out: forward 2 rows in out; backward dW, and dX when one is wanted.
+  const bool input_grad = !context.input_needs_grad.empty() && context.input_needs_grad[0] != 0;
+  prepared->forward_flops = 2 * prepared->forward_work;
+  prepared->backward_flops = (input_grad ? 4 : 2) * prepared->forward_work;
   // Backward runs on one thread (the executor runs samples in parallel); forward may be
   // given more by a session (GEMM results do not depend on the thread count).
   const std::int64_t rows = x.elements() / in_features_;

@@ -207,6 +207,9 @@ std::unique_ptr<PreparedLayer> MultiHeadAttention::prepare(const PrepareContext&
   p->output.shape = x;
   // Projections (4 d^2 a row) and the two products of every head (2 T d a row).
   p->forward_work = rows * d * (4 * d + 2 * tokens);
+  // The GEMMs only (softmax's exponentials left out); backward: two products for each.
+  p->forward_flops = 2 * p->forward_work;
+  p->backward_flops = 2 * p->forward_flops;
   p->backward_reads_inputs = true;
   p->slices_ = training ? 1 : context.max_threads;
   const std::size_t qkv_bytes = float_bytes(rows * 3 * d);

@@ -148,6 +148,11 @@ std::unique_ptr<PreparedLayer> Pool2d::prepare(const PrepareContext& context) co
   p->output.shape = out_shape;
   if (output_desc != plain_desc(out_shape)) p->output.blocked = make_blocked_layout(output_desc);
   p->backward_reads_inputs = false;  // max pooling reads its workspace, average pooling nothing
+  // One compare or add per window element of each output; backward: average pooling
+  // spreads each gradient over its window, max pooling puts it in one place.
+  const std::int64_t window_elements = out_shape.elements() * options_.kernel[0] * options_.kernel[1];
+  p->forward_flops = window_elements;
+  p->backward_flops = options_.kind == PoolKind::max ? out_shape.elements() : window_elements;
 
   if (training && !context.input_needs_grad.empty() && context.input_needs_grad[0]) {
     const dnnl::pooling_backward::desc backward_desc(algorithm, source, output_desc, strides, kernel, padding_left, padding_right);

@@ -35,6 +35,9 @@ std::unique_ptr<PreparedLayer> Relu::prepare(const PrepareContext& context) cons
   prepared->backward_reads_inputs = false;
   prepared->backward_reads_output = true;
   prepared->can_run_in_place = true;
+  // One compare (forward: max(0, x); backward: the mask) an element.
+  prepared->forward_flops = context.inputs[0].shape.elements();
+  prepared->backward_flops = prepared->forward_flops;
   return prepared;
 }
 

@@ -16,6 +16,7 @@
 #include "engine/model_spec.h"
 #include "engine/optimizer.h"
 #include "engine/parameters.h"
+#include "engine/profile.h"
 #include "engine/synthetic_task.h"
 #include "simd/dispatch.h"
 #include "tools/ember/bench_session.h"
@@ -37,6 +38,25 @@ int process_threads() {
   return count;
 }
 
+// Step times, sorted: the median, and the spread as (p90 - p10) / median, which one slow
+// step (a page fault, a neighbour) does not move as it moves the mean.
+struct StepTimes {
+  double median_ms = 0.0, p10_ms = 0.0, p90_ms = 0.0, min_ms = 0.0, max_ms = 0.0;
+  double spread() const { return median_ms > 0.0 ? (p90_ms - p10_ms) / median_ms : 0.0; }
+};
+
+StepTimes summarize(std::vector<double> milliseconds) {
+  std::sort(milliseconds.begin(), milliseconds.end());
+  const std::size_t n = milliseconds.size();
+  auto at = [&](double q) {  // linear interpolation between order statistics, as numpy's default
+    const double position = q * static_cast<double>(n - 1);
+    const auto below = static_cast<std::size_t>(position);
+    const std::size_t above = std::min(below + 1, n - 1);
+    return milliseconds[below] + (position - static_cast<double>(below)) * (milliseconds[above] - milliseconds[below]);
+  };
+  return StepTimes{at(0.5), at(0.1), at(0.9), milliseconds.front(), milliseconds.back()};
+}
+
 }  // namespace
 
 int bench_command(int argc, char** argv) {
@@ -55,13 +75,14 @@ int bench_command(int argc, char** argv) {
       .value("steps", "timed steps", "50", "N")
       .value("warmup", "untimed steps (with --session: calls per caller) first", "5", "N")
       .toggle("detect-anomaly", "time with the NaN/Inf checks of ember train --detect-anomaly on")
+      .toggle("profile", "also time every op and phase of the timed steps: ms, GFLOP/s and GB/s against this machine's peaks, measured first")
       .toggle("json", "print one JSON line instead of text");
   if (!flags.parse(argc, argv, 2)) {
     std::printf("%s", flags.help().c_str());
     return 0;
   }
   const bool session = flags.on("session");
-  for (const char* name : {"training", "data", "steps", "detect-anomaly"}) {
+  for (const char* name : {"training", "data", "steps", "detect-anomaly", "profile"}) {
     if (session && flags.on(name)) throw UsageError(std::string("ember bench: --") + name + " does not go with --session");
   }
   for (const char* name : {"checkpoint", "callers", "calls", "mixed-batches"}) {
@@ -138,12 +159,20 @@ int bench_command(int argc, char** argv) {
   Executor executor(graph, parameters, options);
   std::unique_ptr<Optimizer> optimizer = make_optimizer("adam", OptimizerOptions{}, parameters);
   std::vector<float> output(static_cast<std::size_t>(batch * classes));
+  // The peaks first: their 192 MB pass would evict what the warmup steps brought in.
+  const bool profiling = flags.on("profile");
+  const MachinePeaks peaks = profiling ? measure_machine_peaks() : MachinePeaks{};
+  StepProfile profile;
+  StepProfile* step_profile = nullptr;  // set once the warmup is over
   auto run_step = [&](std::int64_t i) {
     const auto b = static_cast<std::size_t>(i) % inputs.size();
     const Targets targets = loss->uses_labels() ? Targets{labels[b], nullptr} : Targets{{}, target_values[b].data()};
     if (training) {
       executor.train_step(inputs[b].data(), batch, targets, *loss, static_cast<std::uint64_t>(i));
-      optimizer->step(threads);
+      {
+        const ScopedWall wall(step_profile, WallPart::optimizer, optimizer->step_bytes());
+        optimizer->step(threads);
+      }
       if (options.detect_anomaly) {  // the check `ember train` makes after each update
         if (auto bad = find_parameter_anomaly(graph, parameters, parameters.values(), "optimizer", "")) {
           throw Error(describe(*bad));
@@ -154,23 +183,45 @@ int bench_command(int argc, char** argv) {
     }
   };
   for (std::int64_t i = 0; i < warmup; ++i) run_step(i);
+  if (profiling) {
+    step_profile = &profile;
+    executor.profile_into(step_profile);
+  }
+  std::vector<double> step_ms(static_cast<std::size_t>(steps));
   const auto start = std::chrono::steady_clock::now();
-  for (std::int64_t i = 0; i < steps; ++i) run_step(warmup + i);
+  for (std::int64_t i = 0; i < steps; ++i) {
+    const auto step_start = ScopedWall::now();
+    run_step(warmup + i);
+    const std::int64_t nanoseconds = ScopedWall::elapsed_nanoseconds(step_start);
+    step_ms[static_cast<std::size_t>(i)] = static_cast<double>(nanoseconds) * 1e-6;
+    if (step_profile != nullptr) step_profile->add_step(nanoseconds);
+  }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  executor.profile_into(nullptr);
   const double images_per_second = static_cast<double>(steps * batch) / seconds;
   const int threads_seen = process_threads();
+  const StepTimes times = summarize(step_ms);
 
   if (flags.on("json")) {
+    // img_per_s and ms_per_step: the mean over the timed steps, as before; compare.py
+    // sizes its runs with ms_per_step and compares median_img_per_s.
     std::printf("{\"framework\": \"ember\", \"model\": \"%s\", \"mode\": \"%s\", \"threads\": %d, \"batch\": %lld, "
-                "\"steps\": %lld, \"img_per_s\": %.2f, \"ms_per_step\": %.4f, \"threads_seen\": %d, \"isa\": \"%s\"}\n",
+                "\"steps\": %lld, \"img_per_s\": %.2f, \"ms_per_step\": %.4f, \"median_ms_per_step\": %.4f, "
+                "\"median_img_per_s\": %.2f, \"p10_ms_per_step\": %.4f, \"p90_ms_per_step\": %.4f, \"min_ms_per_step\": %.4f, "
+                "\"max_ms_per_step\": %.4f, \"spread\": %.4f, \"threads_seen\": %d, \"isa\": \"%s\"",
                 flags.text("model").c_str(), training ? "training" : "inference", threads, static_cast<long long>(batch),
-                static_cast<long long>(steps), images_per_second, 1000.0 * seconds / static_cast<double>(steps), threads_seen,
-                std::string(simd::isa_name(simd::selected_isa())).c_str());
+                static_cast<long long>(steps), images_per_second, 1000.0 * seconds / static_cast<double>(steps), times.median_ms,
+                static_cast<double>(batch) * 1000.0 / times.median_ms, times.p10_ms, times.p90_ms, times.min_ms, times.max_ms,
+                times.spread(), threads_seen, std::string(simd::isa_name(simd::selected_isa())).c_str());
+    if (profiling) std::printf(", \"profile\": %s", profile_json(make_profile_report(profile, peaks)).dump().c_str());
+    std::printf("}\n");
   } else {
-    std::printf("%s %s, batch %lld, %d thread(s): %.1f img/s (%.3f ms/step; %d process threads; %s kernels)\n",
+    std::printf("%s %s, batch %lld, %d thread(s): %.1f img/s (%.3f ms/step mean, %.3f median, spread %.1f%% p10-p90 of %lld "
+                "steps; %d process threads; %s kernels)\n",
                 flags.text("model").c_str(), training ? "training" : "inference", static_cast<long long>(batch), threads,
-                images_per_second, 1000.0 * seconds / static_cast<double>(steps), threads_seen,
-                std::string(simd::isa_name(simd::selected_isa())).c_str());
+                images_per_second, 1000.0 * seconds / static_cast<double>(steps), times.median_ms, 100.0 * times.spread(),
+                static_cast<long long>(steps), threads_seen, std::string(simd::isa_name(simd::selected_isa())).c_str());
+    if (profiling) std::printf("\n%s", format_profile_table(make_profile_report(profile, peaks)).c_str());
   }
   return 0;
 }
