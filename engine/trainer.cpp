@@ -37,6 +37,7 @@ double seconds_since(Clock::time_point start) {
 
 void check_options(const TrainOptions& o) {
   if (o.epochs < 1) throw Error("epochs must be at least 1, found " + std::to_string(o.epochs));
+  if (o.max_steps < 0) throw Error("max_steps must be 0 or positive, found " + std::to_string(o.max_steps));
   if (o.batch_size < 1) throw Error("batch size must be positive, found " + std::to_string(o.batch_size));
   if (!(o.learning_rate > 0.0) || !std::isfinite(o.learning_rate)) {
     throw Error("learning rate must be positive, found " + std::to_string(o.learning_rate));
@@ -65,11 +66,13 @@ Json run_json(const TrainOptions& o) {
            {"data", o.data},   {"mean", o.mean},             {"std", o.std},
            {"micro_batch", o.micro_batch}, {"label_smoothing", o.label_smoothing},
            {"clip_norm", o.clip_norm}, {"train_limit", o.train_limit}};
-  // One-cycle's rates depend on the run's length and shape; recorded only for it, so that
-  // checkpoints of other schedules (and those written before it existed) still match.
+  // Recorded only when used, so that checkpoints of other runs (and those written before
+  // these existed) still match. A run's step count fixes where it ends and the cosine's
+  // period; one-cycle's rates depend on the run's length and shape.
+  if (o.max_steps > 0) run["max_steps"] = o.max_steps;
   if (o.schedule == "onecycle") {
-    run["one_cycle"] = Json{{"epochs", o.epochs}, {"pct_start", o.pct_start}, {"div_factor", o.div_factor},
-                            {"final_div_factor", o.final_div_factor}};
+    run["one_cycle"] = Json{{"epochs", o.max_steps > 0 ? 0 : o.epochs}, {"pct_start", o.pct_start},
+                            {"div_factor", o.div_factor}, {"final_div_factor", o.final_div_factor}};
   }
   return run;
 }
@@ -181,11 +184,14 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
   schedule_options.steps_per_epoch = data.train_batches;
   schedule_options.step_size = options.step_size;
   schedule_options.gamma = options.gamma;
-  schedule_options.t_max = options.epochs;
+  // With max_steps, the epochs it takes, the last of them partial.
+  const std::int64_t total_steps = options.max_steps > 0 ? options.max_steps : options.epochs * data.train_batches;
+  const int epochs = static_cast<int>((total_steps + data.train_batches - 1) / data.train_batches);
+  schedule_options.t_max = epochs;
   if (schedule_options.kind == ScheduleKind::one_cycle) {
     // Stepped every optimizer step, as PyTorch's OneCycleLR(epochs=, steps_per_epoch=) is.
     schedule_options.unit = ScheduleUnit::steps;
-    schedule_options.total_steps = options.epochs * data.train_batches;
+    schedule_options.total_steps = total_steps;
     schedule_options.pct_start = options.pct_start;
     schedule_options.div_factor = options.div_factor;
     schedule_options.final_div_factor = options.final_div_factor;
@@ -284,7 +290,7 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
     return test_total;
   };
   std::vector<EpochReport> reports;
-  for (int epoch = first_epoch; epoch < options.epochs; ++epoch) {
+  for (int epoch = first_epoch; epoch < epochs && step < total_steps; ++epoch) {
     const auto start = Clock::now();
     const std::int64_t batches = data.train_batches;
     const std::int64_t start_batch = epoch == first_epoch ? first_batch : 0;
@@ -337,8 +343,10 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
       }
       ++step;
       epoch_total += result;
+      // The run's last step (max_steps) ends the epoch.
+      const bool last_step = b + 1 == batches || step == total_steps;
       // The epoch's last step is evaluated and saved with the epoch.
-      if (options.eval_every > 0 && step % options.eval_every == 0 && b + 1 < batches) {
+      if (options.eval_every > 0 && step % options.eval_every == 0 && !last_step) {
         const auto evaluation_start = Clock::now();
         const StepResult test_total =
             evaluate_test_split("after step " + std::to_string(step) + " (epoch " + std::to_string(epoch + 1) + ")");
@@ -360,13 +368,13 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
           break;
         }
       }
-      if (!options.save.empty() && options.save_every > 0 && step % options.save_every == 0 && b + 1 < batches) {
+      if (!options.save.empty() && options.save_every > 0 && step % options.save_every == 0 && !last_step) {
         save_checkpoint(epoch);
       }
 
       BatchProgress progress;
       progress.epoch = epoch + 1;
-      progress.epochs = options.epochs;
+      progress.epochs = epochs;
       progress.batch = b + 1;
       progress.batches = batches;
       progress.loss = epoch_total.mean_loss();
@@ -374,11 +382,16 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
       progress.images_per_second = static_cast<double>(epoch_total.samples) / elapsed;
       progress.eta_seconds = elapsed / static_cast<double>(b + 1 - start_batch) * static_cast<double>(batches - b - 1);
       observer.on_batch(progress);
+      if (step == total_steps) {
+        last_batch = b + 1;
+        break;
+      }
     }
     const double train_seconds = seconds_since(start) - evaluation_seconds;
-    const bool whole_epoch = !stopping_evaluation;
-    const StepResult test_total =
-        whole_epoch ? evaluate_test_split("after epoch " + std::to_string(epoch + 1)) : *stopping_evaluation;
+    const bool whole_epoch = last_batch == batches;
+    const StepResult test_total = stopping_evaluation ? *stopping_evaluation
+                                                      : evaluate_test_split(whole_epoch ? "after epoch " + std::to_string(epoch + 1)
+                                                                                        : "after step " + std::to_string(step));
 
     EpochReport report;
     report.epoch = epoch + 1;

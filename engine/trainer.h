@@ -15,6 +15,10 @@ struct TrainOptions {
   // own (its spec's "data", else fashion-mnist)
   std::string data;
   int epochs = 3;
+  // Optimizer steps to run in all, overriding epochs (Hugging Face's max_steps): the run
+  // takes ceil(max_steps / batches per epoch) epochs and ends within the last; onecycle
+  // spans exactly these steps. 0: epochs decides.
+  std::int64_t max_steps = 0;
   std::int64_t batch_size = 64;
   std::string optimizer = "adam";      // sgd | adam | adamw
   double learning_rate = 1e-3;
@@ -24,8 +28,8 @@ struct TrainOptions {
   std::string schedule = "constant";   // constant | step | cosine | onecycle
   int step_size = 1;                   // step schedule: epochs between decays
   double gamma = 0.1;                  // step schedule: decay factor
-  // onecycle: PyTorch's OneCycleLR over the run's optimizer steps (epochs x batches per
-  // epoch), stepped every step, learning_rate its max_lr (engine/schedule.h).
+  // onecycle: PyTorch's OneCycleLR over the run's optimizer steps (max_steps, else epochs x
+  // batches per epoch), stepped every step, learning_rate its max_lr (engine/schedule.h).
   double pct_start = 0.3;
   double div_factor = 25.0;
   double final_div_factor = 1e4;
@@ -80,7 +84,7 @@ struct EvaluationReport {
 struct EpochReport {
   int epoch = 0;  // 1-based
   // Batches of the epoch run; batch < batches when training stopped within it
-  // (reached_target), and the train loss and accuracy cover those batches.
+  // (reached_target, or max_steps), and the train loss and accuracy cover those batches.
   std::int64_t batch = 0, batches = 0;
   bool reached_target = false;  // test accuracy >= TrainOptions::stop_at_accuracy: the last report
   double train_loss = 0.0, train_accuracy = 0.0;

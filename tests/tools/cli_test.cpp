@@ -116,6 +116,7 @@ TEST_F(CliTest, HelpAndUsageErrorsExitWithTwo) {
       {"train --optimizer adagrad", "--optimizer: expected one of sgd|adam|adamw, found 'adagrad'"},
       {"train --epochs", "--epochs needs a value"},
       {"train --frobnicate 3", "unknown flag --frobnicate"},
+      {"train --max-steps -1", "--max-steps: expected a non-negative integer, found '-1'"},
       {"train --eval-every -1", "--eval-every: expected a non-negative integer, found '-1'"},
       {"train --eval-every 0.5", "--eval-every: expected a non-negative integer, found '0.5'"},
       {"train --stop-at-accuracy 101", "--stop-at-accuracy: expected a number in [0, 100], found '101'"},
@@ -442,6 +443,36 @@ TEST_F(CliTest, OneCycleScheduleSpansTheRun) {
   EXPECT_EQ(longer.exit_code, 1) << longer.output;
   EXPECT_NE(longer.output.find("\"one_cycle\":{\"div_factor\":10.0,\"epochs\":2"), std::string::npos) << longer.output;
   EXPECT_NE(longer.output.find("\"one_cycle\":{\"div_factor\":10.0,\"epochs\":3"), std::string::npos) << longer.output;
+}
+
+// --max-steps ends the run after that many optimizer steps, within an epoch, overriding
+// --epochs; the last (partial) epoch is evaluated, saved and logged, and onecycle spans
+// exactly those steps.
+TEST_F(CliTest, MaxStepsEndsTheRunWithinAnEpoch) {
+  const std::string log = directory_ + "/max-steps.csv";
+  const std::string checkpoint = directory_ + "/max-steps.safetensors";
+  const CliRun run = ember(train_flags() + "--epochs 5 --max-steps 20 --schedule onecycle --lr 0.01 --log " + log +
+                           " --save " + checkpoint);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("epoch 1: train loss"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("epoch 2 (stopped after batch 4/16): train loss"), std::string::npos) << run.output;
+  EXPECT_EQ(run.output.find("epoch 3"), std::string::npos) << run.output;
+  const std::string csv = read_file(log);
+  ASSERT_EQ(std::count(csv.begin(), csv.end(), '\n'), 3) << csv;
+  int epoch = 0;
+  long long step = 0;
+  double rate = 0.0;
+  ASSERT_EQ(std::sscanf(csv.c_str() + csv.rfind('\n', csv.size() - 2) + 1, "%d,%lld,%lf", &epoch, &step, &rate), 3) << csv;
+  EXPECT_EQ(epoch, 2);
+  EXPECT_EQ(step, 20);
+  EXPECT_NEAR(rate, 0.01 / 25 / 1e4, 1e-5 * 0.01 / 25 / 1e4) << "onecycle ends at the last step:\n" << csv;
+  // Resumed with the same flags, the run is complete: nothing more is trained.
+  const std::string before = read_file(checkpoint);
+  const CliRun again = ember(train_flags() + "--epochs 5 --max-steps 20 --schedule onecycle --lr 0.01 --resume " + checkpoint +
+                             " --save " + checkpoint);
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_EQ(again.output.find("epoch "), std::string::npos) << again.output;
+  EXPECT_TRUE(read_file(checkpoint) == before);
 }
 
 // The tutorial's attention example on its synthetic task: the test MSE must fall from ~1

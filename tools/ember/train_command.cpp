@@ -106,6 +106,7 @@ int train_command(int argc, char** argv) {
   flags.value("model", "built-in model (" + builtins + ") or path to a JSON model spec", "seed-cnn", "M")
       .value("data", "fashion-mnist, mnist, a directory of IDX files, or attention-retrieval (synthetic); default: the model's own, else fashion-mnist", "", "D")
       .value("epochs", "passes over the training set", "3", "N")
+      .value("max-steps", "optimizer steps to train in all, overriding --epochs (the last epoch ends early); 0: --epochs decides", "0", "N")
       .value("batch-size", "samples per optimizer step", "64", "B")
       .value("lr", "learning rate", "1e-3", "LR")
       .value("optimizer", "sgd, adam or adamw", "adam", "NAME")
@@ -147,6 +148,7 @@ int train_command(int argc, char** argv) {
   options.model = flags.text("model");
   options.data = flags.text("data");
   options.epochs = static_cast<int>(flags.positive_integer("epochs"));
+  options.max_steps = flags.non_negative_integer("max-steps");
   options.batch_size = flags.positive_integer("batch-size");
   options.learning_rate = flags.positive_number("lr");
   options.optimizer = flags.choice("optimizer", {"sgd", "adam", "adamw"});
