@@ -118,8 +118,8 @@ def main():
             div_factor=args.div_factor, final_div_factor=args.final_div_factor, cycle_momentum=False)
     elif args.schedule == "cosine":
         per_epoch = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    train_loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-    test_loss_fn = nn.CrossEntropyLoss()
+    # ember evaluates with the training loss, label smoothing included.
+    train_loss_fn = test_loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     blas, allocator = runtime_libraries()
     print(f"training: seed-cnn, {sum(p.numel() for p in model.parameters())} parameters, {len(train_x)} training and "
           f"{len(test_x)} test samples; torch {torch.__version__}, {torch.get_num_threads()} threads, {blas}, "
