@@ -24,9 +24,8 @@ std::string clock_text(double seconds) {
 }
 
 // A progress bar redrawn in place on a terminal; plain lines (every ~10% of an epoch)
-// when the output is a file or a pipe.
-// Evaluations also print the wall time since the command started (data loading included),
-// so a run shows its time to accuracy.
+// when the output is a file or a pipe. Evaluations also print the wall time since the
+// command started (data loading included), so a run shows its time to accuracy.
 class ProgressPrinter final : public TrainingObserver {
  public:
   ProgressPrinter(Clock::time_point start, double stop_at_percent)
