@@ -19,6 +19,12 @@ the data loading are in it, as they are in ember's.
   LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 \\
   /usr/bin/python3 bench/pytorch_seed_recipe.py --threads 2 [ember's flags]
 
+The defaults are the README's recipe (tools/quickstart.sh):
+
+  ember train --model seed-cnn --data fashion-mnist --batch-size 64 --optimizer adam \\
+    --lr 5e-3 --schedule onecycle --max-steps 1400 --label-smoothing 0.1 \\
+    --mean 0.2860 --std 0.3530 --threads 2
+
 The last line is JSON: the first evaluation at or above --target (default 90%: step,
 accuracy, seconds since start), the final accuracy and the total seconds.
 """
@@ -41,19 +47,19 @@ import sys  # noqa: E402
 parser = argparse.ArgumentParser()
 parser.add_argument("--threads", type=int, default=1)
 parser.add_argument("--epochs", type=int, default=3)
-parser.add_argument("--max-steps", type=int, default=0, help="optimizer steps in all, overriding --epochs (0: epochs)")
+parser.add_argument("--max-steps", type=int, default=1400, help="optimizer steps in all, overriding --epochs (0: --epochs decides)")
 parser.add_argument("--batch-size", type=int, default=64)
 parser.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="adam")
-parser.add_argument("--lr", type=float, default=1e-3)
+parser.add_argument("--lr", type=float, default=5e-3)
 parser.add_argument("--momentum", type=float, default=0.9)
 parser.add_argument("--weight-decay", type=float, default=0.0)
-parser.add_argument("--schedule", choices=["constant", "cosine", "onecycle"], default="constant")
+parser.add_argument("--schedule", choices=["constant", "cosine", "onecycle"], default="onecycle")
 parser.add_argument("--pct-start", type=float, default=0.3)
 parser.add_argument("--div-factor", type=float, default=25.0)
 parser.add_argument("--final-div-factor", type=float, default=1e4)
-parser.add_argument("--label-smoothing", type=float, default=0.0)
-parser.add_argument("--mean", type=float, default=0.0)
-parser.add_argument("--std", type=float, default=1.0)
+parser.add_argument("--label-smoothing", type=float, default=0.1)
+parser.add_argument("--mean", type=float, default=0.2860)  # Fashion-MNIST's pixel mean and standard deviation
+parser.add_argument("--std", type=float, default=0.3530)
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--train-limit", type=int, default=0, help="use only the first N training images (0: all)")
 parser.add_argument("--eval-every", type=int, default=0, help="also evaluate every N optimizer steps (0: per epoch)")
