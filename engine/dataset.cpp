@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 #include <numeric>
+#include <utility>
 
 #include "engine/error.h"
 #include "engine/idx.h"
@@ -48,7 +49,8 @@ Dataset load_idx_dataset(const std::string& images_path, const std::string& labe
     }
   }
   if (limit > 0 && limit < dataset.count) dataset.count = limit;
-  dataset.images.assign(images.data.begin(), images.data.begin() + dataset.count * dataset.height * dataset.width);
+  dataset.images = std::move(images.data);
+  dataset.images.resize(static_cast<std::size_t>(dataset.count * dataset.height * dataset.width));
   dataset.labels.assign(labels.data.begin(), labels.data.begin() + dataset.count);
   return dataset;
 }

@@ -1,5 +1,6 @@
 #include "engine/idx.h"
 
+#include <sys/stat.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -8,6 +9,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <utility>
 
 #include "engine/error.h"
 #include "engine/memory_limit.h"
@@ -32,16 +34,30 @@ std::string dims_text(const std::vector<std::uint32_t>& dims) {
   return "[" + join(dims) + "]";
 }
 
+// The 4 bytes at `p`, little-endian (the gzip trailer's order).
+std::uint32_t little_endian(const std::uint8_t* p) {
+  return std::uint32_t{p[0]} | (std::uint32_t{p[1]} << 8) | (std::uint32_t{p[2]} << 16) | (std::uint32_t{p[3]} << 24);
+}
+
 // Inflates every member of a gzip file: RFC 1952 (section 2.2) lets a file hold several
 // members one after another (`cat a.gz b.gz`, bgzip), and gunzip yields their
 // concatenation. Anything after a member that is not another member is refused.
+// zlib writes straight into the result. Its first size is the last member's ISIZE (its
+// inflated size mod 2^32, the file's last 4 bytes): the whole output of a one-member file
+// such as Fashion-MNIST's, so it is allocated once and never copied. That is only a hint
+// (a file may lie, or hold several members): the result grows as needed, never past
+// max_bytes + 1, the size that says the limit was passed.
 std::vector<std::uint8_t> gunzip(const std::string& path, const std::vector<std::uint8_t>& raw, std::size_t max_bytes) {
   // windowBits 15 + 16: gzip only (a zlib stream after a member must not be taken for one).
   z_stream stream{};
   if (inflateInit2(&stream, 15 + 16) != Z_OK) throw Error(path + ": zlib could not start");
   std::unique_ptr<z_stream, int (*)(z_stream*)> end_stream(&stream, &inflateEnd);
-  std::vector<std::uint8_t> out;
-  std::vector<std::uint8_t> buffer(1 << 16);
+  const std::size_t ceiling = max_bytes == std::numeric_limits<std::size_t>::max() ? max_bytes : max_bytes + 1;
+  constexpr std::size_t smallest = std::size_t{1} << 16;
+  // Deflate expands at most 1032:1, so a larger ISIZE is a lie; it must not size the buffer.
+  const std::size_t hint = raw.size() >= 4 ? std::min<std::size_t>(little_endian(raw.data() + raw.size() - 4), 1032 * raw.size()) : 0;
+  std::vector<std::uint8_t> out(std::min(ceiling, std::max(smallest, hint)));
+  std::size_t produced = 0;  // bytes of `out` zlib has written
   std::size_t consumed = 0;  // bytes of `raw` handed to zlib so far
   int members = 1;
   for (;;) {
@@ -52,16 +68,21 @@ std::vector<std::uint8_t> gunzip(const std::string& path, const std::vector<std:
       stream.avail_in = static_cast<uInt>(piece);
       consumed += piece;
     }
-    stream.next_out = buffer.data();
-    stream.avail_out = static_cast<uInt>(buffer.size());
+    if (produced == out.size()) out.resize(std::min(ceiling, 2 * out.size()));
+    const std::size_t room = std::min<std::size_t>(out.size() - produced, std::numeric_limits<uInt>::max());
+    stream.next_out = out.data() + produced;
+    stream.avail_out = static_cast<uInt>(room);
     const int status = inflate(&stream, Z_NO_FLUSH);
-    out.insert(out.end(), buffer.data(), buffer.data() + (buffer.size() - stream.avail_out));
-    if (out.size() > max_bytes) {
+    produced += room - stream.avail_out;
+    if (produced > max_bytes) {
       throw Error(path + ": the gzip data inflates to more than " + format_bytes(max_bytes) + " (the memory limit)");
     }
     if (status == Z_STREAM_END) {
       const std::size_t rest = stream.avail_in + (raw.size() - consumed);
-      if (rest == 0) return out;
+      if (rest == 0) {
+        out.resize(produced);
+        return out;
+      }
       const std::size_t at = raw.size() - rest;
       if (!gzip_magic(raw.data() + at, rest)) {
         throw Error(path + ": " + std::to_string(rest) + (rest == 1 ? " byte" : " bytes") + " after gzip member " +
@@ -87,7 +108,13 @@ std::vector<std::uint8_t> gunzip(const std::string& path, const std::vector<std:
 std::vector<std::uint8_t> read_maybe_gzipped(const std::string& path, std::size_t max_bytes) {
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
   if (!file) throw Error(path + ": cannot open: " + std::strerror(errno));
+  // Read in one go when the size is known (a regular file); pipes and the like in pieces.
   std::vector<std::uint8_t> raw;
+  struct stat info {};
+  if (::fstat(::fileno(file.get()), &info) == 0 && S_ISREG(info.st_mode) && info.st_size > 0) {
+    raw.resize(static_cast<std::size_t>(info.st_size));
+    raw.resize(std::fread(raw.data(), 1, raw.size(), file.get()));
+  }
   std::uint8_t buffer[1 << 16];
   while (std::size_t n = std::fread(buffer, 1, sizeof buffer, file.get())) raw.insert(raw.end(), buffer, buffer + n);
   if (std::ferror(file.get())) throw Error(path + ": read error: " + std::strerror(errno));
@@ -96,7 +123,7 @@ std::vector<std::uint8_t> read_maybe_gzipped(const std::string& path, std::size_
 }
 
 IdxArray read_idx(const std::string& path, int expected_rank, std::size_t max_bytes) {
-  const std::vector<std::uint8_t> bytes = read_maybe_gzipped(path, max_bytes);
+  std::vector<std::uint8_t> bytes = read_maybe_gzipped(path, max_bytes);
   if (bytes.size() < 4) {
     throw Error(path + ": truncated: an IDX header needs at least 4 bytes, found " + std::to_string(bytes.size()));
   }
@@ -140,7 +167,9 @@ IdxArray read_idx(const std::string& path, int expected_rank, std::size_t max_by
   }
   IdxArray array;
   array.dims.assign(sizes.begin(), sizes.end());
-  array.data.assign(bytes.begin() + static_cast<std::ptrdiff_t>(header), bytes.end());
+  // The header moved out in place: no second buffer of the data's size.
+  bytes.erase(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(header));
+  array.data = std::move(bytes);
   return array;
 }
 

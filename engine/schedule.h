@@ -9,6 +9,15 @@
 //   step:     b * gamma^floor(t / step_size)                          (StepLR)
 //   cosine:   eta_min + (b - eta_min) * (1 + cos(pi * t / t_max)) / 2  (CosineAnnealingLR's
 //             closed form; past t_max it follows the same cosine back up, as PyTorch's)
+//   one_cycle: OneCycleLR's two cosine phases (anneal_strategy "cos", three_phase off)
+//             over total_steps: with u = pct_start * total_steps - 1 (the step where the
+//             first phase ends; it may be fractional), the rate rises from b / div_factor
+//             at t = 0 to b at t = u, then falls to b / (div_factor * final_div_factor)
+//             at t = total_steps - 1; each phase is end + (start - end) * (1 + cos(pi *
+//             p)) / 2 with p the fraction of the phase done. Past the last step the rate
+//             stays at its final value (PyTorch refuses to step there). A phase of zero
+//             length (u = 0, where PyTorch divides by zero) gives its end rate. Only the
+//             rate is scheduled: it matches OneCycleLR(cycle_momentum=False).
 // Warmup multiplies that by min(1, (s + 1) / warmup_steps), counted in optimizer steps
 // whatever the unit: the first step runs at 1/warmup_steps of the rate, step
 // warmup_steps - 1 at the full rate. This is PyTorch's LinearLR(start_factor =
@@ -19,7 +28,7 @@
 
 namespace ember {
 
-enum class ScheduleKind { constant, step, cosine };
+enum class ScheduleKind { constant, step, cosine, one_cycle };
 enum class ScheduleUnit { steps, epochs };
 
 struct ScheduleOptions {
@@ -33,6 +42,11 @@ struct ScheduleOptions {
   // cosine
   std::int64_t t_max = 1;  // >= 1
   double eta_min = 0.0;    // >= 0
+  // one_cycle (PyTorch's names and defaults); total_steps counts the unit too.
+  std::int64_t total_steps = 1;    // >= 1
+  double pct_start = 0.3;          // in [0, 1]
+  double div_factor = 25.0;        // > 0: the first rate is b / div_factor
+  double final_div_factor = 1e4;   // > 0: the last is b / (div_factor * final_div_factor)
   // Linear warmup over this many optimizer steps; 0 or 1: none.
   std::int64_t warmup_steps = 0;
 };
@@ -53,7 +67,7 @@ class LearningRateSchedule {
   ScheduleOptions options_;
 };
 
-// "constant" | "step" | "cosine"; any other name is an error that lists the valid ones.
+// "constant" | "step" | "cosine" | "onecycle"; any other name is an error that lists the valid ones.
 ScheduleKind schedule_kind_from_name(std::string_view name);
 std::string_view schedule_kind_name(ScheduleKind kind);
 // "steps" | "epochs"

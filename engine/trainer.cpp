@@ -7,6 +7,7 @@
 #include <functional>
 #include <limits>
 #include <memory>
+#include <optional>
 
 #include "engine/abandoned_temporaries.h"
 #include "engine/anomaly.h"
@@ -36,6 +37,7 @@ double seconds_since(Clock::time_point start) {
 
 void check_options(const TrainOptions& o) {
   if (o.epochs < 1) throw Error("epochs must be at least 1, found " + std::to_string(o.epochs));
+  if (o.max_steps < 0) throw Error("max_steps must be 0 or positive, found " + std::to_string(o.max_steps));
   if (o.batch_size < 1) throw Error("batch size must be positive, found " + std::to_string(o.batch_size));
   if (!(o.learning_rate > 0.0) || !std::isfinite(o.learning_rate)) {
     throw Error("learning rate must be positive, found " + std::to_string(o.learning_rate));
@@ -43,6 +45,10 @@ void check_options(const TrainOptions& o) {
   if (o.threads < 1) throw Error("threads must be at least 1, found " + std::to_string(o.threads));
   if (!(o.std > 0.0)) throw Error("normalization std must be positive, found " + std::to_string(o.std));
   if (o.save_every < 0) throw Error("save_every must be 0 or positive, found " + std::to_string(o.save_every));
+  if (o.eval_every < 0) throw Error("eval_every must be 0 or positive, found " + std::to_string(o.eval_every));
+  if (!(o.stop_at_accuracy >= 0.0 && o.stop_at_accuracy <= 1.0)) {
+    throw Error("stop_at_accuracy must be a fraction in [0, 1] (0: never), found " + std::to_string(o.stop_at_accuracy));
+  }
 }
 
 // The optimizer as the checkpoint records it.
@@ -56,10 +62,19 @@ Json optimizer_json(const TrainOptions& o) {
 Json run_json(const TrainOptions& o) {
   // The epoch count is not part of it (a run may be extended), except where the cosine
   // schedule's period is the run's length.
-  return Json{{"seed", o.seed},   {"batch_size", o.batch_size}, {"cosine_epochs", o.schedule == "cosine" ? o.epochs : 0},
-              {"data", o.data},   {"mean", o.mean},             {"std", o.std},
-              {"micro_batch", o.micro_batch}, {"label_smoothing", o.label_smoothing},
-              {"clip_norm", o.clip_norm}, {"train_limit", o.train_limit}};
+  Json run{{"seed", o.seed},   {"batch_size", o.batch_size}, {"cosine_epochs", o.schedule == "cosine" ? o.epochs : 0},
+           {"data", o.data},   {"mean", o.mean},             {"std", o.std},
+           {"micro_batch", o.micro_batch}, {"label_smoothing", o.label_smoothing},
+           {"clip_norm", o.clip_norm}, {"train_limit", o.train_limit}};
+  // Recorded only when used, so that checkpoints of other runs (and those written before
+  // these existed) still match. A run's step count fixes where it ends and the cosine's
+  // period; one-cycle's rates depend on the run's length and shape.
+  if (o.max_steps > 0) run["max_steps"] = o.max_steps;
+  if (o.schedule == "onecycle") {
+    run["one_cycle"] = Json{{"epochs", o.max_steps > 0 ? 0 : o.epochs}, {"pct_start", o.pct_start},
+                            {"div_factor", o.div_factor}, {"final_div_factor", o.final_div_factor}};
+  }
+  return run;
 }
 
 // Where the batches come from: an image classification dataset, or a synthetic regression
@@ -160,13 +175,27 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
   const std::string data_name = !options.data.empty() ? options.data : spec.value("data", std::string("fashion-mnist"));
   const std::unique_ptr<Loss> loss = make_loss(loss_name, static_cast<float>(options.label_smoothing));
   TrainingData data = training_data(data_name, input_shape, options);
+  if (options.stop_at_accuracy > 0.0 && data.target_floats > 0) {
+    throw Error("stop at accuracy: " + data_name + " is a regression task (" + loss_name + "); it has no accuracy");
+  }
   ScheduleOptions schedule_options;
   schedule_options.kind = schedule_kind_from_name(options.schedule);
   schedule_options.unit = ScheduleUnit::epochs;
   schedule_options.steps_per_epoch = data.train_batches;
   schedule_options.step_size = options.step_size;
   schedule_options.gamma = options.gamma;
-  schedule_options.t_max = options.epochs;
+  // With max_steps, the epochs it takes, the last of them partial.
+  const std::int64_t total_steps = options.max_steps > 0 ? options.max_steps : options.epochs * data.train_batches;
+  const int epochs = static_cast<int>((total_steps + data.train_batches - 1) / data.train_batches);
+  schedule_options.t_max = epochs;
+  if (schedule_options.kind == ScheduleKind::one_cycle) {
+    // Stepped every optimizer step, as PyTorch's OneCycleLR(epochs=, steps_per_epoch=) is.
+    schedule_options.unit = ScheduleUnit::steps;
+    schedule_options.total_steps = total_steps;
+    schedule_options.pct_start = options.pct_start;
+    schedule_options.div_factor = options.div_factor;
+    schedule_options.final_div_factor = options.final_div_factor;
+  }
   const LearningRateSchedule schedule(options.learning_rate, schedule_options);
 
   int first_epoch = 0;
@@ -236,13 +265,40 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
   };
   const std::string checkpoint_intact =
       options.save.empty() ? std::string() : "; the last checkpoint in " + options.save + " is intact";
+  // Regression has no accuracy: NaN says so.
+  const double no_accuracy = std::numeric_limits<double>::quiet_NaN();
+  auto accuracy_of = [&](const StepResult& total) {
+    return data.target_floats > 0 ? no_accuracy : static_cast<double>(total.correct) / static_cast<double>(total.samples);
+  };
+  // The tolerance keeps a target given in percent (90.37 / 100) from missing the same
+  // accuracy counted in samples (9037 / 10000) by a rounding.
+  auto reaches_target = [&](double accuracy) {
+    return options.stop_at_accuracy > 0.0 && accuracy >= options.stop_at_accuracy - 1e-12;
+  };
+  // The whole test split; `when` says which evaluation, for errors.
+  auto evaluate_test_split = [&](const std::string& when) {
+    StepResult test_total;
+    for (std::int64_t b = 0; b < data.test_batches; ++b) {
+      const std::int64_t count = data.test_batch(0, b, inputs.data(), labels.data(), values.data());
+      try {
+        test_total += executor.evaluate(inputs.data(), count, targets_of(count), *loss);
+      } catch (const AnomalyError& e) {
+        throw Error("evaluation " + when + ", test batch " + std::to_string(b + 1) + ": " + e.what() +
+                    "; training stopped before saving" + checkpoint_intact);
+      }
+    }
+    return test_total;
+  };
   std::vector<EpochReport> reports;
-  for (int epoch = first_epoch; epoch < options.epochs; ++epoch) {
+  for (int epoch = first_epoch; epoch < epochs && step < total_steps; ++epoch) {
     const auto start = Clock::now();
     const std::int64_t batches = data.train_batches;
     const std::int64_t start_batch = epoch == first_epoch ? first_batch : 0;
     StepResult epoch_total;
     double learning_rate = 0.0;
+    double evaluation_seconds = 0.0;  // within the epoch, kept out of its training throughput
+    std::int64_t last_batch = batches;  // 1-based: where the epoch ended
+    std::optional<StepResult> stopping_evaluation;  // the one that reached the target within the epoch
     for (std::int64_t b = start_batch; b < batches; ++b) {
       const std::int64_t count = data.train_batch(epoch, b, inputs.data(), labels.data(), values.data());
       const Targets targets = targets_of(count);
@@ -286,52 +342,72 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
         }
       }
       ++step;
-      // The epoch's last step is saved with the epoch, after its evaluation.
-      if (!options.save.empty() && options.save_every > 0 && step % options.save_every == 0 && b + 1 < batches) {
+      epoch_total += result;
+      // The run's last step (max_steps) ends the epoch.
+      const bool last_step = b + 1 == batches || step == total_steps;
+      // The epoch's last step is evaluated and saved with the epoch.
+      if (options.eval_every > 0 && step % options.eval_every == 0 && !last_step) {
+        const auto evaluation_start = Clock::now();
+        const StepResult test_total =
+            evaluate_test_split("after step " + std::to_string(step) + " (epoch " + std::to_string(epoch + 1) + ")");
+        EvaluationReport evaluation;
+        evaluation.epoch = epoch + 1;
+        evaluation.batch = b + 1;
+        evaluation.batches = batches;
+        evaluation.step = step;
+        evaluation.test_loss = test_total.mean_loss();
+        evaluation.test_accuracy = accuracy_of(test_total);
+        evaluation.learning_rate = learning_rate;
+        evaluation.seconds = seconds_since(evaluation_start);
+        evaluation.reached_target = reaches_target(evaluation.test_accuracy);
+        evaluation_seconds += evaluation.seconds;
+        observer.on_evaluation(evaluation);
+        if (evaluation.reached_target) {
+          stopping_evaluation = test_total;
+          last_batch = b + 1;
+          break;
+        }
+      }
+      if (!options.save.empty() && options.save_every > 0 && step % options.save_every == 0 && !last_step) {
         save_checkpoint(epoch);
       }
 
-      epoch_total += result;
       BatchProgress progress;
       progress.epoch = epoch + 1;
-      progress.epochs = options.epochs;
+      progress.epochs = epochs;
       progress.batch = b + 1;
       progress.batches = batches;
       progress.loss = epoch_total.mean_loss();
-      const double elapsed = seconds_since(start);
+      const double elapsed = seconds_since(start) - evaluation_seconds;
       progress.images_per_second = static_cast<double>(epoch_total.samples) / elapsed;
       progress.eta_seconds = elapsed / static_cast<double>(b + 1 - start_batch) * static_cast<double>(batches - b - 1);
       observer.on_batch(progress);
-    }
-    const double train_seconds = seconds_since(start);
-
-    StepResult test_total;
-    for (std::int64_t b = 0; b < data.test_batches; ++b) {
-      const std::int64_t count = data.test_batch(0, b, inputs.data(), labels.data(), values.data());
-      StepResult result;
-      try {
-        result = executor.evaluate(inputs.data(), count, targets_of(count), *loss);
-      } catch (const AnomalyError& e) {
-        throw Error("evaluation after epoch " + std::to_string(epoch + 1) + ", test batch " + std::to_string(b + 1) + ": " +
-                    e.what() + "; training stopped before saving this epoch" + checkpoint_intact);
+      if (step == total_steps) {
+        last_batch = b + 1;
+        break;
       }
-      test_total += result;
     }
+    const double train_seconds = seconds_since(start) - evaluation_seconds;
+    const bool whole_epoch = last_batch == batches;
+    const StepResult test_total = stopping_evaluation ? *stopping_evaluation
+                                                      : evaluate_test_split(whole_epoch ? "after epoch " + std::to_string(epoch + 1)
+                                                                                        : "after step " + std::to_string(step));
 
     EpochReport report;
     report.epoch = epoch + 1;
+    report.batch = last_batch;
+    report.batches = batches;
     report.step = step;
     report.learning_rate = learning_rate;
     report.train_loss = epoch_total.mean_loss();
-    // Regression has no accuracy: NaN says so.
-    const double no_accuracy = std::numeric_limits<double>::quiet_NaN();
-    report.train_accuracy = data.target_floats > 0 ? no_accuracy : static_cast<double>(epoch_total.correct) / static_cast<double>(epoch_total.samples);
+    report.train_accuracy = accuracy_of(epoch_total);
     report.test_loss = test_total.mean_loss();
-    report.test_accuracy = data.target_floats > 0 ? no_accuracy : static_cast<double>(test_total.correct) / static_cast<double>(test_total.samples);
+    report.test_accuracy = accuracy_of(test_total);
+    report.reached_target = reaches_target(report.test_accuracy);
     report.seconds = seconds_since(start);
     report.images_per_second = static_cast<double>(epoch_total.samples) / train_seconds;
 
-    if (!options.save.empty()) save_checkpoint(epoch + 1);
+    if (!options.save.empty()) save_checkpoint(whole_epoch ? epoch + 1 : epoch);
     if (log.is_open()) {
       log << report.epoch << ',' << report.step << ',' << report.learning_rate << ',' << report.train_loss << ','
           << report.train_accuracy << ',' << report.test_loss << ',' << report.test_accuracy << ',' << report.seconds
@@ -340,6 +416,7 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
     }
     observer.on_epoch(report);
     reports.push_back(report);
+    if (report.reached_target) break;
   }
   return reports;
 }

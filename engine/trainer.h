@@ -15,15 +15,24 @@ struct TrainOptions {
   // own (its spec's "data", else fashion-mnist)
   std::string data;
   int epochs = 3;
+  // Optimizer steps to run in all, overriding epochs (Hugging Face's max_steps): the run
+  // takes ceil(max_steps / batches per epoch) epochs and ends within the last; onecycle
+  // spans exactly these steps. 0: epochs decides.
+  std::int64_t max_steps = 0;
   std::int64_t batch_size = 64;
   std::string optimizer = "adam";      // sgd | adam | adamw
   double learning_rate = 1e-3;
   double weight_decay = 0.0;
   double momentum = 0.9;               // sgd
   bool nesterov = false;               // sgd
-  std::string schedule = "constant";   // constant | step | cosine
+  std::string schedule = "constant";   // constant | step | cosine | onecycle
   int step_size = 1;                   // step schedule: epochs between decays
   double gamma = 0.1;                  // step schedule: decay factor
+  // onecycle: PyTorch's OneCycleLR over the run's optimizer steps (max_steps, else epochs x
+  // batches per epoch), stepped every step, learning_rate its max_lr (engine/schedule.h).
+  double pct_start = 0.3;
+  double div_factor = 25.0;
+  double final_div_factor = 1e4;
   double clip_norm = 0.0;              // 0: no clipping
   double label_smoothing = 0.0;
   double mean = 0.0, std = 1.0;        // input normalization after /255
@@ -36,6 +45,12 @@ struct TrainOptions {
   std::string resume;                  // checkpoint to continue from
   std::int64_t train_limit = 0;        // use only the first N training samples (0: all)
   std::int64_t test_limit = 0;         // likewise for the test split
+  // Also evaluate on the test split after every N optimizer steps within an epoch (0:
+  // only after each epoch); the observer's on_evaluation reports each.
+  std::int64_t eval_every = 0;
+  // Stop at the first evaluation (after an epoch, or an eval_every one) whose test
+  // accuracy is at least this fraction; 0: never. Classification only.
+  double stop_at_accuracy = 0.0;
   // Bytes the step may take (engine/memory_limit.h; 0: the available memory), checked
   // before the model's buffers are allocated.
   std::size_t memory_limit = 0;
@@ -54,8 +69,24 @@ struct BatchProgress {
   double eta_seconds = 0.0;         // to the end of this epoch
 };
 
+// An evaluation on the test split within an epoch (TrainOptions::eval_every).
+struct EvaluationReport {
+  int epoch = 0;           // 1-based: the epoch in progress
+  std::int64_t batch = 0;  // batches of it done
+  std::int64_t batches = 0;
+  std::int64_t step = 0;   // optimizer steps done in all
+  double test_loss = 0.0, test_accuracy = 0.0;  // accuracy NaN for regression
+  double learning_rate = 0.0;  // of the last step
+  double seconds = 0.0;        // the evaluation's own
+  bool reached_target = false; // test_accuracy >= TrainOptions::stop_at_accuracy: training stops
+};
+
 struct EpochReport {
   int epoch = 0;  // 1-based
+  // Batches of the epoch run; batch < batches when training stopped within it
+  // (reached_target, or max_steps), and the train loss and accuracy cover those batches.
+  std::int64_t batch = 0, batches = 0;
+  bool reached_target = false;  // test accuracy >= TrainOptions::stop_at_accuracy: the last report
   double train_loss = 0.0, train_accuracy = 0.0;
   double test_loss = 0.0, test_accuracy = 0.0;
   double seconds = 0.0;
@@ -69,6 +100,9 @@ class TrainingObserver {
   virtual ~TrainingObserver() = default;
   virtual void on_start(const std::string& description) {}
   virtual void on_batch(const BatchProgress& progress) {}
+  virtual void on_evaluation(const EvaluationReport& report) {}
+  // After each epoch's evaluation, and once more for a partial epoch when training stops
+  // within it (its test results are those of the evaluation that stopped it).
   virtual void on_epoch(const EpochReport& report) {}
 };
 
@@ -77,6 +111,8 @@ class TrainingObserver {
 // from a checkpoint saved within an epoch continues at the next batch of that epoch; the
 // epoch's reported train loss and accuracy then cover only the batches run since.
 // Saving to options.save first removes temporaries that dead writers left beside it.
+// With stop_at_accuracy, training ends at the first evaluation that reaches it: the
+// checkpoint (options.save) and the log then hold that step.
 // With detect_anomaly, the error names the step and where the first non-finite value
 // appeared; a step that fails the check is never saved, so the last checkpoint is intact.
 std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& observer);

@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -90,6 +91,19 @@ TEST_F(IdxFiles, GzipFilesRoundTrip) {
   write_gzip(path("labels"), idx_bytes({4}, {1, 2, 3, 4}));
   EXPECT_EQ(read_idx(path("labels"), 1).data, (Bytes{1, 2, 3, 4}));
   EXPECT_EQ(read_maybe_gzipped(path("labels")), idx_bytes({4}, {1, 2, 3, 4}));
+}
+
+// A one-member file's trailer gives its inflated size: the reader allocates that once and
+// inflates into it (no growth, no copy), whatever the size relative to its first guess.
+TEST_F(IdxFiles, OneMemberGzipIsInflatedIntoOneAllocation) {
+  for (std::size_t size : {std::size_t{0}, std::size_t{1000}, std::size_t{65536}, std::size_t{300 * 28 * 28 + 16}}) {
+    SCOPED_TRACE(size);
+    const Bytes bytes = ramp(size, 1);
+    write_gzip(path("one.gz"), bytes);
+    const Bytes read = read_maybe_gzipped(path("one.gz"));
+    EXPECT_EQ(read, bytes);
+    EXPECT_EQ(read.capacity(), std::max<std::size_t>(size, 65536));
+  }
 }
 
 TEST_F(IdxFiles, WrongMagicIsNamed) {

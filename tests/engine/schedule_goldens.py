@@ -34,3 +34,11 @@ emit("warmup", rates(lambda o: torch.optim.lr_scheduler.LinearLR(o, start_factor
 emit("warmup_step", rates(lambda o: torch.optim.lr_scheduler.ChainedScheduler([
     torch.optim.lr_scheduler.LinearLR(o, start_factor=0.25, end_factor=1.0, total_iters=3),
     torch.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5)]), 0.1, 10))
+# OneCycleLR rates only (cycle_momentum=False: ember schedules the rate alone). The first
+# phase ends at pct_start * total_steps - 1 = 2 here; the second case's, 0.75, falls
+# between steps.
+emit("one_cycle", rates(lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.1, total_steps=10,
+                                                                     cycle_momentum=False), 0.1, 10))
+emit("one_cycle_fractional", rates(lambda o: torch.optim.lr_scheduler.OneCycleLR(
+    o, max_lr=0.02, total_steps=7, pct_start=0.25, div_factor=10.0, final_div_factor=100.0,
+    cycle_momentum=False), 0.02, 7))

@@ -116,6 +116,16 @@ TEST_F(CliTest, HelpAndUsageErrorsExitWithTwo) {
       {"train --optimizer adagrad", "--optimizer: expected one of sgd|adam|adamw, found 'adagrad'"},
       {"train --epochs", "--epochs needs a value"},
       {"train --frobnicate 3", "unknown flag --frobnicate"},
+      {"train --max-steps -1", "--max-steps: expected a non-negative integer, found '-1'"},
+      {"train --eval-every -1", "--eval-every: expected a non-negative integer, found '-1'"},
+      {"train --eval-every 0.5", "--eval-every: expected a non-negative integer, found '0.5'"},
+      {"train --stop-at-accuracy 101", "--stop-at-accuracy: expected a number in [0, 100], found '101'"},
+      {"train --stop-at-accuracy -5", "--stop-at-accuracy: expected a number in [0, 100], found '-5'"},
+      {"train --stop-at-accuracy 90%", "--stop-at-accuracy: expected a number in [0, 100], found '90%'"},
+      {"train --schedule linear", "--schedule: expected one of constant|step|cosine|onecycle, found 'linear'"},
+      {"train --pct-start 1.5", "--pct-start: expected a number in [0, 1], found '1.5'"},
+      {"train --div-factor 0", "--div-factor: expected a positive number, found '0'"},
+      {"train --final-div-factor -1e4", "--final-div-factor: expected a positive number, found '-1e4'"},
       {"eval", "--checkpoint is required"},
   };
   for (const auto& [arguments, message] : cases) {
@@ -290,6 +300,179 @@ TEST_F(CliTest, TrainEvalAndPredictWork) {
   const CliRun limited = ember("predict --checkpoint " + checkpoint + " --input " + directory_ + "/t10k-images-idx3-ubyte.gz --limit 4");
   ASSERT_EQ(limited.exit_code, 0) << limited.output;
   EXPECT_EQ(std::count(limited.output.begin(), limited.output.end(), '\n'), 4) << limited.output;
+}
+
+// The test accuracies (in percent) of the "step S (epoch E, batch B/N): ... acc A% | ..."
+// lines, in order, with their steps.
+std::vector<std::pair<long long, double>> evaluation_lines(const std::string& output) {
+  std::vector<std::pair<long long, double>> found;
+  std::istringstream lines(output);
+  std::string line;
+  while (std::getline(lines, line)) {
+    long long step = -1;
+    if (std::sscanf(line.c_str(), "step %lld (epoch", &step) != 1) continue;
+    const std::size_t at = line.find(" acc ");
+    found.emplace_back(step, at == std::string::npos ? -1.0 : std::atof(line.c_str() + at + 5));
+  }
+  return found;
+}
+
+// --eval-every: the test split is evaluated within epochs, every N steps counted over
+// the run (the epoch's last step is its own evaluation), each line with the time since
+// the command started, as are the epoch lines.
+TEST_F(CliTest, EvalEveryEvaluatesWithinEpochsAndPrintsTheElapsedTime) {
+  // 512 images in batches of 32: 16 steps an epoch.
+  const CliRun run = ember(train_flags() + "--epochs 2 --eval-every 6");
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  const auto evaluations = evaluation_lines(run.output);
+  std::vector<long long> steps;
+  for (const auto& [step, accuracy] : evaluations) {
+    steps.push_back(step);
+    EXPECT_GE(accuracy, 0.0) << run.output;
+    EXPECT_LE(accuracy, 100.0) << run.output;
+  }
+  EXPECT_EQ(steps, (std::vector<long long>{6, 12, 18, 24, 30})) << run.output;
+  EXPECT_NE(run.output.find("step 6 (epoch 1, batch 6/16): test loss "), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("step 18 (epoch 2, batch 2/16): test loss "), std::string::npos) << run.output;
+  std::istringstream lines(run.output);
+  std::string line;
+  int timed = 0;
+  double last_elapsed = 0.0;
+  while (std::getline(lines, line)) {
+    if (line.rfind("step ", 0) != 0 && line.rfind("epoch ", 0) != 0) continue;
+    const std::size_t at = line.rfind("| ");
+    const std::size_t unit = line.rfind(" s elapsed");
+    if (unit == std::string::npos || at == std::string::npos || unit + 10 != line.size()) continue;
+    const double elapsed = std::atof(line.c_str() + at + 2);
+    EXPECT_GE(elapsed, last_elapsed) << line;
+    last_elapsed = elapsed;
+    ++timed;
+  }
+  EXPECT_EQ(timed, 5 + 2) << "every evaluation and epoch line ends with the time since start:\n" << run.output;
+  // Without the flag, only the epochs are evaluated.
+  const CliRun plain = ember(train_flags() + "--epochs 1");
+  ASSERT_EQ(plain.exit_code, 0) << plain.output;
+  EXPECT_TRUE(evaluation_lines(plain.output).empty()) << plain.output;
+}
+
+// --stop-at-accuracy stops at the first evaluation that reaches it, within an epoch too;
+// the checkpoint and the log hold that step, and eval of the checkpoint gives the accuracy
+// that stopped it.
+TEST_F(CliTest, StopAtAccuracyStopsAtTheFirstEvaluationThatReachesIt) {
+  const std::string checkpoint = directory_ + "/stopped.safetensors";
+  const std::string log = directory_ + "/stopped.csv";
+  // Band images are learnt within a few steps; every 8th test label is wrong, so at most
+  // 87.5% is reachable. 77% comes after a few steps (5 with this seed), well within epoch 1.
+  const CliRun run = ember(train_flags() + "--epochs 6 --eval-every 1 --stop-at-accuracy 77 --save " + checkpoint +
+                           " --log " + log);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  const auto evaluations = evaluation_lines(run.output);
+  ASSERT_FALSE(evaluations.empty()) << run.output;
+  const auto [stop_step, stop_accuracy] = evaluations.back();
+  EXPECT_GE(stop_accuracy, 77.0) << run.output;
+  EXPECT_NE(stop_step % 16, 0) << "the test wants a stop within an epoch:\n" << run.output;
+  ASSERT_GE(evaluations.size(), 3u) << "the test wants evaluations that did not stop it:\n" << run.output;
+  for (std::size_t i = 0; i + 1 < evaluations.size(); ++i) {
+    EXPECT_EQ(evaluations[i].first, static_cast<long long>(i + 1)) << run.output;
+    EXPECT_LT(evaluations[i].second, 77.0) << run.output;
+  }
+  char stopping[128];
+  std::snprintf(stopping, sizeof stopping, "test accuracy %.2f%% >= 77%% (--stop-at-accuracy) after %lld steps", stop_accuracy,
+                stop_step);
+  EXPECT_NE(run.output.find(stopping), std::string::npos) << stopping << "\n" << run.output;
+  const int stopped_epoch = static_cast<int>(stop_step / 16) + 1;
+  char epoch_line[96];
+  std::snprintf(epoch_line, sizeof epoch_line, "epoch %d (stopped after batch %lld/16): train loss", stopped_epoch, stop_step % 16);
+  EXPECT_NE(run.output.find(epoch_line), std::string::npos) << epoch_line << "\n" << run.output;
+  EXPECT_EQ(run.output.find("epoch " + std::to_string(stopped_epoch + 1)), std::string::npos) << run.output;
+  // The log's last row is the stopping step.
+  const std::string csv = read_file(log);
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), stopped_epoch + 1) << csv;
+  int logged_epoch = 0;
+  long long logged_step = 0;
+  ASSERT_EQ(std::sscanf(csv.c_str() + csv.rfind('\n', csv.size() - 2) + 1, "%d,%lld,", &logged_epoch, &logged_step), 2) << csv;
+  EXPECT_EQ(logged_epoch, stopped_epoch) << csv;
+  EXPECT_EQ(logged_step, stop_step) << csv;
+  // The checkpoint holds the weights that were evaluated.
+  const CliRun eval = ember("eval --checkpoint " + checkpoint + " --data " + directory_);
+  ASSERT_EQ(eval.exit_code, 0) << eval.output;
+  const std::size_t at = eval.output.find("(128 images): accuracy ");
+  ASSERT_NE(at, std::string::npos) << eval.output;
+  EXPECT_NEAR(std::atof(eval.output.c_str() + at + 23), stop_accuracy, 0.005 + 1e-9) << eval.output << run.output;
+
+  // A target no evaluation reaches runs every epoch.
+  const CliRun unreached = ember(train_flags() + "--epochs 2 --stop-at-accuracy 99");
+  ASSERT_EQ(unreached.exit_code, 0) << unreached.output;
+  EXPECT_NE(unreached.output.find("epoch 2: train loss"), std::string::npos) << unreached.output;
+  EXPECT_EQ(unreached.output.find("stopping"), std::string::npos) << unreached.output;
+  // A regression has no accuracy to stop at.
+  const CliRun regression = ember("train --model attention-mse --stop-at-accuracy 90 --train-limit 64 --test-limit 64");
+  EXPECT_EQ(regression.exit_code, 1) << regression.output;
+  EXPECT_NE(regression.output.find("attention-retrieval is a regression task (mse); it has no accuracy"), std::string::npos)
+      << regression.output;
+}
+
+// --schedule onecycle runs OneCycleLR over the whole run: the log's rates are those of
+// the last step of each epoch, ending at --lr / (div-factor x final-div-factor); a resume
+// must keep the run's length.
+TEST_F(CliTest, OneCycleScheduleSpansTheRun) {
+  const std::string log = directory_ + "/onecycle.csv";
+  const std::string checkpoint = directory_ + "/onecycle.safetensors";
+  const CliRun run = ember(train_flags() + "--epochs 2 --schedule onecycle --lr 0.01 --div-factor 10 --final-div-factor 100 "
+                                           "--pct-start 0.25 --log " + log + " --save " + checkpoint);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  std::istringstream rows(read_file(log));
+  std::string row;
+  std::getline(rows, row);  // header
+  std::vector<double> rates;
+  while (std::getline(rows, row)) {
+    int epoch = 0;
+    long long step = 0;
+    double rate = 0.0;
+    ASSERT_EQ(std::sscanf(row.c_str(), "%d,%lld,%lf", &epoch, &step, &rate), 3) << row;
+    rates.push_back(rate);
+  }
+  ASSERT_EQ(rates.size(), 2u);
+  // 32 steps; the peak at 0.25 * 32 - 1 = step 7; step 15 is (15 - 7) / 24 of the way down.
+  const double pi = 3.141592653589793;
+  // The log prints 6 digits.
+  EXPECT_NEAR(rates[0], 1e-5 + (0.01 - 1e-5) * (1 + std::cos(pi * 8.0 / 24.0)) / 2, 1e-5 * rates[0]);
+  EXPECT_NEAR(rates[1], 1e-5, 1e-5 * 1e-5);
+  const CliRun longer = ember(train_flags() + "--epochs 3 --schedule onecycle --lr 0.01 --div-factor 10 --final-div-factor 100 "
+                                              "--pct-start 0.25 --resume " + checkpoint);
+  EXPECT_EQ(longer.exit_code, 1) << longer.output;
+  EXPECT_NE(longer.output.find("\"one_cycle\":{\"div_factor\":10.0,\"epochs\":2"), std::string::npos) << longer.output;
+  EXPECT_NE(longer.output.find("\"one_cycle\":{\"div_factor\":10.0,\"epochs\":3"), std::string::npos) << longer.output;
+}
+
+// --max-steps ends the run after that many optimizer steps, within an epoch, overriding
+// --epochs; the last (partial) epoch is evaluated, saved and logged, and onecycle spans
+// exactly those steps.
+TEST_F(CliTest, MaxStepsEndsTheRunWithinAnEpoch) {
+  const std::string log = directory_ + "/max-steps.csv";
+  const std::string checkpoint = directory_ + "/max-steps.safetensors";
+  const CliRun run = ember(train_flags() + "--epochs 5 --max-steps 20 --schedule onecycle --lr 0.01 --log " + log +
+                           " --save " + checkpoint);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("epoch 1: train loss"), std::string::npos) << run.output;
+  EXPECT_NE(run.output.find("epoch 2 (stopped after batch 4/16): train loss"), std::string::npos) << run.output;
+  EXPECT_EQ(run.output.find("epoch 3"), std::string::npos) << run.output;
+  const std::string csv = read_file(log);
+  ASSERT_EQ(std::count(csv.begin(), csv.end(), '\n'), 3) << csv;
+  int epoch = 0;
+  long long step = 0;
+  double rate = 0.0;
+  ASSERT_EQ(std::sscanf(csv.c_str() + csv.rfind('\n', csv.size() - 2) + 1, "%d,%lld,%lf", &epoch, &step, &rate), 3) << csv;
+  EXPECT_EQ(epoch, 2);
+  EXPECT_EQ(step, 20);
+  EXPECT_NEAR(rate, 0.01 / 25 / 1e4, 1e-5 * 0.01 / 25 / 1e4) << "onecycle ends at the last step:\n" << csv;
+  // Resumed with the same flags, the run is complete: nothing more is trained.
+  const std::string before = read_file(checkpoint);
+  const CliRun again = ember(train_flags() + "--epochs 5 --max-steps 20 --schedule onecycle --lr 0.01 --resume " + checkpoint +
+                             " --save " + checkpoint);
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_EQ(again.output.find("epoch "), std::string::npos) << again.output;
+  EXPECT_TRUE(read_file(checkpoint) == before);
 }
 
 // The tutorial's attention example on its synthetic task: the test MSE must fall from ~1

@@ -122,7 +122,7 @@ double Flags::number_in(const std::string& name, double low, double high, bool h
   const double v = std::strtod(t.c_str(), &end);
   const bool ok = !t.empty() && *end == '\0' && std::isfinite(v) && v >= low && (high_inclusive ? v <= high : v < high);
   if (!ok) {
-    fail(name, "a number in [" + std::to_string(low) + ", " + std::to_string(high) + (high_inclusive ? "]" : ")"), t);
+    fail(name, "a number in [" + format_number(low) + ", " + format_number(high) + (high_inclusive ? "]" : ")"), t);
   }
   return v;
 }

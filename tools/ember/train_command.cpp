@@ -1,5 +1,6 @@
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -13,6 +14,8 @@
 namespace ember::cli {
 namespace {
 
+using Clock = std::chrono::steady_clock;
+
 std::string clock_text(double seconds) {
   const auto s = static_cast<long>(seconds + 0.5);
   char text[32];
@@ -21,10 +24,12 @@ std::string clock_text(double seconds) {
 }
 
 // A progress bar redrawn in place on a terminal; plain lines (every ~10% of an epoch)
-// when the output is a file or a pipe.
+// when the output is a file or a pipe. Evaluations also print the wall time since the
+// command started (data loading included), so a run shows its time to accuracy.
 class ProgressPrinter final : public TrainingObserver {
  public:
-  ProgressPrinter() : terminal_(isatty(STDOUT_FILENO) == 1) {}
+  ProgressPrinter(Clock::time_point start, double stop_at_percent)
+      : terminal_(isatty(STDOUT_FILENO) == 1), start_(start), stop_at_percent_(stop_at_percent) {}
 
   void on_start(const std::string& description) override { std::printf("training: %s\n", description.c_str()); }
 
@@ -45,41 +50,77 @@ class ProgressPrinter final : public TrainingObserver {
     }
   }
 
+  void on_evaluation(const EvaluationReport& r) override {
+    if (terminal_) std::printf("\n");
+    const std::string at = "step " + std::to_string(r.step) + " (epoch " + std::to_string(r.epoch) + ", batch " +
+                           std::to_string(r.batch) + "/" + std::to_string(r.batches) + ")";
+    if (std::isnan(r.test_accuracy)) {
+      std::printf("%s: test loss %.4f | lr %.3g | %.1f s elapsed\n", at.c_str(), r.test_loss, r.learning_rate, elapsed());
+    } else {
+      std::printf("%s: test loss %.4f acc %.2f%% | lr %.3g | %.1f s elapsed\n", at.c_str(), r.test_loss,
+                  100.0 * r.test_accuracy, r.learning_rate, elapsed());
+    }
+    if (r.reached_target) reached(r.test_accuracy, r.step);
+    std::fflush(stdout);
+  }
+
   void on_epoch(const EpochReport& r) override {
     if (terminal_) std::printf("\n");
+    std::string epoch = "epoch " + std::to_string(r.epoch);
+    if (r.batch < r.batches) epoch += " (stopped after batch " + std::to_string(r.batch) + "/" + std::to_string(r.batches) + ")";
     if (std::isnan(r.test_accuracy)) {  // regression: no accuracy
-      std::printf("epoch %d: train loss %.4f | test loss %.4f | %.0f samples/s, %s\n", r.epoch, r.train_loss, r.test_loss,
-                  r.images_per_second, clock_text(r.seconds).c_str());
+      std::printf("%s: train loss %.4f | test loss %.4f | %.0f samples/s, %s | %.1f s elapsed\n", epoch.c_str(), r.train_loss,
+                  r.test_loss, r.images_per_second, clock_text(r.seconds).c_str(), elapsed());
     } else {
-      std::printf("epoch %d: train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%% | %.0f img/s, %s\n", r.epoch,
-                  r.train_loss, 100.0 * r.train_accuracy, r.test_loss, 100.0 * r.test_accuracy, r.images_per_second,
-                  clock_text(r.seconds).c_str());
+      std::printf("%s: train loss %.4f acc %.2f%% | test loss %.4f acc %.2f%% | %.0f img/s, %s | %.1f s elapsed\n",
+                  epoch.c_str(), r.train_loss, 100.0 * r.train_accuracy, r.test_loss, 100.0 * r.test_accuracy,
+                  r.images_per_second, clock_text(r.seconds).c_str(), elapsed());
     }
+    // A stop within the epoch was announced with its evaluation.
+    if (r.reached_target && r.batch == r.batches) reached(r.test_accuracy, r.step);
     std::fflush(stdout);
   }
 
  private:
+  double elapsed() const { return std::chrono::duration<double>(Clock::now() - start_).count(); }
+  void reached(double accuracy, std::int64_t step) {
+    std::printf("test accuracy %.2f%% >= %g%% (--stop-at-accuracy) after %lld steps, %.1f s: stopping\n", 100.0 * accuracy,
+                stop_at_percent_, static_cast<long long>(step), elapsed());
+  }
+
   bool terminal_;
+  Clock::time_point start_;
+  double stop_at_percent_;
 };
 
 }  // namespace
 
 int train_command(int argc, char** argv) {
-  Flags flags("train", "Train a model; test loss (and accuracy, for classification) is reported after every epoch.");
+  const Clock::time_point start = Clock::now();
+  Flags flags("train",
+              "Train a model; test loss (and accuracy, for classification) is reported after every epoch (and every "
+              "--eval-every steps) with the wall time since the command started.");
   std::string builtins;
   for (const std::string& name : builtin_model_names()) builtins += (builtins.empty() ? "" : ", ") + name;
   flags.value("model", "built-in model (" + builtins + ") or path to a JSON model spec", "seed-cnn", "M")
       .value("data", "fashion-mnist, mnist, a directory of IDX files, or attention-retrieval (synthetic); default: the model's own, else fashion-mnist", "", "D")
       .value("epochs", "passes over the training set", "3", "N")
+      .value("max-steps", "optimizer steps to train in all, overriding --epochs (the last epoch ends early); 0: --epochs decides", "0", "N")
       .value("batch-size", "samples per optimizer step", "64", "B")
       .value("lr", "learning rate", "1e-3", "LR")
       .value("optimizer", "sgd, adam or adamw", "adam", "NAME")
       .value("weight-decay", "L2 penalty (adam, sgd) or decoupled decay (adamw)", "0", "W")
       .value("momentum", "sgd momentum", "0.9", "M")
       .toggle("nesterov", "sgd: Nesterov momentum")
-      .value("schedule", "learning-rate schedule: constant, step or cosine (per epoch)", "constant", "S")
+      .value("schedule",
+             "learning-rate schedule: constant, step or cosine (per epoch), or onecycle (PyTorch's OneCycleLR over the "
+             "whole run, per step, --lr its peak; the rate only, as with cycle_momentum=False)",
+             "constant", "S")
       .value("step-size", "step schedule: epochs between decays", "1", "N")
       .value("gamma", "step schedule: decay factor", "0.1", "G")
+      .value("pct-start", "onecycle: fraction of the run spent rising to --lr", "0.3", "P")
+      .value("div-factor", "onecycle: the first rate is --lr / this", "25", "D")
+      .value("final-div-factor", "onecycle: the last rate is --lr / (div-factor x this)", "1e4", "F")
       .value("clip-norm", "clip the gradient's global L2 norm to this (0: off)", "0", "C")
       .value("label-smoothing", "cross-entropy label smoothing", "0", "E")
       .value("mean", "normalize inputs: (x/255 - mean) / std", "0", "M")
@@ -93,6 +134,9 @@ int train_command(int argc, char** argv) {
       .value("resume", "continue the run saved in this checkpoint", "", "PATH")
       .value("train-limit", "use only the first N training images (0: all)", "0", "N")
       .value("test-limit", "use only the first N test images (0: all)", "0", "N")
+      .value("eval-every", "also evaluate on the test split every N optimizer steps (0: only after each epoch)", "0", "N")
+      .value("stop-at-accuracy",
+             "stop at the first evaluation whose test accuracy is at least A percent, e.g. 90 (0: never)", "0", "A")
       .toggle("detect-anomaly", "check inputs, weights, every layer's outputs and gradients and each update for NaN/Inf; stop at the first, naming the step, phase, layer and tensor")
       .memory_limit();
   if (!flags.parse(argc, argv, 2)) {
@@ -103,15 +147,19 @@ int train_command(int argc, char** argv) {
   options.model = flags.text("model");
   options.data = flags.text("data");
   options.epochs = static_cast<int>(flags.positive_integer("epochs"));
+  options.max_steps = flags.non_negative_integer("max-steps");
   options.batch_size = flags.positive_integer("batch-size");
   options.learning_rate = flags.positive_number("lr");
   options.optimizer = flags.choice("optimizer", {"sgd", "adam", "adamw"});
   options.weight_decay = flags.number_in("weight-decay", 0.0, 1e9, true);
   options.momentum = flags.number_in("momentum", 0.0, 1.0, false);
   options.nesterov = flags.on("nesterov");
-  options.schedule = flags.choice("schedule", {"constant", "step", "cosine"});
+  options.schedule = flags.choice("schedule", {"constant", "step", "cosine", "onecycle"});
   options.step_size = static_cast<int>(flags.positive_integer("step-size"));
   options.gamma = flags.positive_number("gamma");
+  options.pct_start = flags.number_in("pct-start", 0.0, 1.0, true);
+  options.div_factor = flags.positive_number("div-factor");
+  options.final_div_factor = flags.positive_number("final-div-factor");
   options.clip_norm = flags.number_in("clip-norm", 0.0, 1e30, true);
   options.label_smoothing = flags.number_in("label-smoothing", 0.0, 1.0, false);
   options.mean = flags.number_in("mean", -1e9, 1e9, true);
@@ -125,6 +173,9 @@ int train_command(int argc, char** argv) {
   options.resume = flags.text("resume");
   options.train_limit = flags.non_negative_integer("train-limit");
   options.test_limit = flags.non_negative_integer("test-limit");
+  options.eval_every = flags.non_negative_integer("eval-every");
+  const double stop_at_percent = flags.number_in("stop-at-accuracy", 0.0, 100.0, true);
+  options.stop_at_accuracy = stop_at_percent / 100.0;
   options.memory_limit = flags.memory_size("memory-limit");
   options.detect_anomaly = flags.on("detect-anomaly");
   if (options.threads > max_compute_threads) {
@@ -132,7 +183,7 @@ int train_command(int argc, char** argv) {
                      std::to_string(options.threads));
   }
 
-  ProgressPrinter printer;
+  ProgressPrinter printer(start, stop_at_percent);
   train(options, printer);
   return 0;
 }
