@@ -10,6 +10,7 @@
 // ember never runs more than `threads` compute threads (engine/threading.h).
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "engine/graph.h"
@@ -67,7 +68,7 @@ class Executor {
 
   std::int64_t output_sample_elements() const;
   // Bytes of the buffers the executor holds now: arenas, flag buffers, gradient lanes
-  // 1..L-1 (estimate_step_memory counts them before they exist).
+  // 1..L-1, training constants (estimate_step_memory counts them before they exist).
   std::size_t buffer_bytes() const;
   const ExecutorOptions& options() const { return options_; }
   const StepPlanReport& plan_report(std::int64_t micro_batch, Mode mode) {
@@ -75,10 +76,11 @@ class Executor {
   }
 
  private:
-  const StepProgram& program(std::int64_t micro_batch, Mode mode, bool computes_loss);
+  StepProgram& program(std::int64_t micro_batch, Mode mode, bool computes_loss);
   struct Batch;
   void check_batch_for_anomalies(const float* input, std::int64_t batch) const;
   void allocate_batch_memory(Batch& batch, const StepProgram& full, const StepProgram& last);
+  void make_step_constants(StepProgram& full, StepProgram& last);
   float* lane_gradients(std::int64_t lane);
   void run_phase(Batch& batch, int phase);
   void sum_gradient_lanes(std::int64_t lanes);
@@ -94,6 +96,14 @@ class Executor {
   std::vector<AlignedBuffer> kept_;    // per micro-batch of a graph with sync points
   AlignedBuffer batch_memory_;         // the reductions' results, one per step
   std::vector<AlignedBuffer> extra_lanes_;  // lanes 1..L-1; lane 0 is the store's gradient block
+  // Training: what layers make of the weights for a step (PreparedLayer::constant_bytes),
+  // one buffer per node and constants_key, remade at the start of every step.
+  struct HeldConstants {
+    int node;
+    std::string key;
+    AlignedBuffer memory;
+  };
+  std::vector<HeldConstants> constants_;
 };
 
 }  // namespace ember
