@@ -43,6 +43,8 @@ BatchLayout batch_layout(const ExecutorOptions& options, std::int64_t batch, Mod
   return layout;
 }
 
+bool step_makes_constants(const BatchLayout& layout) { return layout.gradient_lanes > 0 && layout.micro_batches > 1; }
+
 Executor::Executor(const Graph& graph, ParameterStore& parameters, ExecutorOptions options)
     : graph_(graph), parameters_(parameters), options_(options) {
   check_executor_options(options_);
@@ -143,7 +145,14 @@ void Executor::allocate_batch_memory(Batch& b, const StepProgram& full, const St
 // GEMM operands) is made once here, after the previous step's update and before any
 // micro-batch runs, instead of in every micro-batch's forward and backward. The packing
 // runs on the executor's threads; the bytes do not depend on their count.
-void Executor::make_step_constants(StepProgram& full, StepProgram& last) {
+void Executor::make_step_constants(const BatchLayout& layout, StepProgram& full, StepProgram& last) {
+  // A step that makes none runs from the weights: no program may keep an earlier step's.
+  for (StepProgram* program : {&full, &last}) {
+    for (const StepProgram::ConstantsRequest& request : program->constants_requests()) {
+      program->use_constants(request.node, nullptr);
+    }
+  }
+  if (!step_makes_constants(layout)) return;
   const std::array<const StepProgram*, 2> programs{&full, &last};
   const std::vector<StepConstants> needed = step_constants(programs);
   if (needed.empty()) return;
@@ -269,7 +278,7 @@ StepResult Executor::run_batch(const float* input, std::int64_t batch, Mode mode
   StepProgram& full = program(b.layout.full_size, mode, loss != nullptr);
   StepProgram& last = program(b.layout.last_size, mode, loss != nullptr);
   allocate_batch_memory(b, full, last);
-  if (b.training) make_step_constants(full, last);
+  if (b.training) make_step_constants(b.layout, full, last);
   // Phases are separated by sync points: each reduction runs once every micro-batch has
   // written its partial sums, over them in micro-batch order.
   for (int phase = 0; phase < full.phase_count(); ++phase) {

@@ -42,7 +42,7 @@ StepMemory estimate_step_memory(std::int64_t parameter_floats, std::span<const P
   memory.kept_count = memory.kept_bytes > 0 ? layout.micro_batches : 0;
   memory.kept = checked_add(checked_multiply(static_cast<std::size_t>(memory.kept_count), memory.kept_bytes, "kept memory"),
                             memory.batch_bytes, "kept memory");
-  memory.constants = training ? constant_bytes : 0;
+  memory.constants = step_makes_constants(layout) ? constant_bytes : 0;
   return memory;
 }
 
