@@ -66,7 +66,7 @@ void ember_packed_gemm(benchmark::State& state, GemmShape s, int threads) {
   using simd::Transpose;
   Operands o(s);
   AlignedBuffer packed(simd::gemm_packed_b_floats(Transpose::yes, s.K, s.N) * sizeof(float));
-  simd::gemm_pack_b(Transpose::yes, s.K, s.N, o.w.data(), s.K, packed.floats());
+  simd::gemm_pack_b(Transpose::yes, s.K, s.N, o.w.data(), s.K, packed.floats(), 1);
   AlignedBuffer scratch(simd::gemm_packed_scratch_floats(Transpose::no, Transpose::yes, s.M, s.N, s.K, threads) *
                         sizeof(float));
   for (auto _ : state) {

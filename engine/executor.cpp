@@ -44,6 +44,8 @@ BatchLayout batch_layout(const ExecutorOptions& options, std::int64_t batch, Mod
   return layout;
 }
 
+bool step_makes_constants(const BatchLayout& layout) { return layout.gradient_lanes > 0 && layout.micro_batches > 1; }
+
 Executor::Executor(const Graph& graph, ParameterStore& parameters, ExecutorOptions options)
     : graph_(graph), parameters_(parameters), options_(options) {
   check_executor_options(options_);
@@ -61,10 +63,11 @@ std::size_t Executor::buffer_bytes() const {
   for (const AlignedBuffer& kept : kept_) bytes += align_up(kept.size());
   bytes += align_up(batch_memory_.size());
   for (const AlignedBuffer& lane : extra_lanes_) bytes += align_up(lane.size());
+  for (const HeldConstants& held : constants_) bytes += align_up(held.memory.size());
   return bytes;
 }
 
-const StepProgram& Executor::program(std::int64_t micro_batch, Mode mode, bool computes_loss) {
+StepProgram& Executor::program(std::int64_t micro_batch, Mode mode, bool computes_loss) {
   for (const auto& p : programs_) {
     if (p->micro_batch() == micro_batch && p->mode() == mode && p->computes_loss() == computes_loss) return *p;
   }
@@ -137,6 +140,43 @@ void Executor::allocate_batch_memory(Batch& b, const StepProgram& full, const St
   b.kept.assign(micro_count, nullptr);
   for (std::size_t j = 0; kept_bytes > 0 && j < micro_count; ++j) b.kept[j] = kept_[j].data();
   b.results.assign(micro_count, StepResult{});
+}
+
+// The weights are fixed for a whole training step, so what layers make of them (packed
+// GEMM operands) is made once here, after the previous step's update and before any
+// micro-batch runs, instead of in every micro-batch's forward and backward. The packing
+// runs on the executor's threads; the bytes do not depend on their count.
+void Executor::make_step_constants(const BatchLayout& layout, StepProgram& full, StepProgram& last) {
+  // A step that makes none runs from the weights: no program may keep an earlier step's.
+  for (StepProgram* program : {&full, &last}) {
+    for (const StepProgram::ConstantsRequest& request : program->constants_requests()) {
+      program->use_constants(request.node, nullptr);
+    }
+  }
+  if (!step_makes_constants(layout)) return;
+  const std::array<const StepProgram*, 2> programs{&full, &last};
+  const std::vector<StepConstants> needed = step_constants(programs);
+  if (needed.empty()) return;
+  dnnl::stream& stream = *workspaces_.front().stream;
+  for (const StepConstants& c : needed) {
+    auto same = [&](const HeldConstants& h) { return h.node == c.node && h.key == c.key; };
+    auto held = std::find_if(constants_.begin(), constants_.end(), same);
+    if (held == constants_.end()) {
+      constants_.push_back({c.node, c.key, AlignedBuffer(c.bytes)});
+      held = constants_.end() - 1;
+    } else if (held->memory.size() < c.bytes) {
+      held->memory = AlignedBuffer(c.bytes);
+    }
+    std::vector<Tensor> params;
+    for (int entry : parameters_.node_entries(c.node)) params.push_back(parameters_.value(entry));
+    c.layer->prepare_constants(ConstantArgs{params, held->memory.data(), &stream, options_.threads});
+    for (StepProgram* program : {&full, &last}) {
+      for (const StepProgram::ConstantsRequest& request : program->constants_requests()) {
+        if (request.node == c.node && request.layer->constants_key() == c.key) program->use_constants(c.node, held->memory.data());
+      }
+    }
+  }
+  stream.wait();
 }
 
 float* Executor::lane_gradients(std::int64_t lane) {
@@ -238,10 +278,14 @@ StepResult Executor::run_batch(const float* input, std::int64_t batch, Mode mode
     b.anomalies.resize(static_cast<std::size_t>(b.layout.micro_batches));
   }
   // Compile every size this batch needs before entering a parallel region.
-  const StepProgram& full = program(b.layout.full_size, mode, loss != nullptr);
-  const StepProgram& last = program(b.layout.last_size, mode, loss != nullptr);
+  StepProgram& full = program(b.layout.full_size, mode, loss != nullptr);
+  StepProgram& last = program(b.layout.last_size, mode, loss != nullptr);
   allocate_batch_memory(b, full, last);
   if (profile_ != nullptr) profile_->prepare(full.profiled_ops(), b.layout.threads);
+  if (b.training) {
+    const ScopedWall wall(profile_, WallPart::constants);
+    make_step_constants(b.layout, full, last);
+  }
   // Phases are separated by sync points: each reduction runs once every micro-batch has
   // written its partial sums, over them in micro-batch order.
   for (int phase = 0; phase < full.phase_count(); ++phase) {

@@ -15,6 +15,7 @@ std::string_view step_phase_name(StepPhase phase) {
     case StepPhase::backward: return "backward";
     case StepPhase::lane_sum: return "lane sum";
     case StepPhase::optimizer: return "optimizer";
+    case StepPhase::constants: return "constants";
   }
   return "?";
 }
@@ -99,7 +100,8 @@ ProfileReport make_profile_report(const StepProfile& profile, const MachinePeaks
     add_phase(std::string(step_phase_name(phase)), ops_wall_ms * share, 0.0);
   }
   const std::pair<StepPhase, WallPart> timed[] = {{StepPhase::lane_sum, WallPart::lane_sum},
-                                                  {StepPhase::optimizer, WallPart::optimizer}};
+                                                  {StepPhase::optimizer, WallPart::optimizer},
+                                                  {StepPhase::constants, WallPart::constants}};
   for (const auto& [phase, part] : timed) {
     add_phase(std::string(step_phase_name(phase)), static_cast<double>(profile.wall_nanoseconds(part)) * 1e-6 / steps,
               profile.wall_bytes(part));

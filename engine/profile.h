@@ -20,8 +20,10 @@
 
 namespace ember {
 
-enum class StepPhase { forward, loss, backward, lane_sum, optimizer };
-inline constexpr int step_phase_count = 5;
+// constants: what layers make of the weights once per training step (Executor's training
+// constants, e.g. packed GEMM panels), before any micro-batch runs.
+enum class StepPhase { forward, loss, backward, lane_sum, optimizer, constants };
+inline constexpr int step_phase_count = 6;
 std::string_view step_phase_name(StepPhase phase);
 
 // One op of a step program, as the report names it (StepProgram::profiled_ops).
@@ -53,7 +55,7 @@ struct ThreadProfile {
 // The parts of a step whose wall time the profile takes directly. The micro-batch ops
 // (forward, loss, backward and the batch reductions between them) run on every thread at
 // once: their wall time is one part, split among the three phases by their busy times.
-enum class WallPart { step_ops, lane_sum, optimizer };
+enum class WallPart { step_ops, lane_sum, optimizer, constants };
 
 class StepProfile {
  public:
@@ -79,8 +81,8 @@ class StepProfile {
  private:
   std::vector<ProfiledOp> ops_;
   std::vector<ThreadProfile> threads_;
-  std::int64_t wall_[3] = {};
-  double wall_bytes_[3] = {};
+  std::int64_t wall_[4] = {};  // by WallPart
+  double wall_bytes_[4] = {};
   std::int64_t step_nanoseconds_ = 0;
   std::int64_t steps_ = 0;
 };

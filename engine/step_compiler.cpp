@@ -564,6 +564,23 @@ void StepProgram::use_constants(int node, const std::byte* constants) {
   constants_.at(static_cast<std::size_t>(node)) = constants;
 }
 
+std::vector<StepConstants> step_constants(std::span<const StepProgram* const> programs) {
+  std::vector<StepConstants> constants;
+  for (const StepProgram* program : programs) {
+    for (const StepProgram::ConstantsRequest& request : program->constants_requests()) {
+      std::string key = request.layer->constants_key();
+      auto same = [&](const StepConstants& c) { return c.node == request.node && c.key == key; };
+      auto found = std::find_if(constants.begin(), constants.end(), same);
+      if (found == constants.end()) {
+        constants.push_back({request.node, std::move(key), request.layer->constant_bytes, request.layer});
+      } else {
+        found->bytes = std::max(found->bytes, request.layer->constant_bytes);
+      }
+    }
+  }
+  return constants;
+}
+
 StepProgram::~StepProgram() = default;
 
 }  // namespace ember

@@ -1,6 +1,8 @@
 #include "engine/step_memory.h"
 
 #include <algorithm>
+#include <memory>
+#include <vector>
 
 #include "engine/checked.h"
 #include "engine/error.h"
@@ -12,7 +14,7 @@
 namespace ember {
 
 StepMemory estimate_step_memory(std::int64_t parameter_floats, std::span<const ProgramFootprint> programs,
-                                const StepMemoryOptions& options, std::int64_t buffer_floats) {
+                                const StepMemoryOptions& options, std::int64_t buffer_floats, std::size_t constant_bytes) {
   check_executor_options(options.executor);
   if (parameter_floats < 0) throw Error("step memory: parameter count must be >= 0, found " + std::to_string(parameter_floats));
   if (buffer_floats < 0) throw Error("step memory: buffer count must be >= 0, found " + std::to_string(buffer_floats));
@@ -40,6 +42,7 @@ StepMemory estimate_step_memory(std::int64_t parameter_floats, std::span<const P
   memory.kept_count = memory.kept_bytes > 0 ? layout.micro_batches : 0;
   memory.kept = checked_add(checked_multiply(static_cast<std::size_t>(memory.kept_count), memory.kept_bytes, "kept memory"),
                             memory.batch_bytes, "kept memory");
+  memory.constants = step_makes_constants(layout) ? constant_bytes : 0;
   return memory;
 }
 
@@ -48,12 +51,21 @@ StepMemory estimate_step_memory(const Graph& graph, const ParameterStore& parame
   const BatchLayout layout = batch_layout(options.executor, options.batch, options.mode);
   const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   std::vector<ProgramFootprint> programs;
+  std::vector<std::unique_ptr<StepProgram>> compiled;
   for (const std::int64_t size : {layout.full_size, layout.last_size}) {
     if (size == layout.last_size && size == layout.full_size && !programs.empty()) break;
-    const StepProgram program(graph, parameters, size, options.mode, engine, options.executor.plan_strategy);
+    compiled.push_back(std::make_unique<StepProgram>(graph, parameters, size, options.mode, engine,
+                                                     options.executor.plan_strategy));
+    const StepProgram& program = *compiled.back();
     programs.push_back({program.arena_bytes(), program.kept_bytes(), program.batch_bytes()});
   }
-  return estimate_step_memory(parameters.total_floats(), programs, options, parameters.buffer_floats());
+  std::vector<const StepProgram*> views;
+  for (const auto& program : compiled) views.push_back(program.get());
+  std::size_t constant_bytes = 0;
+  for (const StepConstants& c : step_constants(views)) {
+    constant_bytes = checked_add(constant_bytes, align_up(c.bytes), "step constants");
+  }
+  return estimate_step_memory(parameters.total_floats(), programs, options, parameters.buffer_floats(), constant_bytes);
 }
 
 namespace {
@@ -93,7 +105,8 @@ void check_step_memory(const StepMemory& memory, std::size_t limit, std::string_
                          (memory.buffers > 0 ? ", buffers " + format_bytes(memory.buffers) : std::string()) +
                          ", gradients " + format_bytes(memory.gradients) +
                          ", optimizer state " + format_bytes(memory.optimizer_state) + ", " +
-                         std::to_string(memory.arena_count) + " arena(s) " + format_bytes(memory.arenas));
+                         std::to_string(memory.arena_count) + " arena(s) " + format_bytes(memory.arenas) +
+                         (memory.constants > 0 ? ", prepared weights " + format_bytes(memory.constants) : std::string()));
 }
 
 }  // namespace ember

@@ -15,6 +15,10 @@
 //   kept             graphs with sync points (BatchNorm in training): the tensors that
 //                    live across a sync point, for every micro-batch of the batch, and
 //                    the step's batch memory (the reductions' results).
+//   constants        training with two or more micro-batches (step_makes_constants):
+//                    what layers make of the weights once per step (Linear's packed W^T
+//                    and W), one copy per node and constants_key (step_constants in
+//                    engine/step_program.h).
 // Not counted: the caller's batch (input and targets; in `ember train` the trainer's one
 // batch buffer, like the dataset, is the caller's data), and what is not a planned buffer:
 // oneDNN primitive objects and their JIT code, ember's compiled step programs (op lists,
@@ -55,7 +59,8 @@ struct StepMemory {
   std::int64_t kept_count = 0;      // micro-batches that keep memory (0 without sync points)
   std::size_t kept_bytes = 0;       // one micro-batch's, as allocated
   std::size_t batch_bytes = 0;
-  std::size_t total() const { return parameters + buffers + gradients + optimizer_state + arenas + kept; }
+  std::size_t constants = 0;        // training: the step's constants, each aligned
+  std::size_t total() const { return parameters + buffers + gradients + optimizer_state + arenas + kept + constants; }
 };
 
 // What one compiled micro-batch size needs (StepProgram::arena_bytes(), kept_bytes() and
@@ -68,9 +73,11 @@ struct ProgramFootprint {
 
 // The arithmetic: `parameter_floats` is ParameterStore::total_floats(), `buffer_floats`
 // its buffer_floats(); `programs` holds the footprints of the micro-batch sizes the batch
-// runs (BatchLayout's full and last).
+// runs (BatchLayout's full and last); `constant_bytes` the bytes of their step_constants,
+// each aligned (counted when step_makes_constants).
 StepMemory estimate_step_memory(std::int64_t parameter_floats, std::span<const ProgramFootprint> programs,
-                                const StepMemoryOptions& options, std::int64_t buffer_floats = 0);
+                                const StepMemoryOptions& options, std::int64_t buffer_floats = 0,
+                                std::size_t constant_bytes = 0);
 
 // Compiles the step programs the batch needs (on an engine of its own, freed on return)
 // and counts. Throws ember::Error on bad options, as the Executor would.

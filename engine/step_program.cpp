@@ -278,6 +278,7 @@ class StepProgram::Runner {
     args.stream = &stream_;
     args.partial = bytes(op.partial);
     args.batch = batch_bytes(op);
+    args.constants = p_.constants_[static_cast<std::size_t>(op.node)];
     const PreparedLayer& layer = *p_.layers_[static_cast<std::size_t>(op.node)];
     if (partial_stage) {  // a batch-level layer writes its parameter gradients here, its input gradients later
       layer.backward_partial(args);

@@ -149,6 +149,20 @@ struct StepOp {
 
 // Where a run's tensors are: the workspace's arena, and for programs with sync points the
 // micro-batch's kept memory and the step's batch memory.
+// One copy of constants a step needs: a node's constants_key(), shared by every program
+// of the step that asks for it (PreparedLayer::constant_bytes).
+struct StepConstants {
+  int node = -1;
+  std::string key;
+  std::size_t bytes = 0;                // the largest any of the programs asks for
+  const PreparedLayer* layer = nullptr;  // the first program's, which makes them
+};
+class StepProgram;
+// The distinct constants of the programs a step runs (an executor's full and last
+// micro-batch sizes), in the order first asked. The executor allocates one buffer for
+// each and estimate_step_memory counts them from the same list.
+std::vector<StepConstants> step_constants(std::span<const StepProgram* const> programs);
+
 struct StepMemoryViews {
   std::byte* kept = nullptr;   // kept_bytes(), this micro-batch's
   std::byte* batch = nullptr;  // batch_bytes(), shared by every micro-batch of the step
@@ -173,9 +187,11 @@ class StepProgram {
 
   int max_threads() const { return max_threads_; }
 
-  // Inference: the layers whose forward reads constants made once from the weights
-  // (PreparedLayer::constant_bytes). A session makes them and hands each its copy with
-  // use_constants() before the first run; a program given none runs from the weights.
+  // The layers whose forward (and, in training, backward) reads constants made from the
+  // weights (PreparedLayer::constant_bytes). A session makes them once and an executor at
+  // the start of every training step; either hands each program its copy with
+  // use_constants() before the program runs (not while it runs). A program given none
+  // runs from the weights, with the same bits.
   struct ConstantsRequest {
     int node;
     const PreparedLayer* layer;

@@ -93,6 +93,9 @@ struct ConstantArgs {
   std::span<const Tensor> params;   // in the order of Layer::parameters()
   std::byte* constants = nullptr;   // constant_bytes, 64-byte aligned
   dnnl::stream* stream = nullptr;
+  // Compute threads the call may run (OpenMP); the constants must be the same bytes for
+  // every count.
+  int threads = 1;
 };
 
 struct ForwardArgs {
@@ -110,9 +113,10 @@ struct ForwardArgs {
   std::byte* partial = nullptr;     // partial_bytes, kept until the step's reduction
   std::byte* batch = nullptr;       // batch_bytes, one per step, shared by its micro-batches
   std::span<const Tensor> buffers;  // in the order of Layer::buffers(); read-only here
-  // Inference in a session: what prepare_constants made of the parameters (packed GEMM
-  // panels, conv weights in oneDNN's layout). nullptr elsewhere (the executor: training
-  // changes the weights every step), and the layer then works from `params`.
+  // What prepare_constants made of the parameters (packed GEMM panels, conv weights in
+  // oneDNN's layout): in a session, once; in a training step, at its start (the
+  // executor). nullptr elsewhere (the executor's inference, a program run alone), and the
+  // layer then works from `params`, with the same bits.
   const std::byte* constants = nullptr;
   // Compute threads this call may run (OpenMP), at most PrepareContext::max_threads. A
   // layer must give the same bits for every count.
@@ -136,6 +140,8 @@ struct BackwardArgs {
   // Layer::buffers(), read-only: a backward through frozen statistics (BatchNorm with
   // running statistics outside training) reads them as the forward did.
   std::span<const Tensor> buffers;
+  // A training step's constants (ForwardArgs::constants), or nullptr: work from `params`.
+  const std::byte* constants = nullptr;
 };
 
 // A reduction over the whole batch (BatchNorm's statistics): run once per step on one
@@ -168,10 +174,14 @@ class PreparedLayer {
   // The output may share the input's memory (pointwise layers in inference).
   bool can_run_in_place = false;
 
-  // Inference: weights transformed once, when a session opens, instead of on every call
-  // (ForwardArgs::constants). Their layout may not depend on the micro-batch size:
-  // prepared layers of one node whose constants_key() is equal share one copy, so a
-  // session holds one per node, not one per micro-batch size.
+  // Weights transformed once per version of the weights instead of on every call
+  // (ForwardArgs::constants, BackwardArgs::constants): in inference when a session opens;
+  // in training at the start of every step, after the previous update, by the executor
+  // (what forward and backward both read, for all the step's micro-batches). Their layout
+  // may not depend on the micro-batch size: prepared layers of one node whose
+  // constants_key() is equal share one copy, so a session or an executor holds one per
+  // node, not one per micro-batch size. A layer given none works from the weights, with
+  // the same bits.
   std::size_t constant_bytes = 0;
 
   // Multiply-adds of one forward call, or 0 for a layer that must run on one thread. A run

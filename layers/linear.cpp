@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <string>
 
+#include "engine/aligned_buffer.h"
 #include "engine/error.h"
 #include "layers/options.h"
 #include "simd/elementwise.h"
@@ -11,20 +12,47 @@
 namespace ember {
 namespace {
 
+// W packed for the GEMM (PreparedLayer::constant_bytes): W^T as B for the forward, and in
+// training also W as B for the backward's dX = dY W, after it (64-byte aligned). Their
+// layouts depend on (instruction set, in, out) only, so one copy serves every micro-batch
+// size.
+struct LinearConstants {
+  std::size_t forward_floats = 0;    // W^T packed: gemm_pack_b(yes, in, out)
+  std::size_t backward_offset = 0;   // bytes to W packed (gemm_pack_b(no, out, in)); 0: none
+  std::size_t bytes = 0;
+};
+
+LinearConstants linear_constants(std::int64_t in, std::int64_t out, Mode mode) {
+  using simd::Transpose;
+  LinearConstants c;
+  c.forward_floats = simd::gemm_packed_b_floats(Transpose::yes, in, out);
+  c.bytes = c.forward_floats * sizeof(float);
+  if (mode == Mode::training) {
+    c.backward_offset = align_up(c.bytes);
+    c.bytes = c.backward_offset + simd::gemm_packed_b_floats(Transpose::no, out, in) * sizeof(float);
+  }
+  return c;
+}
+
 class PreparedLinear final : public PreparedLayer {
  public:
-  PreparedLinear(std::int64_t rows, std::int64_t in, std::int64_t out, bool bias, simd::Activation activation)
-      : rows_(rows), in_(in), out_(out), bias_(bias), activation_(activation) {}
+  PreparedLinear(std::int64_t rows, std::int64_t in, std::int64_t out, bool bias, simd::Activation activation, Mode mode)
+      : rows_(rows), in_(in), out_(out), bias_(bias), activation_(activation), mode_(mode),
+        constants_(linear_constants(in, out, mode)) {}
 
-  // Y (rows x out) = X (rows x in) W^T + b; in a session, against W packed once
-  // (prepare_constants), bitwise the same as from W itself.
+  // Y (rows x out) = X (rows x in) W^T + b; against W^T packed (prepare_constants),
+  // bitwise the same as from W itself. Except in training where the unpacked GEMM takes
+  // the dot orientation (a few rows: it packs nothing), whose sums a packed call does not
+  // reproduce (simd/gemm_plan.h): the step must give today's bits.
   void forward(const ForwardArgs& args) const override {
     using simd::Transpose;
     simd::GemmEpilogue epilogue;
     epilogue.bias = bias_ ? args.params[1].data : nullptr;
     epilogue.activation = activation_;
     float* scratch = reinterpret_cast<float*>(args.scratch);
-    if (args.constants != nullptr) {
+    const bool packed = args.constants != nullptr &&
+                        (mode_ == Mode::inference || !simd::gemm_uses_dot(Transpose::no, Transpose::yes, rows_, out_));
+    if (packed) {
       simd::gemm_packed(Transpose::no, Transpose::yes, rows_, out_, in_, args.inputs[0].data, in_,
                         reinterpret_cast<const float*>(args.constants), args.output.data, out_, epilogue, scratch,
                         args.threads);
@@ -34,34 +62,50 @@ class PreparedLinear final : public PreparedLayer {
                args.output.data, out_, epilogue, scratch, args.threads);
   }
 
-  // W packed for the GEMM: its layout depends on (instruction set, in, out) only, so one
-  // copy serves every micro-batch size.
-  std::string constants_key() const override { return "gemm_packed_w"; }
+  std::string constants_key() const override { return mode_ == Mode::training ? "gemm_packed_w_t_and_w" : "gemm_packed_w_t"; }
   void prepare_constants(const ConstantArgs& args) const override {
-    simd::gemm_pack_b(simd::Transpose::yes, in_, out_, args.params[0].data, in_, reinterpret_cast<float*>(args.constants));
+    using simd::Transpose;
+    const float* w = args.params[0].data;
+    simd::gemm_pack_b(Transpose::yes, in_, out_, w, in_, reinterpret_cast<float*>(args.constants), args.threads);
+    if (constants_.backward_offset > 0) {
+      simd::gemm_pack_b(Transpose::no, out_, in_, w, in_,
+                        reinterpret_cast<float*>(args.constants + constants_.backward_offset), args.threads);
+    }
   }
 
-  // dX (rows x in) = dY W;  dW (out x in) (+)= dY^T X;  db (+)= column sums of dY
+  // dX (rows x in) = dY W (against W packed, when given: the same bits);
+  // dW (out x in) (+)= dY^T X;  db (+)= column sums of dY
   void backward(const BackwardArgs& args) const override {
+    using simd::Transpose;
     float* scratch = reinterpret_cast<float*>(args.scratch);
     const float* dy = args.output_grad.data;
     if (args.input_grads[0].data != nullptr) {
-      simd::gemm(simd::Transpose::no, simd::Transpose::no, rows_, in_, out_, dy, out_, args.params[0].data, in_,
-                 args.input_grads[0].data, in_, simd::GemmEpilogue{}, scratch, 1);
+      if (args.constants != nullptr) {
+        const auto* packed_w = reinterpret_cast<const float*>(args.constants + constants_.backward_offset);
+        simd::gemm_packed(Transpose::no, Transpose::no, rows_, in_, out_, dy, out_, packed_w, args.input_grads[0].data,
+                          in_, simd::GemmEpilogue{}, scratch, 1);
+      } else {
+        simd::gemm(Transpose::no, Transpose::no, rows_, in_, out_, dy, out_, args.params[0].data, in_,
+                   args.input_grads[0].data, in_, simd::GemmEpilogue{}, scratch, 1);
+      }
     }
     simd::GemmEpilogue weights;
     weights.accumulate = args.accumulate_param_grads;
-    simd::gemm(simd::Transpose::yes, simd::Transpose::no, out_, in_, rows_, dy, out_, args.inputs[0].data, in_,
+    simd::gemm(Transpose::yes, Transpose::no, out_, in_, rows_, dy, out_, args.inputs[0].data, in_,
                args.param_grads[0].data, in_, weights, scratch, 1);
     if (bias_) {
       simd::elementwise_kernels().column_sums(args.param_grads[1].data, dy, rows_, out_, out_, args.accumulate_param_grads);
     }
   }
 
+  const LinearConstants& constants() const { return constants_; }
+
  private:
   std::int64_t rows_, in_, out_;
   bool bias_;
   simd::Activation activation_;  // inference: a following activation applied in the epilogue
+  Mode mode_;
+  LinearConstants constants_;
 };
 
 simd::Activation gemm_activation(FusedActivation activation) {
@@ -115,7 +159,7 @@ std::unique_ptr<PreparedLayer> Linear::prepare(const PrepareContext& context) co
     throw Error("linear: a following activation can be fused in inference only; training's backward needs the output before it");
   }
   auto prepared = std::make_unique<PreparedLinear>(x.elements() / in_features_, in_features_, out_features_, bias_,
-                                                   gemm_activation(context.fused_activation));
+                                                   gemm_activation(context.fused_activation), context.mode);
   prepared->output.shape = output_shape(std::span<const Shape>(&x, 1));
   prepared->forward_work = x.elements() * out_features_;
   // Bias left out: forward 2 rows in out; backward dW, and dX when one is wanted.
@@ -133,12 +177,11 @@ std::unique_ptr<PreparedLayer> Linear::prepare(const PrepareContext& context) co
          simd::gemm_packed_scratch_floats(Transpose::no, Transpose::yes, rows, out_features_, in_features_, threads)});
   }
   prepared->forward_scratch_bytes = forward_floats * sizeof(float);
-  if (context.mode == Mode::inference) {
-    prepared->constant_bytes = simd::gemm_packed_b_floats(Transpose::yes, in_features_, out_features_) * sizeof(float);
-  }
+  prepared->constant_bytes = prepared->constants().bytes;
   prepared->backward_scratch_bytes =
-      std::max(simd::gemm_scratch_floats(Transpose::no, Transpose::no, rows, in_features_, out_features_, 1),
-               simd::gemm_scratch_floats(Transpose::yes, Transpose::no, out_features_, in_features_, rows, 1)) *
+      std::max({simd::gemm_scratch_floats(Transpose::no, Transpose::no, rows, in_features_, out_features_, 1),
+                simd::gemm_packed_scratch_floats(Transpose::no, Transpose::no, rows, in_features_, out_features_, 1),
+                simd::gemm_scratch_floats(Transpose::yes, Transpose::no, out_features_, in_features_, rows, 1)}) *
       sizeof(float);
   return prepared;
 }

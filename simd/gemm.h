@@ -23,7 +23,10 @@
 // Prepacked B (constant weights): gemm_pack_b packs op(B) once into a layout that depends
 // only on the instruction set, trans_b, K and N (never on M or threads), and gemm_packed
 // then computes any number of M rows against it, bitwise equal to gemm() on the same
-// operands. The packed buffer belongs to the instruction set that packed it.
+// operands wherever gemm() does not take the dot orientation (simd/gemm_plan.h). Linear
+// packs W^T for its forward (sessions, and each training step) and W for its backward's
+// dX = dY W (each training step). The packed buffer belongs to the instruction set that
+// packed it.
 #include <cstddef>
 #include <cstdint>
 
@@ -56,9 +59,12 @@ struct GemmKernels {
   std::size_t (*scratch_floats)(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int64_t N, std::int64_t K,
                                 int threads);
   // packed: packed_b_floats(trans_b, K, N) floats (no alignment needed), filled by
-  // pack_b from op(B) (K x N, B with leading dimension ldb).
+  // pack_b from op(B) (K x N, B with leading dimension ldb), on up to `threads` OpenMP
+  // threads (split by slivers, when the copy is large enough to pay): the same bytes for
+  // every count.
   std::size_t (*packed_b_floats)(Transpose trans_b, std::int64_t K, std::int64_t N);
-  void (*pack_b)(Transpose trans_b, std::int64_t K, std::int64_t N, const float* B, std::int64_t ldb, float* packed);
+  void (*pack_b)(Transpose trans_b, std::int64_t K, std::int64_t N, const float* B, std::int64_t ldb, float* packed,
+                 int threads);
   // C (M x N) = op(A) * op(B) with op(B) from pack_b (same trans_b, K, N); scratch:
   // packed_scratch_floats(trans_a, trans_b, M, N, K, threads) floats.
   void (*gemm_packed)(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int64_t N, std::int64_t K,
@@ -91,8 +97,8 @@ inline std::size_t gemm_packed_b_floats(Transpose trans_b, std::int64_t K, std::
   return gemm_kernels().packed_b_floats(trans_b, K, N);
 }
 inline void gemm_pack_b(Transpose trans_b, std::int64_t K, std::int64_t N, const float* B, std::int64_t ldb,
-                        float* packed) {
-  gemm_kernels().pack_b(trans_b, K, N, B, ldb, packed);
+                        float* packed, int threads) {
+  gemm_kernels().pack_b(trans_b, K, N, B, ldb, packed, threads);
 }
 inline std::size_t gemm_packed_scratch_floats(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int64_t N,
                                               std::int64_t K, int threads) {

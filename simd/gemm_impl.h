@@ -901,11 +901,37 @@ std::size_t gemm_packed_b_floats(Transpose trans_b, std::int64_t K, std::int64_t
   return plan_packed_b_floats(gemm_isa<Arch>(), trans_b, K, N);
 }
 
+// Below this many floats one thread packs op(B) before a team would start (a 256 KiB copy).
+inline constexpr std::int64_t min_parallel_pack_floats = std::int64_t{1} << 16;
+
+// Threads pack disjoint runs of whole slivers. Every sliver but the last is a whole number
+// of vectors wide, a multiple of the transpose block, so its packing writes nothing past
+// its end (only the last one may spill zeros, into the slack after it): the packed bytes
+// are the same for every thread count.
 template <class Arch>
-void gemm_pack_b(Transpose trans_b, std::int64_t K, std::int64_t N, const float* B, std::int64_t ldb, float* packed) {
+void gemm_pack_b(Transpose trans_b, std::int64_t K, std::int64_t N, const float* B, std::int64_t ldb, float* packed,
+                 int threads) {
   if (K <= 0 || N <= 0) return;
-  const std::int64_t sliver = gemm_b_sliver_vectors(gemm_isa<Arch>(), N) * GemmTraits<Arch>::width;
-  pack_panel<Arch>(source_b<Arch>(trans_b, B, ldb), 0, N, 0, K, sliver, GemmTraits<Arch>::width, packed);
+  constexpr std::int64_t W = GemmTraits<Arch>::width;
+  const std::int64_t sliver = gemm_b_sliver_vectors(gemm_isa<Arch>(), N) * W;
+  const std::int64_t slivers = (N + sliver - 1) / sliver;
+  const PackSource source = source_b<Arch>(trans_b, B, ldb);
+  const int team = K * N < min_parallel_pack_floats ? 1 : static_cast<int>(std::min<std::int64_t>(std::max(threads, 1), slivers));
+  auto pack_run = [&](int part) {
+    const std::int64_t first = slivers * part / team, end = slivers * (part + 1) / team;
+    const std::int64_t column = first * sliver;
+    pack_panel<Arch>(source, column, std::min(N, end * sliver) - column, 0, K, sliver, W, packed + column * K);
+  };
+  if (team == 1) {
+    pack_run(0);
+    return;
+  }
+#pragma omp parallel num_threads(team)
+  {
+    // The runtime may grant fewer threads than asked: every run is still packed.
+    const int id = omp_get_thread_num(), count = omp_get_num_threads();
+    for (int part = id; part < team; part += count) pack_run(part);
+  }
 }
 
 // Lane L of a vector in every lane (a shuffle, which spares the load a broadcast from

@@ -1,6 +1,7 @@
 #include "engine/executor.h"
 
 #include <gtest/gtest.h>
+#include <oneapi/dnnl/dnnl.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -15,6 +16,7 @@
 #include "engine/error.h"
 #include "engine/loss.h"
 #include "engine/model_spec.h"
+#include "engine/workspace.h"
 #include "support/expect_error.h"
 #include "support/forced_isa.h"
 #include "support/random_batch.h"
@@ -237,6 +239,90 @@ TEST(Executor, StepIsBitwiseIdenticalForOneTwoAndFourThreads) {
   ASSERT_EQ(one.size(), two.size());
   EXPECT_EQ(std::memcmp(one.data(), two.data(), one.size() * sizeof(float)), 0);
   EXPECT_EQ(std::memcmp(one.data(), four.data(), one.size() * sizeof(float)), 0);
+}
+
+// The gradient of a batch of two micro-batches run straight from their program, in
+// order into one block (as the executor's single lane does), given no constants and so
+// working from the weights as layers did before training constants.
+std::vector<float> gradients_from_the_weights(const Graph& graph, ParameterStore& parameters, const Batch& batch,
+                                              std::int64_t micro_batch, std::uint64_t step_seed) {
+  const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  const StepProgram program(graph, parameters, micro_batch, Mode::training, engine, PlanStrategy::best_fit);
+  Workspace workspace(engine, program.arena_bytes());
+  std::vector<float> gradients(parameters.gradients().size(), 0.0f);
+  const CrossEntropyLoss loss;
+  const Targets targets{batch.labels, nullptr};
+  for (std::int64_t j = 0; j < 2; ++j) {
+    StepRun run;
+    run.first_sample = j * micro_batch;
+    run.input = batch.input.data() + run.first_sample * graph.input_sample_shape().elements();
+    run.gradients = gradients.data();
+    run.accumulate = j > 0;
+    run.loss = &loss;
+    run.targets = &targets;
+    run.grad_scale = 1.0f / static_cast<float>(2 * micro_batch);
+    run.random = CounterRandom(step_seed);
+    program.run(run, workspace);
+  }
+  return gradients;
+}
+
+// A training step of two or more micro-batches packs Linear's weights once, at its start
+// (Executor::make_step_constants), and runs every micro-batch against them: the gradients
+// have the bits of runs from the weights, for micro-batches of 16 and of 3 (fc1's forward
+// then takes the unpacked dot orientation), and on the next step after the weights
+// changed (the constants are remade).
+TEST(Executor, TrainingConstantsGiveTheBitsOfARunFromTheWeights) {
+  for (const char* model : {"seed-cnn", "attn-cnn"}) {
+    const Graph graph = graph_from_spec(builtin_model_spec(model));
+    for (std::int64_t size : {16, 3}) {
+      const Batch batch = random_batch(graph, 2 * size, 10, 5);
+      ParameterStore parameters(graph);
+      parameters.initialize(7);
+      ExecutorOptions options;
+      options.micro_batch = size;
+      options.gradient_lanes = 1;
+      Executor executor(graph, parameters, options);
+      const CrossEntropyLoss loss;
+      for (std::uint64_t step = 1; step <= 2; ++step) {
+        executor.train_step(batch.input.data(), 2 * size, Targets{batch.labels, nullptr}, loss, step);
+        const std::vector<float> stepped(parameters.gradients().begin(), parameters.gradients().end());
+        const std::vector<float> expected = gradients_from_the_weights(graph, parameters, batch, size, step);
+        ASSERT_EQ(stepped.size(), expected.size());
+        EXPECT_EQ(std::memcmp(stepped.data(), expected.data(), stepped.size() * sizeof(float)), 0)
+            << model << ", micro-batch " << size << ", step " << step;
+        for (float& w : parameters.values()) w *= 0.75f;  // what an update does: new weights
+      }
+    }
+  }
+}
+
+// One micro-batch makes no constants (they would not be reused), also after a step that
+// did: the program then runs from the current weights, not an earlier step's packing.
+TEST(Executor, OneMicroBatchStepRunsFromTheCurrentWeights) {
+  const Graph graph = graph_from_spec(builtin_model_spec("seed-cnn"));
+  const Batch batch = random_batch(graph, 32, 10, 6);
+  ParameterStore parameters(graph);
+  parameters.initialize(7);
+  ExecutorOptions options;
+  options.micro_batch = 16;
+  options.gradient_lanes = 1;
+  Executor executor(graph, parameters, options);
+  const CrossEntropyLoss loss;
+  executor.train_step(batch.input.data(), 32, Targets{batch.labels, nullptr}, loss, 1);  // makes constants
+  for (float& w : parameters.values()) w *= 0.75f;
+  executor.train_step(batch.input.data(), 16, Targets{batch.labels, nullptr}, loss, 2);  // one micro-batch
+  const std::vector<float> stepped(parameters.gradients().begin(), parameters.gradients().end());
+  std::vector<float> expected;
+  {
+    ParameterStore fresh(graph);
+    std::copy(parameters.values().begin(), parameters.values().end(), fresh.values().begin());
+    Executor alone(graph, fresh, options);
+    alone.train_step(batch.input.data(), 16, Targets{batch.labels, nullptr}, loss, 2);
+    expected.assign(fresh.gradients().begin(), fresh.gradients().end());
+  }
+  ASSERT_EQ(stepped.size(), expected.size());
+  EXPECT_EQ(std::memcmp(stepped.data(), expected.data(), stepped.size() * sizeof(float)), 0);
 }
 
 TEST(Executor, MicroBatchSizeDoesNotChangeTheGradientBeyondRounding) {

@@ -64,6 +64,14 @@ TEST(StepMemory, CountsBlocksLanesAndArenasByTheExecutorsRules) {
   EXPECT_EQ(i.gradient_lanes, 1);
   EXPECT_EQ(i.optimizer_state, 0u);
   EXPECT_EQ(i.arena_count, 2);
+
+  // The step's constants (packed weights) count in training with two or more
+  // micro-batches; an executor makes none in inference, nor for one micro-batch.
+  const StepMemory with_constants = estimate_step_memory(floats, programs, training(256, 2), 0, 4096);
+  EXPECT_EQ(with_constants.constants, 4096u);
+  EXPECT_EQ(with_constants.total(), m.total() + 4096u);
+  EXPECT_EQ(estimate_step_memory(floats, programs, inference, 0, 4096).constants, 0u);
+  EXPECT_EQ(estimate_step_memory(floats, programs, training(16, 2), 0, 4096).constants, 0u) << "one micro-batch";
 }
 
 // Buffers are one block, in training and inference alike; no lanes, no optimizer state.
@@ -130,9 +138,13 @@ TEST_P(StepMemoryOf, MatchesWhatTheExecutorAllocates) {
     Executor executor(graph, parameters, options.executor);
     executor.train_step(input.data(), batch, Targets{labels, nullptr}, loss, 0);
     // The executor holds the arenas, the kept memory (resnet's BatchNorms make sync
-    // points) and lanes 1..L-1; lane 0 is the store's.
-    EXPECT_EQ(executor.buffer_bytes(), estimate.arenas + estimate.kept + estimate.gradients - estimate.block_bytes)
+    // points), lanes 1..L-1 (lane 0 is the store's) and the step's constants.
+    EXPECT_EQ(executor.buffer_bytes(),
+              estimate.arenas + estimate.kept + estimate.gradients - estimate.block_bytes + estimate.constants)
         << "batch " << batch << ", " << threads << " thread(s)";
+    // Every built-in model has a Linear layer, whose packed W^T and W a step of two or
+    // more micro-batches makes.
+    EXPECT_EQ(estimate.constants > 0, batch > 16) << "batch " << batch;
     EXPECT_EQ(estimate.block_bytes, static_cast<std::size_t>(parameters.total_floats()) * sizeof(float));
     EXPECT_EQ(estimate.kept > 0, std::string(GetParam()) == "resnet");
   }

@@ -5,6 +5,8 @@
 #include <cstring>
 #include <memory>
 #include <random>
+#include <span>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -164,6 +166,90 @@ TEST(Linear, PackedWeightsGiveTheBitsOfTheUnpackedForward) {
       prepared->forward(args);
       EXPECT_EQ(std::memcmp(plain.data(), packed.data(), plain.size() * sizeof(float)), 0)
           << "rows " << c.rows << " in " << c.in << " out " << c.out << " threads " << threads;
+    }
+  }
+}
+
+// One forward and backward of a training-mode Linear, against constants or not.
+struct LinearStepResult {
+  std::vector<float> y, dx, dw, db;
+};
+LinearStepResult linear_training_step(const PreparedLayer& prepared, std::int64_t rows, std::int64_t in, std::int64_t out,
+                                      std::span<const Tensor> params, const std::byte* constants, bool accumulate) {
+  LinearStepResult r;
+  std::vector<float> x = random_floats(static_cast<std::size_t>(rows * in), 11);
+  std::vector<float> dy = random_floats(static_cast<std::size_t>(rows * out), 12);
+  r.y.assign(static_cast<std::size_t>(rows * out), 0.0f);
+  r.dx.assign(static_cast<std::size_t>(rows * in), 0.0f);
+  r.dw = random_floats(static_cast<std::size_t>(out * in), 13);  // accumulated into
+  r.db = random_floats(static_cast<std::size_t>(out), 14);
+  const std::vector<Tensor> inputs{Tensor{x.data(), Shape{rows, in}}};
+  AlignedBuffer scratch(std::max(prepared.forward_scratch_bytes, prepared.backward_scratch_bytes));
+  ForwardArgs forward;
+  forward.inputs = inputs;
+  forward.output = Tensor{r.y.data(), Shape{rows, out}};
+  forward.params = params;
+  forward.scratch = scratch.data();
+  forward.mode = Mode::training;
+  forward.constants = constants;
+  prepared.forward(forward);
+  const std::vector<Tensor> input_grads{Tensor{r.dx.data(), Shape{rows, in}}};
+  const std::vector<Tensor> param_grads{Tensor{r.dw.data(), Shape{out, in}}, Tensor{r.db.data(), Shape{out}}};
+  BackwardArgs backward;
+  backward.inputs = inputs;
+  backward.output = forward.output;
+  backward.output_grad = Tensor{dy.data(), Shape{rows, out}};
+  backward.input_grads = input_grads;
+  backward.params = params;
+  backward.param_grads = param_grads;
+  backward.accumulate_param_grads = accumulate;
+  backward.scratch = scratch.data();
+  backward.constants = constants;
+  prepared.backward(backward);
+  return r;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+// In a training step the executor packs W^T (forward) and W (the backward's dX = dY W)
+// once, for all micro-batches: output and every gradient have the bits of the unpacked
+// layer, on every instruction set (tests/CMakeLists.txt runs this binary under each forced
+// lower set), for micro-batches of a few rows (the forward's unpacked dot orientation),
+// the seed CNN's fc1 and fc2, odd sizes, and constants packed on 1 or 3 threads.
+TEST(Linear, TrainingConstantsGiveTheBitsOfTheUnpackedStep) {
+  struct Case {
+    std::int64_t rows, in, out;
+  };
+  for (const Case& c : {Case{16, 6272, 128}, Case{4, 6272, 128}, Case{16, 128, 10}, Case{3, 128, 10}, Case{1, 33, 17},
+                        Case{5, 33, 17}, Case{49, 200, 130}, Case{64, 130, 200}}) {
+    const Linear layer(c.in, c.out, true);
+    const std::vector<ValueInfo> inputs{ValueInfo{Shape{c.rows, c.in}, nullptr}};
+    const std::vector<char> needs_grad{1};
+    PrepareContext context;
+    context.mode = Mode::training;
+    context.inputs = inputs;
+    context.input_needs_grad = needs_grad;
+    const std::unique_ptr<PreparedLayer> prepared = layer.prepare(context);
+    ASSERT_GT(prepared->constant_bytes, 0u);
+    std::vector<float> w = random_floats(static_cast<std::size_t>(c.out * c.in), 2);
+    std::vector<float> b = random_floats(static_cast<std::size_t>(c.out), 3);
+    const std::vector<Tensor> params{Tensor{w.data(), Shape{c.out, c.in}}, Tensor{b.data(), Shape{c.out}}};
+    for (int threads : {1, 3}) {
+      AlignedBuffer constants(prepared->constant_bytes);
+      prepared->prepare_constants(ConstantArgs{params, constants.data(), nullptr, threads});
+      for (bool accumulate : {false, true}) {
+        const LinearStepResult plain = linear_training_step(*prepared, c.rows, c.in, c.out, params, nullptr, accumulate);
+        const LinearStepResult packed =
+            linear_training_step(*prepared, c.rows, c.in, c.out, params, constants.data(), accumulate);
+        const std::string where = "rows " + std::to_string(c.rows) + " in " + std::to_string(c.in) + " out " +
+                                  std::to_string(c.out) + " packed on " + std::to_string(threads) + " thread(s)";
+        EXPECT_TRUE(same_bits(plain.y, packed.y)) << "output differs, " << where;
+        EXPECT_TRUE(same_bits(plain.dx, packed.dx)) << "input gradient differs, " << where;
+        EXPECT_TRUE(same_bits(plain.dw, packed.dw)) << "weight gradient differs, " << where;
+        EXPECT_TRUE(same_bits(plain.db, packed.db)) << "bias gradient differs, " << where;
+      }
     }
   }
 }

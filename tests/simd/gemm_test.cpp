@@ -539,7 +539,7 @@ TEST_P(GemmTest, PackedBGivesBitwiseTheUnpackedResult) {
         const std::vector<float> B = testing::uniform_vector(static_cast<std::size_t>(b_shape.floats()), seed++);
         GuardedBuffer<float> packed(kernels.packed_b_floats(tb, K, N));
         for (float& x : packed) x = nan_value;
-        kernels.pack_b(tb, K, N, B.data(), b_shape.ld, packed.data());
+        kernels.pack_b(tb, K, N, B.data(), b_shape.ld, packed.data(), 1);
         const std::vector<float> bias = testing::uniform_vector(static_cast<std::size_t>(N), seed++);
         for (std::int64_t M : {1, 3, 4, 5, 16, 17, 49, 64, 150}) {
           const Stored a_shape = ta == Transpose::yes ? Stored{K, M, M + 1} : Stored{M, K, K + 1};
@@ -583,6 +583,34 @@ TEST_P(GemmTest, PackedBGivesBitwiseTheUnpackedResult) {
             if (!same && ++failures == 5) return;
           }
         }
+      }
+    }
+  }
+}
+
+// gemm_pack_b splits its slivers among threads (a training step packs Linear's W^T and W
+// on the executor's threads): every byte of the packed buffer, its slack included, is the
+// same for every thread count, for both transposes, with and without a partial last
+// sliver, and for copies too small to split.
+TEST_P(GemmTest, PackingBIsTheSameOnAnyThreadCount) {
+  const Isa isa = GetParam();
+  const GemmKernels kernels = kernels_under_test(isa);
+  const std::array<std::int64_t, 2> nks[] = {{6272, 128}, {128, 6272}, {1000, 100}, {777, 129}, {10, 128}};
+  std::uint64_t seed = 900;
+  for (Transpose tb : transposes) {
+    for (const auto& [N, K] : nks) {
+      const Stored b_shape = tb == Transpose::yes ? Stored{N, K, K + 3} : Stored{K, N, N + 3};
+      const std::vector<float> B = testing::uniform_vector(static_cast<std::size_t>(b_shape.floats()), seed++);
+      const std::size_t floats = kernels.packed_b_floats(tb, K, N);
+      std::vector<float> one(floats, nan_value);
+      kernels.pack_b(tb, K, N, B.data(), b_shape.ld, one.data(), 1);
+      for (int threads : {2, 3, 4, 7}) {
+        GuardedBuffer<float> packed(floats);
+        for (float& x : packed) x = nan_value;
+        kernels.pack_b(tb, K, N, B.data(), b_shape.ld, packed.data(), threads);
+        EXPECT_EQ(std::memcmp(packed.data(), one.data(), floats * sizeof(float)), 0)
+            << isa_name(isa) << " " << (tb == Transpose::yes ? "B^T" : "B") << " N=" << N << " K=" << K << " threads "
+            << threads << ": the packed bytes differ from one thread's";
       }
     }
   }

@@ -50,7 +50,7 @@ TEST(BenchProfile, PrintsEveryOpAndPhase) {
     const std::vector<std::string> ops = seed_cnn_ops(mode);
     ASSERT_GT(ops.size(), 3u);
     for (const std::string& op : ops) EXPECT_NE(run.output.find(op), std::string::npos) << op << " in\n" << run.output;
-    for (const char* phase : {"forward", "loss", "backward", "lane sum", "optimizer", "other", "FMA peak", "GB/s"}) {
+    for (const char* phase : {"forward", "loss", "backward", "lane sum", "optimizer", "constants", "other", "FMA peak", "GB/s"}) {
       EXPECT_NE(run.output.find(phase), std::string::npos) << phase << " in\n" << run.output;
     }
   }

@@ -122,6 +122,10 @@ int plan_command(int argc, char** argv) {
                 mebibytes_text(memory.kept).c_str(), static_cast<long long>(memory.kept_count),
                 mebibytes_text(memory.kept_bytes).c_str());
   }
+  if (memory.constants > 0) {
+    std::printf("  constants   %s (weights prepared once per step: packed for the GEMMs)\n",
+                mebibytes_text(memory.constants).c_str());
+  }
   std::printf("  total       %s\n", mebibytes_text(memory.total()).c_str());
   // The plan is printed either way, so the figure that exceeds the limit can be read.
   std::printf("  limit       %s\n", mebibytes_text(memory_limit).c_str());
