@@ -47,35 +47,17 @@ parser.add_argument("--time-steps", type=int, default=0, help="only time this ma
 args = parser.parse_args()
 os.environ["OMP_NUM_THREADS"] = str(args.threads)  # before torch starts its pools
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "pytorch"))
-from ember_models import FASHION_MNIST, RESNET_BLOCKS, ResNet, read_idx, runtime_libraries  # noqa: E402
+from ember_models import RESNET_BLOCKS, ResNet, evaluate, fashion_mnist_split, runtime_libraries  # noqa: E402
 
 torch.set_num_threads(args.threads)
 
 
 def split(prefix):
-    images = read_idx(os.path.join(FASHION_MNIST, f"{prefix}-images-idx3-ubyte.gz"))
-    labels = read_idx(os.path.join(FASHION_MNIST, f"{prefix}-labels-idx1-ubyte.gz"))
-    if prefix == "train" and args.train_limit:
-        images, labels = images[: args.train_limit], labels[: args.train_limit]
-    x = (torch.from_numpy(images.astype(np.float32)).reshape(-1, 1, 28, 28) / 255.0 - args.mean) / args.std
-    return x, torch.from_numpy(labels.astype(np.int64))
-
-
-def evaluate(model, x, y, loss_fn):
-    model.eval()
-    loss = correct = 0.0
-    with torch.no_grad():
-        for i in range(0, len(x), 500):
-            out = model(x[i:i + 500])
-            loss += loss_fn(out, y[i:i + 500]).item() * len(out)
-            correct += (out.argmax(1) == y[i:i + 500]).sum().item()
-    model.train()
-    return loss / len(x), correct / len(x)
+    return fashion_mnist_split(prefix, args.mean, args.std, args.train_limit if prefix == "train" else 0)
 
 
 def main():
@@ -137,7 +119,7 @@ def main():
         train_seconds = time.perf_counter() - start
         if scheduler is not None:
             scheduler.step()
-        test_loss, test_accuracy = evaluate(model, test_x, test_y, test_loss_fn)
+        test_loss, test_accuracy = evaluate(model, test_x, test_y, test_loss_fn, 500)
         seconds = time.perf_counter() - start
         history.append(round(100 * test_accuracy, 2))
         print(f"epoch {epoch}: train loss {total_loss / len(train_x):.4f} acc {100 * correct / len(train_x):.2f}% | "

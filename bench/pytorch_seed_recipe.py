@@ -69,35 +69,17 @@ parser.add_argument("--eval-batch", type=int, default=1000, help="test images pe
 args = parser.parse_args()
 os.environ["OMP_NUM_THREADS"] = str(args.threads)  # before torch starts its pools
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "pytorch"))
-from ember_models import FASHION_MNIST, SeedCnn, read_idx, runtime_libraries  # noqa: E402
+from ember_models import SeedCnn, evaluate, fashion_mnist_split, runtime_libraries  # noqa: E402
 
 torch.set_num_threads(args.threads)
 
 
 def split(prefix):
-    images = read_idx(os.path.join(FASHION_MNIST, f"{prefix}-images-idx3-ubyte.gz"))
-    labels = read_idx(os.path.join(FASHION_MNIST, f"{prefix}-labels-idx1-ubyte.gz"))
-    if prefix == "train" and args.train_limit:
-        images, labels = images[: args.train_limit], labels[: args.train_limit]
-    x = (torch.from_numpy(images.astype(np.float32)).reshape(-1, 1, 28, 28) / 255.0 - args.mean) / args.std
-    return x, torch.from_numpy(labels.astype(np.int64))
-
-
-def evaluate(model, x, y, loss_fn):
-    model.eval()
-    loss = correct = 0.0
-    with torch.no_grad():
-        for i in range(0, len(x), args.eval_batch):
-            out = model(x[i:i + args.eval_batch])
-            loss += loss_fn(out, y[i:i + args.eval_batch]).item() * len(out)
-            correct += (out.argmax(1) == y[i:i + args.eval_batch]).sum().item()
-    model.train()
-    return loss / len(x), correct / len(x)
+    return fashion_mnist_split(prefix, args.mean, args.std, args.train_limit if prefix == "train" else 0)
 
 
 def main():
@@ -143,7 +125,7 @@ def main():
         ember prints, and says whether to stop."""
         nonlocal reached, accuracy, last_loss
         if not evaluated:
-            last_loss, accuracy = evaluate(model, test_x, test_y, test_loss_fn)
+            last_loss, accuracy = evaluate(model, test_x, test_y, test_loss_fn, args.eval_batch)
         loss = last_loss
         elapsed = seconds_since_process_start()
         lr = optimizer.param_groups[0]["lr"] if per_step is None else per_step.get_last_lr()[0]

@@ -4,6 +4,7 @@ semantics, and the Fashion-MNIST reader. One definition for the parity goldens
 bench/pytorch_train.py); a change to a built-in model's spec belongs here too.
 """
 import gzip
+import os
 import struct
 
 import numpy as np
@@ -183,6 +184,30 @@ BUILTIN_MODELS = {
     "attention-mse": (AttentionMse, (16, 8), nn.MSELoss),
     "resnet": (ResNet, (1, 28, 28), nn.CrossEntropyLoss),
 }
+
+
+def fashion_mnist_split(prefix, mean, std, limit=0):
+    """Fashion-MNIST's `prefix` split ("train" or "t10k") as normalized (N, 1, 28, 28) floats
+    and int64 labels; limit > 0 keeps the first `limit` images."""
+    images = read_idx(os.path.join(FASHION_MNIST, f"{prefix}-images-idx3-ubyte.gz"))
+    labels = read_idx(os.path.join(FASHION_MNIST, f"{prefix}-labels-idx1-ubyte.gz"))
+    if limit:
+        images, labels = images[:limit], labels[:limit]
+    x = (torch.from_numpy(images.astype(np.float32)).reshape(-1, 1, 28, 28) / 255.0 - mean) / std
+    return x, torch.from_numpy(labels.astype(np.int64))
+
+
+def evaluate(model, x, y, loss_fn, batch):
+    """Mean loss and accuracy of `model` over (x, y), `batch` images per forward pass."""
+    model.eval()
+    loss = correct = 0.0
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            out = model(x[i:i + batch])
+            loss += loss_fn(out, y[i:i + batch]).item() * len(out)
+            correct += (out.argmax(1) == y[i:i + batch]).sum().item()
+    model.train()
+    return loss / len(x), correct / len(x)
 
 
 def runtime_libraries():
