@@ -108,18 +108,31 @@ std::vector<std::uint8_t> gunzip(const std::string& path, const std::vector<std:
 std::vector<std::uint8_t> read_maybe_gzipped(const std::string& path, std::size_t max_bytes) {
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
   if (!file) throw Error(path + ": cannot open: " + std::strerror(errno));
+  // The file itself is held in memory too: one larger than the limit is refused before
+  // it is read (a regular file) or once it has passed it (a pipe).
+  const std::size_t limit = resolve_memory_limit(max_bytes);
+  auto check_size = [&](std::size_t bytes) {
+    if (bytes > limit) {
+      throw Error(path + ": the file holds more than " + format_bytes(limit) + " (the memory limit), found " +
+                  std::to_string(bytes) + " bytes");
+    }
+  };
   // Read in one go when the size is known (a regular file); pipes and the like in pieces.
   std::vector<std::uint8_t> raw;
   struct stat info {};
   if (::fstat(::fileno(file.get()), &info) == 0 && S_ISREG(info.st_mode) && info.st_size > 0) {
+    check_size(static_cast<std::size_t>(info.st_size));
     raw.resize(static_cast<std::size_t>(info.st_size));
     raw.resize(std::fread(raw.data(), 1, raw.size(), file.get()));
   }
   std::uint8_t buffer[1 << 16];
-  while (std::size_t n = std::fread(buffer, 1, sizeof buffer, file.get())) raw.insert(raw.end(), buffer, buffer + n);
+  while (std::size_t n = std::fread(buffer, 1, sizeof buffer, file.get())) {
+    raw.insert(raw.end(), buffer, buffer + n);
+    check_size(raw.size());
+  }
   if (std::ferror(file.get())) throw Error(path + ": read error: " + std::strerror(errno));
   if (!gzip_magic(raw.data(), raw.size())) return raw;
-  return gunzip(path, raw, resolve_memory_limit(max_bytes));
+  return gunzip(path, raw, limit);
 }
 
 IdxArray read_idx(const std::string& path, int expected_rank, std::size_t max_bytes) {

@@ -187,6 +187,13 @@ TEST_F(FileLimits, AGzipBombIsRefusedAtTheLimit) {
   EXPECT_EQ(read_maybe_gzipped(path("bomb.gz"), 4 << 20).size(), zeros.size());
 }
 
+TEST_F(FileLimits, AFileLargerThanTheLimitIsRefusedBeforeItIsRead) {
+  write_file(path("large.idx"), Bytes((1 << 20) + 1, 0));
+  EXPECT_EQ(error_of([&] { read_maybe_gzipped(path("large.idx"), 1 << 20); }),
+            path("large.idx") + ": the file holds more than 1.00 MiB (the memory limit), found 1048577 bytes");
+  EXPECT_EQ(read_maybe_gzipped(path("large.idx"), 2 << 20).size(), (1u << 20) + 1);
+}
+
 TEST(MemoryLimit, SizesParseAndPrint) {
   EXPECT_EQ(parse_memory_size("0", "--memory-limit"), default_memory_limit);
   EXPECT_EQ(parse_memory_size("123", "f"), 123u);
