@@ -1,0 +1,72 @@
+"""ember.train: the CLI's loop with its flags as keywords; the same checkpoint bytes as
+`ember train` with the same options, callbacks per epoch, and clear errors."""
+import subprocess
+
+import numpy as np
+import pytest
+
+import ember
+
+RECIPE = dict(model="seed-cnn", data="fashion-mnist", max_steps=6, batch_size=32, train_limit=320, test_limit=64,
+              lr=2e-3, optimizer="adamw", weight_decay=0.05, schedule="onecycle", label_smoothing=0.1, seed=7,
+              mean=0.286, std=0.353, threads=2)
+
+
+def cli_flags(options):
+    flags = []
+    for key, value in options.items():
+        flags += ["--" + key.replace("_", "-"), str(value)]
+    return flags
+
+
+def test_the_checkpoint_equals_the_clis_byte_for_byte(cli, tmp_path):
+    from_cli = tmp_path / "cli.safetensors"
+    from_python = tmp_path / "python.safetensors"
+    subprocess.run([cli, "train", *cli_flags(RECIPE), "--save", str(from_cli)], check=True, capture_output=True)
+    reports = ember.train(**RECIPE, save=str(from_python))
+    assert from_python.read_bytes() == from_cli.read_bytes()
+    assert len(reports) == 1 and reports[0]["step"] == 6
+
+
+def test_the_callback_sees_every_epoch(tmp_path):
+    seen = []
+    reports = ember.train(model="seed-cnn", data="fashion-mnist", epochs=2, batch_size=64, train_limit=128,
+                          test_limit=64, threads=1, callback=seen.append)
+    assert [m["epoch"] for m in seen] == [1, 2]
+    assert seen == reports
+    for metrics in seen:
+        assert 0.0 <= metrics["test_accuracy"] <= 1.0 and np.isfinite(metrics["train_loss"])
+        assert metrics["images_per_second"] > 0
+
+
+def test_a_failing_callback_stops_training_with_its_exception(tmp_path):
+    checkpoint = tmp_path / "stopped.safetensors"
+
+    def fail(metrics):
+        raise KeyError(f"stop after epoch {metrics['epoch']}")
+
+    with pytest.raises(KeyError, match="stop after epoch 1"):
+        ember.train(model="seed-cnn", data="fashion-mnist", epochs=3, train_limit=64, test_limit=32, threads=1,
+                    save=str(checkpoint), callback=fail)
+    # The first epoch's checkpoint was written before the callback ran; it stays whole.
+    assert ember.Session(str(checkpoint)).run(np.zeros((1, 1, 28, 28), np.float32)).shape == (1, 10)
+
+
+def test_bad_keywords_are_type_errors_naming_them():
+    with pytest.raises(TypeError, match="unknown keyword argument 'epoch' .*epochs"):
+        ember.train(epoch=1)
+    with pytest.raises(TypeError, match="epochs: expected an int, found str '3'"):
+        ember.train(epochs="3")
+    with pytest.raises(TypeError, match="nesterov: expected a bool, found int"):
+        ember.train(nesterov=1)
+    with pytest.raises(TypeError, match="lr: expected a number, found NoneType"):
+        ember.train(lr=None)
+    with pytest.raises(ValueError, match="seed: -1 is out of range"):
+        ember.train(seed=-1)
+
+
+def test_bad_values_are_ember_errors():
+    with pytest.raises(ember.Error, match="epochs must be at least 1, found 0"):
+        ember.train(epochs=0)
+    with pytest.raises(ember.Error, match="no-such-model"):
+        ember.train(model="no-such-model", max_steps=1)
