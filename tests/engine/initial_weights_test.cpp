@@ -151,19 +151,26 @@ TEST_F(InitErrors, AnUnknownSkipOrFreezePrefixIsNamed) {
   expect_unchanged();
 }
 
+// A safetensors file of one tensor, fc2.bias of `dtype` and `bytes` bytes, written by hand.
+std::string write_fc2_bias(const std::string& name, const std::string& dtype, int bytes) {
+  const std::string path = ::testing::TempDir() + name;
+  const std::string header = R"({"fc2.bias":{"dtype":")" + dtype + R"(","shape":[10],"data_offsets":[0,)" +
+                             std::to_string(bytes) + "]}}";
+  std::ofstream file(path, std::ios::binary);
+  const std::uint64_t size = header.size();
+  file.write(reinterpret_cast<const char*>(&size), 8);
+  file << header << std::string(static_cast<std::size_t>(bytes), '\0');
+  return path;
+}
+
 TEST_F(InitErrors, AWrongDtypeIsNamed) {
-  // fc2.bias as I32: the safetensors header written by hand.
-  const std::string path = ::testing::TempDir() + "init_dtype.safetensors";
-  {
-    const std::string header = R"({"fc2.bias":{"dtype":"I32","shape":[10],"data_offsets":[0,40]}})";
-    std::ofstream file(path, std::ios::binary);
-    const std::uint64_t size = header.size();
-    file.write(reinterpret_cast<const char*>(&size), 8);
-    file << header << std::string(40, '\0');
-  }
   const std::vector<std::string> skip{"conv1", "fc1", "fc2.weight"};
-  expect_contains(error_of([&] { load_initial_weights(path, skip, parameters); }),
-                  {path, "tensor 'fc2.bias'", "expected dtype F32, found I32"});
+  const std::string int32 = write_fc2_bias("init_dtype_i32.safetensors", "I32", 40);
+  expect_contains(error_of([&] { load_initial_weights(int32, skip, parameters); }),
+                  {int32, "tensor 'fc2.bias'", "expected dtype F32, found I32"});
+  // A half-precision state_dict (model.half()) is refused as the file is read.
+  const std::string half = write_fc2_bias("init_dtype_f16.safetensors", "F16", 20);
+  expect_contains(error_of([&] { load_initial_weights(half, skip, parameters); }), {half, "fc2.bias", "F32", "\"F16\""});
   expect_unchanged();
 }
 
