@@ -108,7 +108,7 @@ int train_command(int argc, char** argv) {
       .value("batch-size", "samples per optimizer step", "64", "B")
       .value("lr", "learning rate", "1e-3", "LR")
       .value("optimizer", "sgd, adam or adamw", "adam", "NAME")
-      .value("weight-decay", "L2 penalty (adam, sgd) or decoupled decay (adamw); default: 0, for adamw 0.01 (PyTorch's)", "", "W")
+      .value("weight-decay", "L2 penalty (adam, sgd) or decoupled decay (adamw) (default: 0, for adamw 0.01 as in PyTorch)", std::nullopt, "W")
       .value("momentum", "sgd momentum", "0.9", "M")
       .toggle("nesterov", "sgd: Nesterov momentum")
       .value("schedule",
