@@ -238,10 +238,10 @@ std::vector<EpochReport> train(const TrainOptions& requested, TrainingObserver& 
     if (state.model_spec != spec_from_graph(graph, spec.value("name", "model"))) {
       throw Error(options.resume + ": the checkpoint's model differs from --model " + options.model);
     }
+    if (options.freeze.empty()) options.freeze = recorded_freeze(state.run, options.resume);
     // The loss and the data the run used are recorded for ember eval; the model spec and
     // --data decide them, so they are not compared here (checkpoints before ember recorded
     // them lack them).
-    if (options.freeze.empty()) options.freeze = recorded_freeze(state.run, options.resume);
     Json settings = state.run;
     settings.erase("loss");
     settings.erase("dataset");
