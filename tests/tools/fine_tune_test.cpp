@@ -113,6 +113,12 @@ TEST_F(FineTuneTest, ANewHeadTrainsOnFrozenPretrainedConvolutions) {
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   EXPECT_NE(resumed.output.find("parameters frozen (conv1)"), std::string::npos) << resumed.output;
   EXPECT_TRUE(tensor_bytes(tuned, "conv1.weight") == tensor_bytes(base_, "conv1.weight"));
+  // Another --freeze is another run: refused, both settings shown.
+  const CliRun other = ember_run(five_flags() + "--epochs 5 --resume " + tuned + " --freeze fc1");
+  EXPECT_EQ(other.exit_code, 1) << other.output;
+  EXPECT_NE(other.output.find("\"freeze\":[\"conv1\"]"), std::string::npos) << other.output;
+  EXPECT_NE(other.output.find("--resume continues only the same run, found"), std::string::npos) << other.output;
+  EXPECT_NE(other.output.find("\"freeze\":[\"fc1\"]"), std::string::npos) << other.output;
 }
 
 TEST_F(FineTuneTest, RefusalsNameWhatWasWrong) {
