@@ -1,8 +1,10 @@
 #include "engine/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -15,6 +17,7 @@
 #include "engine/dataset.h"
 #include "engine/error.h"
 #include "engine/executor.h"
+#include "engine/initial_weights.h"
 #include "engine/loss.h"
 #include "engine/memory_limit.h"
 #include "engine/model_spec.h"
@@ -24,6 +27,7 @@
 #include "engine/schedule.h"
 #include "engine/step_memory.h"
 #include "engine/synthetic_task.h"
+#include "engine/text.h"
 #include "engine/training_state.h"
 
 namespace ember {
@@ -46,14 +50,20 @@ void check_options(const TrainOptions& o) {
   if (!(o.std > 0.0)) throw Error("normalization std must be positive, found " + std::to_string(o.std));
   if (o.save_every < 0) throw Error("save_every must be 0 or positive, found " + std::to_string(o.save_every));
   if (o.eval_every < 0) throw Error("eval_every must be 0 or positive, found " + std::to_string(o.eval_every));
+  if (!o.init.empty() && !o.resume.empty()) {
+    throw Error("--init " + o.init + " and --resume " + o.resume +
+                ": expected one of them (--init starts a new run from the weights, --resume continues a run)");
+  }
+  if (!o.init_skip.empty() && o.init.empty()) throw Error("--init-skip needs --init");
   if (!(o.stop_at_accuracy >= 0.0 && o.stop_at_accuracy <= 1.0)) {
     throw Error("stop_at_accuracy must be a fraction in [0, 1] (0: never), found " + std::to_string(o.stop_at_accuracy));
   }
 }
 
-// The optimizer as the checkpoint records it.
-Json optimizer_json(const TrainOptions& o) {
-  return Json{{"name", o.optimizer},   {"learning_rate", o.learning_rate}, {"weight_decay", o.weight_decay},
+// The optimizer as the checkpoint records it: the weight decay it used (its default if unset).
+Json optimizer_json(const TrainOptions& o, const Optimizer& optimizer) {
+  const double weight_decay = *optimizer.options().weight_decay;
+  return Json{{"name", o.optimizer},   {"learning_rate", o.learning_rate}, {"weight_decay", weight_decay},
               {"momentum", o.momentum}, {"nesterov", o.nesterov},          {"schedule", o.schedule},
               {"step_size", o.step_size}, {"gamma", o.gamma}};
 }
@@ -70,11 +80,29 @@ Json run_json(const TrainOptions& o) {
   // these existed) still match. A run's step count fixes where it ends and the cosine's
   // period; one-cycle's rates depend on the run's length and shape.
   if (o.max_steps > 0) run["max_steps"] = o.max_steps;
+  if (!o.freeze.empty()) run["freeze"] = o.freeze;
   if (o.schedule == "onecycle") {
     run["one_cycle"] = Json{{"epochs", o.max_steps > 0 ? 0 : o.epochs}, {"pct_start", o.pct_start},
                             {"div_factor", o.div_factor}, {"final_div_factor", o.final_div_factor}};
   }
   return run;
+}
+
+// The frozen prefixes a checkpoint's run recorded (none if it has none).
+std::vector<std::string> recorded_freeze(const Json& run, const std::string& path) {
+  if (!run.contains("freeze")) return {};
+  const Json& freeze = run["freeze"];
+  const bool strings = freeze.is_array() && std::all_of(freeze.begin(), freeze.end(), [](const Json& v) { return v.is_string(); });
+  if (!strings) throw Error(path + ": __metadata__.run.freeze: expected an array of strings, found " + freeze.dump());
+  return freeze.get<std::vector<std::string>>();
+}
+
+// ", 4640 parameters frozen (conv1)" for the run's first line.
+std::string frozen_text(std::span<const Optimizer::Range> frozen, const std::vector<std::string>& prefixes) {
+  if (frozen.empty()) return {};
+  std::int64_t count = 0;
+  for (const Optimizer::Range& r : frozen) count += r.end - r.begin;
+  return ", " + std::to_string(count) + " parameters frozen (" + join(prefixes, ", ") + ")";
 }
 
 // Where the batches come from: an image classification dataset, or a synthetic regression
@@ -138,8 +166,9 @@ TrainingData training_data(const std::string& name, const Shape& input_shape, co
 
 }  // namespace
 
-std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& observer) {
-  check_options(options);
+std::vector<EpochReport> train(const TrainOptions& requested, TrainingObserver& observer) {
+  check_options(requested);
+  TrainOptions options = requested;  // a resumed run keeps its checkpoint's frozen parameters
   const Json spec = load_model_spec(options.model);
   const Graph graph = graph_from_spec(spec, options.model);
   const Shape& input_shape = graph.input_sample_shape();
@@ -148,15 +177,18 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
   check_model_memory(graph, layout, options.micro_batch, memory_limit, options.model);
   ParameterStore parameters(std::move(layout));
   parameters.initialize(options.seed);
+  std::string init_text;
+  if (!options.init.empty()) {
+    init_text = ", weights from " + options.init + " (" + load_initial_weights(options.init, options.init_skip, parameters).text() + ")";
+  }
+  frozen_ranges(parameters, options.freeze);  // an unknown prefix is refused before the data is loaded
 
   OptimizerOptions optimizer_options;
   optimizer_options.learning_rate = static_cast<float>(options.learning_rate);
-  optimizer_options.weight_decay = static_cast<float>(options.weight_decay);
+  if (options.weight_decay) optimizer_options.weight_decay = static_cast<float>(*options.weight_decay);
   if (options.optimizer == "sgd") {
     optimizer_options.momentum = static_cast<float>(options.momentum);
     optimizer_options.nesterov = options.nesterov;
-  } else if (options.weight_decay == 0.0 && options.optimizer == "adamw") {
-    optimizer_options.weight_decay.reset();  // AdamW's default
   }
   ExecutorOptions executor_options;
   executor_options.threads = options.threads;
@@ -206,12 +238,14 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
     if (state.model_spec != spec_from_graph(graph, spec.value("name", "model"))) {
       throw Error(options.resume + ": the checkpoint's model differs from --model " + options.model);
     }
+    if (options.freeze.empty()) options.freeze = recorded_freeze(state.run, options.resume);
     // The loss and the data the run used are recorded for ember eval; the model spec and
     // --data decide them, so they are not compared here (checkpoints before ember recorded
     // them lack them).
     Json settings = state.run;
     settings.erase("loss");
     settings.erase("dataset");
+    settings.erase("init");  // where the weights started: not a setting of the continued run
     if (settings != run_json(options)) {
       throw Error(options.resume + ": the checkpoint was trained with " + state.run.dump() +
                   "; --resume continues only the same run, found " + run_json(options).dump());
@@ -227,6 +261,8 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
     first_batch = step % data.train_batches;
   }
   if (!options.save.empty()) remove_abandoned_temporaries(options.save);
+  const std::vector<Optimizer::Range> frozen = frozen_ranges(parameters, options.freeze);
+  optimizer->freeze(frozen);
 
   Executor executor(graph, parameters, executor_options);
 
@@ -234,14 +270,17 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
       parameters.buffer_count() > 0 ? " (and " + std::to_string(parameters.buffer_count()) + " buffer values)" : "";
   observer.on_start(std::to_string(parameters.parameter_count()) + " parameters" + buffers + ", " + std::to_string(data.train_size) +
                     " training and " + std::to_string(data.test_size) + " test samples (" + data_name + "), " +
-                    std::to_string(options.threads) + " thread(s)");
+                    std::to_string(options.threads) + " thread(s)" + init_text + frozen_text(frozen, options.freeze));
 
   std::ofstream log;
   if (!options.log.empty()) {
     const bool append = !options.resume.empty();
+    // A resumed run appends to its log; a new or empty one gets the header first.
+    std::error_code ignored;
+    const bool has_rows = append && std::filesystem::file_size(options.log, ignored) > 0 && !ignored;
     log.open(options.log, append ? std::ios::app : std::ios::trunc);
     if (!log) throw Error(options.log + ": cannot open the training log for writing");
-    if (!append) log << "epoch,step,learning_rate,train_loss,train_accuracy,test_loss,test_accuracy,seconds,images_per_second\n";
+    if (!has_rows) log << "epoch,step,learning_rate,train_loss,train_accuracy,test_loss,test_accuracy,seconds,images_per_second\n";
   }
 
   std::vector<float> inputs(static_cast<std::size_t>(data.max_batch * input_shape.elements()));
@@ -255,10 +294,11 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
   auto save_checkpoint = [&](int completed_epochs) {
     TrainingState state;
     state.model_spec = spec_from_graph(graph, spec.value("name", "model"));
-    state.optimizer = optimizer_json(options);
+    state.optimizer = optimizer_json(options, *optimizer);
     state.run = run_json(options);
     state.run["loss"] = loss_name;
     state.run["dataset"] = data_name;
+    if (!options.init.empty()) state.run["init"] = Json{{"path", options.init}, {"skip", options.init_skip}};
     state.epoch = completed_epochs;
     state.step = step;
     save_training_state(options.save, state, parameters, *optimizer);
@@ -313,6 +353,7 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
       } catch (const AnomalyError& e) {
         throw Error(where() + ": " + e.what() + "; training stopped before applying this step" + checkpoint_intact);
       }
+      zero_frozen_gradients(frozen, parameters);
       const double mean_loss = result.mean_loss();
       if (!std::isfinite(mean_loss)) {
         throw Error(where() + ": the loss is " + std::to_string(mean_loss) + "; training stopped before applying this step" +

@@ -4,6 +4,7 @@
 // the same loop; it reports progress through an observer and never prints.
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,7 +23,8 @@ struct TrainOptions {
   std::int64_t batch_size = 64;
   std::string optimizer = "adam";      // sgd | adam | adamw
   double learning_rate = 1e-3;
-  double weight_decay = 0.0;
+  // Unset: the optimizer's default (0 for sgd and adam, 0.01 for adamw); 0 is a value.
+  std::optional<double> weight_decay;
   double momentum = 0.9;               // sgd
   bool nesterov = false;               // sgd
   std::string schedule = "constant";   // constant | step | cosine | onecycle
@@ -43,6 +45,15 @@ struct TrainOptions {
   std::int64_t save_every = 0;         // also after every N optimizer steps (0: only after each epoch)
   std::string log;                     // CSV, one row per epoch
   std::string resume;                  // checkpoint to continue from
+  // Starting weights instead of the seed's (engine/initial_weights.h): an ember checkpoint
+  // or a PyTorch state_dict in safetensors, tensors matched by name; those under an
+  // init_skip prefix keep their fresh initialization. The optimizer state and the step
+  // count start afresh. Not with resume.
+  std::string init;
+  std::vector<std::string> init_skip;
+  // Parameters under these prefixes are not updated (values and optimizer state stay
+  // bitwise); recorded in the checkpoint, and a resumed run without its own keeps them.
+  std::vector<std::string> freeze;
   std::int64_t train_limit = 0;        // use only the first N training samples (0: all)
   std::int64_t test_limit = 0;         // likewise for the test split
   // Also evaluate on the test split after every N optimizer steps within an epoch (0:

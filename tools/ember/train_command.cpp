@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <string>
 
+#include "engine/initial_weights.h"
 #include "engine/model_spec.h"
 #include "engine/threading.h"
 #include "engine/trainer.h"
@@ -100,16 +101,14 @@ int train_command(int argc, char** argv) {
   Flags flags("train",
               "Train a model; test loss (and accuracy, for classification) is reported after every epoch (and every "
               "--eval-every steps) with the wall time since the command started.");
-  std::string builtins;
-  for (const std::string& name : builtin_model_names()) builtins += (builtins.empty() ? "" : ", ") + name;
-  flags.value("model", "built-in model (" + builtins + ") or path to a JSON model spec", "seed-cnn", "M")
+  flags.model()
       .value("data", "fashion-mnist, mnist, a directory of IDX files, or attention-retrieval (synthetic); default: the model's own, else fashion-mnist", "", "D")
       .value("epochs", "passes over the training set", "3", "N")
       .value("max-steps", "optimizer steps to train in all, overriding --epochs (the last epoch ends early); 0: --epochs decides", "0", "N")
       .value("batch-size", "samples per optimizer step", "64", "B")
       .value("lr", "learning rate", "1e-3", "LR")
       .value("optimizer", "sgd, adam or adamw", "adam", "NAME")
-      .value("weight-decay", "L2 penalty (adam, sgd) or decoupled decay (adamw)", "0", "W")
+      .value("weight-decay", "L2 penalty (adam, sgd) or decoupled decay (adamw) (default: 0, for adamw 0.01 as in PyTorch)", std::nullopt, "W")
       .value("momentum", "sgd momentum", "0.9", "M")
       .toggle("nesterov", "sgd: Nesterov momentum")
       .value("schedule",
@@ -125,13 +124,16 @@ int train_command(int argc, char** argv) {
       .value("label-smoothing", "cross-entropy label smoothing", "0", "E")
       .value("mean", "normalize inputs: (x/255 - mean) / std", "0", "M")
       .value("std", "normalize inputs: (x/255 - mean) / std", "1", "S")
-      .value("threads", "compute threads (OpenMP across the batch; oneDNN included)", "1", "N")
+      .threads("compute threads (OpenMP across the batch; oneDNN included)")
       .value("micro-batch", "samples a thread carries through the network at once", "16", "N")
       .value("seed", "seed for initialization, shuffling and dropout", "0", "S")
       .value("save", "checkpoint written after every epoch (safetensors)", "", "PATH")
       .value("save-every", "also save the checkpoint after every N optimizer steps (0: only after each epoch)", "0", "N")
       .value("log", "CSV log, one row per epoch", "", "PATH")
       .value("resume", "continue the run saved in this checkpoint", "", "PATH")
+      .value("init", "start from these weights (an ember checkpoint, or a PyTorch state_dict saved as safetensors), matched by tensor name; fresh optimizer state and step count (docs/pytorch-weights.md)", "", "PATH")
+      .value("init-skip", "with --init: tensors or layers (comma-separated names or prefixes, e.g. fc2) that keep their fresh initialization", "", "NAMES")
+      .value("freeze", "parameters under these comma-separated prefixes (e.g. conv1,conv2) are not updated", "", "PREFIXES")
       .value("train-limit", "use only the first N training images (0: all)", "0", "N")
       .value("test-limit", "use only the first N test images (0: all)", "0", "N")
       .value("eval-every", "also evaluate on the test split every N optimizer steps (0: only after each epoch)", "0", "N")
@@ -151,7 +153,8 @@ int train_command(int argc, char** argv) {
   options.batch_size = flags.positive_integer("batch-size");
   options.learning_rate = flags.positive_number("lr");
   options.optimizer = flags.choice("optimizer", {"sgd", "adam", "adamw"});
-  options.weight_decay = flags.number_in("weight-decay", 0.0, 1e9, true);
+  // Given (0 included) or not: unset means the optimizer's own default.
+  if (flags.on("weight-decay")) options.weight_decay = flags.number_in("weight-decay", 0.0, 1e9, true);
   options.momentum = flags.number_in("momentum", 0.0, 1.0, false);
   options.nesterov = flags.on("nesterov");
   options.schedule = flags.choice("schedule", {"constant", "step", "cosine", "onecycle"});
@@ -164,13 +167,16 @@ int train_command(int argc, char** argv) {
   options.label_smoothing = flags.number_in("label-smoothing", 0.0, 1.0, false);
   options.mean = flags.number_in("mean", -1e9, 1e9, true);
   options.std = flags.positive_number("std");
-  options.threads = static_cast<int>(flags.positive_integer("threads"));
+  options.threads = flags.thread_count();
   options.micro_batch = flags.positive_integer("micro-batch");
   options.seed = static_cast<std::uint64_t>(flags.non_negative_integer("seed"));
   options.save = flags.text("save");
   options.save_every = flags.non_negative_integer("save-every");
   options.log = flags.text("log");
   options.resume = flags.text("resume");
+  options.init = flags.text("init");
+  options.init_skip = split_names(flags.text("init-skip"));
+  options.freeze = split_names(flags.text("freeze"));
   options.train_limit = flags.non_negative_integer("train-limit");
   options.test_limit = flags.non_negative_integer("test-limit");
   options.eval_every = flags.non_negative_integer("eval-every");
@@ -178,10 +184,6 @@ int train_command(int argc, char** argv) {
   options.stop_at_accuracy = stop_at_percent / 100.0;
   options.memory_limit = flags.memory_size("memory-limit");
   options.detect_anomaly = flags.on("detect-anomaly");
-  if (options.threads > max_compute_threads) {
-    throw UsageError("ember train: --threads: expected at most " + std::to_string(max_compute_threads) + ", found " +
-                     std::to_string(options.threads));
-  }
 
   ProgressPrinter printer(start, stop_at_percent);
   train(options, printer);
