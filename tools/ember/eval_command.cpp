@@ -80,7 +80,7 @@ int eval_command(int argc, char** argv) {
     }
   } else {
     image_set = load_dataset(data_name, Split::test, limit);
-    format = image_format_for(input_shape, *image_set, model.run.value("mean", 0.0), model.run.value("std", 1.0));
+    format = image_format_for(input_shape, *image_set, run_normalization(model.run, "mean", 0.0), run_normalization(model.run, "std", 1.0));
   }
 
   ExecutorOptions options;
