@@ -87,8 +87,9 @@ std::string kind_of_images(std::int64_t channels) {
 std::vector<double> per_channel(const std::vector<double>& values, std::int64_t channels, const char* option) {
   if (values.size() == 1) return std::vector<double>(static_cast<std::size_t>(channels), values[0]);
   if (static_cast<std::int64_t>(values.size()) != channels) {
-    throw Error(std::string("normalization ") + option + ": expected 1 value or " + std::to_string(channels) +
-                " (one per channel), found " + std::to_string(values.size()));
+    const std::string expected = channels == 1 ? "1 value (the model's input has 1 channel)"
+                                               : "1 value or " + std::to_string(channels) + " (one per channel)";
+    throw Error(std::string("normalization ") + option + ": expected " + expected + ", found " + std::to_string(values.size()));
   }
   return values;
 }
