@@ -150,7 +150,23 @@ TrainingData connect_images(std::shared_ptr<ImageSets> sets, const ModelDataNeed
   return data;
 }
 
+// Options that only image folders or CSV files take are refused, not ignored.
+void check_idx_options(const std::string& name, const DataOptions& d) {
+  const char* option = d.val_split > 0.0              ? "--val-split"
+                       : !d.test_data.empty()         ? "--test-data"
+                       : !d.convert.empty()           ? "--convert"
+                       : d.resize_height > 0          ? "--resize"
+                       : !d.label_column.empty()      ? "--label-column"
+                       : d.standardize                ? "--standardize"
+                                                      : nullptr;
+  if (option != nullptr) {
+    throw Error(std::string(option) + ": " + name + " is an IDX dataset with its own test split and image size; " + option +
+                " applies to image folders and CSV files");
+  }
+}
+
 TrainingData open_idx(const std::string& name, const ModelDataNeeds& model, const TrainOptions& options) {
+  check_idx_options(name, options.data_options);
   auto sets = std::make_shared<ImageSets>();
   sets->train = load_dataset(name, Split::train, options.train_limit);
   sets->test = load_dataset(name, Split::test, options.test_limit);
@@ -356,7 +372,7 @@ TrainingData open_training_data(const std::string& name, const ModelDataNeeds& m
   TrainingData data;
   if (name == attention_retrieval_name) {
     data = open_synthetic(model, options);
-  } else if (is_file(name)) {
+  } else if (is_file(name) && name.size() > 4 && (name.ends_with(".csv") || name.ends_with(".CSV"))) {
     data = open_table(name, model, options);
   } else if (name == "fashion-mnist" || name == "mnist" || !is_directory(name) || holds_idx_files(name)) {
     data = open_idx(name, model, options);

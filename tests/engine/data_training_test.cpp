@@ -91,6 +91,21 @@ TEST_F(OwnData, ImageFolderTrainsToTheSameBitsAsIdx) {
   EXPECT_EQ(model.run["class_names"].size(), 10u);
 }
 
+TEST_F(OwnData, IdxDataRefusesFolderAndTableOptions) {
+  fs::create_directories(path("idx"));
+  testing::write_band_dataset(path("idx"), 20, 10);
+  TrainOptions options;
+  options.data = path("idx");
+  options.data_options.val_split = 0.1;
+  EXPECT_EQ(error_of([&] { run(options); }), "--val-split: " + path("idx") +
+                                                " is an IDX dataset with its own test split and image size; --val-split applies to "
+                                                "image folders and CSV files");
+  options.data_options.val_split = 0.0;
+  options.data_options.augment = "flip";  // augmentation works on IDX data too
+  options.epochs = 1;
+  EXPECT_EQ(run(options).size(), 1u);
+}
+
 const char* const rgb_cnn = R"({
   "format": "ember.model", "version": 1, "name": "rgb-cnn", "input": [3, 8, 8],
   "layers": [
