@@ -146,10 +146,13 @@ DecodedImage decode_image(std::span<const std::uint8_t> bytes, const std::string
 }
 
 DecodedImage decode_image_file(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
+  std::ifstream file(path, std::ios::binary | std::ios::ate);
   if (!file) throw Error(path + ": cannot open the image");
-  const std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-  if (file.bad()) throw Error(path + ": cannot read the image");
+  const std::streamoff size = file.tellg();
+  if (size < 0 || size > max_decoded_bytes) throw Error(path + ": cannot read the image (or it is larger than 256 MiB)");
+  std::vector<std::uint8_t> bytes(static_cast<std::size_t>(size));
+  file.seekg(0);
+  if (!file.read(reinterpret_cast<char*>(bytes.data()), size)) throw Error(path + ": cannot read the image");
   return decode_image(bytes, path);
 }
 
