@@ -28,13 +28,15 @@ void check_decoded_size(std::int64_t channels, std::int64_t height, std::int64_t
   }
 }
 
-// Interleaved rows (HWC) to planes (CHW).
-DecodedImage planar(const std::vector<std::uint8_t>& interleaved, std::int64_t channels, std::int64_t height, std::int64_t width) {
-  DecodedImage image{channels, height, width, std::vector<std::uint8_t>(interleaved.size())};
+// Interleaved rows (HWC, `stride` components per pixel) to planes (CHW): the first
+// `channels` components, so an alpha component after them is dropped.
+DecodedImage planar(const std::vector<std::uint8_t>& interleaved, std::int64_t channels, std::int64_t height, std::int64_t width,
+                    std::int64_t stride) {
   const std::int64_t plane = height * width;
+  DecodedImage image{channels, height, width, std::vector<std::uint8_t>(static_cast<std::size_t>(channels * plane))};
   for (std::int64_t p = 0; p < plane; ++p) {
     for (std::int64_t c = 0; c < channels; ++c) {
-      image.pixels[static_cast<std::size_t>(c * plane + p)] = interleaved[static_cast<std::size_t>(p * channels + c)];
+      image.pixels[static_cast<std::size_t>(c * plane + p)] = interleaved[static_cast<std::size_t>(p * stride + c)];
     }
   }
   return image;
@@ -49,7 +51,10 @@ DecodedImage decode_png(std::span<const std::uint8_t> bytes, const std::string& 
     throw Error(name + ": corrupt PNG: " + message);
   }
   const std::int64_t channels = (png.format & PNG_FORMAT_FLAG_COLOR) != 0 ? 3 : 1;
-  png.format = channels == 3 ? PNG_FORMAT_RGB : PNG_FORMAT_GRAY;
+  // Alpha is read and then dropped (PIL's convert("RGB")): asking libpng for a format
+  // without it would compose the image onto black instead.
+  const bool alpha = (png.format & PNG_FORMAT_FLAG_ALPHA) != 0;
+  png.format = channels == 3 ? (alpha ? PNG_FORMAT_RGBA : PNG_FORMAT_RGB) : (alpha ? PNG_FORMAT_GA : PNG_FORMAT_GRAY);
   try {
     check_decoded_size(channels, png.height, png.width, name);
   } catch (...) {
@@ -57,13 +62,12 @@ DecodedImage decode_png(std::span<const std::uint8_t> bytes, const std::string& 
     throw;
   }
   std::vector<std::uint8_t> interleaved(PNG_IMAGE_SIZE(png));
-  // Alpha is composed onto black (background nullptr).
   if (png_image_finish_read(&png, nullptr, interleaved.data(), 0, nullptr) == 0) {
     const std::string message = png.message;
     png_image_free(&png);
     throw Error(name + ": corrupt or truncated PNG: " + message);
   }
-  return planar(interleaved, channels, png.height, png.width);
+  return planar(interleaved, channels, png.height, png.width, channels + (alpha ? 1 : 0));
 }
 
 struct JpegErrors {
@@ -133,7 +137,7 @@ DecodedImage decode_jpeg(std::span<const std::uint8_t> bytes, const std::string&
   JpegShape shape;
   JpegErrors errors{};
   if (!read_jpeg(bytes, interleaved, shape, errors)) throw Error(name + ": corrupt or truncated JPEG: " + errors.message);
-  return planar(interleaved, shape.channels, shape.height, shape.width);
+  return planar(interleaved, shape.channels, shape.height, shape.width, shape.channels);
 }
 
 }  // namespace

@@ -46,6 +46,22 @@ TEST_F(ImageFiles, PngRoundTripsGreyAndRgb) {
   }
 }
 
+// Alpha is dropped, not composed onto a background: PIL's convert("RGB").
+TEST_F(ImageFiles, AlphaIsDropped) {
+  for (const auto& [format, channels] : {std::pair{PNG_FORMAT_RGBA, 3}, std::pair{PNG_FORMAT_GA, 1}}) {
+    png_image image{};
+    image.version = PNG_IMAGE_VERSION;
+    image.width = 2;
+    image.height = 1;
+    image.format = format;
+    const Bytes rgba{200, 100, 50, 128, 10, 20, 30, 0}, ga{200, 128, 10, 0};
+    ASSERT_NE(png_image_write_to_file(&image, path("a.png").c_str(), 0, (channels == 3 ? rgba : ga).data(), 0, nullptr), 0);
+    const DecodedImage decoded = decode_image_file(path("a.png"));
+    EXPECT_EQ(decoded.channels, channels);
+    EXPECT_EQ(decoded.pixels, channels == 3 ? (Bytes{200, 10, 100, 20, 50, 30}) : (Bytes{200, 10}));
+  }
+}
+
 TEST_F(ImageFiles, JpegDecodesGreyAndRgbCloseToTheOriginal) {
   for (int channels : {1, 3}) {
     Bytes pixels(static_cast<std::size_t>(channels * 16 * 16), 0);
