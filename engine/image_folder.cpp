@@ -80,6 +80,7 @@ void decode_all(const FolderListing& listing, const ImageFolderFormat& format, s
   const std::int64_t sample_bytes = format.channels * format.height * format.width;
   std::atomic<std::int64_t> next{0}, done{0};
   auto work = [&](bool reports) {
+    std::int64_t next_report = 4096;  // images done; the reporting thread's own
     for (std::int64_t i = next++; i < total; i = next++) {
       const std::string& path = listing.files[static_cast<std::size_t>(i)];
       try {
@@ -90,7 +91,10 @@ void decode_all(const FolderListing& listing, const ImageFolderFormat& format, s
         errors[static_cast<std::size_t>(i)] = e.what();
       }
       const std::int64_t finished = ++done;
-      if (reports && progress && finished % 4096 == 0) progress(directory, finished, total);
+      if (reports && progress && finished >= next_report && finished < total) {
+        progress(directory, finished, total);
+        next_report = (finished / 4096 + 1) * 4096;
+      }
     }
   };
   std::vector<std::thread> helpers;

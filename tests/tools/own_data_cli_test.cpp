@@ -3,9 +3,14 @@
 // or the file, and the decoding progress is printed.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <string>
 
+#include "engine/image_decode.h"
+#include "engine/idx.h"
 #include "support/file_helpers.h"
 #include "support/image_files.h"
 #include "tools/cli_helpers.h"
@@ -56,6 +61,28 @@ TEST_F(OwnDataCli, BadDataFlagsAreNamed) {
   run = run_ember(base + "--augment crop:4,blur");
   EXPECT_EQ(run.exit_code, 1);
   EXPECT_TRUE(contains(run.output, "augment: item \"blur\": unknown augmentation")) << run.output;
+}
+
+// tools/fashion_mnist_to_png.py on IDX files: every image becomes a PNG with the same
+// pixels, in the folder of its label, and the tree trains.
+TEST_F(OwnDataCli, FashionMnistConverterWritesAFolderThatTrains) {
+  std::filesystem::create_directories(path("idx"));
+  testing::write_band_dataset(path("idx"), 300, 100);
+  const std::string script = std::string(EMBER_TEST_DATA_DIR) + "/../../tools/fashion_mnist_to_png.py";
+  ASSERT_EQ(std::system(("python3 " + script + " " + path("png") + " --source " + path("idx") + " > /dev/null").c_str()), 0);
+  const IdxArray images = read_idx(path("idx/train-images-idx3-ubyte.gz"), 3);
+  const IdxArray labels = read_idx(path("idx/train-labels-idx1-ubyte.gz"), 1);
+  const char* names[] = {"t-shirt-top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot"};
+  for (int i : {0, 1, 299}) {
+    const int label = labels.data[static_cast<std::size_t>(i)];
+    char file[64];
+    std::snprintf(file, sizeof file, "png/train/%d-%s/%05d.png", label, names[label], i);
+    const DecodedImage image = decode_image_file(path(file));
+    EXPECT_EQ(image.pixels, std::vector<std::uint8_t>(images.data.begin() + i * 784, images.data.begin() + (i + 1) * 784)) << file;
+  }
+  const testing::CliRun run = run_ember("train --data " + path("png") + " --epochs 1 --threads 2");
+  EXPECT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_TRUE(contains(run.output, "300 training and 100 test samples")) << run.output;
 }
 
 TEST_F(OwnDataCli, CsvRegressionFromTheCommandLine) {
