@@ -157,6 +157,34 @@ TEST_F(OwnData, RgbFolderTrainsAThreeChannelCnnWithAugmentationAndAValidationSpl
   EXPECT_EQ(run(options).back().train_loss, reports.back().train_loss);  // whatever the thread count
 }
 
+// The class names kept in the checkpoint do not stop --resume, and the resumed run ends
+// where an uninterrupted one does; another --augment is another run.
+TEST_F(OwnData, FolderRunResumesToTheSameBits) {
+  std::mt19937 random(5);
+  write_colour_folder(path("colours"), 8, 8, random);
+  write_spec("rgb.json", rgb_cnn);
+  TrainOptions options;
+  options.model = path("rgb.json");
+  options.data = path("colours");
+  options.data_options.val_split = 0.25;
+  options.data_options.augment = "crop:1,flip";
+  options.batch_size = 4;
+  options.epochs = 2;
+  const std::vector<EpochReport> whole = run(options);
+  options.epochs = 1;
+  options.save = path("one.safetensors");
+  run(options);
+  options.epochs = 2;
+  options.resume = path("one.safetensors");
+  options.save = "";
+  const std::vector<EpochReport> resumed = run(options);
+  ASSERT_EQ(resumed.size(), 1u);
+  EXPECT_EQ(resumed[0].train_loss, whole[1].train_loss);
+  EXPECT_EQ(resumed[0].test_loss, whole[1].test_loss);
+  options.data_options.augment = "flip";
+  EXPECT_TRUE(testing::contains(error_of([&] { run(options); }), "--resume continues only the same run"));
+}
+
 TEST_F(OwnData, ImageFolderProblemsAreNamedBeforeTraining) {
   std::mt19937 random(4);
   write_colour_folder(path("c/train"), 2, 8, random);
