@@ -351,11 +351,28 @@ TEST_F(ImageFolders, CacheIsReusedRebuiltWhenFilesChangeAndSurvivesDamage) {
   const ImageFolderSet changed = load_image_folder(path("d"), cached);
   EXPECT_FALSE(changed.from_cache);
   EXPECT_EQ(Bytes(changed.dataset.images.begin() + 90, changed.dataset.images.begin() + 120), pattern(30, 99));
-  // Small sets are not cached unless asked.
-  fs::remove_all(path("d/.ember-cache-dummy"));
-  write_folder("small", {"a"}, 2);
-  load_image_folder(path("small"), grey());
+  // Sets up to the limit are not cached unless asked; larger ones are.
+  write_folder("small", {"a"}, 2);  // 60 decoded bytes
+  ImageFolderFormat limited = grey();
+  limited.cache_limit = 60;
+  load_image_folder(path("small"), limited);
   for (const auto& entry : fs::directory_iterator(path("small"))) EXPECT_FALSE(contains(entry.path().string(), ".ember-cache"));
+  limited.cache_limit = 59;
+  EXPECT_FALSE(load_image_folder(path("small"), limited).from_cache);
+  EXPECT_TRUE(load_image_folder(path("small"), limited).from_cache);
+}
+
+TEST_F(ImageFolders, ProgressIsReportedUpToTheTotal) {
+  write_folder("d", {"a", "b"}, 3);
+  std::vector<std::int64_t> done;
+  ImageFolderFormat two = grey();
+  two.threads = 2;
+  load_image_folder(path("d"), two, [&](const std::string& directory, std::int64_t n, std::int64_t total) {
+    EXPECT_EQ(directory, path("d"));
+    EXPECT_EQ(total, 6);
+    done.push_back(n);
+  });
+  EXPECT_EQ(done, std::vector<std::int64_t>{6});
 }
 
 }  // namespace
