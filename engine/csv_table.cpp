@@ -68,15 +68,33 @@ bool is_integer(const std::string& cell) {
   return std::all_of(cell.begin(), cell.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
-std::size_t label_index(const CsvText& csv, const std::string& name) {
-  if (name.empty()) return csv.header.size() - 1;
-  const auto found = std::find(csv.header.begin(), csv.header.end(), name);
-  if (found == csv.header.end()) {
-    std::string columns;
-    for (const std::string& c : csv.header) columns += (columns.empty() ? "" : ", ") + c;
-    throw Error(csv.source + ": no column \"" + name + "\" for the labels; the columns are " + columns);
+// The label columns: `names` separated by commas (several only for regression targets),
+// or the last column.
+std::vector<std::size_t> label_indices(const CsvText& csv, const std::string& names, bool regression) {
+  if (names.empty()) return {csv.header.size() - 1};
+  // A column whose own name holds a comma.
+  if (const auto whole = std::find(csv.header.begin(), csv.header.end(), names); whole != csv.header.end()) {
+    return {static_cast<std::size_t>(whole - csv.header.begin())};
   }
-  return static_cast<std::size_t>(found - csv.header.begin());
+  std::vector<std::size_t> indices;
+  std::size_t start = 0;
+  while (start <= names.size()) {
+    const std::size_t comma = std::min(names.find(',', start), names.size());
+    const std::string name = names.substr(start, comma - start);
+    start = comma + 1;
+    const auto found = std::find(csv.header.begin(), csv.header.end(), name);
+    if (found == csv.header.end()) {
+      std::string columns;
+      for (const std::string& c : csv.header) columns += (columns.empty() ? "" : ", ") + c;
+      throw Error(csv.source + ": no column \"" + name + "\" for the labels; the columns are " + columns);
+    }
+    indices.push_back(static_cast<std::size_t>(found - csv.header.begin()));
+  }
+  if (indices.size() > 1 && !regression) {
+    throw Error(csv.source + ": label columns \"" + names + "\": a classifier takes one label column; several are regression targets (a model trained with MSE)");
+  }
+  if (indices.size() >= csv.header.size()) throw Error(csv.source + ": label columns \"" + names + "\" leave no feature column");
+  return indices;
 }
 
 // Class labels of the label column: by number, or by name (sorted unique names).
@@ -147,24 +165,28 @@ CsvText read_csv(const std::string& path) {
 }
 
 TableDataset table_dataset(const CsvText& csv, const LabelColumn& label) {
-  const std::size_t label_column = label_index(csv, label.name);
+  const std::vector<std::size_t> label_columns = label_indices(csv, label.name, label.regression);
+  auto is_label = [&](std::size_t c) { return std::find(label_columns.begin(), label_columns.end(), c) != label_columns.end(); };
   TableDataset table;
   table.source = csv.source;
   table.count = static_cast<std::int64_t>(csv.rows.size());
-  table.features = static_cast<std::int64_t>(csv.header.size()) - 1;
+  table.features = static_cast<std::int64_t>(csv.header.size() - label_columns.size());
   for (std::size_t c = 0; c < csv.header.size(); ++c) {
-    if (c != label_column) table.feature_names.push_back(csv.header[c]);
+    if (!is_label(c)) table.feature_names.push_back(csv.header[c]);
   }
   table.inputs.reserve(static_cast<std::size_t>(table.count * table.features));
   for (std::size_t r = 0; r < csv.rows.size(); ++r) {
     for (std::size_t c = 0; c < csv.header.size(); ++c) {
-      if (c != label_column) table.inputs.push_back(number_of(csv, r, c));
+      if (!is_label(c)) table.inputs.push_back(number_of(csv, r, c));
     }
   }
   if (label.regression) {
-    for (std::size_t r = 0; r < csv.rows.size(); ++r) table.targets.push_back(number_of(csv, r, label_column));
+    table.target_count = static_cast<std::int64_t>(label_columns.size());
+    for (std::size_t r = 0; r < csv.rows.size(); ++r) {
+      for (std::size_t c : label_columns) table.targets.push_back(number_of(csv, r, c));
+    }
   } else {
-    read_classes(csv, label_column, label, table);
+    read_classes(csv, label_columns[0], label, table);
   }
   return table;
 }
@@ -178,7 +200,8 @@ TableDataset table_rows(const TableDataset& table, const std::vector<std::int64_
   for (std::int64_t i : indices) {
     out.inputs.insert(out.inputs.end(), table.inputs.begin() + i * table.features, table.inputs.begin() + (i + 1) * table.features);
     if (!table.labels.empty()) out.labels.push_back(table.labels[static_cast<std::size_t>(i)]);
-    if (!table.targets.empty()) out.targets.push_back(table.targets[static_cast<std::size_t>(i)]);
+    const std::int64_t t = table.target_count;
+    out.targets.insert(out.targets.end(), table.targets.begin() + i * t, table.targets.begin() + (i + 1) * t);
   }
   return out;
 }
@@ -226,7 +249,8 @@ std::int64_t TableLoader::load(int epoch, std::int64_t batch, float* inputs, std
     const auto sample = static_cast<std::size_t>(order[static_cast<std::size_t>(first + i)]);
     std::copy_n(table_.inputs.begin() + static_cast<std::int64_t>(sample) * n, n, inputs + i * n);
     if (table_.regression()) {
-      targets[i] = table_.targets[sample];
+      const std::int64_t t = table_.target_count;
+      std::copy_n(table_.targets.begin() + static_cast<std::int64_t>(sample) * t, t, targets + i * t);
     } else {
       labels[i] = table_.labels[sample];
     }

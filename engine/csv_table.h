@@ -1,7 +1,7 @@
 #pragma once
 // Tabular datasets from CSV files: a header row naming the columns, numeric feature
-// columns, and one label column holding class names, class numbers, or (for a model
-// trained with MSE) regression targets. Every problem names the file, the row (its
+// columns, and one label column holding class names or class numbers, or (for a model
+// trained with MSE) one or more regression target columns. Every problem names the file, the row (its
 // 1-based line) and the column.
 #include <cstdint>
 #include <string>
@@ -28,14 +28,16 @@ struct TableDataset {
   std::vector<std::string> feature_names;
   std::vector<float> inputs;          // count x features
   std::vector<std::int32_t> labels;   // classification: count
-  std::vector<float> targets;         // regression: count
+  std::int64_t target_count = 0;      // regression: target columns
+  std::vector<float> targets;         // regression: count x target_count
   std::vector<std::string> class_names;  // classification by name; empty for class numbers
   bool regression() const { return labels.empty(); }
 };
 
 // How the label column is read.
 struct LabelColumn {
-  std::string name;         // empty: the last column
+  // Empty: the last column. Regression may name several target columns: "y1,y2".
+  std::string name;
   bool regression = false;  // float targets
   // Classification: the training split, for a test split's file: its labels must be
   // among the training split's class names, or class numbers as the training split's

@@ -315,11 +315,11 @@ void validate_table(const TableSets& sets, const ModelDataNeeds& model) {
   const TableDataset& t = sets.train;
   if (model.input.elements() != t.features || model.input.rank() != 1) {
     problems.add(t.source + ": " + std::to_string(t.features) + " feature columns (" + joined(t.feature_names) +
-                 ") but the model takes inputs " + model.input.str() + "; a model for it takes (" + std::to_string(t.features) + ")");
+                 ") but the model takes inputs " + model.input.str() + "; a model for it takes " + Shape({t.features}).str());
   }
-  if (model.regression && model.outputs != 1) {
-    problems.add(t.source + ": one target column but the model has " + std::to_string(model.outputs) +
-                 " outputs; a regression model for it has 1");
+  if (model.regression && model.outputs != t.target_count) {
+    problems.add(t.source + ": " + std::to_string(t.target_count) + " target column(s) but the model has " +
+                 std::to_string(model.outputs) + " outputs; a regression model for it has one output per target column");
   }
   if (!model.regression) {
     check_class_count(problems, t.source, t.class_names, model.outputs);
@@ -344,7 +344,7 @@ TrainingData open_table(const std::string& path, const ModelDataNeeds& model, co
   auto train = std::make_shared<TableBatches>(TableBatches{std::make_unique<TableLoader>(sets->train, options.batch_size, options.seed, true)});
   auto test = std::make_shared<TableBatches>(TableBatches{std::make_unique<TableLoader>(sets->test, test_batch_size(options), options.seed, false)});
   connect(data, train, test, sets->train, sets->test);
-  data.target_floats = model.regression ? 1 : 0;
+  data.target_floats = model.regression ? sets->train.target_count : 0;
   if (!sets->train.class_names.empty()) data.metadata["class_names"] = sets->train.class_names;
   data.owner = sets;
   return data;

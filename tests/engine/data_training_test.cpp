@@ -286,6 +286,37 @@ TEST_F(OwnData, CsvTrainsARegressionModel) {
   EXPECT_LT(reports.back().test_loss, 0.05);
 }
 
+// Two target columns, two outputs: y and a second linear function z of the features.
+TEST_F(OwnData, CsvTrainsARegressionModelWithTwoTargets) {
+  std::mt19937 random(9);
+  std::uniform_real_distribution<double> u(-1.0, 1.0);
+  {
+    std::ofstream out(path("two.csv"));
+    out << "z,a,b,y\n";
+    for (int r = 0; r < 600; ++r) {
+      const double a = u(random), b = u(random);
+      out << a - 2.0 * b << "," << a << "," << b << "," << 0.5 * a + b << "\n";
+    }
+  }
+  std::string spec = mlp_spec(2, true);
+  spec.replace(spec.find("\"input\": [4]"), 12, "\"input\": [2]");
+  spec.replace(spec.find("\"in_features\": 4"), 16, "\"in_features\": 2");
+  write_spec("two.json", spec);
+  TrainOptions options;
+  options.model = path("two.json");
+  options.data = path("two.csv");
+  options.data_options.label_column = "y,z";
+  options.data_options.val_split = 0.25;
+  options.epochs = 20;
+  options.batch_size = 32;
+  options.learning_rate = 1e-2;
+  EXPECT_LT(run(options).back().test_loss, 0.02);
+  options.data_options.label_column = "y";
+  EXPECT_EQ(error_of([&] { run(options); }), path("two.csv") + ": 2 problems:\n  " + path("two.csv") +
+                                                ": 3 feature columns (z, a, b) but the model takes inputs (2,); a model for it takes (3,)\n  " +
+                                                path("two.csv") + ": 1 target column(s) but the model has 2 outputs; a regression model for it has one output per target column");
+}
+
 TEST_F(OwnData, CsvProblemsAreNamedBeforeTraining) {
   std::mt19937 random(8);
   write_table(path("t.csv"), 20, false, random);
@@ -303,7 +334,7 @@ TEST_F(OwnData, CsvProblemsAreNamedBeforeTraining) {
   EXPECT_EQ(error_of([&] { run(options); }), path("t.csv") + ": 3 classes (alpha, beta, gamma) but the model has 5 outputs; a model for it has one output per class");
   options.model = "seed-cnn";
   EXPECT_EQ(error_of([&] { run(options); }),
-            path("t.csv") + ": 2 problems:\n  " + path("t.csv") + ": 4 feature columns (a, b, c, d) but the model takes inputs (1, 28, 28); a model for it takes (4)\n  " +
+            path("t.csv") + ": 2 problems:\n  " + path("t.csv") + ": 4 feature columns (a, b, c, d) but the model takes inputs (1, 28, 28); a model for it takes (4,)\n  " +
                 path("t.csv") + ": 3 classes (alpha, beta, gamma) but the model has 10 outputs; a model for it has one output per class");
 }
 

@@ -44,6 +44,24 @@ TEST(CsvTable, RegressionTargets) {
             "t.csv: row 3, column \"y\": expected a finite number, found \"big\"");
 }
 
+TEST(CsvTable, SeveralRegressionTargetColumns) {
+  const CsvText csv = parse_csv("a,y1,b,y2\n1,10,2,20\n3,30,4,40\n5,50,6,60\n", "t.csv");
+  const TableDataset t = table_dataset(csv, LabelColumn{"y2,y1", true, nullptr});
+  EXPECT_EQ(t.target_count, 2);
+  EXPECT_EQ(t.feature_names, (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(t.inputs, (std::vector<float>{1, 2, 3, 4, 5, 6}));
+  EXPECT_EQ(t.targets, (std::vector<float>{20, 10, 40, 30, 60, 50}));
+  EXPECT_EQ(table_rows(t, {2, 0}).targets, (std::vector<float>{60, 50, 20, 10}));
+  TableLoader loader(t, 3, 1, false);
+  std::vector<float> x(6), y(6);
+  loader.load(0, 0, x.data(), nullptr, y.data());
+  EXPECT_EQ(y, t.targets);
+  EXPECT_EQ(error_of([&] { table_dataset(csv, LabelColumn{"y1,y2", false, nullptr}); }),
+            "t.csv: label columns \"y1,y2\": a classifier takes one label column; several are regression targets (a model trained with MSE)");
+  EXPECT_EQ(error_of([&] { table_dataset(csv, LabelColumn{"y1,z", true, nullptr}); }),
+            "t.csv: no column \"z\" for the labels; the columns are a, y1, b, y2");
+}
+
 TEST(CsvTable, BadCellsAreNamedByFileRowAndColumn) {
   EXPECT_EQ(error_of([] { classes_of("a,b,c\n1,2,x\n1,oops,y\n"); }), "t.csv: row 3, column \"b\": expected a finite number, found \"oops\"");
   EXPECT_EQ(error_of([] { classes_of("a,b,c\n1,,x\n"); }), "t.csv: row 2, column \"b\": missing value; expected a number");

@@ -167,7 +167,7 @@ int train_command(int argc, char** argv) {
       .value("cache-limit", "image folders: cache the decoded images beside the data (DIR/.ember-cache-*.bin) when they take more than this", "256M", "SIZE")
       .toggle("cache", "image folders: always cache the decoded images")
       .value("augment", "training split only, seeded: crop:P (random crop after zero padding P) and/or flip (horizontal, p=0.5), e.g. crop:4,flip", "", "SPEC")
-      .value("label-column", "CSV: the label (or regression target) column, when it is not the last", "", "NAME")
+      .value("label-column", "CSV: the label column, when it is not the last; for regression (an MSE model) several target columns: y1,y2", "", "NAME")
       .toggle("standardize", "CSV: standardize each feature with the training split's mean and std (kept in the checkpoint)")
       .value("epochs", "passes over the training set", "3", "N")
       .value("max-steps", "optimizer steps to train in all, overriding --epochs (the last epoch ends early); 0: --epochs decides", "0", "N")
