@@ -372,7 +372,7 @@ TrainingData open_training_data(const std::string& name, const ModelDataNeeds& m
   TrainingData data;
   if (name == attention_retrieval_name) {
     data = open_synthetic(model, options);
-  } else if (is_file(name) && name.size() > 4 && (name.ends_with(".csv") || name.ends_with(".CSV"))) {
+  } else if (name.ends_with(".csv") || name.ends_with(".CSV")) {
     data = open_table(name, model, options);
   } else if (name == "fashion-mnist" || name == "mnist" || !is_directory(name) || holds_idx_files(name)) {
     data = open_idx(name, model, options);

@@ -330,6 +330,9 @@ TEST_F(OwnData, CsvProblemsAreNamedBeforeTraining) {
   options.data_options.label_column = "label";
   EXPECT_EQ(error_of([&] { run(options); }), path("t.csv") + ": no column \"label\" for the labels; the columns are a, b, c, d, kind");
   options.data_options.label_column = "";
+  options.data = path("none.csv");
+  EXPECT_EQ(error_of([&] { run(options); }), path("none.csv") + ": cannot open the CSV file");
+  options.data = path("t.csv");
   options.model = path("wide.json");
   EXPECT_EQ(error_of([&] { run(options); }), path("t.csv") + ": 3 classes (alpha, beta, gamma) but the model has 5 outputs; a model for it has one output per class");
   options.model = "seed-cnn";
