@@ -14,7 +14,7 @@
 #include "engine/abandoned_temporaries.h"
 #include "engine/anomaly.h"
 #include "engine/clip.h"
-#include "engine/dataset.h"
+#include "engine/data_source.h"
 #include "engine/error.h"
 #include "engine/executor.h"
 #include "engine/initial_weights.h"
@@ -26,7 +26,6 @@
 #include "engine/random.h"
 #include "engine/schedule.h"
 #include "engine/step_memory.h"
-#include "engine/synthetic_task.h"
 #include "engine/text.h"
 #include "engine/training_state.h"
 
@@ -47,7 +46,9 @@ void check_options(const TrainOptions& o) {
     throw Error("learning rate must be positive, found " + std::to_string(o.learning_rate));
   }
   if (o.threads < 1) throw Error("threads must be at least 1, found " + std::to_string(o.threads));
-  if (!(o.std > 0.0)) throw Error("normalization std must be positive, found " + std::to_string(o.std));
+  for (double s : o.std) {
+    if (!(s > 0.0)) throw Error("normalization std must be positive, found " + std::to_string(s));
+  }
   if (o.save_every < 0) throw Error("save_every must be 0 or positive, found " + std::to_string(o.save_every));
   if (o.eval_every < 0) throw Error("eval_every must be 0 or positive, found " + std::to_string(o.eval_every));
   if (!o.init.empty() && !o.resume.empty()) {
@@ -73,7 +74,7 @@ Json run_json(const TrainOptions& o) {
   // The epoch count is not part of it (a run may be extended), except where the cosine
   // schedule's period is the run's length.
   Json run{{"seed", o.seed},   {"batch_size", o.batch_size}, {"cosine_epochs", o.schedule == "cosine" ? o.epochs : 0},
-           {"data", o.data},   {"mean", o.mean},             {"std", o.std},
+           {"data", o.data},   {"mean", normalization_json(o.mean)}, {"std", normalization_json(o.std)},
            {"micro_batch", o.micro_batch}, {"label_smoothing", o.label_smoothing},
            {"clip_norm", o.clip_norm}, {"train_limit", o.train_limit}};
   // Recorded only when used, so that checkpoints of other runs (and those written before
@@ -81,6 +82,7 @@ Json run_json(const TrainOptions& o) {
   // period; one-cycle's rates depend on the run's length and shape.
   if (o.max_steps > 0) run["max_steps"] = o.max_steps;
   if (!o.freeze.empty()) run["freeze"] = o.freeze;
+  add_data_options(run, o.data_options);
   if (o.schedule == "onecycle") {
     run["one_cycle"] = Json{{"epochs", o.max_steps > 0 ? 0 : o.epochs}, {"pct_start", o.pct_start},
                             {"div_factor", o.div_factor}, {"final_div_factor", o.final_div_factor}};
@@ -103,65 +105,6 @@ std::string frozen_text(std::span<const Optimizer::Range> frozen, const std::vec
   std::int64_t count = 0;
   for (const Optimizer::Range& r : frozen) count += r.end - r.begin;
   return ", " + std::to_string(count) + " parameters frozen (" + join(prefixes, ", ") + ")";
-}
-
-// Where the batches come from: an image classification dataset, or a synthetic regression
-// task. The loaders are owned here; the functions fill one batch and return its size.
-struct TrainingData {
-  std::int64_t train_size = 0, test_size = 0;
-  std::int64_t train_batches = 0, test_batches = 0;
-  std::int64_t max_batch = 0;
-  std::int64_t target_floats = 0;  // per sample; 0 for class labels
-  std::function<std::int64_t(int, std::int64_t, float*, std::int32_t*, float*)> train_batch, test_batch;
-  std::shared_ptr<void> owner;
-};
-
-TrainingData training_data(const std::string& name, const Shape& input_shape, const TrainOptions& options) {
-  TrainingData data;
-  const std::int64_t test_batch_size = std::max<std::int64_t>(options.batch_size, 256);
-  if (name == attention_retrieval_name) {
-    struct Regression {
-      RegressionDataset train_set, test_set;
-      std::unique_ptr<RegressionLoader> train_loader, test_loader;
-    };
-    auto r = std::make_shared<Regression>();
-    r->train_set = attention_retrieval_split(Split::train, options.train_limit, options.seed);
-    r->test_set = attention_retrieval_split(Split::test, options.test_limit, options.seed);
-    if (!(r->train_set.sample_shape == input_shape)) {
-      throw Error(std::string(attention_retrieval_name) + ": samples are " + r->train_set.sample_shape.str() +
-                  " but the model's input is " + input_shape.str());
-    }
-    r->train_loader = std::make_unique<RegressionLoader>(r->train_set, options.batch_size, options.seed, true);
-    r->test_loader = std::make_unique<RegressionLoader>(r->test_set, test_batch_size, options.seed, false);
-    data.train_size = r->train_set.count;
-    data.test_size = r->test_set.count;
-    data.train_batches = r->train_loader->batches_per_epoch();
-    data.test_batches = r->test_loader->batches_per_epoch();
-    data.target_floats = r->train_set.outputs;
-    data.train_batch = [r](int epoch, std::int64_t b, float* x, std::int32_t*, float* y) { return r->train_loader->load(epoch, b, x, y); };
-    data.test_batch = [r](int epoch, std::int64_t b, float* x, std::int32_t*, float* y) { return r->test_loader->load(epoch, b, x, y); };
-    data.owner = r;
-  } else {
-    struct Images {
-      Dataset train_set, test_set;
-      std::unique_ptr<BatchLoader> train_loader, test_loader;
-    };
-    auto i = std::make_shared<Images>();
-    i->train_set = load_dataset(name, Split::train, options.train_limit);
-    i->test_set = load_dataset(name, Split::test, options.test_limit);
-    const ImageFormat format = image_format_for(input_shape, i->train_set, options.mean, options.std);
-    i->train_loader = std::make_unique<BatchLoader>(i->train_set, format, options.batch_size, options.seed, /*shuffle=*/true);
-    i->test_loader = std::make_unique<BatchLoader>(i->test_set, format, test_batch_size, options.seed, /*shuffle=*/false);
-    data.train_size = i->train_set.size();
-    data.test_size = i->test_set.size();
-    data.train_batches = i->train_loader->batches_per_epoch();
-    data.test_batches = i->test_loader->batches_per_epoch();
-    data.train_batch = [i](int epoch, std::int64_t b, float* x, std::int32_t* labels, float*) { return i->train_loader->load(epoch, b, x, labels); };
-    data.test_batch = [i](int epoch, std::int64_t b, float* x, std::int32_t* labels, float*) { return i->test_loader->load(epoch, b, x, labels); };
-    data.owner = i;
-  }
-  data.max_batch = std::max(options.batch_size, test_batch_size);
-  return data;
 }
 
 }  // namespace
@@ -206,7 +149,8 @@ std::vector<EpochReport> train(const TrainOptions& requested, TrainingObserver& 
   const std::string loss_name = spec_loss_name(spec);
   const std::string data_name = !options.data.empty() ? options.data : spec.value("data", std::string("fashion-mnist"));
   const std::unique_ptr<Loss> loss = make_loss(loss_name, static_cast<float>(options.label_smoothing));
-  TrainingData data = training_data(data_name, input_shape, options);
+  const ModelDataNeeds needs{input_shape, graph.value_shape(graph.output()).sample_elements(), loss_name == "mse"};
+  TrainingData data = open_training_data(data_name, needs, options, observer);
   if (options.stop_at_accuracy > 0.0 && data.target_floats > 0) {
     throw Error("stop at accuracy: " + data_name + " is a regression task (" + loss_name + "); it has no accuracy");
   }
@@ -246,6 +190,7 @@ std::vector<EpochReport> train(const TrainOptions& requested, TrainingObserver& 
     settings.erase("loss");
     settings.erase("dataset");
     settings.erase("init");  // where the weights started: not a setting of the continued run
+    for (const auto& item : data.metadata.items()) settings.erase(item.key());
     if (settings != run_json(options)) {
       throw Error(options.resume + ": the checkpoint was trained with " + state.run.dump() +
                   "; --resume continues only the same run, found " + run_json(options).dump());
@@ -299,6 +244,7 @@ std::vector<EpochReport> train(const TrainOptions& requested, TrainingObserver& 
     state.run["loss"] = loss_name;
     state.run["dataset"] = data_name;
     if (!options.init.empty()) state.run["init"] = Json{{"path", options.init}, {"skip", options.init_skip}};
+    state.run.update(data.metadata);
     state.epoch = completed_epochs;
     state.step = step;
     save_training_state(options.save, state, parameters, *optimizer);

@@ -8,13 +8,16 @@
 #include <string>
 #include <vector>
 
+#include "engine/data_options.h"
+
 namespace ember {
 
 struct TrainOptions {
   std::string model = "seed-cnn";      // built-in name or path to a JSON spec
-  // fashion-mnist | mnist | directory of IDX files | attention-retrieval; empty: the model's
-  // own (its spec's "data", else fashion-mnist)
+  // fashion-mnist | mnist | directory of IDX files | image folder | CSV file |
+  // attention-retrieval; empty: the model's own (its spec's "data", else fashion-mnist)
   std::string data;
+  DataOptions data_options;            // image folders and CSV tables (engine/data_source.h)
   int epochs = 3;
   // Optimizer steps to run in all, overriding epochs (Hugging Face's max_steps): the run
   // takes ceil(max_steps / batches per epoch) epochs and ends within the last; onecycle
@@ -37,7 +40,8 @@ struct TrainOptions {
   double final_div_factor = 1e4;
   double clip_norm = 0.0;              // 0: no clipping
   double label_smoothing = 0.0;
-  double mean = 0.0, std = 1.0;        // input normalization after /255
+  // Input normalization after /255: one value for every channel, or one per channel.
+  std::vector<double> mean{0.0}, std{1.0};
   int threads = 1;
   std::int64_t micro_batch = 16;
   std::uint64_t seed = 0;
@@ -110,6 +114,8 @@ class TrainingObserver {
  public:
   virtual ~TrainingObserver() = default;
   virtual void on_start(const std::string& description) {}
+  // Data loading: decoding progress, skipped files, the cache (one line each).
+  virtual void on_data(const std::string& message) {}
   virtual void on_batch(const BatchProgress& progress) {}
   virtual void on_evaluation(const EvaluationReport& report) {}
   // After each epoch's evaluation, and once more for a partial epoch when training stops

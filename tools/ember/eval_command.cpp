@@ -130,7 +130,8 @@ int eval_command(int argc, char** argv) {
     return 0;
   }
   const Dataset set = load_dataset(data_name, Split::test, limit);
-  const ImageFormat format = image_format_for(input_shape, set, model.run.value("mean", 0.0), model.run.value("std", 1.0));
+  const ImageFormat format = image_format_for(input_shape, set, run_normalization(model.run, "mean", 0.0),
+                                              run_normalization(model.run, "std", 1.0));
   ClassReport report(model.graph->value_shape(model.graph->output()).sample_elements(), model.run);
   evaluate_classifier(executor, set, format, *loss, batch_size, path + " on " + data_name, report);
   std::printf("%s", report.text().c_str());

@@ -3,7 +3,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "engine/initial_weights.h"
 #include "engine/model_spec.h"
@@ -33,6 +35,10 @@ class ProgressPrinter final : public TrainingObserver {
       : terminal_(isatty(STDOUT_FILENO) == 1), start_(start), stop_at_percent_(stop_at_percent) {}
 
   void on_start(const std::string& description) override { std::printf("training: %s\n", description.c_str()); }
+  void on_data(const std::string& message) override {
+    std::printf("%s\n", message.c_str());
+    std::fflush(stdout);
+  }
 
   void on_batch(const BatchProgress& p) override {
     if (terminal_) {
@@ -94,6 +100,55 @@ class ProgressPrinter final : public TrainingObserver {
   double stop_at_percent_;
 };
 
+// "0.485,0.456,0.406" (or one number): each finite, and positive where asked.
+std::vector<double> number_list(const Flags& flags, const std::string& name, bool positive) {
+  const std::string text = flags.text(name);
+  std::vector<double> values;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const std::size_t comma = std::min(text.find(',', start), text.size());
+    const std::string item = text.substr(start, comma - start);
+    char* end = nullptr;
+    const double value = std::strtod(item.c_str(), &end);
+    if (item.empty() || end != item.c_str() + item.size() || !std::isfinite(value) || (positive && !(value > 0.0))) {
+      throw UsageError("ember train: --" + name + ": expected " + (positive ? "positive " : "") +
+                       "numbers separated by commas (one, or one per channel), found \"" + text + "\"");
+    }
+    values.push_back(value);
+    start = comma + 1;
+  }
+  return values;
+}
+
+// --resize H,W
+void read_resize(const Flags& flags, DataOptions& data) {
+  if (!flags.has("resize")) return;
+  const std::string text = flags.text("resize");
+  long long height = 0, width = 0;
+  char tail = 0;
+  if (std::sscanf(text.c_str(), "%lld,%lld%c", &height, &width, &tail) != 2 || height < 1 || width < 1 || height > 65536 ||
+      width > 65536) {
+    throw UsageError("ember train: --resize: expected HEIGHT,WIDTH in pixels (e.g. 32,32), found \"" + text + "\"");
+  }
+  data.resize_height = height;
+  data.resize_width = width;
+}
+
+DataOptions data_options(const Flags& flags) {
+  DataOptions data;
+  data.val_split = flags.number_in("val-split", 0.0, 1.0, false);
+  data.test_data = flags.text("test-data");
+  if (flags.has("convert")) data.convert = flags.choice("convert", {"rgb", "grey"});
+  read_resize(flags, data);
+  data.skip_bad_files = flags.on("skip-bad-files");
+  data.cache_limit = flags.memory_size("cache-limit");
+  data.cache = flags.on("cache");
+  data.augment = flags.text("augment");
+  data.label_column = flags.text("label-column");
+  data.standardize = flags.on("standardize");
+  return data;
+}
+
 }  // namespace
 
 int train_command(int argc, char** argv) {
@@ -102,7 +157,17 @@ int train_command(int argc, char** argv) {
               "Train a model; test loss (and accuracy, for classification) is reported after every epoch (and every "
               "--eval-every steps) with the wall time since the command started.");
   flags.model()
-      .value("data", "fashion-mnist, mnist, a directory of IDX files, or attention-retrieval (synthetic); default: the model's own, else fashion-mnist", "", "D")
+      .value("data", "fashion-mnist, mnist, a directory of IDX files, an image folder (one sub-folder of PNG/JPEG images per class; DIR/train and DIR/test if present), a CSV file, or attention-retrieval (synthetic); default: the model's own, else fashion-mnist", "", "D")
+      .value("val-split", "hold out this fraction of an image folder or CSV file as the test split (seeded by --seed) when it has none", "0", "F")
+      .value("test-data", "CSV file of the test split (same columns as --data)", "", "PATH")
+      .value("convert", "image folders: convert images to the model's channels: rgb or grey (default: a mismatch is an error)", std::nullopt, "C")
+      .value("resize", "image folders: resize every image to HEIGHT,WIDTH (bilinear; default: a size mismatch is an error)", std::nullopt, "H,W")
+      .toggle("skip-bad-files", "image folders: skip corrupt or unreadable images (counted and listed) instead of failing")
+      .value("cache-limit", "image folders: cache the decoded images beside the data (DIR/.ember-cache-*.bin) when they take more than this", "256M", "SIZE")
+      .toggle("cache", "image folders: always cache the decoded images")
+      .value("augment", "training split only, seeded: crop:P (random crop after zero padding P) and/or flip (horizontal, p=0.5), e.g. crop:4,flip", "", "SPEC")
+      .value("label-column", "CSV: the label column, when it is not the last; for regression (an MSE model) several target columns: y1,y2", "", "NAME")
+      .toggle("standardize", "CSV: standardize each feature with the training split's mean and std (kept in the checkpoint)")
       .value("epochs", "passes over the training set", "3", "N")
       .value("max-steps", "optimizer steps to train in all, overriding --epochs (the last epoch ends early); 0: --epochs decides", "0", "N")
       .value("batch-size", "samples per optimizer step", "64", "B")
@@ -122,8 +187,8 @@ int train_command(int argc, char** argv) {
       .value("final-div-factor", "onecycle: the last rate is --lr / (div-factor x this)", "1e4", "F")
       .value("clip-norm", "clip the gradient's global L2 norm to this (0: off)", "0", "C")
       .value("label-smoothing", "cross-entropy label smoothing", "0", "E")
-      .value("mean", "normalize inputs: (x/255 - mean) / std", "0", "M")
-      .value("std", "normalize inputs: (x/255 - mean) / std", "1", "S")
+      .value("mean", "normalize inputs: (x/255 - mean) / std; one value, or one per channel (0.485,0.456,0.406)", "0", "M")
+      .value("std", "normalize inputs: (x/255 - mean) / std; one value, or one per channel", "1", "S")
       .threads("compute threads (OpenMP across the batch; oneDNN included)")
       .value("micro-batch", "samples a thread carries through the network at once", "16", "N")
       .value("seed", "seed for initialization, shuffling and dropout", "0", "S")
@@ -165,8 +230,9 @@ int train_command(int argc, char** argv) {
   options.final_div_factor = flags.positive_number("final-div-factor");
   options.clip_norm = flags.number_in("clip-norm", 0.0, 1e30, true);
   options.label_smoothing = flags.number_in("label-smoothing", 0.0, 1.0, false);
-  options.mean = flags.number_in("mean", -1e9, 1e9, true);
-  options.std = flags.positive_number("std");
+  options.mean = number_list(flags, "mean", false);
+  options.std = number_list(flags, "std", true);
+  options.data_options = data_options(flags);
   options.threads = flags.thread_count();
   options.micro_batch = flags.positive_integer("micro-batch");
   options.seed = static_cast<std::uint64_t>(flags.non_negative_integer("seed"));
