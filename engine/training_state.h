@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "engine/graph.h"
 #include "engine/optimizer.h"
@@ -40,6 +41,9 @@ struct TrainedModel {
   std::unique_ptr<ParameterStore> parameters;
   Json run;
 };
+// A run's input normalization ("mean" or "std"): one value, or one per channel.
+std::vector<double> run_normalization(const Json& run, const char* key, double fallback);
+
 // Every tensor is checked against the spec, and the model against `memory_limit`
 // (engine/memory_limit.h; 0: the available memory), before its parameters are allocated.
 TrainedModel load_trained_model(const std::string& path, std::size_t memory_limit = 0);
