@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "engine/cpu_count.h"
+#include "engine/data_options.h"
 #include "engine/error.h"
 #include "engine/trainer.h"
 #include "python/src/bindings.h"
@@ -18,72 +20,161 @@ namespace {
 
 using Setter = std::function<void(TrainOptions&, py::handle)>;
 
-template <typename T>
-T keyword_value(py::handle value, const std::string& name, const char* expected) {
-  const bool is_bool = PyBool_Check(value.ptr());
-  bool fits = false;
-  if constexpr (std::is_same_v<T, bool>) fits = is_bool;
-  else if constexpr (std::is_integral_v<T>) fits = !is_bool && PyLong_Check(value.ptr());
-  else if constexpr (std::is_floating_point_v<T>) fits = !is_bool && (PyLong_Check(value.ptr()) || PyFloat_Check(value.ptr()));
-  else fits = PyUnicode_Check(value.ptr()) || value.is_none();
-  if (!fits) {
-    throw py::type_error("ember.train: " + name + ": expected " + expected + ", found " +
-                         std::string(py::str(py::type::handle_of(value).attr("__name__"))) + " " + std::string(py::repr(value)));
+std::string type_name(py::handle value) { return py::str(py::type::handle_of(value).attr("__name__")); }
+
+[[noreturn]] void wrong_type(py::handle value, const std::string& name, const std::string& expected) {
+  throw py::type_error("ember.train: " + name + ": expected " + expected + ", found " + type_name(value) + " " +
+                       std::string(py::repr(value)));
+}
+
+// Keyword values as TrainOptions fields, strictly: no bool for a number, no str for a list.
+void convert(py::handle value, const std::string& name, bool& field) {
+  if (!PyBool_Check(value.ptr())) wrong_type(value, name, "a bool");
+  field = value.cast<bool>();
+}
+
+void convert(py::handle value, const std::string& name, std::string& field) {
+  if (value.is_none()) field.clear();
+  else if (PyUnicode_Check(value.ptr())) field = value.cast<std::string>();
+  else if (py::isinstance(value, py::module_::import("os").attr("PathLike"))) field = py::str(py::module_::import("os").attr("fspath")(value));
+  else wrong_type(value, name, "a str");
+}
+
+template <typename Number>
+  requires std::is_arithmetic_v<Number>
+void convert(py::handle value, const std::string& name, Number& field) {
+  const bool integer = PyLong_Check(value.ptr()) && !PyBool_Check(value.ptr());
+  if constexpr (std::is_integral_v<Number>) {
+    if (!integer) wrong_type(value, name, "an int");
+  } else if (!integer && !PyFloat_Check(value.ptr())) {
+    wrong_type(value, name, "a number");
   }
-  if constexpr (std::is_same_v<T, std::string>) {
-    if (value.is_none()) return {};
-    return value.cast<std::string>();
-  } else {
-    try {
-      return value.cast<T>();
-    } catch (const py::cast_error&) {
-      throw py::value_error("ember.train: " + name + ": " + std::string(py::repr(value)) + " is out of range");
+  try {
+    field = value.cast<Number>();
+  } catch (const py::cast_error&) {
+    throw py::value_error("ember.train: " + name + ": " + std::string(py::repr(value)) + " is out of range");
+  }
+}
+
+void convert(py::handle value, const std::string& name, std::optional<double>& field) {
+  if (value.is_none()) {
+    field.reset();
+    return;
+  }
+  double number = 0.0;
+  convert(value, name, number);
+  field = number;
+}
+
+// One number, or a list or tuple of them (per-channel normalization).
+void convert(py::handle value, const std::string& name, std::vector<double>& field) {
+  field.clear();
+  if (!py::isinstance<py::list>(value) && !py::isinstance<py::tuple>(value)) {
+    convert(value, name, field.emplace_back());
+    return;
+  }
+  for (py::handle item : value) convert(item, name, field.emplace_back());
+  if (field.empty()) wrong_type(value, name, "a number or a non-empty list of numbers");
+}
+
+// A list or tuple of str, or one str of comma-separated names (as the flag takes them).
+void convert(py::handle value, const std::string& name, std::vector<std::string>& field) {
+  field.clear();
+  if (PyUnicode_Check(value.ptr())) {
+    std::string text = value.cast<std::string>();
+    for (std::size_t begin = 0; begin <= text.size();) {
+      const std::size_t end = std::min(text.find(',', begin), text.size());
+      if (end > begin) field.push_back(text.substr(begin, end - begin));
+      begin = end + 1;
     }
+    return;
+  }
+  if (!py::isinstance<py::list>(value) && !py::isinstance<py::tuple>(value)) wrong_type(value, name, "a list of str");
+  for (py::handle item : value) {
+    if (!PyUnicode_Check(item.ptr())) wrong_type(item, name, "a list of str");
+    field.push_back(item.cast<std::string>());
   }
 }
 
 template <typename Field>
-std::pair<const std::string, Setter> option(const char* name, Field TrainOptions::*field, const char* expected) {
-  return {name, [name = std::string(name), field, expected](TrainOptions& o, py::handle value) {
-            o.*field = keyword_value<Field>(value, name, expected);
+std::pair<const std::string, Setter> option(const char* name, Field TrainOptions::*field) {
+  return {name, [name = std::string(name), field](TrainOptions& o, py::handle value) { convert(value, name, o.*field); }};
+}
+
+template <typename Field>
+std::pair<const std::string, Setter> data_option(const char* name, Field DataOptions::*field) {
+  return {name, [name = std::string(name), field](TrainOptions& o, py::handle value) {
+            convert(value, name, o.data_options.*field);
           }};
+}
+
+// resize=(H, W) or "H,W".
+void set_resize(TrainOptions& o, py::handle value) {
+  std::vector<std::int64_t> size;
+  if (PyUnicode_Check(value.ptr())) {
+    std::vector<std::string> parts;
+    convert(value, "resize", parts);
+    for (const std::string& part : parts) size.push_back(std::atoll(part.c_str()));
+  } else if (py::isinstance<py::list>(value) || py::isinstance<py::tuple>(value)) {
+    for (py::handle item : value) convert(item, "resize", size.emplace_back());
+  } else {
+    wrong_type(value, "resize", "(height, width)");
+  }
+  if (size.size() != 2 || size[0] < 1 || size[1] < 1) {
+    throw py::value_error("ember.train: resize: expected two positive sizes (height, width), found " + std::string(py::repr(value)));
+  }
+  o.data_options.resize_height = size[0];
+  o.data_options.resize_width = size[1];
 }
 
 // Every TrainOptions field, under its CLI flag's name.
 const std::map<std::string, Setter>& option_setters() {
   static const std::map<std::string, Setter> setters = {
-      option("model", &TrainOptions::model, "a built-in model name or a spec path"),
-      option("data", &TrainOptions::data, "a data set name or path"),
-      option("epochs", &TrainOptions::epochs, "an int"),
-      option("max_steps", &TrainOptions::max_steps, "an int"),
-      option("batch_size", &TrainOptions::batch_size, "an int"),
-      option("optimizer", &TrainOptions::optimizer, "'sgd', 'adam' or 'adamw'"),
-      option("lr", &TrainOptions::learning_rate, "a number"),
-      option("weight_decay", &TrainOptions::weight_decay, "a number"),
-      option("momentum", &TrainOptions::momentum, "a number"),
-      option("nesterov", &TrainOptions::nesterov, "a bool"),
-      option("schedule", &TrainOptions::schedule, "'constant', 'step', 'cosine' or 'onecycle'"),
-      option("step_size", &TrainOptions::step_size, "an int"),
-      option("gamma", &TrainOptions::gamma, "a number"),
-      option("pct_start", &TrainOptions::pct_start, "a number"),
-      option("div_factor", &TrainOptions::div_factor, "a number"),
-      option("final_div_factor", &TrainOptions::final_div_factor, "a number"),
-      option("clip_norm", &TrainOptions::clip_norm, "a number"),
-      option("label_smoothing", &TrainOptions::label_smoothing, "a number"),
-      option("mean", &TrainOptions::mean, "a number"),
-      option("std", &TrainOptions::std, "a number"),
-      option("threads", &TrainOptions::threads, "an int"),
-      option("micro_batch", &TrainOptions::micro_batch, "an int"),
-      option("seed", &TrainOptions::seed, "a non-negative int"),
-      option("save", &TrainOptions::save, "a path"),
-      option("save_every", &TrainOptions::save_every, "an int"),
-      option("log", &TrainOptions::log, "a path"),
-      option("resume", &TrainOptions::resume, "a path"),
-      option("train_limit", &TrainOptions::train_limit, "an int"),
-      option("test_limit", &TrainOptions::test_limit, "an int"),
-      option("eval_every", &TrainOptions::eval_every, "an int"),
-      option("memory_limit", &TrainOptions::memory_limit, "a number of bytes"),
-      option("detect_anomaly", &TrainOptions::detect_anomaly, "a bool"),
+      option("model", &TrainOptions::model),
+      option("data", &TrainOptions::data),
+      option("epochs", &TrainOptions::epochs),
+      option("max_steps", &TrainOptions::max_steps),
+      option("batch_size", &TrainOptions::batch_size),
+      option("optimizer", &TrainOptions::optimizer),
+      option("lr", &TrainOptions::learning_rate),
+      option("weight_decay", &TrainOptions::weight_decay),
+      option("momentum", &TrainOptions::momentum),
+      option("nesterov", &TrainOptions::nesterov),
+      option("schedule", &TrainOptions::schedule),
+      option("step_size", &TrainOptions::step_size),
+      option("gamma", &TrainOptions::gamma),
+      option("pct_start", &TrainOptions::pct_start),
+      option("div_factor", &TrainOptions::div_factor),
+      option("final_div_factor", &TrainOptions::final_div_factor),
+      option("clip_norm", &TrainOptions::clip_norm),
+      option("label_smoothing", &TrainOptions::label_smoothing),
+      option("mean", &TrainOptions::mean),
+      option("std", &TrainOptions::std),
+      option("threads", &TrainOptions::threads),
+      option("micro_batch", &TrainOptions::micro_batch),
+      option("seed", &TrainOptions::seed),
+      option("save", &TrainOptions::save),
+      option("save_every", &TrainOptions::save_every),
+      option("log", &TrainOptions::log),
+      option("resume", &TrainOptions::resume),
+      option("init", &TrainOptions::init),
+      option("init_skip", &TrainOptions::init_skip),
+      option("freeze", &TrainOptions::freeze),
+      option("train_limit", &TrainOptions::train_limit),
+      option("test_limit", &TrainOptions::test_limit),
+      option("eval_every", &TrainOptions::eval_every),
+      option("memory_limit", &TrainOptions::memory_limit),
+      option("detect_anomaly", &TrainOptions::detect_anomaly),
+      data_option("val_split", &DataOptions::val_split),
+      data_option("test_data", &DataOptions::test_data),
+      data_option("convert", &DataOptions::convert),
+      {"resize", &set_resize},
+      data_option("skip_bad_files", &DataOptions::skip_bad_files),
+      data_option("cache_limit", &DataOptions::cache_limit),
+      data_option("cache", &DataOptions::cache),
+      data_option("augment", &DataOptions::augment),
+      data_option("label_column", &DataOptions::label_column),
+      data_option("standardize", &DataOptions::standardize),
   };
   return setters;
 }
@@ -91,6 +182,7 @@ const std::map<std::string, Setter>& option_setters() {
 // The CLI's defaults (tools/ember/train_command.cpp) where they differ from TrainOptions'.
 TrainOptions cli_defaults() {
   TrainOptions options;
+  options.threads = available_compute_threads();
   return options;
 }
 
@@ -100,7 +192,9 @@ TrainOptions options_from_keywords(const py::kwargs& keywords) {
   for (const auto& [key, value] : keywords) {
     const std::string name = py::str(key);
     if (name == "stop_at_accuracy") {  // a percentage, like the flag
-      options.stop_at_accuracy = keyword_value<double>(value, name, "a percentage") / 100.0;
+      double percent = 0.0;
+      convert(value, name, percent);
+      options.stop_at_accuracy = percent / 100.0;
       continue;
     }
     const auto setter = setters.find(name);

@@ -70,3 +70,65 @@ def test_bad_values_are_ember_errors():
         ember.train(epochs=0)
     with pytest.raises(ember.Error, match="no-such-model"):
         ember.train(model="no-such-model", max_steps=1)
+
+
+def write_iris_like_csv(path, rows, seed):
+    """Three well-separated classes named by text, four features."""
+    rng = np.random.default_rng(seed)
+    names = ["setosa", "versicolor", "virginica"]
+    with open(path, "w") as f:
+        f.write("a,b,c,d,species\n")
+        for i in range(rows):
+            label = i % 3
+            x = rng.normal(loc=3.0 * label, scale=0.5, size=4)
+            f.write(",".join(f"{v:.4f}" for v in x) + f",{names[label]}\n")
+
+
+def test_a_csv_table_trains_an_mlp_and_the_session_names_its_classes(tmp_path):
+    spec = tmp_path / "mlp.json"
+    ember.save_spec({"format": "ember.model", "version": 1, "name": "mlp", "input": [4],
+                     "layers": [{"name": "fc1", "kind": "linear", "in_features": 4, "out_features": 16},
+                                {"name": "relu1", "kind": "relu"},
+                                {"name": "fc2", "kind": "linear", "in_features": 16, "out_features": 3}]}, str(spec))
+    write_iris_like_csv(tmp_path / "train.csv", 300, 0)
+    write_iris_like_csv(tmp_path / "test.csv", 60, 1)
+    checkpoint = tmp_path / "mlp.safetensors"
+    reports = ember.train(model=spec, data=str(tmp_path / "train.csv"), test_data=tmp_path / "test.csv", standardize=True,
+                          epochs=5, batch_size=30, lr=1e-2, threads=1, save=str(checkpoint))
+    assert reports[-1]["test_accuracy"] >= 0.95
+    session = ember.Session(str(checkpoint))
+    assert session.class_names == ["setosa", "versicolor", "virginica"]
+    assert session.input_shape == (4,) and session.output_shape == (3,)
+
+
+def test_list_options_take_lists_or_comma_separated_text(tmp_path):
+    first, second = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    common = dict(model="seed-cnn", data="fashion-mnist", max_steps=2, train_limit=64, test_limit=32, threads=1)
+    ember.train(**common, save=str(first))
+    ember.train(**common, init=str(first), freeze="conv1,fc1", mean=[0.286], std=(0.353,), save=str(second))
+    frozen = ember.Session(str(second)).run_settings["freeze"]
+    assert frozen == ["conv1", "fc1"]
+    with pytest.raises(TypeError, match="freeze: expected a list of str, found int"):
+        ember.train(freeze=[1])
+    with pytest.raises(TypeError, match="mean: expected a number, found str"):
+        ember.train(mean=["0.5"])
+    with pytest.raises(ValueError, match="resize: expected two positive sizes"):
+        ember.train(resize=(28,))
+    with pytest.raises(ember.Error, match="convert must be rgb or grey"):
+        ember.train(convert="sepia", max_steps=1, train_limit=16, test_limit=16)
+
+
+def test_weight_decay_none_is_the_optimizers_default_and_zero_is_zero(tmp_path):
+    common = dict(model="seed-cnn", data="fashion-mnist", optimizer="adamw", max_steps=1, train_limit=32, test_limit=16,
+                  threads=1)
+    default, zero = tmp_path / "default.safetensors", tmp_path / "zero.safetensors"
+    ember.train(**common, weight_decay=None, save=str(default))
+    ember.train(**common, weight_decay=0, save=str(zero))
+
+    def decay(path):
+        import json, struct
+        data = path.read_bytes()
+        header = json.loads(data[8:8 + struct.unpack("<Q", data[:8])[0]])
+        return json.loads(header["__metadata__"]["optimizer"])["weight_decay"]
+
+    assert decay(default) == pytest.approx(0.01) and decay(zero) == 0.0
