@@ -49,6 +49,10 @@ void check_options(const TrainOptions& o) {
   for (double s : o.std) {
     if (!(s > 0.0)) throw Error("normalization std must be positive, found " + std::to_string(s));
   }
+  const std::string& convert = o.data_options.convert;
+  if (!convert.empty() && convert != "rgb" && convert != "grey") {
+    throw Error("convert must be rgb or grey (or empty: no conversion), found '" + convert + "'");
+  }
   if (o.save_every < 0) throw Error("save_every must be 0 or positive, found " + std::to_string(o.save_every));
   if (o.eval_every < 0) throw Error("eval_every must be 0 or positive, found " + std::to_string(o.eval_every));
   if (!o.init.empty() && !o.resume.empty()) {

@@ -7,7 +7,8 @@
 #
 #   check_install.sh BUILD_DIR SOURCE_DIR EMBED_EXAMPLE
 #
-# CC and CFLAGS (the build's, e.g. sanitizer flags) are used for the compiles.
+# CC and CFLAGS (the build's, e.g. sanitizer flags) are used for the compiles. When the
+# build made the Python module, PYTHON (its interpreter) imports it from the install.
 set -euo pipefail
 
 build=$1 source=$2 embed_example=$3
@@ -102,5 +103,19 @@ step "tools/embed_example on an IDX file"
 output=$("$embed_example" "$checkpoint" "$data/t10k-images-idx3-ubyte") || fail "embed_example failed: $output"
 [[ $(grep -c '^image [0-9]: class [0-9] (logit ' <<<"$output") == 8 ]] || fail "embed_example printed: $output"
 echo "$output" | head -2
+
+step "import ember from the install (when the Python module was built)"
+package=$(find "$prefix" -path '*/ember/__init__.py' -print -quit)
+if [[ -n $package ]]; then
+  [[ -n ${PYTHON:-} ]] || fail "the install has a Python package but PYTHON (the build's interpreter) is not set"
+  output=$(PYTHONPATH=$(dirname "$(dirname "$package")") "$PYTHON" -c "
+import sys, numpy, ember
+session = ember.Session(sys.argv[1])
+print('python: class', int(session.run(numpy.zeros((1, *session.input_shape), numpy.float32)).argmax()))
+" "$checkpoint") || fail "import ember from $(dirname "$package"): $output"
+  echo "$output"
+else
+  echo "(no Python package installed: built with EMBER_PYTHON off or without pybind11)"
+fi
 
 echo "PASS"
