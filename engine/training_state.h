@@ -40,6 +40,8 @@ struct TrainedModel {
   std::unique_ptr<ParameterStore> parameters;
   Json run;
 };
+// A path ending in ".onnx" is imported (engine/onnx_import.h) instead of read as a
+// checkpoint; its run settings hold only the normalization recorded in its metadata.
 // Every tensor is checked against the spec, and the model against `memory_limit`
 // (engine/memory_limit.h; 0: the available memory), before its parameters are allocated.
 TrainedModel load_trained_model(const std::string& path, std::size_t memory_limit = 0);
