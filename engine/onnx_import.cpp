@@ -24,7 +24,8 @@ namespace {
 
 constexpr const char* supported_ops =
     "Conv, BatchNormalization, Relu, GELU as Div-Erf-Add-Mul-Mul, MaxPool, AveragePool, GlobalAveragePool (+ Flatten), "
-    "Flatten, Reshape to (N, -1), Gemm, MatMul (+ Add) with a constant, Add, Softmax (last axis), LayerNormalization, "
+    "Flatten, Reshape to (N, -1), Gemm, MatMul (+ Add) with a constant, Add, Softmax (last axis), LayerNormalization "
+    "(or ReduceMean-Sub-Pow-ReduceMean-Add-Sqrt-Div-Mul-Add), "
     "ReduceMean over tokens or over H and W, Dropout, Identity, Transpose/Constant of constants, and ember's own exported layers";
 
 std::vector<std::int64_t> ints_attribute(const onnx::NodeProto& node, const std::string& name, std::vector<std::int64_t> fallback) {
@@ -58,6 +59,7 @@ class Importer {
 
   TrainedModel run(std::size_t memory_limit) {
     check_opset();
+    for (const onnx::NodeProto& node : g_.node()) check_arity(node);
     constants_ = fold_onnx_constants(g_, source_, folded_);
     done_.assign(folded_.size(), false);
     for (int i = 0; i < g_.node_size(); ++i) {
@@ -85,6 +87,26 @@ class Importer {
     opset_ = opset;
     if (opset < 13 || opset > 17) {
       throw Error(source_ + ": opset " + std::to_string(opset) + " of the default domain; ember imports 13 to 17 (export with opset_version=13..17)");
+    }
+  }
+
+  // Input and output counts of the ops ember reads, checked before any node is looked at,
+  // so no rule indexes past a node's inputs.
+  void check_arity(const onnx::NodeProto& node) const {
+    static const std::map<std::string, std::pair<int, int>, std::less<>> inputs{
+        {"Identity", {1, 1}}, {"Dropout", {1, 3}}, {"Relu", {1, 1}}, {"Conv", {2, 3}}, {"MaxPool", {1, 1}},
+        {"AveragePool", {1, 1}}, {"BatchNormalization", {5, 5}}, {"GlobalAveragePool", {1, 1}}, {"Flatten", {1, 1}},
+        {"Reshape", {2, 2}}, {"Gemm", {2, 3}}, {"MatMul", {2, 2}}, {"Add", {2, 2}}, {"Sub", {2, 2}}, {"Mul", {2, 2}},
+        {"Div", {2, 2}}, {"Pow", {2, 2}}, {"Softmax", {1, 1}}, {"LayerNormalization", {2, 3}}, {"ReduceMean", {1, 1}},
+        {"ReduceSum", {1, 2}}, {"Erf", {1, 1}}, {"Sqrt", {1, 1}}, {"Tanh", {1, 1}}, {"Transpose", {1, 1}},
+        {"Split", {1, 2}}, {"Constant", {0, 0}}};
+    if (node.output_size() < 1 || node.output(0).empty()) throw Error(at(node) + ": the node has no output");
+    const auto it = inputs.find(node.op_type());
+    if (it == inputs.end()) return;  // not read by any rule; reported when reached
+    const auto [low, high] = it->second;
+    if (node.input_size() < low || node.input_size() > high) {
+      throw Error(at(node) + ": expected " + std::to_string(low) + (low == high ? "" : " to " + std::to_string(high)) +
+                  " inputs, found " + std::to_string(node.input_size()));
     }
   }
 
@@ -318,7 +340,7 @@ class Importer {
     if (op == "Add") return import_add(node);
     if (op == "Softmax") return import_softmax(node);
     if (op == "LayerNormalization") return import_layer_norm(node);
-    if (op == "ReduceMean") return import_reduce_mean(node);
+    if (op == "ReduceMean") return import_reduce_mean(index);
     if (op == "Div" && import_erf_gelu(index)) return;
     unsupported(node, "op type " + op + " is not supported here");
   }
@@ -513,8 +535,10 @@ class Importer {
         {{"weight", weight}, {"bias", bias}});
   }
 
-  void import_reduce_mean(const onnx::NodeProto& node) {
+  void import_reduce_mean(int index) {
+    const onnx::NodeProto& node = g_.node(index);
     const ValueId x = value(node.input(0), at(node));
+    if (import_decomposed_layer_norm(index)) return;
     const std::vector<std::int64_t> axes = ints_attribute(node, "axes", {});
     // x.mean(dim=(2, 3)) of a feature map (PyTorch's ResNet head): global average pooling.
     if (shape_of(x).rank() == 4 && (axes == std::vector<std::int64_t>{2, 3} || axes == std::vector<std::int64_t>{-2, -1}) &&
@@ -526,6 +550,67 @@ class Importer {
       unsupported(node, "only ReduceMean over the tokens (axes [1], keepdims 0, of (N, T, C)) is supported");
     }
     add(node, "mean_pool_tokens", Json::object(), {x});
+  }
+
+  // Is `node` a ReduceMean over the last axis of a rank-`rank` tensor, keeping it?
+  static bool mean_over_last_axis(const onnx::NodeProto& node, int rank) {
+    const std::vector<std::int64_t> axes = ints_attribute(node, "axes", {});
+    return node.op_type() == "ReduceMean" && axes.size() == 1 && (axes[0] == -1 || axes[0] == rank - 1) &&
+           int_attribute(node, "keepdims", 1) == 1;
+  }
+  // The other input of a two-input node, given one.
+  static const std::string& other_input(const onnx::NodeProto& node, const std::string& one) {
+    return node.input(0) == one ? node.input(1) : node.input(0);
+  }
+
+  // LayerNorm as PyTorch exports it below opset 17: mean = ReduceMean(x), d = x - mean,
+  // var = ReduceMean(Pow(d, 2)) (or d * d), y = d / Sqrt(var + eps) * weight + bias.
+  bool import_decomposed_layer_norm(int index) {
+    const onnx::NodeProto& mean = g_.node(index);
+    const std::string& x = mean.input(0);
+    const auto known = values_.find(x);
+    if (known == values_.end()) return false;
+    const int rank = shape_of(known->second).rank();
+    const std::int64_t features = shape_of(known->second)[rank - 1];
+    if (!mean_over_last_axis(mean, rank)) return false;
+    auto next = [&](const std::string& tensor, const char* op) {
+      const int n = only_consumer(tensor);
+      return n >= 0 && g_.node(n).op_type() == op ? n : -1;
+    };
+    const int sub = next(mean.output(0), "Sub");
+    if (sub < 0 || g_.node(sub).input(0) != x || g_.node(sub).input(1) != mean.output(0)) return false;
+    const std::string& d = g_.node(sub).output(0);
+    const auto d_users = consumers_.find(d);
+    if (d_users == consumers_.end() || d_users->second.size() != 2) return false;
+    int square = -1, divide = -1;
+    for (const int user : d_users->second) {
+      const onnx::NodeProto& u = g_.node(user);
+      if (u.op_type() == "Pow" && u.input(0) == d && is_scalar(constant(u.input(1)), 2.0f, 0.0f)) square = user;
+      if (u.op_type() == "Mul" && u.input(0) == d && u.input(1) == d) square = user;
+      if (u.op_type() == "Div" && u.input(0) == d) divide = user;
+    }
+    if (square < 0 || divide < 0) return false;
+    const int variance = only_consumer(g_.node(square).output(0));
+    if (variance < 0 || !mean_over_last_axis(g_.node(variance), rank)) return false;
+    const int shift = next(g_.node(variance).output(0), "Add");
+    if (shift < 0) return false;
+    const OnnxConstant* eps = constant(other_input(g_.node(shift), g_.node(variance).output(0)));
+    if (!eps || !eps->is_float || eps->floats.size() != 1) return false;
+    const int root = next(g_.node(shift).output(0), "Sqrt");
+    if (root < 0 || only_consumer(g_.node(root).output(0)) != divide || g_.node(divide).input(1) != g_.node(root).output(0)) return false;
+    const int scale = next(g_.node(divide).output(0), "Mul");
+    if (scale < 0) return false;
+    const int offset = next(g_.node(scale).output(0), "Add");
+    if (offset < 0) return false;
+    const OnnxConstant* weight = constant(other_input(g_.node(scale), g_.node(divide).output(0)));
+    const OnnxConstant* bias = constant(other_input(g_.node(offset), g_.node(scale).output(0)));
+    for (const OnnxConstant* c : {weight, bias}) {
+      if (!c || !c->is_float || c->dims != std::vector<std::int64_t>{features}) return false;
+    }
+    for (const int i : {sub, square, variance, shift, root, divide, scale, offset}) consume(i);
+    add(g_.node(offset), "layer_norm", Json{{"features", features}, {"eps", static_cast<double>(eps->floats[0])}},
+        {known->second}, {{"weight", *weight}, {"bias", *bias}});
+    return true;
   }
 
   // x / sqrt(2) -> Erf -> + 1 -> x * . -> * 0.5: exact GELU (PyTorch's export of nn.GELU()).

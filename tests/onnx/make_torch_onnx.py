@@ -11,7 +11,8 @@ It writes, in tests/data/onnx/ (committed, so the tests need no Python):
   folds them into the convolutions); the BatchNorms' statistics and affine parameters are
   random, so they matter;
 - gelu_mlp.onnx: Linear, GELU (the Erf form), LayerNorm, Linear, Softmax over (N, 16),
-  opset 17;
+  opset 17; gelu_mlp_opset13.onnx: the same model at opset 13, where PyTorch writes the
+  LayerNorm as ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div, Mul, Add;
 - torch_goldens.safetensors: for each model, a fixed random input "<model>.input" (batch
   3) and PyTorch's output "<model>.output".
 """
@@ -70,7 +71,9 @@ def main():
     with torch.no_grad():
         randomize_batch_norms(resnet)
     tensors.update(export("resnet8", resnet, (1, 28, 28), 17, torch.onnx.TrainingMode.PRESERVE))
-    tensors.update(export("gelu_mlp", GeluMlp(), (16,), 17))
+    mlp = GeluMlp()
+    tensors.update(export("gelu_mlp", mlp, (16,), 17))
+    tensors.update(export("gelu_mlp_opset13", mlp, (16,), 13))
     write_safetensors(os.path.join(OUT, "torch_goldens.safetensors"), tensors,
                       {"source": "tests/onnx/make_torch_onnx.py", "torch": torch.__version__})
 

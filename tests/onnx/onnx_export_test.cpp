@@ -146,7 +146,7 @@ TEST_F(OnnxExportFileTest, CheckpointExportStoresNormalizationAndClassNamesAndWr
   EXPECT_EQ(model.producer_name(), "ember");
 
   // The C API writes the same file; only the two files are left in the directory.
-  char error[256] = "";
+  char error[2048] = "";
   ASSERT_EQ(ember_export_onnx(path("model.safetensors").c_str(), path("c.onnx").c_str(), 0, error, sizeof error), 0) << error;
   std::ifstream c_file(path("c.onnx"), std::ios::binary);
   EXPECT_EQ(std::string((std::istreambuf_iterator<char>(c_file)), std::istreambuf_iterator<char>()), bytes);
