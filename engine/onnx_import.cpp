@@ -225,6 +225,7 @@ class Importer {
     const auto slash = name.rfind('/');
     if (slash == std::string::npos || slash == 0) return false;
     const std::string layer = name.substr(0, slash);
+    if (layer == "input" || used_names_.count(layer)) return false;  // "input" names the model's input in a spec
     int last = first;
     while (last < g_.node_size() && g_.node(last).name().rfind(layer + "/", 0) == 0) ++last;
     if (last >= g_.node_size() || g_.node(last).name() != layer) return false;
@@ -241,17 +242,15 @@ class Importer {
     }
     if (input.empty() || !values_.count(input)) return false;
     const ValueId x = values_.at(input);
-    for (const auto& [kind, options] : group_candidates(layer, shape_of(x))) {
+    for (const auto& [kind, options] : group_candidates(layer)) {
       if (matches_export(first, last, layer, input, x, kind, options)) {
-        std::map<std::string, OnnxConstant> weights;
-        Graph probe(shape_of(x).dims().subspan(1).empty() ? Shape{1} : Shape(shape_of(x).dims().subspan(1)));
-        probe.add(layer, make_layer(kind, options), {probe.input()});
-        for (const ParameterSpec& p : probe.nodes()[0].layer->parameters(std::vector<Shape>{shape_of(x)})) {
-          weights[p.name] = constants_.at(layer + "." + p.name);
+        std::unique_ptr<Layer> made = make_layer(kind, options);
+        // matches_export found every parameter among the constants.
+        for (const ParameterSpec& p : made->parameters(std::vector<Shape>{shape_of(x)})) {
+          weights_[layer + "." + p.name] = constants_.at(layer + "." + p.name);
         }
-        const ValueId v = graph_->add(layer, make_layer(kind, options), {x});
+        const ValueId v = graph_->add(layer, std::move(made), {x});
         used_names_.insert(layer);
-        for (auto& [parameter, tensor] : weights) weights_[layer + "." + parameter] = std::move(tensor);
         values_[g_.node(last).output(0)] = v;
         for (int i = first; i <= last; ++i) consume(i);
         return true;
@@ -260,7 +259,7 @@ class Importer {
     return false;
   }
 
-  std::vector<std::pair<std::string, Json>> group_candidates(const std::string& layer, const Shape& input) const {
+  std::vector<std::pair<std::string, Json>> group_candidates(const std::string& layer) const {
     std::vector<std::pair<std::string, Json>> candidates{{"gelu", Json{{"approximate", "none"}}},
                                                          {"gelu", Json{{"approximate", "tanh"}}},
                                                          {"global_avg_pool", Json::object()},
@@ -282,7 +281,6 @@ class Importer {
                                                          {"causal", constant(layer + "/causal_mask") != nullptr},
                                                          {"bias", constant(layer + ".in_proj_bias") != nullptr}}});
     }
-    (void)input;
     return candidates;
   }
 
@@ -390,16 +388,14 @@ class Importer {
     const std::string kind = shape_of(x).rank() == 4 ? "batch_norm2d" : "batch_norm1d";
     const OnnxConstant& mean = require_constant(node, 3);
     const OnnxConstant& var = require_constant(node, 4);
-    for (OnnxConstant* t : {&weights["weight"], &weights["bias"]}) t->dims = {channels};
-    const ValueId v = add(node, kind,
-                          Json{{"num_features", channels}, {"eps", static_cast<double>(float_attribute(node, "epsilon", 1e-5f))}}, {x},
-                          weights);
-    (void)v;
+    for (OnnxConstant* t : {&weights["weight"], &weights["bias"]}) t->dims = {t->elements()};
+    add(node, kind, Json{{"num_features", channels}, {"eps", static_cast<double>(float_attribute(node, "epsilon", 1e-5f))}}, {x},
+        weights);
+    // Shapes are checked against the layer's when the store is filled (finish).
     const std::string name = graph_->nodes().back().name;
     weights_[name + ".running_mean"] = mean;
     weights_[name + ".running_var"] = var;
-    OnnxConstant tracked = filled(1, 0.0f);
-    weights_[name + ".num_batches_tracked"] = tracked;
+    weights_[name + ".num_batches_tracked"] = filled(1, 0.0f);
   }
 
   // GlobalAveragePool (N, C, 1, 1) is only supported when flattened at once, as ember's
@@ -530,7 +526,7 @@ class Importer {
     OnnxConstant weight = scale;
     weight.dims = {features};
     OnnxConstant bias = node.input_size() > 2 && !node.input(2).empty() ? require_constant(node, 2) : filled(features, 0.0f);
-    bias.dims = {features};
+    bias.dims = {bias.elements()};
     add(node, "layer_norm", Json{{"features", features}, {"eps", static_cast<double>(float_attribute(node, "epsilon", 1e-5f))}}, {x},
         {{"weight", weight}, {"bias", bias}});
   }
@@ -648,7 +644,9 @@ class Importer {
       auto it = weights_.find(e.name);
       if (it == weights_.end()) throw Error(source_ + ": no tensor for ember's " + e.name);
       std::vector<std::int64_t> dims(e.spec.shape.dims().begin(), e.spec.shape.dims().end());
-      if (it->second.dims != dims || !it->second.is_float) throw Error(source_ + ": tensor for " + e.name + " has the wrong shape, expected " + e.spec.shape.str());
+      if (it->second.dims != dims || !it->second.is_float || it->second.elements() != e.spec.shape.elements()) {
+        throw Error(source_ + ": the tensor for " + e.name + " has the wrong shape, expected " + e.spec.shape.str());
+      }
       std::copy(it->second.floats.begin(), it->second.floats.end(), block.begin() + e.offset);
     };
     for (const ParameterEntry& e : parameters->entries()) copy(e, parameters->values());
