@@ -7,10 +7,13 @@
 #include <cstring>
 #include <map>
 
+#include <onnx/onnx_pb.h>
+
 #include "engine/onnx_export.h"
 #include "engine/onnx_import.h"
 #include "engine/session.h"
 #include "onnx/onnx_test_models.h"
+#include "support/expect_error.h"
 
 namespace ember {
 namespace {
@@ -53,6 +56,32 @@ TEST(OnnxRoundTrip, EveryModelComesBackBitwiseAtOpsets13And17) {
       EXPECT_EQ(std::memcmp(found.data(), expected.data(), found.size() * sizeof(float)), 0) << "not bitwise equal";
     }
   }
+}
+
+// ember's multi-node layers are recognized only when nodes and constants are exactly what
+// ember writes: a changed constant or attribute inside attention is not attention.
+TEST(OnnxRoundTrip, AChangedEmberExportIsNotTakenForTheLayer) {
+  const testing::TestModel m = testing::make_test_model("every-kind", Json::parse(testing::every_layer_kind_spec));
+  onnx::ModelProto original;
+  ASSERT_TRUE(original.ParseFromString(onnx_model_bytes(*m.graph, *m.parameters)));
+
+  onnx::ModelProto scaled = original;
+  for (onnx::TensorProto& t : *scaled.mutable_graph()->mutable_initializer()) {
+    if (t.name() != "causal/scale") continue;
+    const float scale = 0.25f;  // not 1/sqrt(head_dim) = 1/2
+    t.set_raw_data(&scale, sizeof scale);
+  }
+  EXPECT_TRUE(testing::throws_error_with([&] { import_onnx_bytes(scaled.SerializeAsString(), "scaled.onnx"); },
+                                         {"scaled.onnx", "causal/"}));
+
+  onnx::ModelProto softmax_axis = original;
+  for (onnx::NodeProto& node : *softmax_axis.mutable_graph()->mutable_node()) {
+    if (node.name() == "plain/softmax") node.mutable_attribute(0)->set_i(-2);
+  }
+  EXPECT_TRUE(testing::throws_error_with([&] { import_onnx_bytes(softmax_axis.SerializeAsString(), "axis.onnx"); },
+                                         {"axis.onnx", "plain/"}));
+  // The unchanged file imports.
+  EXPECT_NO_THROW(import_onnx_bytes(original.SerializeAsString(), "original.onnx"));
 }
 
 }  // namespace
