@@ -3,9 +3,11 @@
 // ember cannot import, and files that are not valid models, are errors naming the file,
 // the node and the supported set.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 
 #include <onnx/onnx_pb.h>
@@ -91,6 +93,30 @@ TEST_F(OnnxImportFileTest, ImportCommandWritesACheckpointThatRunsAlike) {
   InferenceSession::open(path("r.safetensors"), options)->run(input.data(), 3, from_checkpoint.data());
   InferenceSession::open(data_dir + "resnet8.onnx", options)->run(input.data(), 3, from_onnx.data());
   EXPECT_EQ(from_checkpoint, from_onnx);
+}
+
+// `ember export` from an imported checkpoint writes a file that imports to the same
+// outputs; a bad --opset is a usage error (exit 2) that writes nothing.
+TEST_F(OnnxImportFileTest, ExportCommandWritesTheCheckpointAsOnnx) {
+  const std::string cli = std::string(EMBER_CLI_PATH);
+  const std::string log = " > " + path("log") + " 2>&1";
+  ASSERT_EQ(std::system((cli + " import " + data_dir + "lenet.onnx --save " + path("l.safetensors") + log).c_str()), 0);
+  ASSERT_EQ(std::system((cli + " export --checkpoint " + path("l.safetensors") + " --onnx " + path("l.onnx") + " --opset 13" + log).c_str()), 0)
+      << read_bytes(path("log"));
+  EXPECT_NE(read_bytes(path("log")).find("opset 13"), std::string::npos);
+  const int status = std::system((cli + " export --checkpoint " + path("l.safetensors") + " --onnx " + path("bad.onnx") + " --opset 18" + log).c_str());
+  EXPECT_EQ(WEXITSTATUS(status), 2);
+  EXPECT_NE(read_bytes(path("log")).find("--opset: expected 13 to 17, found 18"), std::string::npos) << read_bytes(path("log"));
+  EXPECT_FALSE(std::filesystem::exists(path("bad.onnx")));
+
+  const SafetensorsFile goldens = SafetensorsFile::read(data_dir + "torch_goldens.safetensors");
+  const std::span<const float> input = goldens.floats("lenet.input", std::vector<std::int64_t>{3, 1, 32, 32});
+  SessionOptions options;
+  options.max_batch = 3;
+  std::vector<float> from_torch_file(30), from_ember_file(30);
+  InferenceSession::open(data_dir + "lenet.onnx", options)->run(input.data(), 3, from_torch_file.data());
+  InferenceSession::open(path("l.onnx"), options)->run(input.data(), 3, from_ember_file.data());
+  EXPECT_EQ(from_torch_file, from_ember_file);
 }
 
 TEST_F(OnnxImportFileTest, TruncatedOrForeignFilesAreErrorsNamingTheFile) {
