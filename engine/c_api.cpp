@@ -6,6 +6,7 @@
 #include <exception>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "engine/ember.h"
 #include "engine/error.h"
@@ -86,8 +87,14 @@ ember_session* ember_session_create_limited(const char* checkpoint_path, int64_t
     options.memory_limit = static_cast<std::size_t>(memory_limit_bytes);
     ember::TrainedModel model = ember::load_trained_model(checkpoint_path, options.memory_limit);
     auto created = std::make_unique<ember_session>();
-    created->mean = static_cast<float>(model.run.value("mean", 0.0));
-    created->std = static_cast<float>(model.run.value("std", 1.0));
+    const std::vector<double> mean = ember::run_normalization(model.run, "mean", 0.0);
+    const std::vector<double> std = ember::run_normalization(model.run, "std", 1.0);
+    if (mean.size() != 1 || std.size() != 1) {
+      throw ember::Error(std::string(checkpoint_path) + ": the model was trained with per-channel normalization (" +
+                         std::to_string(mean.size()) + " means); the C API normalizes with one mean and std");
+    }
+    created->mean = static_cast<float>(mean[0]);
+    created->std = static_cast<float>(std[0]);
     created->session =
         std::make_unique<ember::InferenceSession>(std::move(model.graph), std::move(model.parameters), options);
     return created.release();

@@ -1,5 +1,6 @@
 #include "engine/onnx_import.h"
 
+#include <algorithm>
 #include <climits>
 #include <cmath>
 #include <fstream>
@@ -658,9 +659,14 @@ class Importer {
     for (const onnx::StringStringEntryProto& entry : model_.metadata_props()) {
       for (const char* key : {"mean", "std"}) {
         if (entry.key() != std::string("ember.input_") + key) continue;
-        const Json number = Json::parse(entry.value(), nullptr, /*allow_exceptions=*/false);
-        if (!number.is_number()) throw Error(source_ + ": metadata " + entry.key() + ": expected a number, found \"" + entry.value() + "\"");
-        model.run[key] = number;
+        // One number, or one per channel (as the run settings hold them).
+        const Json value = Json::parse(entry.value(), nullptr, /*allow_exceptions=*/false);
+        const bool numbers = value.is_array() && !value.empty() &&
+                             std::all_of(value.begin(), value.end(), [](const Json& v) { return v.is_number(); });
+        if (!value.is_number() && !numbers) {
+          throw Error(source_ + ": metadata " + entry.key() + ": expected a number or a list of numbers, found \"" + entry.value() + "\"");
+        }
+        model.run[key] = value;
       }
       if (entry.key() == "ember.class_names") {
         const Json names = Json::parse(entry.value(), nullptr, false);

@@ -1,5 +1,6 @@
 #include "engine/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <utility>
@@ -84,6 +85,29 @@ Optimizer::Optimizer(std::span<float> values, std::span<const float> gradients, 
                 " gradients for " + std::to_string(values.size()) + " values");
   }
   for (std::size_t i = 0; i < state_names_.size(); ++i) state_.emplace_back(values.size() * sizeof(float));
+  trainable_.push_back({0, static_cast<std::int64_t>(values.size())});
+}
+
+void Optimizer::freeze(std::vector<Range> frozen) {
+  std::vector<Range> trainable;
+  std::int64_t next = 0;  // the first value not yet assigned to either
+  for (const Range& r : frozen) {
+    if (r.begin < next || r.end < r.begin || r.end > total_floats()) {
+      throw Error(std::string(name()) + ": frozen range [" + std::to_string(r.begin) + ", " + std::to_string(r.end) +
+                  ") must be sorted, disjoint and within the block of " + std::to_string(total_floats()) + " values");
+    }
+    if (r.begin > next) trainable.push_back({next, r.begin});
+    next = r.end;
+  }
+  if (next < total_floats()) trainable.push_back({next, total_floats()});
+  trainable_ = std::move(trainable);
+}
+
+void Optimizer::update_trainable(std::int64_t step, std::int64_t begin, std::int64_t end) {
+  for (const Range& r : trainable_) {
+    const std::int64_t from = std::max(begin, r.begin), to = std::min(end, r.end);
+    if (from < to) update(step, from, to - from);
+  }
 }
 
 void Optimizer::step(int threads) {
@@ -98,12 +122,11 @@ void Optimizer::step(int threads) {
   constexpr std::int64_t min_chunks_per_thread = 4;
   const std::int64_t team = std::min<std::int64_t>(threads, chunks / min_chunks_per_thread);
   if (team < 2) {
-    update(step, 0, total);
+    update_trainable(step, 0, total);
   } else {
     parallel_region(static_cast<int>(team), [&](int thread, int thread_count) {
       const std::int64_t first = chunks * thread / thread_count, last = chunks * (thread + 1) / thread_count;
-      const std::int64_t begin = first * chunk;
-      update(step, begin, std::min(total, last * chunk) - begin);
+      update_trainable(step, first * chunk, std::min(total, last * chunk));
     });
   }
   ++step_count_;

@@ -90,6 +90,14 @@ class Optimizer {
   // the same length: every named tensor must be present, once, with total_floats() floats.
   void import_state(std::int64_t step_count, std::span<const ConstOptimizerStateView> tensors);
 
+  // Values [begin, end) of the block that step() leaves alone, values and state bitwise
+  // (parameters frozen for fine-tuning, as PyTorch's optimizer over the others only).
+  // Ranges sorted, not overlapping and within the block; replaces any earlier ones.
+  struct Range {
+    std::int64_t begin = 0, end = 0;
+  };
+  void freeze(std::vector<Range> frozen);
+
  protected:
   // values and gradients: the ParameterStore's blocks (equal length, not owned).
   Optimizer(std::span<float> values, std::span<const float> gradients, OptimizerOptions options,
@@ -107,6 +115,9 @@ class Optimizer {
   std::int64_t step_count_ = 0;
   std::vector<std::string> state_names_;
   std::vector<AlignedBuffer> state_;
+  std::vector<Range> trainable_;  // the complement of the frozen ranges; empty block: none
+  // update() over [begin, end) where it overlaps the trainable ranges.
+  void update_trainable(std::int64_t step, std::int64_t begin, std::int64_t end);
 };
 
 // torch.optim.SGD(lr, momentum, dampening, weight_decay, nesterov). State:

@@ -1,8 +1,10 @@
 #include "engine/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -12,9 +14,10 @@
 #include "engine/abandoned_temporaries.h"
 #include "engine/anomaly.h"
 #include "engine/clip.h"
-#include "engine/dataset.h"
+#include "engine/data_source.h"
 #include "engine/error.h"
 #include "engine/executor.h"
+#include "engine/initial_weights.h"
 #include "engine/loss.h"
 #include "engine/memory_limit.h"
 #include "engine/model_spec.h"
@@ -23,7 +26,7 @@
 #include "engine/random.h"
 #include "engine/schedule.h"
 #include "engine/step_memory.h"
-#include "engine/synthetic_task.h"
+#include "engine/text.h"
 #include "engine/training_state.h"
 
 namespace ember {
@@ -43,17 +46,25 @@ void check_options(const TrainOptions& o) {
     throw Error("learning rate must be positive, found " + std::to_string(o.learning_rate));
   }
   if (o.threads < 1) throw Error("threads must be at least 1, found " + std::to_string(o.threads));
-  if (!(o.std > 0.0)) throw Error("normalization std must be positive, found " + std::to_string(o.std));
+  for (double s : o.std) {
+    if (!(s > 0.0)) throw Error("normalization std must be positive, found " + std::to_string(s));
+  }
   if (o.save_every < 0) throw Error("save_every must be 0 or positive, found " + std::to_string(o.save_every));
   if (o.eval_every < 0) throw Error("eval_every must be 0 or positive, found " + std::to_string(o.eval_every));
+  if (!o.init.empty() && !o.resume.empty()) {
+    throw Error("--init " + o.init + " and --resume " + o.resume +
+                ": expected one of them (--init starts a new run from the weights, --resume continues a run)");
+  }
+  if (!o.init_skip.empty() && o.init.empty()) throw Error("--init-skip needs --init");
   if (!(o.stop_at_accuracy >= 0.0 && o.stop_at_accuracy <= 1.0)) {
     throw Error("stop_at_accuracy must be a fraction in [0, 1] (0: never), found " + std::to_string(o.stop_at_accuracy));
   }
 }
 
-// The optimizer as the checkpoint records it.
-Json optimizer_json(const TrainOptions& o) {
-  return Json{{"name", o.optimizer},   {"learning_rate", o.learning_rate}, {"weight_decay", o.weight_decay},
+// The optimizer as the checkpoint records it: the weight decay it used (its default if unset).
+Json optimizer_json(const TrainOptions& o, const Optimizer& optimizer) {
+  const double weight_decay = *optimizer.options().weight_decay;
+  return Json{{"name", o.optimizer},   {"learning_rate", o.learning_rate}, {"weight_decay", weight_decay},
               {"momentum", o.momentum}, {"nesterov", o.nesterov},          {"schedule", o.schedule},
               {"step_size", o.step_size}, {"gamma", o.gamma}};
 }
@@ -63,13 +74,15 @@ Json run_json(const TrainOptions& o) {
   // The epoch count is not part of it (a run may be extended), except where the cosine
   // schedule's period is the run's length.
   Json run{{"seed", o.seed},   {"batch_size", o.batch_size}, {"cosine_epochs", o.schedule == "cosine" ? o.epochs : 0},
-           {"data", o.data},   {"mean", o.mean},             {"std", o.std},
+           {"data", o.data},   {"mean", normalization_json(o.mean)}, {"std", normalization_json(o.std)},
            {"micro_batch", o.micro_batch}, {"label_smoothing", o.label_smoothing},
            {"clip_norm", o.clip_norm}, {"train_limit", o.train_limit}};
   // Recorded only when used, so that checkpoints of other runs (and those written before
   // these existed) still match. A run's step count fixes where it ends and the cosine's
   // period; one-cycle's rates depend on the run's length and shape.
   if (o.max_steps > 0) run["max_steps"] = o.max_steps;
+  if (!o.freeze.empty()) run["freeze"] = o.freeze;
+  add_data_options(run, o.data_options);
   if (o.schedule == "onecycle") {
     run["one_cycle"] = Json{{"epochs", o.max_steps > 0 ? 0 : o.epochs}, {"pct_start", o.pct_start},
                             {"div_factor", o.div_factor}, {"final_div_factor", o.final_div_factor}};
@@ -77,69 +90,28 @@ Json run_json(const TrainOptions& o) {
   return run;
 }
 
-// Where the batches come from: an image classification dataset, or a synthetic regression
-// task. The loaders are owned here; the functions fill one batch and return its size.
-struct TrainingData {
-  std::int64_t train_size = 0, test_size = 0;
-  std::int64_t train_batches = 0, test_batches = 0;
-  std::int64_t max_batch = 0;
-  std::int64_t target_floats = 0;  // per sample; 0 for class labels
-  std::function<std::int64_t(int, std::int64_t, float*, std::int32_t*, float*)> train_batch, test_batch;
-  std::shared_ptr<void> owner;
-};
+// The frozen prefixes a checkpoint's run recorded (none if it has none).
+std::vector<std::string> recorded_freeze(const Json& run, const std::string& path) {
+  if (!run.contains("freeze")) return {};
+  const Json& freeze = run["freeze"];
+  const bool strings = freeze.is_array() && std::all_of(freeze.begin(), freeze.end(), [](const Json& v) { return v.is_string(); });
+  if (!strings) throw Error(path + ": __metadata__.run.freeze: expected an array of strings, found " + freeze.dump());
+  return freeze.get<std::vector<std::string>>();
+}
 
-TrainingData training_data(const std::string& name, const Shape& input_shape, const TrainOptions& options) {
-  TrainingData data;
-  const std::int64_t test_batch_size = std::max<std::int64_t>(options.batch_size, 256);
-  if (name == attention_retrieval_name) {
-    struct Regression {
-      RegressionDataset train_set, test_set;
-      std::unique_ptr<RegressionLoader> train_loader, test_loader;
-    };
-    auto r = std::make_shared<Regression>();
-    r->train_set = attention_retrieval_split(Split::train, options.train_limit, options.seed);
-    r->test_set = attention_retrieval_split(Split::test, options.test_limit, options.seed);
-    if (!(r->train_set.sample_shape == input_shape)) {
-      throw Error(std::string(attention_retrieval_name) + ": samples are " + r->train_set.sample_shape.str() +
-                  " but the model's input is " + input_shape.str());
-    }
-    r->train_loader = std::make_unique<RegressionLoader>(r->train_set, options.batch_size, options.seed, true);
-    r->test_loader = std::make_unique<RegressionLoader>(r->test_set, test_batch_size, options.seed, false);
-    data.train_size = r->train_set.count;
-    data.test_size = r->test_set.count;
-    data.train_batches = r->train_loader->batches_per_epoch();
-    data.test_batches = r->test_loader->batches_per_epoch();
-    data.target_floats = r->train_set.outputs;
-    data.train_batch = [r](int epoch, std::int64_t b, float* x, std::int32_t*, float* y) { return r->train_loader->load(epoch, b, x, y); };
-    data.test_batch = [r](int epoch, std::int64_t b, float* x, std::int32_t*, float* y) { return r->test_loader->load(epoch, b, x, y); };
-    data.owner = r;
-  } else {
-    struct Images {
-      Dataset train_set, test_set;
-      std::unique_ptr<BatchLoader> train_loader, test_loader;
-    };
-    auto i = std::make_shared<Images>();
-    i->train_set = load_dataset(name, Split::train, options.train_limit);
-    i->test_set = load_dataset(name, Split::test, options.test_limit);
-    const ImageFormat format = image_format_for(input_shape, i->train_set, options.mean, options.std);
-    i->train_loader = std::make_unique<BatchLoader>(i->train_set, format, options.batch_size, options.seed, /*shuffle=*/true);
-    i->test_loader = std::make_unique<BatchLoader>(i->test_set, format, test_batch_size, options.seed, /*shuffle=*/false);
-    data.train_size = i->train_set.size();
-    data.test_size = i->test_set.size();
-    data.train_batches = i->train_loader->batches_per_epoch();
-    data.test_batches = i->test_loader->batches_per_epoch();
-    data.train_batch = [i](int epoch, std::int64_t b, float* x, std::int32_t* labels, float*) { return i->train_loader->load(epoch, b, x, labels); };
-    data.test_batch = [i](int epoch, std::int64_t b, float* x, std::int32_t* labels, float*) { return i->test_loader->load(epoch, b, x, labels); };
-    data.owner = i;
-  }
-  data.max_batch = std::max(options.batch_size, test_batch_size);
-  return data;
+// ", 4640 parameters frozen (conv1)" for the run's first line.
+std::string frozen_text(std::span<const Optimizer::Range> frozen, const std::vector<std::string>& prefixes) {
+  if (frozen.empty()) return {};
+  std::int64_t count = 0;
+  for (const Optimizer::Range& r : frozen) count += r.end - r.begin;
+  return ", " + std::to_string(count) + " parameters frozen (" + join(prefixes, ", ") + ")";
 }
 
 }  // namespace
 
-std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& observer) {
-  check_options(options);
+std::vector<EpochReport> train(const TrainOptions& requested, TrainingObserver& observer) {
+  check_options(requested);
+  TrainOptions options = requested;  // a resumed run keeps its checkpoint's frozen parameters
   const Json spec = load_model_spec(options.model);
   const Graph graph = graph_from_spec(spec, options.model);
   const Shape& input_shape = graph.input_sample_shape();
@@ -148,15 +120,18 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
   check_model_memory(graph, layout, options.micro_batch, memory_limit, options.model);
   ParameterStore parameters(std::move(layout));
   parameters.initialize(options.seed);
+  std::string init_text;
+  if (!options.init.empty()) {
+    init_text = ", weights from " + options.init + " (" + load_initial_weights(options.init, options.init_skip, parameters).text() + ")";
+  }
+  frozen_ranges(parameters, options.freeze);  // an unknown prefix is refused before the data is loaded
 
   OptimizerOptions optimizer_options;
   optimizer_options.learning_rate = static_cast<float>(options.learning_rate);
-  optimizer_options.weight_decay = static_cast<float>(options.weight_decay);
+  if (options.weight_decay) optimizer_options.weight_decay = static_cast<float>(*options.weight_decay);
   if (options.optimizer == "sgd") {
     optimizer_options.momentum = static_cast<float>(options.momentum);
     optimizer_options.nesterov = options.nesterov;
-  } else if (options.weight_decay == 0.0 && options.optimizer == "adamw") {
-    optimizer_options.weight_decay.reset();  // AdamW's default
   }
   ExecutorOptions executor_options;
   executor_options.threads = options.threads;
@@ -174,7 +149,8 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
   const std::string loss_name = spec_loss_name(spec);
   const std::string data_name = !options.data.empty() ? options.data : spec.value("data", std::string("fashion-mnist"));
   const std::unique_ptr<Loss> loss = make_loss(loss_name, static_cast<float>(options.label_smoothing));
-  TrainingData data = training_data(data_name, input_shape, options);
+  const ModelDataNeeds needs{input_shape, graph.value_shape(graph.output()).sample_elements(), loss_name == "mse"};
+  TrainingData data = open_training_data(data_name, needs, options, observer);
   if (options.stop_at_accuracy > 0.0 && data.target_floats > 0) {
     throw Error("stop at accuracy: " + data_name + " is a regression task (" + loss_name + "); it has no accuracy");
   }
@@ -206,12 +182,15 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
     if (state.model_spec != spec_from_graph(graph, spec.value("name", "model"))) {
       throw Error(options.resume + ": the checkpoint's model differs from --model " + options.model);
     }
+    if (options.freeze.empty()) options.freeze = recorded_freeze(state.run, options.resume);
     // The loss and the data the run used are recorded for ember eval; the model spec and
     // --data decide them, so they are not compared here (checkpoints before ember recorded
     // them lack them).
     Json settings = state.run;
     settings.erase("loss");
     settings.erase("dataset");
+    settings.erase("init");  // where the weights started: not a setting of the continued run
+    for (const auto& item : data.metadata.items()) settings.erase(item.key());
     if (settings != run_json(options)) {
       throw Error(options.resume + ": the checkpoint was trained with " + state.run.dump() +
                   "; --resume continues only the same run, found " + run_json(options).dump());
@@ -227,6 +206,8 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
     first_batch = step % data.train_batches;
   }
   if (!options.save.empty()) remove_abandoned_temporaries(options.save);
+  const std::vector<Optimizer::Range> frozen = frozen_ranges(parameters, options.freeze);
+  optimizer->freeze(frozen);
 
   Executor executor(graph, parameters, executor_options);
 
@@ -234,14 +215,17 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
       parameters.buffer_count() > 0 ? " (and " + std::to_string(parameters.buffer_count()) + " buffer values)" : "";
   observer.on_start(std::to_string(parameters.parameter_count()) + " parameters" + buffers + ", " + std::to_string(data.train_size) +
                     " training and " + std::to_string(data.test_size) + " test samples (" + data_name + "), " +
-                    std::to_string(options.threads) + " thread(s)");
+                    std::to_string(options.threads) + " thread(s)" + init_text + frozen_text(frozen, options.freeze));
 
   std::ofstream log;
   if (!options.log.empty()) {
     const bool append = !options.resume.empty();
+    // A resumed run appends to its log; a new or empty one gets the header first.
+    std::error_code ignored;
+    const bool has_rows = append && std::filesystem::file_size(options.log, ignored) > 0 && !ignored;
     log.open(options.log, append ? std::ios::app : std::ios::trunc);
     if (!log) throw Error(options.log + ": cannot open the training log for writing");
-    if (!append) log << "epoch,step,learning_rate,train_loss,train_accuracy,test_loss,test_accuracy,seconds,images_per_second\n";
+    if (!has_rows) log << "epoch,step,learning_rate,train_loss,train_accuracy,test_loss,test_accuracy,seconds,images_per_second\n";
   }
 
   std::vector<float> inputs(static_cast<std::size_t>(data.max_batch * input_shape.elements()));
@@ -255,10 +239,12 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
   auto save_checkpoint = [&](int completed_epochs) {
     TrainingState state;
     state.model_spec = spec_from_graph(graph, spec.value("name", "model"));
-    state.optimizer = optimizer_json(options);
+    state.optimizer = optimizer_json(options, *optimizer);
     state.run = run_json(options);
     state.run["loss"] = loss_name;
     state.run["dataset"] = data_name;
+    if (!options.init.empty()) state.run["init"] = Json{{"path", options.init}, {"skip", options.init_skip}};
+    state.run.update(data.metadata);
     state.epoch = completed_epochs;
     state.step = step;
     save_training_state(options.save, state, parameters, *optimizer);
@@ -313,6 +299,7 @@ std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& ob
       } catch (const AnomalyError& e) {
         throw Error(where() + ": " + e.what() + "; training stopped before applying this step" + checkpoint_intact);
       }
+      zero_frozen_gradients(frozen, parameters);
       const double mean_loss = result.mean_loss();
       if (!std::isfinite(mean_loss)) {
         throw Error(where() + ": the loss is " + std::to_string(mean_loss) + "; training stopped before applying this step" +

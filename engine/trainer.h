@@ -4,16 +4,20 @@
 // the same loop; it reports progress through an observer and never prints.
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "engine/data_options.h"
 
 namespace ember {
 
 struct TrainOptions {
   std::string model = "seed-cnn";      // built-in name or path to a JSON spec
-  // fashion-mnist | mnist | directory of IDX files | attention-retrieval; empty: the model's
-  // own (its spec's "data", else fashion-mnist)
+  // fashion-mnist | mnist | directory of IDX files | image folder | CSV file |
+  // attention-retrieval; empty: the model's own (its spec's "data", else fashion-mnist)
   std::string data;
+  DataOptions data_options;            // image folders and CSV tables (engine/data_source.h)
   int epochs = 3;
   // Optimizer steps to run in all, overriding epochs (Hugging Face's max_steps): the run
   // takes ceil(max_steps / batches per epoch) epochs and ends within the last; onecycle
@@ -22,7 +26,8 @@ struct TrainOptions {
   std::int64_t batch_size = 64;
   std::string optimizer = "adam";      // sgd | adam | adamw
   double learning_rate = 1e-3;
-  double weight_decay = 0.0;
+  // Unset: the optimizer's default (0 for sgd and adam, 0.01 for adamw); 0 is a value.
+  std::optional<double> weight_decay;
   double momentum = 0.9;               // sgd
   bool nesterov = false;               // sgd
   std::string schedule = "constant";   // constant | step | cosine | onecycle
@@ -35,7 +40,8 @@ struct TrainOptions {
   double final_div_factor = 1e4;
   double clip_norm = 0.0;              // 0: no clipping
   double label_smoothing = 0.0;
-  double mean = 0.0, std = 1.0;        // input normalization after /255
+  // Input normalization after /255: one value for every channel, or one per channel.
+  std::vector<double> mean{0.0}, std{1.0};
   int threads = 1;
   std::int64_t micro_batch = 16;
   std::uint64_t seed = 0;
@@ -43,6 +49,15 @@ struct TrainOptions {
   std::int64_t save_every = 0;         // also after every N optimizer steps (0: only after each epoch)
   std::string log;                     // CSV, one row per epoch
   std::string resume;                  // checkpoint to continue from
+  // Starting weights instead of the seed's (engine/initial_weights.h): an ember checkpoint
+  // or a PyTorch state_dict in safetensors, tensors matched by name; those under an
+  // init_skip prefix keep their fresh initialization. The optimizer state and the step
+  // count start afresh. Not with resume.
+  std::string init;
+  std::vector<std::string> init_skip;
+  // Parameters under these prefixes are not updated (values and optimizer state stay
+  // bitwise); recorded in the checkpoint, and a resumed run without its own keeps them.
+  std::vector<std::string> freeze;
   std::int64_t train_limit = 0;        // use only the first N training samples (0: all)
   std::int64_t test_limit = 0;         // likewise for the test split
   // Also evaluate on the test split after every N optimizer steps within an epoch (0:
@@ -99,6 +114,8 @@ class TrainingObserver {
  public:
   virtual ~TrainingObserver() = default;
   virtual void on_start(const std::string& description) {}
+  // Data loading: decoding progress, skipped files, the cache (one line each).
+  virtual void on_data(const std::string& message) {}
   virtual void on_batch(const BatchProgress& progress) {}
   virtual void on_evaluation(const EvaluationReport& report) {}
   // After each epoch's evaluation, and once more for a partial epoch when training stops

@@ -195,6 +195,12 @@ TrainingState load_training_state(const std::string& path, ParameterStore& param
   return state;
 }
 
+std::vector<double> run_normalization(const Json& run, const char* key, double fallback) {
+  if (!run.contains(key)) return {fallback};
+  if (run[key].is_number()) return {run[key].get<double>()};
+  return run[key].get<std::vector<double>>();
+}
+
 TrainedModel load_trained_model(const std::string& path, std::size_t memory_limit) {
   // Models trained elsewhere: an ONNX file is imported (engine/onnx_import.h).
   if (is_onnx_path(path)) return import_onnx(path, memory_limit);
@@ -203,9 +209,14 @@ TrainedModel load_trained_model(const std::string& path, std::size_t memory_limi
   model.graph = std::make_unique<Graph>(graph_from_spec(metadata_json(file, "model_spec"), path + " (model_spec)"));
   model.run = metadata_object(file, "run");
   // Evaluation and prediction normalize inputs with these.
+  // One number, or one per channel (arrays: image folders with per-channel --mean/--std).
   for (const char* key : {"mean", "std"}) {
-    if (model.run.contains(key) && !model.run[key].is_number()) {
-      throw Error(path + ": __metadata__.run." + key + ": expected a number, found " + found_text(model.run[key]));
+    if (!model.run.contains(key)) continue;
+    const Json& value = model.run[key];
+    const bool numbers = value.is_array() && !value.empty() &&
+                         std::all_of(value.begin(), value.end(), [](const Json& v) { return v.is_number(); });
+    if (!value.is_number() && !numbers) {
+      throw Error(path + ": __metadata__.run." + key + ": expected a number, found " + found_text(value));
     }
   }
   // The file's tensors are checked against the spec's parameters and buffers before the

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "engine/graph.h"
 #include "engine/optimizer.h"
@@ -40,6 +41,9 @@ struct TrainedModel {
   std::unique_ptr<ParameterStore> parameters;
   Json run;
 };
+// A run's input normalization ("mean" or "std"): one value, or one per channel.
+std::vector<double> run_normalization(const Json& run, const char* key, double fallback);
+
 // A path ending in ".onnx" is imported (engine/onnx_import.h) instead of read as a
 // checkpoint; its run settings hold only the normalization recorded in its metadata.
 // Every tensor is checked against the spec, and the model against `memory_limit`

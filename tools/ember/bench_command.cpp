@@ -61,7 +61,7 @@ StepTimes summarize(std::vector<double> milliseconds) {
 
 int bench_command(int argc, char** argv) {
   Flags flags("bench", "Measure a model's training-step or inference throughput (images per second).");
-  flags.value("model", "built-in model or JSON spec", "seed-cnn", "M")
+  flags.model()
       .value("batch-size", "samples per step (with --session: per call, the most)", "64", "B")
       .toggle("training", "time full training steps (forward, loss, backward, Adam update)")
       .toggle("session", "time concurrent callers of one InferenceSession, as a server: calls/s, latency, memory")

@@ -14,6 +14,7 @@
 #include "engine/synthetic_task.h"
 #include "engine/training_state.h"
 #include "tools/ember/commands.h"
+#include "tools/ember/eval_report.h"
 #include "tools/ember/flags.h"
 
 namespace ember::cli {
@@ -36,15 +37,56 @@ std::uint64_t run_seed(const Json& run, const std::string& path) {
   return run["seed"].get<std::uint64_t>();
 }
 
+// The regression test split (the synthetic task): the mean of the run's loss.
+void evaluate_regression(Executor& executor, const RegressionDataset& set, const Loss& loss, std::int64_t batch_size,
+                         const std::string& path) {
+  RegressionLoader loader(set, batch_size, 0, /*shuffle=*/false);
+  std::vector<float> inputs(static_cast<std::size_t>(batch_size * set.sample_shape.elements()));
+  std::vector<float> targets(static_cast<std::size_t>(batch_size * set.outputs));
+  StepResult total;
+  for (std::int64_t b = 0; b < loader.batches_per_epoch(); ++b) {
+    const std::int64_t count = loader.load(0, b, inputs.data(), targets.data());
+    total += executor.evaluate(inputs.data(), count, Targets{{}, targets.data()}, loss);
+  }
+  // A regression has no accuracy; the loss is named, as it is not cross-entropy.
+  std::printf("%s on %s test (%lld samples): loss %.4f (%s)\n", path.c_str(), std::string(attention_retrieval_name).c_str(),
+              static_cast<long long>(total.samples), total.mean_loss(), std::string(loss.name()).c_str());
+}
+
+// Labelled images: the run's loss and accuracy from each batch's logits, and per class.
+void evaluate_classifier(Executor& executor, const Dataset& set, const ImageFormat& format, const Loss& loss,
+                         std::int64_t batch_size, const std::string& where, ClassReport& report) {
+  BatchLoader loader(set, format, batch_size, 0, /*shuffle=*/false);
+  std::vector<float> inputs(static_cast<std::size_t>(batch_size * loader.sample_floats()));
+  std::vector<float> logits(static_cast<std::size_t>(batch_size * report.classes()));
+  std::vector<std::int32_t> labels(static_cast<std::size_t>(batch_size));
+  double loss_sum = 0.0;
+  std::int64_t correct = 0, samples = 0;
+  for (std::int64_t b = 0; b < loader.batches_per_epoch(); ++b) {
+    const std::int64_t count = loader.load(0, b, inputs.data(), labels.data());
+    executor.infer(inputs.data(), count, logits.data());
+    const Targets targets{std::span<const std::int32_t>(labels.data(), static_cast<std::size_t>(count)), nullptr};
+    const LossResult r = loss.compute(Tensor{logits.data(), Shape{count, report.classes()}}, targets, 1.0f, nullptr);
+    loss_sum += r.loss_sum;
+    correct += r.correct;
+    samples += count;
+    report.add(logits, labels, count);
+  }
+  std::printf("%s test (%lld images): accuracy %.2f%%, loss %.4f\n", where.c_str(), static_cast<long long>(samples),
+              100.0 * static_cast<double>(correct) / static_cast<double>(samples), loss_sum / static_cast<double>(samples));
+}
+
 }  // namespace
 
 int eval_command(int argc, char** argv) {
-  Flags flags("eval", "Evaluate a checkpoint on a dataset's test split with the loss it was trained with: accuracy (classification) and mean loss.");
+  Flags flags("eval", "Evaluate a checkpoint on a dataset's test split with the loss it was trained with: mean loss, and "
+                      "for a classifier accuracy, per-class accuracy and the confusion matrix.");
   flags.value("checkpoint", "checkpoint written by ember train --save", std::nullopt, "PATH")
       .value("data", "fashion-mnist, mnist, a directory of IDX files, or attention-retrieval (synthetic); default: the data the checkpoint was trained on, else fashion-mnist", "", "D")
       .value("batch-size", "samples per batch", "256", "B")
-      .value("threads", "compute threads", "1", "N")
+      .threads("compute threads")
       .value("limit", "use only the first N test samples (0: all)", "0", "N")
+      .value("report", "a classifier's per-class accuracy and confusion matrix as CSV, written atomically", "", "FILE.csv")
       .memory_limit();
   if (!flags.parse(argc, argv, 2)) {
     std::printf("%s", flags.help().c_str());
@@ -52,7 +94,6 @@ int eval_command(int argc, char** argv) {
   }
   const std::string path = flags.text("checkpoint");
   const std::int64_t batch_size = flags.positive_integer("batch-size");
-  const int threads = static_cast<int>(flags.positive_integer("threads"));
   const std::int64_t limit = flags.non_negative_integer("limit");
   const std::size_t memory_limit = resolve_memory_limit(flags.memory_size("memory-limit"));
   TrainedModel model = load_trained_model(path, memory_limit);
@@ -63,62 +104,41 @@ int eval_command(int argc, char** argv) {
       !flags.text("data").empty() ? flags.text("data")
                                   : run_text(model.run, "dataset", run_text(model.run, "data", "fashion-mnist", path), path);
   const Shape& input_shape = model.graph->input_sample_shape();
-
-  // The test split: regression targets of the synthetic task, or labelled images.
-  std::optional<RegressionDataset> regression_set;
-  std::optional<Dataset> image_set;
-  std::optional<ImageFormat> format;
-  if (!loss->uses_labels()) {
-    if (data_name != attention_retrieval_name) {
-      throw Error(path + ": the model was trained with " + std::string(loss->name()) + " on regression targets; expected --data " +
-                  std::string(attention_retrieval_name) + ", found " + data_name);
-    }
-    regression_set = attention_retrieval_split(Split::test, limit, run_seed(model.run, path));
-    if (!(regression_set->sample_shape == input_shape)) {
-      throw Error(std::string(attention_retrieval_name) + ": samples are " + regression_set->sample_shape.str() +
-                  " but the model's input is " + input_shape.str());
-    }
-  } else {
-    image_set = load_dataset(data_name, Split::test, limit);
-    format = image_format_for(input_shape, *image_set, model.run.value("mean", 0.0), model.run.value("std", 1.0));
+  if (!loss->uses_labels() && data_name != attention_retrieval_name) {
+    throw Error(path + ": the model was trained with " + std::string(loss->name()) + " on regression targets; expected --data " +
+                std::string(attention_retrieval_name) + ", found " + data_name);
   }
-
+  if (!loss->uses_labels() && !flags.text("report").empty()) {
+    throw UsageError("ember eval: --report: " + path + " is a regression model (" + std::string(loss->name()) +
+                     "); it has no classes to report");
+  }
   ExecutorOptions options;
-  options.threads = threads;
+  options.threads = flags.thread_count();
   StepMemoryOptions step;
   step.batch = batch_size;
   step.executor = options;
   step.mode = Mode::inference;
   check_step_memory(estimate_step_memory(*model.graph, *model.parameters, step), memory_limit, path);
   Executor executor(*model.graph, *model.parameters, options);
-  std::vector<float> inputs(static_cast<std::size_t>(batch_size * input_shape.elements()));
-  StepResult total;
-
-  if (regression_set) {
-    RegressionLoader loader(*regression_set, batch_size, 0, /*shuffle=*/false);
-    std::vector<float> targets(static_cast<std::size_t>(batch_size * regression_set->outputs));
-    for (std::int64_t b = 0; b < loader.batches_per_epoch(); ++b) {
-      const std::int64_t count = loader.load(0, b, inputs.data(), targets.data());
-      const StepResult r = executor.evaluate(inputs.data(), count, Targets{{}, targets.data()}, *loss);
-      total += r;
+  if (!loss->uses_labels()) {
+    const RegressionDataset set = attention_retrieval_split(Split::test, limit, run_seed(model.run, path));
+    if (!(set.sample_shape == input_shape)) {
+      throw Error(std::string(attention_retrieval_name) + ": samples are " + set.sample_shape.str() +
+                  " but the model's input is " + input_shape.str());
     }
-    // A regression has no accuracy; the loss is named, as it is not cross-entropy.
-    std::printf("%s on %s test (%lld samples): loss %.4f (%s)\n", path.c_str(), data_name.c_str(),
-                static_cast<long long>(total.samples), total.mean_loss(), std::string(loss->name()).c_str());
+    evaluate_regression(executor, set, *loss, batch_size, path);
     return 0;
   }
-
-  BatchLoader loader(*image_set, *format, batch_size, 0, /*shuffle=*/false);
-  std::vector<std::int32_t> labels(static_cast<std::size_t>(batch_size));
-  for (std::int64_t b = 0; b < loader.batches_per_epoch(); ++b) {
-    const std::int64_t count = loader.load(0, b, inputs.data(), labels.data());
-    const StepResult r = executor.evaluate(inputs.data(), count,
-                                           Targets{std::span<const std::int32_t>(labels.data(), static_cast<std::size_t>(count)), nullptr}, *loss);
-    total += r;
+  const Dataset set = load_dataset(data_name, Split::test, limit);
+  const ImageFormat format = image_format_for(input_shape, set, run_normalization(model.run, "mean", 0.0),
+                                              run_normalization(model.run, "std", 1.0));
+  ClassReport report(model.graph->value_shape(model.graph->output()).sample_elements(), model.run);
+  evaluate_classifier(executor, set, format, *loss, batch_size, path + " on " + data_name, report);
+  std::printf("%s", report.text().c_str());
+  if (!flags.text("report").empty()) {
+    report.write_csv(flags.text("report"));
+    std::printf("wrote %s\n", flags.text("report").c_str());
   }
-  std::printf("%s on %s test (%lld images): accuracy %.2f%%, loss %.4f\n", path.c_str(), data_name.c_str(),
-              static_cast<long long>(total.samples), 100.0 * static_cast<double>(total.correct) / static_cast<double>(total.samples),
-              total.mean_loss());
   return 0;
 }
 

@@ -4,9 +4,12 @@
 #include <cmath>
 #include <cstdlib>
 
+#include "engine/cpu_count.h"
 #include "engine/error.h"
 #include "engine/memory_limit.h"
+#include "engine/model_spec.h"
 #include "engine/text.h"
+#include "engine/threading.h"
 
 namespace ember::cli {
 
@@ -148,6 +151,22 @@ Flags& Flags::memory_limit() {
   return value("memory-limit",
                "refuse a model whose memory (weights, optimizer state, arenas) exceeds this, e.g. 4G (0: the available memory)",
                "0", "SIZE");
+}
+
+Flags& Flags::threads(const std::string& help) {
+  return value("threads", help + "; default: the cores available to this process (OMP_NUM_THREADS if set)",
+               std::to_string(available_compute_threads()), "N");
+}
+
+int Flags::thread_count() const {
+  const std::int64_t threads = positive_integer("threads");
+  if (threads > max_compute_threads) fail("threads", "1 to " + std::to_string(max_compute_threads), text("threads"));
+  return static_cast<int>(threads);
+}
+
+Flags& Flags::model(const std::string& default_value) {
+  return value("model", "built-in model (" + join(builtin_model_names(), ", ") + ") or path to a JSON model spec",
+               default_value, "M");
 }
 
 }  // namespace ember::cli

@@ -43,6 +43,12 @@ class Flags {
   std::size_t memory_size(const std::string& name) const;
   // Declares --memory-limit, which every command that loads or builds a model takes.
   Flags& memory_limit();
+  // Declares --threads, by default the cores available to the process (engine/cpu_count.h).
+  Flags& threads(const std::string& help);
+  // --threads, checked against max_compute_threads (engine/threading.h).
+  int thread_count() const;
+  // Declares --model, its help naming every built-in model (engine/model_spec.h's registry).
+  Flags& model(const std::string& default_value = "seed-cnn");
 
  private:
   struct Spec {

@@ -49,7 +49,7 @@ void print_plan_sizes(const char* region, const MemoryPlan& plan) {
 int plan_command(int argc, char** argv) {
   Flags flags("plan", "Print the memory plan of one step of a model: every tensor with its shape, size, offset and "
                       "lifetime, the arena totals, and the memory of the whole step.");
-  flags.value("model", "built-in model name or path to a JSON spec", "seed-cnn", "M")
+  flags.model()
       .value("batch-size", "samples per step (cut into micro-batches)", "16", "B")
       .value("micro-batch", "samples a thread carries through the network at once (the planned size)", "16", "N")
       .value("threads", "compute threads (one arena each)", "1", "N")

@@ -3,8 +3,11 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
+#include <vector>
 
+#include "engine/initial_weights.h"
 #include "engine/model_spec.h"
 #include "engine/threading.h"
 #include "engine/trainer.h"
@@ -32,6 +35,10 @@ class ProgressPrinter final : public TrainingObserver {
       : terminal_(isatty(STDOUT_FILENO) == 1), start_(start), stop_at_percent_(stop_at_percent) {}
 
   void on_start(const std::string& description) override { std::printf("training: %s\n", description.c_str()); }
+  void on_data(const std::string& message) override {
+    std::printf("%s\n", message.c_str());
+    std::fflush(stdout);
+  }
 
   void on_batch(const BatchProgress& p) override {
     if (terminal_) {
@@ -93,6 +100,55 @@ class ProgressPrinter final : public TrainingObserver {
   double stop_at_percent_;
 };
 
+// "0.485,0.456,0.406" (or one number): each finite, and positive where asked.
+std::vector<double> number_list(const Flags& flags, const std::string& name, bool positive) {
+  const std::string text = flags.text(name);
+  std::vector<double> values;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const std::size_t comma = std::min(text.find(',', start), text.size());
+    const std::string item = text.substr(start, comma - start);
+    char* end = nullptr;
+    const double value = std::strtod(item.c_str(), &end);
+    if (item.empty() || end != item.c_str() + item.size() || !std::isfinite(value) || (positive && !(value > 0.0))) {
+      throw UsageError("ember train: --" + name + ": expected " + (positive ? "positive " : "") +
+                       "numbers separated by commas (one, or one per channel), found \"" + text + "\"");
+    }
+    values.push_back(value);
+    start = comma + 1;
+  }
+  return values;
+}
+
+// --resize H,W
+void read_resize(const Flags& flags, DataOptions& data) {
+  if (!flags.has("resize")) return;
+  const std::string text = flags.text("resize");
+  long long height = 0, width = 0;
+  char tail = 0;
+  if (std::sscanf(text.c_str(), "%lld,%lld%c", &height, &width, &tail) != 2 || height < 1 || width < 1 || height > 65536 ||
+      width > 65536) {
+    throw UsageError("ember train: --resize: expected HEIGHT,WIDTH in pixels (e.g. 32,32), found \"" + text + "\"");
+  }
+  data.resize_height = height;
+  data.resize_width = width;
+}
+
+DataOptions data_options(const Flags& flags) {
+  DataOptions data;
+  data.val_split = flags.number_in("val-split", 0.0, 1.0, false);
+  data.test_data = flags.text("test-data");
+  if (flags.has("convert")) data.convert = flags.choice("convert", {"rgb", "grey"});
+  read_resize(flags, data);
+  data.skip_bad_files = flags.on("skip-bad-files");
+  data.cache_limit = flags.memory_size("cache-limit");
+  data.cache = flags.on("cache");
+  data.augment = flags.text("augment");
+  data.label_column = flags.text("label-column");
+  data.standardize = flags.on("standardize");
+  return data;
+}
+
 }  // namespace
 
 int train_command(int argc, char** argv) {
@@ -100,16 +156,24 @@ int train_command(int argc, char** argv) {
   Flags flags("train",
               "Train a model; test loss (and accuracy, for classification) is reported after every epoch (and every "
               "--eval-every steps) with the wall time since the command started.");
-  std::string builtins;
-  for (const std::string& name : builtin_model_names()) builtins += (builtins.empty() ? "" : ", ") + name;
-  flags.value("model", "built-in model (" + builtins + ") or path to a JSON model spec", "seed-cnn", "M")
-      .value("data", "fashion-mnist, mnist, a directory of IDX files, or attention-retrieval (synthetic); default: the model's own, else fashion-mnist", "", "D")
+  flags.model()
+      .value("data", "fashion-mnist, mnist, a directory of IDX files, an image folder (one sub-folder of PNG/JPEG images per class; DIR/train and DIR/test if present), a CSV file, or attention-retrieval (synthetic); default: the model's own, else fashion-mnist", "", "D")
+      .value("val-split", "hold out this fraction of an image folder or CSV file as the test split (seeded by --seed) when it has none", "0", "F")
+      .value("test-data", "CSV file of the test split (same columns as --data)", "", "PATH")
+      .value("convert", "image folders: convert images to the model's channels: rgb or grey (default: a mismatch is an error)", std::nullopt, "C")
+      .value("resize", "image folders: resize every image to HEIGHT,WIDTH (bilinear; default: a size mismatch is an error)", std::nullopt, "H,W")
+      .toggle("skip-bad-files", "image folders: skip corrupt or unreadable images (counted and listed) instead of failing")
+      .value("cache-limit", "image folders: cache the decoded images beside the data (DIR/.ember-cache-*.bin) when they take more than this", "256M", "SIZE")
+      .toggle("cache", "image folders: always cache the decoded images")
+      .value("augment", "training split only, seeded: crop:P (random crop after zero padding P) and/or flip (horizontal, p=0.5), e.g. crop:4,flip", "", "SPEC")
+      .value("label-column", "CSV: the label column, when it is not the last; for regression (an MSE model) several target columns: y1,y2", "", "NAME")
+      .toggle("standardize", "CSV: standardize each feature with the training split's mean and std (kept in the checkpoint)")
       .value("epochs", "passes over the training set", "3", "N")
       .value("max-steps", "optimizer steps to train in all, overriding --epochs (the last epoch ends early); 0: --epochs decides", "0", "N")
       .value("batch-size", "samples per optimizer step", "64", "B")
       .value("lr", "learning rate", "1e-3", "LR")
       .value("optimizer", "sgd, adam or adamw", "adam", "NAME")
-      .value("weight-decay", "L2 penalty (adam, sgd) or decoupled decay (adamw)", "0", "W")
+      .value("weight-decay", "L2 penalty (adam, sgd) or decoupled decay (adamw) (default: 0, for adamw 0.01 as in PyTorch)", std::nullopt, "W")
       .value("momentum", "sgd momentum", "0.9", "M")
       .toggle("nesterov", "sgd: Nesterov momentum")
       .value("schedule",
@@ -123,15 +187,18 @@ int train_command(int argc, char** argv) {
       .value("final-div-factor", "onecycle: the last rate is --lr / (div-factor x this)", "1e4", "F")
       .value("clip-norm", "clip the gradient's global L2 norm to this (0: off)", "0", "C")
       .value("label-smoothing", "cross-entropy label smoothing", "0", "E")
-      .value("mean", "normalize inputs: (x/255 - mean) / std", "0", "M")
-      .value("std", "normalize inputs: (x/255 - mean) / std", "1", "S")
-      .value("threads", "compute threads (OpenMP across the batch; oneDNN included)", "1", "N")
+      .value("mean", "normalize inputs: (x/255 - mean) / std; one value, or one per channel (0.485,0.456,0.406)", "0", "M")
+      .value("std", "normalize inputs: (x/255 - mean) / std; one value, or one per channel", "1", "S")
+      .threads("compute threads (OpenMP across the batch; oneDNN included)")
       .value("micro-batch", "samples a thread carries through the network at once", "16", "N")
       .value("seed", "seed for initialization, shuffling and dropout", "0", "S")
       .value("save", "checkpoint written after every epoch (safetensors)", "", "PATH")
       .value("save-every", "also save the checkpoint after every N optimizer steps (0: only after each epoch)", "0", "N")
       .value("log", "CSV log, one row per epoch", "", "PATH")
       .value("resume", "continue the run saved in this checkpoint", "", "PATH")
+      .value("init", "start from these weights (an ember checkpoint, or a PyTorch state_dict saved as safetensors), matched by tensor name; fresh optimizer state and step count (docs/pytorch-weights.md)", "", "PATH")
+      .value("init-skip", "with --init: tensors or layers (comma-separated names or prefixes, e.g. fc2) that keep their fresh initialization", "", "NAMES")
+      .value("freeze", "parameters under these comma-separated prefixes (e.g. conv1,conv2) are not updated", "", "PREFIXES")
       .value("train-limit", "use only the first N training images (0: all)", "0", "N")
       .value("test-limit", "use only the first N test images (0: all)", "0", "N")
       .value("eval-every", "also evaluate on the test split every N optimizer steps (0: only after each epoch)", "0", "N")
@@ -151,7 +218,8 @@ int train_command(int argc, char** argv) {
   options.batch_size = flags.positive_integer("batch-size");
   options.learning_rate = flags.positive_number("lr");
   options.optimizer = flags.choice("optimizer", {"sgd", "adam", "adamw"});
-  options.weight_decay = flags.number_in("weight-decay", 0.0, 1e9, true);
+  // Given (0 included) or not: unset means the optimizer's own default.
+  if (flags.on("weight-decay")) options.weight_decay = flags.number_in("weight-decay", 0.0, 1e9, true);
   options.momentum = flags.number_in("momentum", 0.0, 1.0, false);
   options.nesterov = flags.on("nesterov");
   options.schedule = flags.choice("schedule", {"constant", "step", "cosine", "onecycle"});
@@ -162,15 +230,19 @@ int train_command(int argc, char** argv) {
   options.final_div_factor = flags.positive_number("final-div-factor");
   options.clip_norm = flags.number_in("clip-norm", 0.0, 1e30, true);
   options.label_smoothing = flags.number_in("label-smoothing", 0.0, 1.0, false);
-  options.mean = flags.number_in("mean", -1e9, 1e9, true);
-  options.std = flags.positive_number("std");
-  options.threads = static_cast<int>(flags.positive_integer("threads"));
+  options.mean = number_list(flags, "mean", false);
+  options.std = number_list(flags, "std", true);
+  options.data_options = data_options(flags);
+  options.threads = flags.thread_count();
   options.micro_batch = flags.positive_integer("micro-batch");
   options.seed = static_cast<std::uint64_t>(flags.non_negative_integer("seed"));
   options.save = flags.text("save");
   options.save_every = flags.non_negative_integer("save-every");
   options.log = flags.text("log");
   options.resume = flags.text("resume");
+  options.init = flags.text("init");
+  options.init_skip = split_names(flags.text("init-skip"));
+  options.freeze = split_names(flags.text("freeze"));
   options.train_limit = flags.non_negative_integer("train-limit");
   options.test_limit = flags.non_negative_integer("test-limit");
   options.eval_every = flags.non_negative_integer("eval-every");
@@ -178,10 +250,6 @@ int train_command(int argc, char** argv) {
   options.stop_at_accuracy = stop_at_percent / 100.0;
   options.memory_limit = flags.memory_size("memory-limit");
   options.detect_anomaly = flags.on("detect-anomaly");
-  if (options.threads > max_compute_threads) {
-    throw UsageError("ember train: --threads: expected at most " + std::to_string(max_compute_threads) + ", found " +
-                     std::to_string(options.threads));
-  }
 
   ProgressPrinter printer(start, stop_at_percent);
   train(options, printer);
