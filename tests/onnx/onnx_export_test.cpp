@@ -154,6 +154,14 @@ TEST_F(OnnxExportFileTest, CheckpointExportStoresNormalizationAndClassNamesAndWr
   EXPECT_EQ(ember_export_onnx(path("model.safetensors").c_str(), path("bad.onnx").c_str(), 12, error, sizeof error), -1);
   EXPECT_NE(std::string(error).find("opset"), std::string::npos) << error;
   EXPECT_FALSE(std::filesystem::exists(path("bad.onnx")));
+
+  // Per-channel normalization (a list per key) goes out and comes back as the run has it.
+  state.run = Json{{"mean", {0.485, 0.456, 0.406}}, {"std", 0.25}};
+  save_training_state(path("channels.safetensors"), state, *m.parameters, *optimizer);
+  export_checkpoint_onnx(path("channels.safetensors"), path("channels.onnx"));
+  const TrainedModel imported = load_trained_model(path("channels.onnx"));
+  EXPECT_EQ(imported.run.at("mean"), (Json{0.485, 0.456, 0.406}));
+  EXPECT_EQ(imported.run.at("std"), Json(0.25));
 }
 
 }  // namespace
