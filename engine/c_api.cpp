@@ -10,6 +10,7 @@
 
 #include "engine/ember.h"
 #include "engine/error.h"
+#include "engine/onnx_export.h"
 #include "engine/session.h"
 #include "engine/training_state.h"
 
@@ -100,6 +101,17 @@ ember_session* ember_session_create_limited(const char* checkpoint_path, int64_t
   });
   if (handle == nullptr) copy_message(last_error, error, error_size);
   return handle;
+}
+
+int ember_export_onnx(const char* checkpoint_path, const char* onnx_path, int opset, char* error, size_t error_size) {
+  const int result = guarded(-1, [&] {
+    if (checkpoint_path == nullptr) throw ember::Error("ember_export_onnx: checkpoint path is NULL");
+    if (onnx_path == nullptr) throw ember::Error("ember_export_onnx: ONNX path is NULL");
+    ember::export_checkpoint_onnx(checkpoint_path, onnx_path, opset == 0 ? ember::onnx_default_opset : opset);
+    return 0;
+  });
+  if (result != 0) copy_message(last_error, error, error_size);
+  return result;
 }
 
 int ember_session_run(const ember_session* session, const float* input, size_t input_floats, int64_t batch,

@@ -41,7 +41,8 @@ typedef struct ember_session ember_session;
 EMBER_API const char* ember_version(void);
 
 /* Loads a checkpoint written by `ember train --save` and prepares it for batches of
- * 1..max_batch samples. On failure returns NULL, sets ember_last_error() and, if error is
+ * 1..max_batch samples. A path ending in ".onnx" is imported from ONNX instead (a model
+ * exported by PyTorch or by ember_export_onnx; engine/onnx_import.h lists the operators). On failure returns NULL, sets ember_last_error() and, if error is
  * not NULL, also copies the message there (truncated to error_size - 1 characters). */
 EMBER_API ember_session* ember_session_create(const char* checkpoint_path, int64_t max_batch, char* error,
                                               size_t error_size);
@@ -78,6 +79,16 @@ EMBER_API int64_t ember_session_max_batch(const ember_session* session);
  * 0..255 as (p / 255 - mean) / std. Writes 0 and 1 when the checkpoint records none.
  * Returns 0, or -1 if a pointer is NULL. */
 EMBER_API int ember_session_input_normalization(const ember_session* session, float* mean, float* std);
+
+/* Writes the model of a checkpoint (or of an .onnx file) as an ONNX file (opset 13..17; 0
+ * means the default, 17), atomically: ONNX Runtime and other ONNX consumers run it with
+ * ember's results. The input normalization is not folded in (the ONNX model takes the
+ * normalized input, as a session does); mean and std are stored as the metadata
+ * "ember.input_mean" and "ember.input_std". Returns 0, or -1 with the message in
+ * ember_last_error() and, if error is not NULL, in error (as ember_session_create). Fails
+ * when this ember was built without ONNX support. */
+EMBER_API int ember_export_onnx(const char* checkpoint_path, const char* onnx_path, int opset, char* error,
+                                size_t error_size);
 
 /* The message of this thread's last failed ember call, "" if that call succeeded. Every
  * function above except ember_version sets it (to "" on success); the text is per thread,

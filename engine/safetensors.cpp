@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/atomic_file.h"
 #include "engine/error.h"
 #include "engine/json_text.h"
 #include "engine/text.h"
@@ -227,61 +228,11 @@ void write_safetensors(const std::string& path, std::span<const TensorToWrite> t
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // keep the data 8-byte aligned
 
-  // Unique per process, thread and call: two writers of one path (threads of a server,
-  // two runs) never write into the same temporary. O_EXCL: never reuse or follow what
-  // already sits under that name.
-  // (A leftover of a crashed writer with the same pid and thread id: take the next number.)
-  static std::atomic<std::uint64_t> writes{0};
-  std::string temporary;
-  int fd = -1;
-  for (int attempt = 0; fd < 0; ++attempt) {
-    temporary = path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(::gettid()) + "-" +
-                std::to_string(writes.fetch_add(1, std::memory_order_relaxed));
-    fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0 && (errno != EEXIST || attempt == 99)) {
-      throw Error(path + ": cannot write (creating " + temporary + "): " + std::strerror(errno));
-    }
-  }
-  auto fail = [&](const std::string& what) {
-    const std::string reason = std::strerror(errno);
-    ::close(fd);
-    ::unlink(temporary.c_str());
-    throw Error(path + ": " + what + ": " + reason + "; the previous file, if any, is untouched");
-  };
-  auto write_all = [&](const void* data, std::size_t size) {
-    const auto* p = static_cast<const char*>(data);
-    while (size > 0) {
-      const ssize_t n = ::write(fd, p, size);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        fail("write failed");
-      }
-      p += n;
-      size -= static_cast<std::size_t>(n);
-    }
-  };
   std::uint8_t length[8];
   for (int i = 0; i < 8; ++i) length[i] = static_cast<std::uint8_t>(static_cast<std::uint64_t>(text.size()) >> (8 * i));
-  write_all(length, 8);
-  write_all(text.data(), text.size());
-  for (const TensorToWrite* t : sorted) write_all(t->values.data(), t->values.size() * sizeof(float));  // x86: little-endian
-  if (::fsync(fd) != 0) fail("fsync failed");
-  if (::close(fd) != 0) {
-    const std::string reason = std::strerror(errno);
-    ::unlink(temporary.c_str());
-    throw Error(path + ": close failed: " + reason + "; the previous file, if any, is untouched");
-  }
-  if (::rename(temporary.c_str(), path.c_str()) != 0) {
-    const std::string reason = std::strerror(errno);
-    ::unlink(temporary.c_str());
-    throw Error(path + ": rename failed: " + reason + "; the previous file, if any, is untouched");
-  }
-  // Make the rename itself durable.
-  const std::string directory = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/') + 1);
-  if (const int dir = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dir >= 0) {
-    ::fsync(dir);
-    ::close(dir);
-  }
+  std::vector<std::span<const std::byte>> parts{std::as_bytes(std::span(length)), std::as_bytes(std::span(text))};
+  for (const TensorToWrite* t : sorted) parts.push_back(std::as_bytes(t->values));  // x86: little-endian
+  write_file_atomically(path, parts);
 }
 
 }  // namespace ember

@@ -53,7 +53,8 @@ struct SessionOptions {
 
 class InferenceSession {
  public:
-  // Loads a checkpoint written by `ember train --save`.
+  // Loads a checkpoint written by `ember train --save`, or imports an ONNX model (a path
+  // ending in ".onnx": engine/onnx_import.h).
   static std::unique_ptr<InferenceSession> open(const std::string& checkpoint, SessionOptions options = {});
   InferenceSession(std::unique_ptr<Graph> graph, std::unique_ptr<ParameterStore> parameters, SessionOptions options);
   ~InferenceSession();

@@ -8,6 +8,7 @@
 #include "engine/error.h"
 #include "engine/json_text.h"
 #include "engine/model_spec.h"
+#include "engine/onnx_import.h"
 #include "engine/memory_limit.h"
 #include "engine/safetensors.h"
 #include "engine/step_memory.h"
@@ -201,6 +202,8 @@ std::vector<double> run_normalization(const Json& run, const char* key, double f
 }
 
 TrainedModel load_trained_model(const std::string& path, std::size_t memory_limit) {
+  // Models trained elsewhere: an ONNX file is imported (engine/onnx_import.h).
+  if (is_onnx_path(path)) return import_onnx(path, memory_limit);
   const SafetensorsFile file = open_checkpoint(path);
   TrainedModel model;
   model.graph = std::make_unique<Graph>(graph_from_spec(metadata_json(file, "model_spec"), path + " (model_spec)"));

@@ -44,6 +44,8 @@ struct TrainedModel {
 // A run's input normalization ("mean" or "std"): one value, or one per channel.
 std::vector<double> run_normalization(const Json& run, const char* key, double fallback);
 
+// A path ending in ".onnx" is imported (engine/onnx_import.h) instead of read as a
+// checkpoint; its run settings hold only the normalization recorded in its metadata.
 // Every tensor is checked against the spec, and the model against `memory_limit`
 // (engine/memory_limit.h; 0: the available memory), before its parameters are allocated.
 TrainedModel load_trained_model(const std::string& path, std::size_t memory_limit = 0);

@@ -36,6 +36,11 @@ int main(void) {
   expect(ember_session_max_batch(NULL) == -1, "max_batch refuses a NULL session");
   expect(ember_session_input_normalization(NULL, &mean, &std) == -1, "input_normalization refuses a NULL session");
   expect(strlen(ember_last_error()) > 0, "a failed call leaves a message");
+  error[0] = '\0';
+  expect(ember_export_onnx("/nonexistent/model.safetensors", "/nonexistent/model.onnx", 0, error, sizeof error) == -1,
+         "export refuses a missing checkpoint");
+  expect(strstr(error, "/nonexistent/model") != NULL, "the export's message names the file");
+  expect(ember_export_onnx(NULL, "x.onnx", 0, NULL, 0) == -1, "export refuses a NULL path");
   ember_session_destroy(NULL);
   if (failures == 0) printf("ember %s: the C API works from C\n", version);
   return failures == 0 ? 0 : 1;

@@ -67,6 +67,21 @@ def checkpoints(ember):
                             "--batch-size", "32", "--save", str(path)], check=True, stdout=subprocess.DEVNULL)
             for target in ("safetensors", "training_state", "c_api"):
                 write(target, name + ".safetensors", path.read_bytes())
+            onnx_inputs(ember, path, name)
+
+
+def onnx_inputs(ember, checkpoint, name):
+    """The checkpoint exported by `ember export` at the lowest and the default opset."""
+    for opset in (13, 17):
+        onnx = checkpoint.with_name(f"{name}.opset{opset}.onnx")
+        done = subprocess.run([ember, "export", "--checkpoint", str(checkpoint), "--onnx", str(onnx), "--opset", str(opset)],
+                              capture_output=True, text=True)
+        if "without ONNX support" in done.stderr:
+            return
+        done.check_returncode()
+        write("onnx", onnx.name, onnx.read_bytes())
+    # PyTorch's export of GELU (the Erf form), LayerNormalization and Gemm.
+    write("onnx", "torch_gelu_mlp.onnx", (root / "tests/data/onnx/gelu_mlp.onnx").read_bytes())
 
 
 def safetensors_inputs():

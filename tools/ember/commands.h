@@ -9,5 +9,7 @@ int predict_command(int argc, char** argv);
 int info_command(int argc, char** argv);
 int plan_command(int argc, char** argv);
 int bench_command(int argc, char** argv);
+int export_command(int argc, char** argv);
+int import_command(int argc, char** argv);
 
 }  // namespace ember::cli

@@ -23,6 +23,8 @@ constexpr Command commands[] = {
     {"predict", ember::cli::predict_command, "classify the images of an IDX file with a checkpoint"},
     {"plan", ember::cli::plan_command, "print the memory plan of a model's step"},
     {"bench", ember::cli::bench_command, "measure training or inference throughput"},
+    {"export", ember::cli::export_command, "write a checkpoint's model as ONNX"},
+    {"import", ember::cli::import_command, "convert an ONNX model into an ember checkpoint"},
     {"info", ember::cli::info_command, "print the instruction set, oneDNN version and threads"},
 };
 
