@@ -24,6 +24,8 @@ from ._ember import (  # noqa: F401 (the public API)
     Error,
     Session,
     ShapeError,
+    export_onnx,
+    import_onnx,
     info,
     load_spec,
     models,
@@ -33,7 +35,8 @@ from ._ember import (  # noqa: F401 (the public API)
 from ._ember import _check_spec, _version
 
 __version__ = _version()
-__all__ = ["Error", "ShapeError", "Session", "train", "plan", "load_spec", "save_spec", "models", "info"]
+__all__ = ["Error", "ShapeError", "Session", "train", "plan", "load_spec", "save_spec", "models", "info", "export_onnx",
+           "import_onnx"]
 
 
 def save_spec(spec, path):

@@ -12,6 +12,8 @@
 #include "engine/executor.h"
 #include "engine/memory_limit.h"
 #include "engine/model_spec.h"
+#include "engine/onnx_export.h"
+#include "engine/onnx_import.h"
 #include "engine/parameters.h"
 #include "engine/step_memory.h"
 #include "engine/step_program.h"
@@ -133,6 +135,18 @@ void bind_models(py::module_& module) {
              py::arg("training") = false, py::arg("memory_limit") = 0,
              "The memory plan of one step, as `ember plan` prints it: the op sequence, every tensor with its shape, "
              "bytes, offset and lifetime, the arena sizes, and the memory of the whole step.");
+  module.def("export_onnx", [](const std::string& checkpoint, const std::string& onnx_path, int opset) {
+    py::gil_scoped_release release;
+    export_checkpoint_onnx(checkpoint, onnx_path, opset);
+  }, py::arg("checkpoint"), py::arg("onnx_path"), py::kw_only(), py::arg("opset") = onnx_default_opset,
+     "Writes a checkpoint's model as ONNX (as `ember export`): dynamic batch, the input normalization and class "
+     "names as metadata. ember.Session also opens .onnx files directly.");
+  module.def("import_onnx", [](const std::string& onnx_path, const std::string& checkpoint) {
+    py::gil_scoped_release release;
+    import_onnx_to_checkpoint(onnx_path, checkpoint);
+  }, py::arg("onnx_path"), py::arg("checkpoint"),
+     "Converts an ONNX model (exported by PyTorch or ember) into an ember checkpoint (as `ember import`), to serve or "
+     "fine-tune with train(init=...).");
   module.def("_version", [] { return std::string(ember_version()); });
   module.def("info", &info, "What this machine gives ember: instruction sets, oneDNN's version, threads.");
 }

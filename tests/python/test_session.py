@@ -128,3 +128,17 @@ def test_four_python_threads_share_one_session(seed_checkpoint):
     for t in threads:
         t.join()
     assert failures == []
+
+
+def test_an_exported_onnx_file_serves_the_same_bits(seed_checkpoint, tmp_path):
+    onnx_path = str(tmp_path / "seed.onnx")
+    ember.export_onnx(seed_checkpoint, onnx_path)
+    from_checkpoint, from_onnx = ember.Session(seed_checkpoint), ember.Session(onnx_path)
+    x = random_inputs(from_checkpoint, 9, seed=5)
+    np.testing.assert_array_equal(from_onnx.run(x), from_checkpoint.run(x))
+    assert from_onnx.mean == pytest.approx(0.286) and from_onnx.std == pytest.approx(0.353)
+    imported = str(tmp_path / "imported.safetensors")
+    ember.import_onnx(onnx_path, imported)
+    np.testing.assert_array_equal(ember.Session(imported).run(x), from_checkpoint.run(x))
+    with pytest.raises(ember.Error, match="missing.onnx"):
+        ember.Session(str(tmp_path / "missing.onnx"))
