@@ -80,6 +80,10 @@ def parse_args(argv=None):
     parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated subset of " + ",".join(PEERS))
     parser.add_argument("--peers-python", default=default_peers_python(),
                         help="python of the peers' venv (default: $EMBER_PEERS_VENV/bin/python, else build/peers-venv)")
+    parser.add_argument("--imported", default="",
+                        help="instead of the built-in models, serve ONNX files exported by PyTorch as they are, in every "
+                             "engine (ember imports them): NAME=FILE:CxHxW,... e.g. "
+                             "lenet-torch=tests/data/onnx/lenet.onnx:1x32x32")
     parser.add_argument("--fresh-weights", action="store_true",
                         help="no shared checkpoint: ember and the peers each initialise their own weights; no parity check")
     parser.add_argument("--dry-run", action="store_true",
@@ -142,6 +146,20 @@ def ember_supports_session_threads(ember):
     probe = [ember, "bench", "--model", "seed-cnn", "--session", "--callers", "1", "--batch-size", "1", "--calls", "1",
              "--warmup", "0", "--threads", "1", "--json"]
     return subprocess.run(probe, capture_output=True, text=True).returncode == 0
+
+
+def imported_models(args):
+    """--imported NAME=FILE:CxHxW,...: what each engine serves is the file itself."""
+    prepared = {}
+    for item in filter(None, args.imported.split(",")):
+        name, _, rest = item.partition("=")
+        path, _, shape = rest.rpartition(":")
+        if not name or not path or not shape:
+            fail(f"--imported: expected NAME=FILE:CxHxW, found '{item}'")
+        SAMPLE_SHAPES[name] = [int(d) for d in shape.split("x")]
+        prepared[name] = (["--checkpoint", os.path.abspath(path)], os.path.abspath(path))
+    args.models = list(prepared)
+    return prepared
 
 
 def prepare_models(args, ember, folder):
@@ -270,9 +288,13 @@ def ember_info(ember):
 
 
 def engine_notes(args, torch_version, same_weights, with_threads):
-    notes = [f"Models exported to ONNX by PyTorch {torch_version} (legacy exporter, opset 14, dynamic batch axis); "
-             + ("the same weights in every engine (an ember checkpoint after 8 Adam steps on Fashion-MNIST)"
-                if same_weights else "each engine with its own fresh weights (same architecture)"),
+    exported = (f"Models exported to ONNX by PyTorch {torch_version} (legacy exporter, opset 14, dynamic batch axis); "
+                + ("the same weights in every engine (an ember checkpoint after 8 Adam steps on Fashion-MNIST)"
+                   if same_weights else "each engine with its own fresh weights (same architecture)"))
+    if args.imported:
+        exported = ("ONNX files given (--imported), served as they are by every engine: ember imports each "
+                    "(`ember bench --session --checkpoint FILE.onnx`), so all run the same graph and weights")
+    notes = [exported,
              "ember: `ember bench --session --callers 1" + (" --threads T" if with_threads else "") +
              "` (one InferenceSession planned for the batch)"]
     if "onnxruntime" in args.peers:
@@ -321,7 +343,10 @@ def main(argv=None):
     if not with_threads:
         args.threads = [1]
         print("compare_serving: this ember's bench --session rejects --threads; measuring 1 thread only", file=sys.stderr)
-    prepared, torch_version, same_weights = prepare_models(args, ember, os.path.join(args.out, "serving-models"))
+    if args.imported:
+        prepared, torch_version, same_weights = imported_models(args), "(files given)", False
+    else:
+        prepared, torch_version, same_weights = prepare_models(args, ember, os.path.join(args.out, "serving-models"))
     workers = {}
     try:
         for engine in args.peers:

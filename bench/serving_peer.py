@@ -15,7 +15,7 @@ process per engine so its start-up is paid once. Prints a JSON line describing t
 Each call is the engine's ordinary Python call, so the Python around it is part of what is
 measured, as it would be in a Python server:
 - ONNX Runtime: one InferenceSession per (model, threads), intra_op_num_threads = T,
-  inter_op_num_threads = 1, ORT_SEQUENTIAL, ORT_ENABLE_ALL; session.run(["y"], {"x": x}).
+  inter_op_num_threads = 1, ORT_SEQUENTIAL, ORT_ENABLE_ALL; session.run([output], {input: x}).
 - OpenVINO: one compiled model per (model, batch, threads), the batch fixed by reshape (as
   ember's session is planned for its batch), on "CPU" with INFERENCE_NUM_THREADS = T,
   PERFORMANCE_HINT LATENCY and INFERENCE_PRECISION_HINT f32: without the last, OpenVINO
@@ -54,7 +54,9 @@ class OnnxRuntimePeer:
             options.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             self.sessions[key] = self.ort.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
         session = self.sessions[key]
-        return lambda x: session.run(["y"], {"x": x})[0]
+        # The file's own names: "x"/"y" for bench/export_onnx.py, others for imported files.
+        names = session.get_inputs()[0].name, session.get_outputs()[0].name
+        return lambda x: session.run([names[1]], {names[0]: x})[0]
 
 
 class OpenVinoPeer:
