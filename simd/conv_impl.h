@@ -11,38 +11,45 @@
 
 namespace ember::simd {
 
-// One padded row of one phase: row[q] = input column q * phases + phase - pad_w, or 0.
+// The columns of one phase's padded rows that hold input: q in [first, end), where
+// row[q] = input column q * phases + phase - pad_w; the others are zero padding.
+struct DirectConvRowSpan {
+  std::int64_t first, end;
+};
+
 template <class Arch>
-void direct_conv_fill_row(float* row, const float* input_row, std::int64_t phase, const DirectConvShape& s,
-                          const DirectConvInputLayout& l) {
+DirectConvRowSpan direct_conv_row_span(std::int64_t phase, const DirectConvShape& s, const DirectConvInputLayout& l) {
   const std::int64_t step = l.phases;
   // q with 0 <= q * step + phase - pad_w < width
   const std::int64_t first = std::min(l.row_length, std::max<std::int64_t>(0, (s.pad_w - phase + step - 1) / step));
   const std::int64_t end = std::min(l.row_length, std::max(first, (s.width + s.pad_w - phase + step - 1) / step));
-  std::fill(row, row + first, 0.0f);
-  const float* source = input_row + first * step + phase - s.pad_w;
-  if (step == 1) {
-    std::copy(source, source + (end - first), row + first);
-  } else {
-    for (std::int64_t q = first; q < end; ++q) row[q] = source[(q - first) * step];
-  }
-  std::fill(row + end, row + l.row_length, 0.0f);
+  return {first, end};
 }
 
-// One image's input into the scratch layout: zero padding around it, columns split by phase.
+// Zeroes every plane of the scratch layout, once per call: the images' input is then
+// copied into the same places each time, and the padding around it stays zero.
+template <class Arch>
+void direct_conv_zero_input(float* scratch, const DirectConvInputLayout& l) {
+  std::fill(scratch + l.plane_offset(0, 0), scratch + l.floats(), 0.0f);
+}
+
+// One image's input into the zeroed scratch layout, columns split by phase.
 template <class Arch>
 void direct_conv_fill_input(float* scratch, const float* image, const DirectConvShape& s, const DirectConvInputLayout& l) {
-  for (std::int64_t c = 0; c < s.in_channels; ++c) {
-    const float* channel = image + c * s.height * s.width;
-    for (std::int64_t phase = 0; phase < l.phases; ++phase) {
-      float* plane = scratch + l.plane_offset(c, phase);
-      for (std::int64_t r = 0; r < l.rows; ++r) {
-        float* row = plane + r * l.row_length;
-        const std::int64_t y = r - s.pad_h;
-        if (y < 0 || y >= s.height) {
-          std::fill(row, row + l.row_length, 0.0f);
+  for (std::int64_t phase = 0; phase < l.phases; ++phase) {
+    const DirectConvRowSpan span = direct_conv_row_span<Arch>(phase, s, l);
+    const std::int64_t count = span.end - span.first;
+    const std::int64_t from = span.first * l.phases + phase - s.pad_w;  // input column of row[first]
+    for (std::int64_t c = 0; c < s.in_channels; ++c) {
+      const float* channel = image + c * s.height * s.width + from;
+      float* plane = scratch + l.plane_offset(c, phase) + s.pad_h * l.row_length + span.first;
+      for (std::int64_t y = 0; y < s.height; ++y) {
+        const float* source = channel + y * s.width;
+        float* row = plane + y * l.row_length;
+        if (l.phases == 1) {
+          std::copy(source, source + count, row);
         } else {
-          direct_conv_fill_row<Arch>(row, channel + y * s.width, phase, s, l);
+          for (std::int64_t q = 0; q < count; ++q) row[q] = source[2 * q];
         }
       }
     }
@@ -143,12 +150,47 @@ void direct_conv_channels(float* out, const float* scratch, const float* weight,
   }
 }
 
+// Output channels o and o + 1 (Channels = 2) or o alone (1) of one pooled vector of
+// direct_conv_pooled_3x3: every conv sum starts from the bias and adds the 9 taps in
+// weight order (direct_conv_block's order), then the four conv positions pool by max.
+template <class Arch, int Channels>
+[[gnu::always_inline]] inline void direct_conv_pooled_3x3_channels(float* out, const xsimd::batch<float, Arch> (&in)[4][4], const float* weight,
+                                     const float* bias, std::int64_t o, std::int64_t plane, std::int64_t count,
+                                     std::int64_t room, bool relu) {
+  using Batch = xsimd::batch<float, Arch>;
+  Batch acc[Channels][4];
+#pragma GCC unroll 2
+  for (int k = 0; k < Channels; ++k) {
+    const Batch b(bias != nullptr ? bias[o + k] : 0.0f);
+    const Batch w(weight[(o + k) * 9]);
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; ++r) acc[k][r] = xsimd::fma(in[r / 2][r % 2], w, b);
+  }
+#pragma GCC unroll 9
+  for (int tap = 1; tap < 9; ++tap) {
+    const int ky = tap / 3, kx = tap % 3;
+#pragma GCC unroll 2
+    for (int k = 0; k < Channels; ++k) {
+      const Batch w(weight[(o + k) * 9 + tap]);
+      // Position r: conv row 2y + r / 2, phase r % 2.
+#pragma GCC unroll 4
+      for (int r = 0; r < 4; ++r) acc[k][r] = xsimd::fma(in[r / 2 + ky][r % 2 + kx], w, acc[k][r]);
+    }
+  }
+#pragma GCC unroll 2
+  for (int k = 0; k < Channels; ++k) {
+    const Batch m = xsimd::max(xsimd::max(acc[k][0], acc[k][1]), xsimd::max(acc[k][2], acc[k][3]));
+    direct_conv_store<Arch>(out + (o + k) * plane, m, count, room, relu);
+  }
+}
+
 // One input channel, a 3x3 kernel and the pool (the seed CNN's conv1): a pooled vector's
 // four conv positions (two rows, two phases) read 16 input vectors (4 rows x 4 column
 // shifts), loaded once and kept in registers while every output channel is summed from
-// them, two channels at a time, in direct_conv_block's order (bias, then the taps in
-// weight order), with 36 FMAs per 9 weight broadcasts instead of 16 per 8 loads. For sets
-// with 32 vector registers. Measured on Zen 4 at batch 16: 0.096 ms vs 0.123 ms.
+// them, with 36 FMAs per 9 weight broadcasts instead of 16 per 8 loads. For sets with 32
+// vector registers. One channel at a time: with two, GCC 12 spills the sums to the stack.
+// Measured on Zen 4 at batch 16 (with the padding zeroed once per call): 0.080 ms, two
+// channels at a time 0.095 ms, the generic kernel 0.123 ms.
 template <class Arch>
 void direct_conv_pooled_3x3(float* out, const float* scratch, const float* weight, const float* bias,
                             const DirectConvShape& s, const DirectConvInputLayout& l) {
@@ -161,6 +203,7 @@ void direct_conv_pooled_3x3(float* out, const float* scratch, const float* weigh
     // next row, written afterwards).
     for (std::int64_t j0 = (out_w - 1) / width * width; j0 >= 0; j0 -= width) {
       const std::int64_t count = std::min(width, out_w - j0);
+      const std::int64_t at = y * out_w + j0, room = plane - at;
       Batch in[4][4];  // [input row 2y + i][column shift c: phase c % 2, c / 2 columns on]
 #pragma GCC unroll 4
       for (int i = 0; i < 4; ++i) {
@@ -169,33 +212,8 @@ void direct_conv_pooled_3x3(float* out, const float* scratch, const float* weigh
           in[i][c] = Batch::load_unaligned(phase_plane[c % 2] + (2 * y + i) * l.row_length + j0 + c / 2);
         }
       }
-      for (std::int64_t o = 0; o < s.out_channels; o += 2) {
-        const int channels = o + 1 < s.out_channels ? 2 : 1;
-        Batch acc[2][4];
-#pragma GCC unroll 2
-        for (int k = 0; k < 2; ++k) {
-          const Batch b(bias != nullptr && k < channels ? bias[o + k] : 0.0f);
-#pragma GCC unroll 4
-          for (int r = 0; r < 4; ++r) acc[k][r] = b;
-        }
-#pragma GCC unroll 3
-        for (int ky = 0; ky < 3; ++ky) {
-#pragma GCC unroll 3
-          for (int kx = 0; kx < 3; ++kx) {
-#pragma GCC unroll 2
-            for (int k = 0; k < 2; ++k) {
-              const Batch w(weight[(k < channels ? o + k : o) * 9 + ky * 3 + kx]);
-              // Position r: conv row 2y + r / 2, phase r % 2.
-#pragma GCC unroll 4
-              for (int r = 0; r < 4; ++r) acc[k][r] = xsimd::fma(in[r / 2 + ky][r % 2 + kx], w, acc[k][r]);
-            }
-          }
-        }
-        for (int k = 0; k < channels; ++k) {
-          const Batch m = xsimd::max(xsimd::max(acc[k][0], acc[k][1]), xsimd::max(acc[k][2], acc[k][3]));
-          const std::int64_t at = (o + k) * plane + y * out_w + j0;
-          direct_conv_store<Arch>(out + at, m, count, plane - y * out_w - j0, s.relu);
-        }
+      for (std::int64_t o = 0; o < s.out_channels; ++o) {
+        direct_conv_pooled_3x3_channels<Arch, 1>(out + at, in, weight, bias, o, plane, count, room, s.relu);
       }
     }
   }
@@ -244,6 +262,7 @@ void direct_conv2d_forward(float* out, const float* in, const float* weight, con
   const std::int64_t plane = s.out_h() * s.out_w();
   const bool pooled_3x3 = xsimd::batch<float, Arch>::size >= 16 && s.pool && s.in_channels == 1 && s.kernel_h == 3 &&
                          s.kernel_w == 3;
+  direct_conv_zero_input<Arch>(scratch, layout);
   for (std::int64_t n = 0; n < s.batch; ++n) {
     direct_conv_fill_input<Arch>(scratch, in + n * image_in, s, layout);
     float* image = out + n * s.out_channels * plane;
