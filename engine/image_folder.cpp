@@ -52,26 +52,6 @@ std::string kind_of_image(std::int64_t channels) { return channels == 1 ? "grey 
 
 std::string size_text(std::int64_t height, std::int64_t width) { return std::to_string(height) + "x" + std::to_string(width); }
 
-// The decoded image in the format's channels and size, or an error naming the file.
-void fit_image(DecodedImage& image, const ImageFolderFormat& format, const std::string& path) {
-  if (image.channels != format.channels) {
-    if (format.convert.empty()) {
-      throw Error(path + ": the image is " + kind_of_image(image.channels) + " but the model takes " +
-                  kind_of_image(format.channels) + "; pass --convert " + (format.channels == 3 ? "rgb" : "grey") +
-                  " to convert");
-    }
-    image = convert_channels(image, format.channels);
-  }
-  if (image.height != format.height || image.width != format.width) {
-    if (!format.resize) {
-      throw Error(path + ": the image is " + size_text(image.height, image.width) + " (height x width) but the model takes " +
-                  size_text(format.height, format.width) + "; pass --resize " + std::to_string(format.height) + "," +
-                  std::to_string(format.width) + " to resize");
-    }
-    image.pixels = resize_bilinear(image.pixels, image.channels, image.height, image.width, format.height, format.width);
-  }
-}
-
 // Decodes files[i] into images + i x sample bytes on `threads` threads; errors[i] holds
 // the message of a file that failed. Progress is reported from the calling thread.
 void decode_all(const FolderListing& listing, const ImageFolderFormat& format, std::uint8_t* images,
@@ -284,6 +264,26 @@ ImageFolderSet decode_folder(const std::string& directory, const FolderListing& 
 }
 
 }  // namespace
+
+void fit_image(DecodedImage& image, const ImageFolderFormat& format, const std::string& path) {
+  if (image.channels != format.channels) {
+    if (format.convert.empty()) {
+      throw Error(path + ": the image is " + kind_of_image(image.channels) + " but the model takes " +
+                  kind_of_image(format.channels) + "; pass --convert " + (format.channels == 3 ? "rgb" : "grey") +
+                  " to convert");
+    }
+    image = convert_channels(image, format.channels);
+  }
+  if (image.height != format.height || image.width != format.width) {
+    if (!format.resize) {
+      throw Error(path + ": the image is " + size_text(image.height, image.width) + " (height x width) but the model takes " +
+                  size_text(format.height, format.width) + "; pass --resize " + std::to_string(format.height) + "," +
+                  std::to_string(format.width) + " to resize");
+    }
+    image.pixels = resize_bilinear(image.pixels, image.channels, image.height, image.width, format.height, format.width);
+  }
+}
+
 
 FolderListing list_image_folder(const std::string& directory) {
   if (!fs::is_directory(directory)) throw Error(directory + ": no such folder");

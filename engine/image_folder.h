@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/dataset.h"
+#include "engine/image_decode.h"
 
 namespace ember {
 
@@ -23,6 +24,11 @@ struct ImageFolderFormat {
   std::size_t cache_limit = std::size_t{256} << 20;  // cache sets that decode to more bytes
   bool cache = false;                               // cache whatever the size
 };
+
+// The decoded image in the format's channels and size (converted and resized where the
+// format allows it), or an error naming `path`, the image's and the model's channels or
+// size, and the flag that would fit it.
+void fit_image(DecodedImage& image, const ImageFolderFormat& format, const std::string& path);
 
 // Reports decoding progress: images done of all (on the calling thread).
 using DecodeProgress = std::function<void(const std::string& directory, std::int64_t done, std::int64_t total)>;
