@@ -30,6 +30,17 @@ void check_executor_options(const ExecutorOptions& options) {
   }
 }
 
+std::int64_t auto_micro_batch(const Graph& graph, std::int64_t parameter_floats, std::int64_t batch) {
+  constexpr std::int64_t smallest = 16, largest = 64;
+  std::int64_t forward_floats = 0;  // one sample's forward values, the input left out
+  for (ValueId v = 1; v < graph.value_count(); ++v) forward_floats += graph.value_shape(v).sample_elements();
+  std::int64_t micro_batch = smallest;
+  while (micro_batch < largest && batch >= 4 * micro_batch && 4 * parameter_floats >= 2 * micro_batch * forward_floats) {
+    micro_batch *= 2;
+  }
+  return micro_batch;
+}
+
 BatchLayout batch_layout(const ExecutorOptions& options, std::int64_t batch, Mode mode) {
   if (batch < 1) throw Error("batch size must be at least 1, found " + std::to_string(batch));
   BatchLayout layout;

@@ -51,7 +51,7 @@ int plan_command(int argc, char** argv) {
                       "lifetime, the arena totals, and the memory of the whole step.");
   flags.model()
       .value("batch-size", "samples per step (cut into micro-batches)", "16", "B")
-      .value("micro-batch", "samples a thread carries through the network at once (the planned size)", "16", "N")
+      .value("micro-batch", "samples a thread carries through the network at once (the planned size; auto: as ember train chooses, 16 in inference)", "auto", "N")
       .value("threads", "compute threads (one arena each)", "1", "N")
       .value("optimizer", "training: sgd (no state), sgd-momentum, adam or adamw", "adam", "NAME")
       .toggle("training", "plan a training step (forward, loss, backward) instead of inference")
@@ -61,7 +61,7 @@ int plan_command(int argc, char** argv) {
     return 0;
   }
   const std::int64_t batch = flags.positive_integer("batch-size");
-  const std::int64_t micro_batch = std::min(batch, flags.positive_integer("micro-batch"));
+  const std::int64_t asked_micro_batch = flags.positive_integer_or_auto("micro-batch");
   const std::int64_t threads = flags.positive_integer("threads");
   if (threads > max_compute_threads) {
     throw UsageError("ember plan: --threads: expected 1 to " + std::to_string(max_compute_threads) + ", found '" +
@@ -72,6 +72,10 @@ int plan_command(int argc, char** argv) {
   const std::size_t memory_limit = resolve_memory_limit(flags.memory_size("memory-limit"));
   const Graph graph = graph_from_spec(load_model_spec(flags.text("model")), flags.text("model"));
   ParameterLayout layout = parameter_layout(graph);
+  const std::int64_t micro_batch =
+      std::min(batch, asked_micro_batch > 0 ? asked_micro_batch
+                      : training        ? auto_micro_batch(graph, layout.total_floats, batch)
+                                        : ExecutorOptions{}.micro_batch);
   check_model_memory(graph, layout, micro_batch, memory_limit, flags.text("model"));
   const ParameterStore parameters(std::move(layout));
 
