@@ -110,6 +110,8 @@ class Executor {
                        std::uint64_t step_seed, float* output);
 
   const Graph& graph_;
+  // What training steps run (engine/training_graph.h); null: graph_ itself.
+  std::unique_ptr<Graph> training_graph_;
   ParameterStore& parameters_;
   ExecutorOptions options_;
   std::unique_ptr<dnnl::engine> engine_;

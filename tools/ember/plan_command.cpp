@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cstdio>
+#include <memory>
 #include <string>
 
 #include <oneapi/dnnl/dnnl.hpp>
@@ -11,6 +12,7 @@
 #include "engine/step_memory.h"
 #include "engine/text.h"
 #include "engine/threading.h"
+#include "engine/training_graph.h"
 #include "tools/ember/commands.h"
 #include "tools/ember/flags.h"
 
@@ -89,7 +91,10 @@ int plan_command(int argc, char** argv) {
   const StepMemory memory = estimate_step_memory(graph, parameters, options);
 
   const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  const StepProgram program(graph, parameters, micro_batch, options.mode, engine, options.executor.plan_strategy);
+  // The graph a step runs in this mode (training moves ReLUs after max pools).
+  const std::unique_ptr<Graph> rewritten = training ? relu_after_max_pools(graph) : nullptr;
+  const StepProgram program(rewritten != nullptr ? *rewritten : graph, parameters, micro_batch, options.mode, engine,
+                            options.executor.plan_strategy);
   const StepPlanReport& report = program.report();
   // The op sequence first: the tensors' first and last uses are positions in it.
   std::printf("%-6s %s\n", "op", "runs");
