@@ -12,6 +12,7 @@
 #include "engine/error.h"
 #include "engine/profile.h"
 #include "engine/threading.h"
+#include "engine/training_graph.h"
 #include "simd/elementwise.h"
 
 namespace ember {
@@ -28,6 +29,17 @@ void check_executor_options(const ExecutorOptions& options) {
   if (options.micro_batch < 1) {
     throw Error("micro-batch size must be at least 1, found " + std::to_string(options.micro_batch));
   }
+}
+
+std::int64_t auto_micro_batch(const Graph& graph, std::int64_t parameter_floats, std::int64_t batch) {
+  constexpr std::int64_t smallest = 16, largest = 64;
+  std::int64_t forward_floats = 0;  // one sample's forward values, the input left out
+  for (ValueId v = 1; v < graph.value_count(); ++v) forward_floats += graph.value_shape(v).sample_elements();
+  std::int64_t micro_batch = smallest;
+  while (micro_batch < largest && batch >= 4 * micro_batch && 4 * parameter_floats >= 2 * micro_batch * forward_floats) {
+    micro_batch *= 2;
+  }
+  return micro_batch;
 }
 
 BatchLayout batch_layout(const ExecutorOptions& options, std::int64_t batch, Mode mode) {
@@ -47,7 +59,7 @@ BatchLayout batch_layout(const ExecutorOptions& options, std::int64_t batch, Mod
 bool step_makes_constants(const BatchLayout& layout) { return layout.gradient_lanes > 0 && layout.micro_batches > 1; }
 
 Executor::Executor(const Graph& graph, ParameterStore& parameters, ExecutorOptions options)
-    : graph_(graph), parameters_(parameters), options_(options) {
+    : graph_(graph), training_graph_(relu_after_max_pools(graph)), parameters_(parameters), options_(options) {
   check_executor_options(options_);
   options_.gradient_lanes = std::max(options_.gradient_lanes, options_.threads);
   engine_ = std::make_unique<dnnl::engine>(dnnl::engine::kind::cpu, 0);
@@ -71,7 +83,8 @@ StepProgram& Executor::program(std::int64_t micro_batch, Mode mode, bool compute
   for (const auto& p : programs_) {
     if (p->micro_batch() == micro_batch && p->mode() == mode && p->computes_loss() == computes_loss) return *p;
   }
-  programs_.push_back(std::make_unique<StepProgram>(graph_, parameters_, micro_batch, mode, *engine_,
+  const Graph& graph = mode == Mode::training && training_graph_ != nullptr ? *training_graph_ : graph_;
+  programs_.push_back(std::make_unique<StepProgram>(graph, parameters_, micro_batch, mode, *engine_,
                                                     options_.plan_strategy, computes_loss));
   return *programs_.back();
 }

@@ -8,6 +8,7 @@
 #include "engine/error.h"
 #include "engine/memory_limit.h"
 #include "engine/step_program.h"
+#include "engine/training_graph.h"
 
 #include <oneapi/dnnl/dnnl.hpp>
 
@@ -52,9 +53,12 @@ StepMemory estimate_step_memory(const Graph& graph, const ParameterStore& parame
   const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   std::vector<ProgramFootprint> programs;
   std::vector<std::unique_ptr<StepProgram>> compiled;
+  // The graph the executor runs in this mode.
+  const std::unique_ptr<Graph> rewritten = options.mode == Mode::training ? relu_after_max_pools(graph) : nullptr;
+  const Graph& runs = rewritten != nullptr ? *rewritten : graph;
   for (const std::int64_t size : {layout.full_size, layout.last_size}) {
     if (size == layout.last_size && size == layout.full_size && !programs.empty()) break;
-    compiled.push_back(std::make_unique<StepProgram>(graph, parameters, size, options.mode, engine,
+    compiled.push_back(std::make_unique<StepProgram>(runs, parameters, size, options.mode, engine,
                                                      options.executor.plan_strategy));
     const StepProgram& program = *compiled.back();
     programs.push_back({program.arena_bytes(), program.kept_bytes(), program.batch_bytes()});

@@ -46,6 +46,10 @@ void check_options(const TrainOptions& o) {
     throw Error("learning rate must be positive, found " + std::to_string(o.learning_rate));
   }
   if (o.threads < 1) throw Error("threads must be at least 1, found " + std::to_string(o.threads));
+  if (o.micro_batch < 0) {
+    throw Error("micro_batch must be positive, or 0 to choose it from the model and batch, found " +
+                std::to_string(o.micro_batch));
+  }
   for (double s : o.std) {
     if (!(s > 0.0)) throw Error("normalization std must be positive, found " + std::to_string(s));
   }
@@ -115,12 +119,15 @@ std::string frozen_text(std::span<const Optimizer::Range> frozen, const std::vec
 
 std::vector<EpochReport> train(const TrainOptions& requested, TrainingObserver& observer) {
   check_options(requested);
-  TrainOptions options = requested;  // a resumed run keeps its checkpoint's frozen parameters
+  // The run's options as it runs them: a resumed run keeps its checkpoint's frozen
+  // parameters, and the micro-batch is chosen when none was asked for.
+  TrainOptions options = requested;
   const Json spec = load_model_spec(options.model);
   const Graph graph = graph_from_spec(spec, options.model);
   const Shape& input_shape = graph.input_sample_shape();
-  const std::size_t memory_limit = resolve_memory_limit(options.memory_limit);
+  const std::size_t memory_limit = resolve_memory_limit(requested.memory_limit);
   ParameterLayout layout = parameter_layout(graph);
+  if (options.micro_batch == 0) options.micro_batch = auto_micro_batch(graph, layout.total_floats, options.batch_size);
   check_model_memory(graph, layout, options.micro_batch, memory_limit, options.model);
   ParameterStore parameters(std::move(layout));
   parameters.initialize(options.seed);
@@ -195,6 +202,16 @@ std::vector<EpochReport> train(const TrainOptions& requested, TrainingObserver& 
     settings.erase("dataset");
     settings.erase("init");  // where the weights started: not a setting of the continued run
     for (const auto& item : data.metadata.items()) settings.erase(item.key());
+    // No micro-batch asked for: the run's own (checkpoints before the automatic choice
+    // record 16), then the memory checked again for it.
+    const auto recorded = settings.find("micro_batch");
+    if (requested.micro_batch == 0 && recorded != settings.end() && recorded->is_number_integer() &&
+        recorded->get<std::int64_t>() >= 1 && recorded->get<std::int64_t>() != options.micro_batch) {
+      options.micro_batch = recorded->get<std::int64_t>();
+      executor_options.micro_batch = options.micro_batch;
+      step_memory.executor = executor_options;
+      check_step_memory(estimate_step_memory(graph, parameters, step_memory), memory_limit, options.model);
+    }
     if (settings != run_json(options)) {
       throw Error(options.resume + ": the checkpoint was trained with " + state.run.dump() +
                   "; --resume continues only the same run, found " + run_json(options).dump());

@@ -43,7 +43,7 @@ struct TrainOptions {
   // Input normalization after /255: one value for every channel, or one per channel.
   std::vector<double> mean{0.0}, std{1.0};
   int threads = 1;
-  std::int64_t micro_batch = 16;
+  std::int64_t micro_batch = 0;        // 0: auto_micro_batch (engine/executor.h); on --resume, the run's
   std::uint64_t seed = 0;
   std::string save;                    // checkpoint written after every epoch
   std::int64_t save_every = 0;         // also after every N optimizer steps (0: only after each epoch)

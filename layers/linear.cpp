@@ -12,26 +12,36 @@
 namespace ember {
 namespace {
 
-// W packed for the GEMM (PreparedLayer::constant_bytes): W^T as B for the forward, and in
-// training also W as B for the backward's dX = dY W, after it (64-byte aligned). Their
-// layouts depend on (instruction set, in, out) only, so one copy serves every micro-batch
-// size.
+// W packed for the GEMM (PreparedLayer::constant_bytes): in inference W^T as B for the
+// forward; in training W as B for the backward's dX = dY W (the training forward reads W
+// in place, below). Their layouts depend on (instruction set, in, out) only, so one copy
+// serves every micro-batch size.
 struct LinearConstants {
-  std::size_t forward_floats = 0;    // W^T packed: gemm_pack_b(yes, in, out)
-  std::size_t backward_offset = 0;   // bytes to W packed (gemm_pack_b(no, out, in)); 0: none
+  std::size_t forward_floats = 0;    // inference: W^T packed, gemm_pack_b(yes, in, out)
+  std::size_t backward_floats = 0;   // training: W packed, gemm_pack_b(no, out, in)
   std::size_t bytes = 0;
 };
 
 LinearConstants linear_constants(std::int64_t in, std::int64_t out, Mode mode) {
   using simd::Transpose;
   LinearConstants c;
-  c.forward_floats = simd::gemm_packed_b_floats(Transpose::yes, in, out);
-  c.bytes = c.forward_floats * sizeof(float);
   if (mode == Mode::training) {
-    c.backward_offset = align_up(c.bytes);
-    c.bytes = c.backward_offset + simd::gemm_packed_b_floats(Transpose::no, out, in) * sizeof(float);
+    c.backward_floats = simd::gemm_packed_b_floats(Transpose::no, out, in);
+  } else {
+    c.forward_floats = simd::gemm_packed_b_floats(Transpose::yes, in, out);
   }
+  c.bytes = (c.forward_floats + c.backward_floats) * sizeof(float);
   return c;
+}
+
+// The training forward as Y^T (out x rows) = W X^T, W read in place (its rows broadcast):
+// no packed W^T to make each step. Every element of Y is the same FMA chain along `in`
+// either way (simd/gemm_plan.h), so Y has the bits of X W^T wherever neither product
+// takes the dot orientation (a few rows, or a few outputs), which keeps X W^T.
+bool forward_transposed(Mode mode, std::int64_t rows, std::int64_t out) {
+  using simd::Transpose;
+  return mode == Mode::training && !simd::gemm_uses_dot(Transpose::no, Transpose::yes, rows, out) &&
+         !simd::gemm_uses_dot(Transpose::no, Transpose::yes, out, rows);
 }
 
 class PreparedLinear final : public PreparedLayer {
@@ -40,19 +50,24 @@ class PreparedLinear final : public PreparedLayer {
       : rows_(rows), in_(in), out_(out), bias_(bias), activation_(activation), mode_(mode),
         constants_(linear_constants(in, out, mode)) {}
 
-  // Y (rows x out) = X (rows x in) W^T + b; against W^T packed (prepare_constants),
-  // bitwise the same as from W itself. Except in training where the unpacked GEMM takes
-  // the dot orientation (a few rows: it packs nothing), whose sums a packed call does not
-  // reproduce (simd/gemm_plan.h): the step must give today's bits.
+  // Y (rows x out) = X (rows x in) W^T + b. Inference: against W^T packed
+  // (prepare_constants), bitwise the same as from W itself. Training: as Y^T = W X^T
+  // (forward_transposed) or, for a few rows, in the dot orientation from W.
   void forward(const ForwardArgs& args) const override {
     using simd::Transpose;
     simd::GemmEpilogue epilogue;
     epilogue.bias = bias_ ? args.params[1].data : nullptr;
     epilogue.activation = activation_;
     float* scratch = reinterpret_cast<float*>(args.scratch);
-    const bool packed = args.constants != nullptr &&
-                        (mode_ == Mode::inference || !simd::gemm_uses_dot(Transpose::no, Transpose::yes, rows_, out_));
-    if (packed) {
+    if (forward_transposed(mode_, rows_, out_)) {
+      // The bias is added after the sums, as the GEMM's epilogue would add it.
+      float* yt = scratch;
+      simd::gemm(Transpose::no, Transpose::yes, out_, rows_, in_, args.params[0].data, in_, args.inputs[0].data, in_, yt,
+                 rows_, simd::GemmEpilogue{}, scratch + transposed_output_floats(), args.threads);
+      simd::elementwise_kernels().transpose_add_row(args.output.data, yt, out_, rows_, epilogue.bias);
+      return;
+    }
+    if (mode_ == Mode::inference && args.constants != nullptr) {
       simd::gemm_packed(Transpose::no, Transpose::yes, rows_, out_, in_, args.inputs[0].data, in_,
                         reinterpret_cast<const float*>(args.constants), args.output.data, out_, epilogue, scratch,
                         args.threads);
@@ -62,14 +77,21 @@ class PreparedLinear final : public PreparedLayer {
                args.output.data, out_, epilogue, scratch, args.threads);
   }
 
-  std::string constants_key() const override { return mode_ == Mode::training ? "gemm_packed_w_t_and_w" : "gemm_packed_w_t"; }
+  // Floats of Y^T at the start of the training forward's scratch (a multiple of 16, so
+  // the GEMM's scratch after it stays 64-byte aligned).
+  std::size_t transposed_output_floats() const {
+    return static_cast<std::size_t>((rows_ * out_ + 15) / 16 * 16);
+  }
+
+  std::string constants_key() const override { return mode_ == Mode::training ? "gemm_packed_w" : "gemm_packed_w_t"; }
   void prepare_constants(const ConstantArgs& args) const override {
     using simd::Transpose;
     const float* w = args.params[0].data;
-    simd::gemm_pack_b(Transpose::yes, in_, out_, w, in_, reinterpret_cast<float*>(args.constants), args.threads);
-    if (constants_.backward_offset > 0) {
-      simd::gemm_pack_b(Transpose::no, out_, in_, w, in_,
-                        reinterpret_cast<float*>(args.constants + constants_.backward_offset), args.threads);
+    auto* packed = reinterpret_cast<float*>(args.constants);
+    if (mode_ == Mode::training) {
+      simd::gemm_pack_b(Transpose::no, out_, in_, w, in_, packed, args.threads);
+    } else {
+      simd::gemm_pack_b(Transpose::yes, in_, out_, w, in_, packed, args.threads);
     }
   }
 
@@ -81,7 +103,7 @@ class PreparedLinear final : public PreparedLayer {
     const float* dy = args.output_grad.data;
     if (args.input_grads[0].data != nullptr) {
       if (args.constants != nullptr) {
-        const auto* packed_w = reinterpret_cast<const float*>(args.constants + constants_.backward_offset);
+        const auto* packed_w = reinterpret_cast<const float*>(args.constants);
         simd::gemm_packed(Transpose::no, Transpose::no, rows_, in_, out_, dy, out_, packed_w, args.input_grads[0].data,
                           in_, simd::GemmEpilogue{}, scratch, 1);
       } else {
@@ -175,6 +197,11 @@ std::unique_ptr<PreparedLayer> Linear::prepare(const PrepareContext& context) co
     forward_floats = std::max(
         {forward_floats, simd::gemm_scratch_floats(Transpose::no, Transpose::yes, rows, out_features_, in_features_, threads),
          simd::gemm_packed_scratch_floats(Transpose::no, Transpose::yes, rows, out_features_, in_features_, threads)});
+    if (forward_transposed(context.mode, rows, out_features_)) {
+      forward_floats = std::max(forward_floats, prepared->transposed_output_floats() +
+                                                    simd::gemm_scratch_floats(Transpose::no, Transpose::yes, out_features_,
+                                                                              rows, in_features_, threads));
+    }
   }
   prepared->forward_scratch_bytes = forward_floats * sizeof(float);
   prepared->constant_bytes = prepared->constants().bytes;

@@ -18,6 +18,10 @@ struct ElementwiseKernels {
   // out[j] (+)= sum over rows of in (rows x cols, row stride ld); the bias gradient.
   void (*column_sums)(float* out, const float* in, std::int64_t rows, std::int64_t cols, std::int64_t ld,
                       bool accumulate);
+  // out (cols x rows, row-major) = in^T, in (rows x cols, row-major), plus bias[j] on
+  // every element of out's column j when bias is not null (length rows): a GEMM that
+  // computed Y^T hands back Y with the bias its epilogue would have added.
+  void (*transpose_add_row)(float* out, const float* in, std::int64_t rows, std::int64_t cols, const float* bias);
   // out[i] = sum over l in 0..count-1, in order, of lanes[l][i]. The fixed order makes the
   // sum of per-lane gradients independent of how many threads produced the lanes.
   void (*sum_lanes)(float* out, const float* const* lanes, std::int64_t count, std::int64_t n);

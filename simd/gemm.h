@@ -24,7 +24,7 @@
 // only on the instruction set, trans_b, K and N (never on M or threads), and gemm_packed
 // then computes any number of M rows against it, bitwise equal to gemm() on the same
 // operands wherever gemm() does not take the dot orientation (simd/gemm_plan.h). Linear
-// packs W^T for its forward (sessions, and each training step) and W for its backward's
+// packs W^T for its forward (sessions) and W for its backward's
 // dX = dY W (each training step). The packed buffer belongs to the instruction set that
 // packed it.
 #include <cstddef>

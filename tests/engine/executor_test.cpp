@@ -17,6 +17,7 @@
 #include "engine/loss.h"
 #include "engine/model_spec.h"
 #include "engine/workspace.h"
+#include "layers/linear.h"
 #include "support/expect_error.h"
 #include "support/forced_isa.h"
 #include "support/random_batch.h"
@@ -398,6 +399,28 @@ TEST(Executor, EveryBuiltInPlanIsValidInBothModes) {
       }
     }
   }
+}
+
+TEST(Executor, AutoMicroBatchGrowsOnlyForWeightHeavyModelsAndKeepsTwoMicroBatches) {
+  auto chosen = [](const char* model, std::int64_t batch) {
+    const Graph graph = graph_from_spec(builtin_model_spec(model));
+    return auto_micro_batch(graph, parameter_layout(graph).total_floats, batch);
+  };
+  // seed-cnn: fc1's 0.8M weights against 63k forward floats a sample.
+  EXPECT_EQ(chosen("seed-cnn", 16), 16);
+  EXPECT_EQ(chosen("seed-cnn", 63), 16);   // 32 would leave one micro-batch and a remainder
+  EXPECT_EQ(chosen("seed-cnn", 64), 32);
+  EXPECT_EQ(chosen("seed-cnn", 256), 32);  // 64: the activations would outweigh the weights
+  // Activations dwarf the weights: the smallest.
+  for (const char* model : {"attn-cnn", "resnet"}) {
+    for (std::int64_t batch : {16, 64, 256}) EXPECT_EQ(chosen(model, batch), 16) << model << " batch " << batch;
+  }
+  // It never depends on more than the graph and the batch: a tiny graph whose weights
+  // dominate grows to the cap, two micro-batches kept.
+  Graph wide(Shape{4096});
+  wide.set_output(wide.add("fc", std::make_unique<Linear>(4096, 4, true), {wide.input()}));
+  EXPECT_EQ(auto_micro_batch(wide, parameter_layout(wide).total_floats, 1024), 64);
+  EXPECT_EQ(auto_micro_batch(wide, parameter_layout(wide).total_floats, 64), 32);
 }
 
 TEST(Executor, BadArgumentsAreRefused) {

@@ -169,6 +169,31 @@ TEST_P(ElementwiseTest, ColumnSumsAddRowsInOrder) {
   }
 }
 
+TEST_P(ElementwiseTest, TransposeAddRowTransposesAndAddsTheBiasOnce) {
+  std::uint64_t seed = 65;
+  for (bool with_bias : {false, true}) {
+    for (std::int64_t rows : {1, 7, 8, 9, 128}) {
+      for (std::int64_t cols : {1, 3, 8, 16, 17, 33}) {
+        const auto size = static_cast<std::size_t>(rows * cols);
+        GuardedBuffer<float> in(size), out(size), bias(static_cast<std::size_t>(rows));
+        in.assign(testing::normal_vector(size, ++seed));
+        bias.assign(testing::normal_vector(bias.size(), ++seed, 10.0f));
+        for (float& v : out) v = nan_value;
+        kernels().transpose_add_row(out.data(), in.data(), rows, cols, with_bias ? bias.data() : nullptr);
+        for (std::int64_t r = 0; r < rows; ++r) {
+          for (std::int64_t c = 0; c < cols; ++c) {
+            const float x = in[static_cast<std::size_t>(r * cols + c)];
+            const float want = with_bias ? x + bias[static_cast<std::size_t>(r)] : x;
+            ASSERT_TRUE(same_bits(out[static_cast<std::size_t>(c * rows + r)], want))
+                << isa_name(GetParam()) << (with_bias ? " bias" : "") << " rows " << rows << " cols " << cols << " at "
+                << r << "," << c;
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST_P(ElementwiseTest, SumLanesAddsLanesInOrder) {
   std::uint64_t seed = 70;
   for (std::int64_t count : {1, 2, 3, 8}) {
@@ -384,7 +409,7 @@ TEST_P(ElementwiseTest, KernelsForIsaReturnsThisIsasTable) {
   testing::expect_kernels_for_is_safe(isa, "elementwise", [isa] {
     const ElementwiseKernels& table = elementwise_kernels_for(isa);
     const ElementwiseKernels made = kernels_under_test(isa);
-    return table.add == made.add && table.axpy == made.axpy && table.scale == made.scale && table.masked_scale == made.masked_scale && table.column_sums == made.column_sums && table.sum_lanes == made.sum_lanes && table.sum_squares == made.sum_squares && table.u8_to_float == made.u8_to_float && table.all_finite == made.all_finite && table.first_non_finite == made.first_non_finite;
+    return table.add == made.add && table.axpy == made.axpy && table.scale == made.scale && table.masked_scale == made.masked_scale && table.column_sums == made.column_sums && table.transpose_add_row == made.transpose_add_row && table.sum_lanes == made.sum_lanes && table.sum_squares == made.sum_squares && table.u8_to_float == made.u8_to_float && table.all_finite == made.all_finite && table.first_non_finite == made.first_non_finite;
   });
 }
 

@@ -546,7 +546,7 @@ TEST_F(CliTest, PlanPrintsEveryTensorTheTotalsAndTheWholeStep) {
 
   const std::vector<std::pair<std::string, std::string>> usage = {
       {"plan --batch-size 0", "--batch-size: expected a positive integer, found '0'"},
-      {"plan --micro-batch x", "--micro-batch: expected a positive integer, found 'x'"},
+      {"plan --micro-batch x", "--micro-batch: expected a positive integer or auto, found 'x'"},
       {"plan --threads 65", "--threads: expected 1 to 64, found '65'"},
       {"plan --optimizer adagrad", "--optimizer: expected one of sgd|sgd-momentum|adam|adamw, found 'adagrad'"},
       {"plan --training=yes", "--training takes no value"},

@@ -60,5 +60,26 @@ TEST(ResumeWithinAnEpoch, ContinuesAtTheSavedBatchAndRefusesAStepOutsideItsEpoch
   fs::remove_all(directory);
 }
 
+// Without --micro-batch a run takes the automatic choice (32 for seed-cnn at batch 64),
+// but a resumed run keeps the one its checkpoint records (16: a run from before the
+// choice, or one that asked for it); asking for another is refused.
+TEST(ResumeWithinAnEpoch, AnAutomaticMicroBatchContinuesTheCheckpointsOwn) {
+  char pattern[] = "/tmp/ember-resume-micro-XXXXXX";
+  const std::string directory = ::mkdtemp(pattern);
+  testing::write_band_dataset(directory, 128, 64);  // 2 batches of 64 per epoch
+  const std::string checkpoint = directory + "/model.safetensors";
+  const std::string flags = "train --model seed-cnn --data " + directory + " --batch-size 64 --seed 3 ";
+  const CliRun first = run_ember(flags + "--epochs 1 --micro-batch 16 --save " + checkpoint);
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  const CliRun resumed = run_ember(flags + "--epochs 2 --resume " + checkpoint);
+  EXPECT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("epoch 2/2 batch 2/2"), std::string::npos) << resumed.output;
+  const CliRun refused = run_ember(flags + "--epochs 2 --micro-batch 32 --resume " + checkpoint);
+  EXPECT_EQ(refused.exit_code, 1) << refused.output;
+  EXPECT_NE(refused.output.find("\"micro_batch\":16"), std::string::npos) << refused.output;
+  EXPECT_NE(refused.output.find("--resume continues only the same run"), std::string::npos) << refused.output;
+  fs::remove_all(directory);
+}
+
 }  // namespace
 }  // namespace ember

@@ -70,7 +70,7 @@ int bench_command(int argc, char** argv) {
       .value("calls", "with --session: timed calls per caller", "1000", "N")
       .toggle("mixed-batches", "with --session: each call's batch size drawn (seeded) from 1..B")
       .value("threads", "compute threads (with --session: the session's budget, shared by its callers)", "1", "N")
-      .value("micro-batch", "samples a thread carries at once", "16", "N")
+      .value("micro-batch", "samples a thread carries at once (auto: as ember train chooses; with --session or without --training, 16)", "auto", "N")
       .value("data", "real batches from this dataset's training split (in order), or attention-retrieval (synthetic), instead of random inputs", "", "D")
       .value("steps", "timed steps", "50", "N")
       .value("warmup", "untimed steps (with --session: calls per caller) first", "5", "N")
@@ -154,7 +154,10 @@ int bench_command(int argc, char** argv) {
 
   ExecutorOptions options;
   options.threads = threads;
-  options.micro_batch = flags.positive_integer("micro-batch");
+  const std::int64_t micro_batch = flags.positive_integer_or_auto("micro-batch");
+  options.micro_batch = micro_batch > 0 ? micro_batch
+                        : training    ? auto_micro_batch(graph, parameters.total_floats(), batch)
+                                      : ExecutorOptions{}.micro_batch;
   options.detect_anomaly = flags.on("detect-anomaly");
   Executor executor(graph, parameters, options);
   std::unique_ptr<Optimizer> optimizer = make_optimizer("adam", OptimizerOptions{}, parameters);

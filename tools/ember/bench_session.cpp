@@ -47,7 +47,9 @@ int bench_session(const Flags& flags) {
   const std::int64_t warmup = flags.non_negative_integer("warmup");
   SessionOptions options;
   options.max_batch = max_batch;
-  options.micro_batch = flags.positive_integer("micro-batch");
+  if (const std::int64_t micro_batch = flags.positive_integer_or_auto("micro-batch"); micro_batch > 0) {
+    options.micro_batch = micro_batch;  // auto: the session's default
+  }
   options.threads = static_cast<int>(flags.positive_integer("threads"));
   // Warm calls make no workspace: a caller holds up to one per thread it is given.
   options.workspaces = std::max(callers, options.threads);

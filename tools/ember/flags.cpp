@@ -111,6 +111,16 @@ std::int64_t Flags::positive_integer(const std::string& name) const {
   return v;
 }
 
+std::int64_t Flags::positive_integer_or_auto(const std::string& name) const {
+  const std::string t = text(name);
+  if (t == "auto") return 0;
+  char* end = nullptr;
+  errno = 0;
+  const long long v = std::strtoll(t.c_str(), &end, 10);
+  if (t.empty() || *end != '\0' || errno != 0 || v <= 0) fail(name, "a positive integer or auto", t);
+  return v;
+}
+
 double Flags::positive_number(const std::string& name) const {
   const std::string t = text(name);
   char* end = nullptr;

@@ -36,6 +36,8 @@ class Flags {
   std::string text(const std::string& name) const;
   std::int64_t positive_integer(const std::string& name) const;
   std::int64_t non_negative_integer(const std::string& name) const;
+  // A positive integer, or 0 for "auto".
+  std::int64_t positive_integer_or_auto(const std::string& name) const;
   double positive_number(const std::string& name) const;
   double number_in(const std::string& name, double low, double high, bool high_inclusive) const;
   std::string choice(const std::string& name, const std::vector<std::string>& choices) const;

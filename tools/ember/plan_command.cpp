@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cstdio>
+#include <memory>
 #include <string>
 
 #include <oneapi/dnnl/dnnl.hpp>
@@ -11,6 +12,7 @@
 #include "engine/step_memory.h"
 #include "engine/text.h"
 #include "engine/threading.h"
+#include "engine/training_graph.h"
 #include "tools/ember/commands.h"
 #include "tools/ember/flags.h"
 
@@ -51,7 +53,7 @@ int plan_command(int argc, char** argv) {
                       "lifetime, the arena totals, and the memory of the whole step.");
   flags.model()
       .value("batch-size", "samples per step (cut into micro-batches)", "16", "B")
-      .value("micro-batch", "samples a thread carries through the network at once (the planned size)", "16", "N")
+      .value("micro-batch", "samples a thread carries through the network at once (the planned size; auto: as ember train chooses, 16 in inference)", "auto", "N")
       .value("threads", "compute threads (one arena each)", "1", "N")
       .value("optimizer", "training: sgd (no state), sgd-momentum, adam or adamw", "adam", "NAME")
       .toggle("training", "plan a training step (forward, loss, backward) instead of inference")
@@ -61,7 +63,7 @@ int plan_command(int argc, char** argv) {
     return 0;
   }
   const std::int64_t batch = flags.positive_integer("batch-size");
-  const std::int64_t micro_batch = std::min(batch, flags.positive_integer("micro-batch"));
+  const std::int64_t asked_micro_batch = flags.positive_integer_or_auto("micro-batch");
   const std::int64_t threads = flags.positive_integer("threads");
   if (threads > max_compute_threads) {
     throw UsageError("ember plan: --threads: expected 1 to " + std::to_string(max_compute_threads) + ", found '" +
@@ -72,6 +74,10 @@ int plan_command(int argc, char** argv) {
   const std::size_t memory_limit = resolve_memory_limit(flags.memory_size("memory-limit"));
   const Graph graph = graph_from_spec(load_model_spec(flags.text("model")), flags.text("model"));
   ParameterLayout layout = parameter_layout(graph);
+  const std::int64_t micro_batch =
+      std::min(batch, asked_micro_batch > 0 ? asked_micro_batch
+                      : training        ? auto_micro_batch(graph, layout.total_floats, batch)
+                                        : ExecutorOptions{}.micro_batch);
   check_model_memory(graph, layout, micro_batch, memory_limit, flags.text("model"));
   const ParameterStore parameters(std::move(layout));
 
@@ -85,7 +91,10 @@ int plan_command(int argc, char** argv) {
   const StepMemory memory = estimate_step_memory(graph, parameters, options);
 
   const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  const StepProgram program(graph, parameters, micro_batch, options.mode, engine, options.executor.plan_strategy);
+  // The graph a step runs in this mode (training moves ReLUs after max pools).
+  const std::unique_ptr<Graph> rewritten = training ? relu_after_max_pools(graph) : nullptr;
+  const StepProgram program(rewritten != nullptr ? *rewritten : graph, parameters, micro_batch, options.mode, engine,
+                            options.executor.plan_strategy);
   const StepPlanReport& report = program.report();
   // The op sequence first: the tensors' first and last uses are positions in it.
   std::printf("%-6s %s\n", "op", "runs");

@@ -190,7 +190,7 @@ int train_command(int argc, char** argv) {
       .value("mean", "normalize inputs: (x/255 - mean) / std; one value, or one per channel (0.485,0.456,0.406)", "0", "M")
       .value("std", "normalize inputs: (x/255 - mean) / std; one value, or one per channel", "1", "S")
       .threads("compute threads (OpenMP across the batch; oneDNN included)")
-      .value("micro-batch", "samples a thread carries through the network at once", "16", "N")
+      .value("micro-batch", "samples a thread carries through the network at once (auto: 16, or up to 64 for a model whose weights outweigh its activations)", "auto", "N")
       .value("seed", "seed for initialization, shuffling and dropout", "0", "S")
       .value("save", "checkpoint written after every epoch (safetensors)", "", "PATH")
       .value("save-every", "also save the checkpoint after every N optimizer steps (0: only after each epoch)", "0", "N")
@@ -234,7 +234,7 @@ int train_command(int argc, char** argv) {
   options.std = number_list(flags, "std", true);
   options.data_options = data_options(flags);
   options.threads = flags.thread_count();
-  options.micro_batch = flags.positive_integer("micro-batch");
+  options.micro_batch = flags.positive_integer_or_auto("micro-batch");  // 0: auto
   options.seed = static_cast<std::uint64_t>(flags.non_negative_integer("seed"));
   options.save = flags.text("save");
   options.save_every = flags.non_negative_integer("save-every");
