@@ -9,14 +9,11 @@
 
 #include "engine/ember.h"
 #include "engine/error.h"
-#include "engine/executor.h"
-#include "engine/memory_limit.h"
 #include "engine/model_spec.h"
 #include "engine/onnx_export.h"
 #include "engine/onnx_import.h"
-#include "engine/parameters.h"
 #include "engine/step_memory.h"
-#include "engine/step_program.h"
+#include "engine/step_plan.h"
 #include "engine/threading.h"
 #include "python/src/bindings.h"
 #include "python/src/json_objects.h"
@@ -66,36 +63,21 @@ py::dict step_memory_dict(const StepMemory& m) {
 // What `ember plan` prints, as a dict.
 py::dict plan(const std::string& model, std::int64_t batch_size, std::int64_t micro_batch, int threads,
               const std::string& optimizer, bool training, std::size_t memory_limit) {
-  if (batch_size < 1) throw Error("plan: batch_size must be at least 1, found " + std::to_string(batch_size));
-  if (micro_batch < 1) throw Error("plan: micro_batch must be at least 1, found " + std::to_string(micro_batch));
-  if (threads < 1 || threads > max_compute_threads) {
-    throw Error("plan: threads must be 1 to " + std::to_string(max_compute_threads) + ", found " + std::to_string(threads));
-  }
-  if (optimizer != "sgd" && optimizer != "sgd-momentum" && optimizer != "adam" && optimizer != "adamw") {
-    throw Error("plan: optimizer must be sgd, sgd-momentum, adam or adamw, found '" + optimizer + "'");
-  }
-  micro_batch = std::min(micro_batch, batch_size);
-  const std::size_t limit = resolve_memory_limit(memory_limit);
-  const Graph graph = graph_from_spec(load_model_spec(model), model);
-  ParameterLayout layout = parameter_layout(graph);
-  check_model_memory(graph, layout, micro_batch, limit, model);
-  const ParameterStore parameters(std::move(layout));
-  StepMemoryOptions options;
-  options.batch = batch_size;
-  options.executor.micro_batch = micro_batch;
-  options.executor.threads = threads;
-  options.mode = training ? Mode::training : Mode::inference;
-  options.optimizer = optimizer == "sgd-momentum" ? "sgd" : optimizer;
-  options.optimizer_options.momentum = optimizer == "sgd-momentum" ? 0.9f : 0.0f;
-  const StepMemory memory = estimate_step_memory(graph, parameters, options);
-  const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  const StepProgram program(graph, parameters, micro_batch, options.mode, engine, options.executor.plan_strategy);
-  const StepPlanReport& report = program.report();
+  StepPlanRequest request;
+  request.model = model;
+  request.batch = batch_size;
+  request.micro_batch = micro_batch;
+  request.threads = threads;
+  request.optimizer = optimizer;
+  request.training = training;
+  request.memory_limit = memory_limit;
+  const StepPlan result = plan_step(request);
+  const StepPlanReport& report = result.report;
   py::dict d;
   d["model"] = model;
   d["training"] = training;
   d["batch_size"] = batch_size;
-  d["micro_batch"] = micro_batch;
+  d["micro_batch"] = result.micro_batch;
   d["ops"] = py::cast(report.ops);
   d["tensors"] = tensor_list(report.tensors, report.shapes, report.plan);
   d["arena"] = plan_sizes(report.plan);
@@ -103,8 +85,9 @@ py::dict plan(const std::string& model, std::int64_t batch_size, std::int64_t mi
   d["kept"] = plan_sizes(report.kept_plan);
   d["phases"] = report.phases;
   d["fused"] = py::cast(report.fused);
-  d["step"] = step_memory_dict(memory);
-  d["memory_limit"] = limit;
+  d["step"] = step_memory_dict(result.memory);
+  d["parameter_count"] = result.parameter_count;
+  d["memory_limit"] = result.memory_limit;
   return d;
 }
 
@@ -131,9 +114,9 @@ void bind_models(py::module_& module) {
     (void)graph_from_spec(json_value(spec), source);
   }, py::arg("spec"), py::arg("source"));
   module.def("plan", &plan, py::kw_only(), py::arg("model") = "seed-cnn", py::arg("batch_size") = 16,
-             py::arg("micro_batch") = 16, py::arg("threads") = 1, py::arg("optimizer") = "adam",
+             py::arg("micro_batch") = 0, py::arg("threads") = 1, py::arg("optimizer") = "adam",
              py::arg("training") = false, py::arg("memory_limit") = 0,
-             "The memory plan of one step, as `ember plan` prints it: the op sequence, every tensor with its shape, "
+             "The memory plan of one step, as `ember plan` prints it (micro_batch 0: as training chooses, 16 in inference): the op sequence, every tensor with its shape, "
              "bytes, offset and lifetime, the arena sizes, and the memory of the whole step.");
   module.def("export_onnx", [](const std::string& checkpoint, const std::string& onnx_path, int opset) {
     py::gil_scoped_release release;

@@ -49,7 +49,7 @@ def test_the_plan_places_live_tensors_apart():
 def test_bad_plan_options_are_errors():
     with pytest.raises(ember.Error, match="optimizer must be sgd, sgd-momentum, adam or adamw, found 'lion'"):
         ember.plan(optimizer="lion")
-    with pytest.raises(ember.Error, match="batch_size must be at least 1, found 0"):
+    with pytest.raises(ember.Error, match="batch must be at least 1, found 0"):
         ember.plan(batch_size=0)
 
 

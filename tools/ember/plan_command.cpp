@@ -1,18 +1,9 @@
-#include <algorithm>
 #include <cstdio>
-#include <memory>
 #include <string>
 
-#include <oneapi/dnnl/dnnl.hpp>
-
-#include "engine/executor.h"
-#include "engine/model_spec.h"
-#include "engine/memory_limit.h"
-#include "engine/parameters.h"
-#include "engine/step_memory.h"
+#include "engine/step_plan.h"
 #include "engine/text.h"
 #include "engine/threading.h"
-#include "engine/training_graph.h"
 #include "tools/ember/commands.h"
 #include "tools/ember/flags.h"
 
@@ -62,40 +53,26 @@ int plan_command(int argc, char** argv) {
     std::printf("%s", flags.help().c_str());
     return 0;
   }
-  const std::int64_t batch = flags.positive_integer("batch-size");
-  const std::int64_t asked_micro_batch = flags.positive_integer_or_auto("micro-batch");
+  StepPlanRequest request;
+  request.model = flags.text("model");
+  request.batch = flags.positive_integer("batch-size");
+  request.micro_batch = flags.positive_integer_or_auto("micro-batch");
   const std::int64_t threads = flags.positive_integer("threads");
   if (threads > max_compute_threads) {
     throw UsageError("ember plan: --threads: expected 1 to " + std::to_string(max_compute_threads) + ", found '" +
                      flags.text("threads") + "'");
   }
-  const bool training = flags.on("training");
-  const std::string optimizer = flags.choice("optimizer", {"sgd", "sgd-momentum", "adam", "adamw"});
-  const std::size_t memory_limit = resolve_memory_limit(flags.memory_size("memory-limit"));
-  const Graph graph = graph_from_spec(load_model_spec(flags.text("model")), flags.text("model"));
-  ParameterLayout layout = parameter_layout(graph);
-  const std::int64_t micro_batch =
-      std::min(batch, asked_micro_batch > 0 ? asked_micro_batch
-                      : training        ? auto_micro_batch(graph, layout.total_floats, batch)
-                                        : ExecutorOptions{}.micro_batch);
-  check_model_memory(graph, layout, micro_batch, memory_limit, flags.text("model"));
-  const ParameterStore parameters(std::move(layout));
-
-  StepMemoryOptions options;
-  options.batch = batch;
-  options.executor.micro_batch = micro_batch;
-  options.executor.threads = static_cast<int>(threads);
-  options.mode = training ? Mode::training : Mode::inference;
-  options.optimizer = optimizer == "sgd-momentum" ? "sgd" : optimizer;
-  options.optimizer_options.momentum = optimizer == "sgd-momentum" ? 0.9f : 0.0f;
-  const StepMemory memory = estimate_step_memory(graph, parameters, options);
-
-  const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  // The graph a step runs in this mode (training moves ReLUs after max pools).
-  const std::unique_ptr<Graph> rewritten = training ? relu_after_max_pools(graph) : nullptr;
-  const StepProgram program(rewritten != nullptr ? *rewritten : graph, parameters, micro_batch, options.mode, engine,
-                            options.executor.plan_strategy);
-  const StepPlanReport& report = program.report();
+  request.threads = static_cast<int>(threads);
+  request.training = flags.on("training");
+  request.optimizer = flags.choice("optimizer", {"sgd", "sgd-momentum", "adam", "adamw"});
+  request.memory_limit = flags.memory_size("memory-limit");
+  const StepPlan plan = plan_step(request);
+  const StepPlanReport& report = plan.report;
+  const StepMemory& memory = plan.memory;
+  const bool training = request.training;
+  const std::int64_t batch = request.batch, micro_batch = plan.micro_batch;
+  const std::string& optimizer = request.optimizer;
+  const std::size_t memory_limit = plan.memory_limit;
   // The op sequence first: the tensors' first and last uses are positions in it.
   std::printf("%-6s %s\n", "op", "runs");
   for (std::size_t i = 0; i < report.ops.size(); ++i) std::printf("%-6zu %s\n", i, report.ops[i].c_str());
@@ -112,11 +89,11 @@ int plan_command(int argc, char** argv) {
 
   std::printf("\nwhole step, batch %lld on %lld thread(s) (input batch not included)\n  parameters  %s (%lld values)\n",
               static_cast<long long>(batch), static_cast<long long>(threads), mebibytes_text(memory.parameters).c_str(),
-              static_cast<long long>(parameters.parameter_count()));
+              static_cast<long long>(plan.parameter_count));
   // Layer state that is not trained (BatchNorm's running statistics); most models have none.
   if (memory.buffers > 0) {
     std::printf("  buffers     %s (%lld values, not trained)\n", mebibytes_text(memory.buffers).c_str(),
-                static_cast<long long>(parameters.buffer_count()));
+                static_cast<long long>(plan.buffer_count));
   }
   std::printf("  gradients   %s (%lld lane(s)%s)\n", mebibytes_text(memory.gradients).c_str(),
               static_cast<long long>(memory.gradient_lanes), training ? "" : ", the store's block, unused in inference");
