@@ -103,7 +103,7 @@ BatchLoader::BatchLoader(const Dataset& dataset, const ImageFormat& format, std:
 
 const std::vector<std::int64_t>& BatchLoader::order(int epoch) { return order_.of(epoch); }
 
-std::int64_t BatchLoader::load(int epoch, std::int64_t batch, float* images, std::int32_t* labels) {
+std::int64_t BatchLoader::load(int epoch, std::int64_t batch, float* images, std::int32_t* labels, const SampleFilter& wanted) {
   if (batch < 0 || batch >= batches_per_epoch()) {
     throw Error("batch " + std::to_string(batch) + " does not exist; an epoch has " + std::to_string(batches_per_epoch()));
   }
@@ -114,6 +114,7 @@ std::int64_t BatchLoader::load(int epoch, std::int64_t batch, float* images, std
   const std::int64_t h = dataset_.height, w = dataset_.width, plane = format_.height * format_.width;
   const bool padded = format_.height != h || format_.width != w;
   for (std::int64_t i = 0; i < count; ++i) {
+    if (wanted && !wanted(i)) continue;
     const std::int64_t sample = indices[static_cast<std::size_t>(first + i)];
     const std::uint8_t* pixels = dataset_.images.data() + sample * h * w;
     float* out = images + i * plane;

@@ -9,6 +9,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include "engine/anomaly.h"
+#include "engine/distributed.h"
 #include "engine/error.h"
 #include "engine/profile.h"
 #include "engine/threading.h"
@@ -42,6 +43,11 @@ BatchLayout batch_layout(const ExecutorOptions& options, std::int64_t batch, Mod
   layout.threads = static_cast<int>(
       std::min<std::int64_t>(options.threads, mode == Mode::training ? layout.gradient_lanes : layout.micro_batches));
   return layout;
+}
+
+bool rank_runs_micro_batch(const BatchLayout& layout, std::int64_t j, int rank, int ranks) {
+  const std::int64_t lane = layout.gradient_lanes > 0 ? j % layout.gradient_lanes : j;
+  return lane_rank(lane, ranks) == rank;
 }
 
 bool step_makes_constants(const BatchLayout& layout) { return layout.gradient_lanes > 0 && layout.micro_batches > 1; }
@@ -213,10 +219,17 @@ void Executor::run_phase(Batch& b, int phase) {
                                                      StepMemoryViews{b.kept[index], batch_memory_.data()});
     return !b.anomalies.empty() && b.anomalies[index].has_value();
   };
+  // This rank's lanes (all of them in one process), dealt to the threads in order.
+  std::vector<std::int64_t> own_lanes;
+  for (std::int64_t lane = 0; lane < lanes; ++lane) {
+    if (!distributed() || lane_rank(lane, communicator_->size()) == communicator_->rank()) own_lanes.push_back(lane);
+  }
+  const auto own = static_cast<std::int64_t>(own_lanes.size());
   const ScopedWall wall(profile_, WallPart::step_ops);
   parallel_region(b.layout.threads, [&](int thread, int thread_count) {
     try {
-      for (std::int64_t lane = thread; lane < lanes; lane += thread_count) {
+      for (std::int64_t k = thread; k < own; k += thread_count) {
+        const std::int64_t lane = own_lanes[static_cast<std::size_t>(k)];
         for (std::int64_t j = lane; j < micro_count; j += lanes) {
           if (run_one(j, thread, b.training ? lane : 0)) break;
         }
@@ -257,6 +270,27 @@ void Executor::sum_gradient_lanes(std::int64_t lanes) {
   }
 }
 
+bool Executor::distributed() const { return communicator_ != nullptr && communicator_->size() > 1; }
+
+// Every micro-batch's results from the rank that ran it, summed in micro-batch order as
+// one process sums them.
+StepResult Executor::gather_results(const Batch& b) const {
+  StepResult total;
+  if (!distributed()) {
+    for (const StepResult& r : b.results) total += r;
+    return total;
+  }
+  const int ranks = communicator_->size();
+  const std::size_t bytes = b.results.size() * sizeof(StepResult);
+  std::vector<StepResult> all(b.results.size() * static_cast<std::size_t>(ranks));
+  communicator_->all_gather(b.results.data(), bytes, all.data());
+  for (std::int64_t j = 0; j < b.layout.micro_batches; ++j) {
+    const int owner = lane_rank(b.layout.gradient_lanes > 0 ? j % b.layout.gradient_lanes : j, ranks);
+    total += all[static_cast<std::size_t>(owner) * b.results.size() + static_cast<std::size_t>(j)];
+  }
+  return total;
+}
+
 StepResult Executor::run_batch(const float* input, std::int64_t batch, Mode mode, const Targets* targets, const Loss* loss,
                                std::uint64_t step_seed, float* output) {
   if (input == nullptr) throw Error("no input given");
@@ -280,6 +314,12 @@ StepResult Executor::run_batch(const float* input, std::int64_t batch, Mode mode
   // Compile every size this batch needs before entering a parallel region.
   StepProgram& full = program(b.layout.full_size, mode, loss != nullptr);
   StepProgram& last = program(b.layout.last_size, mode, loss != nullptr);
+  if (distributed() && full.phase_count() > 1) {
+    throw Error("the model reduces over the whole batch inside the step (batch statistics: " +
+                std::to_string(full.phase_count() - 1) +
+                " sync points), which data-parallel training over MPI does not do yet; run it in one process");
+  }
+  if (distributed() && output != nullptr) throw Error("inference with outputs runs in one process, not across ranks");
   allocate_batch_memory(b, full, last);
   if (profile_ != nullptr) profile_->prepare(full.profiled_ops(), b.layout.threads);
   if (b.training) {
@@ -295,15 +335,19 @@ StepResult Executor::run_batch(const float* input, std::int64_t batch, Mode mode
       StepProgram::reduce(phase, b.programs, b.kept, batch_memory_.data(), profile_ != nullptr ? &profile_->thread(0) : nullptr);
     }
   }
-  if (b.training && b.layout.gradient_lanes > 1) {
+  if (b.training && distributed()) {
+    const ScopedWall wall(profile_, WallPart::lane_sum,
+                          static_cast<double>((b.layout.gradient_lanes + 1) * parameters_.total_floats()) * sizeof(float));
+    std::vector<const float*> lanes(static_cast<std::size_t>(b.layout.gradient_lanes));
+    for (std::int64_t l = 0; l < b.layout.gradient_lanes; ++l) lanes[static_cast<std::size_t>(l)] = lane_gradients(l);
+    communicator_->sum_lanes(b.layout.gradient_lanes, lanes, lane_gradients(0), parameters_.total_floats());
+  } else if (b.training && b.layout.gradient_lanes > 1) {
     // Nominal traffic: every lane read, lane 0 written.
     const ScopedWall wall(profile_, WallPart::lane_sum,
                           static_cast<double>((b.layout.gradient_lanes + 1) * parameters_.total_floats()) * sizeof(float));
     sum_gradient_lanes(b.layout.gradient_lanes);
   }
-  StepResult total;
-  for (const StepResult& r : b.results) total += r;
-  return total;
+  return gather_results(b);
 }
 
 StepResult Executor::train_step(const float* input, std::int64_t batch, const Targets& targets, const Loss& loss,

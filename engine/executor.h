@@ -55,7 +55,12 @@ void check_executor_options(const ExecutorOptions& options);
 // Throws ember::Error for a batch below 1.
 BatchLayout batch_layout(const ExecutorOptions& options, std::int64_t batch, Mode mode);
 
+// Whether micro-batch j of a batch laid out so runs on `rank` of `ranks` (engine/
+// distributed.h): training, the rank of its gradient lane; evaluation, its own.
+bool rank_runs_micro_batch(const BatchLayout& layout, std::int64_t j, int rank, int ranks);
+
 class StepProfile;  // engine/profile.h
+class Communicator;  // engine/distributed.h
 
 class Executor {
  public:
@@ -81,6 +86,12 @@ class Executor {
   // Non-null: time every later step's ops and phases into `profile` (engine/profile.h),
   // which must outlive the executor's steps. Null: no timing.
   void profile_into(StepProfile* profile) { profile_ = profile; }
+  // Non-null with more than one rank: train_step and evaluate run only this rank's
+  // micro-batches (rank_runs_micro_batch; the input must hold those samples, at their
+  // places in the whole batch), and every rank gets the whole batch's gradient sum and
+  // results, bitwise those of one process. infer() stays local. A graph with sync points
+  // (batch statistics) is refused. Null: one process.
+  void distribute_over(Communicator* communicator) { communicator_ = communicator; }
   const StepPlanReport& plan_report(std::int64_t micro_batch, Mode mode) {
     return program(micro_batch, mode, mode == Mode::training).report();
   }
@@ -94,6 +105,8 @@ class Executor {
   float* lane_gradients(std::int64_t lane);
   void run_phase(Batch& batch, int phase);
   void sum_gradient_lanes(std::int64_t lanes);
+  bool distributed() const;
+  StepResult gather_results(const Batch& batch) const;
   StepResult run_batch(const float* input, std::int64_t batch, Mode mode, const Targets* targets, const Loss* loss,
                        std::uint64_t step_seed, float* output);
 
@@ -107,6 +120,7 @@ class Executor {
   AlignedBuffer batch_memory_;         // the reductions' results, one per step
   std::vector<AlignedBuffer> extra_lanes_;  // lanes 1..L-1; lane 0 is the store's gradient block
   StepProfile* profile_ = nullptr;
+  Communicator* communicator_ = nullptr;
   // Training: what layers make of the weights for a step (PreparedLayer::constant_bytes),
   // one buffer per node and constants_key, remade at the start of every step.
   struct HeldConstants {
