@@ -21,9 +21,10 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Google Benchmark, zlib, nlohmann-json, pkg-config (the install test builds the README's
 # embedding example with it); OpenBLAS (its OpenMP flavour, found with pkg-config) is
 # gemm_bench's second reference; ccache (the build uses it when present) makes the four
-# presets of tools/test.sh and repeated runs cheap.
+# presets of tools/test.sh and repeated runs cheap; Open MPI (libopenmpi-dev, and mpirun from
+# openmpi-bin) builds data-parallel training (EMBER_MPI) and runs its tests.
 packages=(gcc g++ cmake make python3 libdnnl-dev ocl-icd-opencl-dev libxsimd-dev libgtest-dev libbenchmark-dev zlib1g-dev
-          nlohmann-json3-dev pkgconf libopenblas-dev libopenblas-openmp-dev ccache)
+          nlohmann-json3-dev pkgconf libopenblas-dev libopenblas-openmp-dev ccache libopenmpi-dev openmpi-bin)
 build=1
 peers=""
 for argument in "$@"; do
