@@ -13,13 +13,23 @@ class SingleRank final : public Communicator {
  public:
   int rank() const override { return 0; }
   int size() const override { return 1; }
-  void sum_lanes(std::int64_t lanes, const std::vector<const float*>& lane_data, float* out, std::int64_t total) override {
-    simd::elementwise_kernels().sum_lanes(out, lane_data.data(), lanes, total);
+  void begin_lane_sum(std::int64_t lanes, std::vector<const float*> lane_data, float* out, std::int64_t total) override {
+    lanes_ = lanes;
+    lane_data_ = std::move(lane_data);
+    out_ = out;
+    total_ = total;
   }
+  void lane_ready(std::int64_t) override {}
+  void end_lane_sum() override { simd::elementwise_kernels().sum_lanes(out_, lane_data_.data(), lanes_, total_); }
   void all_gather(const void* mine, std::size_t bytes, void* all) override {
     if (bytes > 0 && all != mine) std::memmove(all, mine, bytes);
   }
   [[noreturn]] void abort(const std::string& message) override { throw Error(message); }
+
+ private:
+  std::int64_t lanes_ = 0, total_ = 0;
+  std::vector<const float*> lane_data_;
+  float* out_ = nullptr;
 };
 
 // A positive integer from the environment, or 0.

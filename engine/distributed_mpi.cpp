@@ -1,16 +1,21 @@
 // engine/distributed.h over MPI (EMBER_MPI): the ranks mpirun started.
 //
-// sum_lanes is a reduce-scatter by parameter chunk followed by an allgather: rank c owns
-// floats [total*c/R, total*(c+1)/R); an all-to-all gives it every lane's slice of its
-// chunk, it sums them in lane order (the one-process kernel), and an allgather gives every
-// rank the whole sum. Every collective is non-blocking and polled against a deadline, so
-// a rank that died or stalled stops the run with a message instead of a hang.
+// The lane sum is a reduce-scatter by parameter chunk followed by an allgather: rank c owns
+// floats [total*c/R, total*(c+1)/R); it receives every other rank's lanes' slices of its
+// chunk (point to point, each lane sent as soon as it is final, so the exchange runs
+// behind the rest of the backward), sums them in lane order (the one-process kernel), and
+// an allgather gives every rank the whole sum. Every operation is non-blocking and polled
+// against a deadline, so a rank that died or stalled stops the run with a message instead
+// of a hang.
 #include <mpi.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <optional>
 #include <thread>
 
 #include "engine/distributed.h"
@@ -31,9 +36,10 @@ class MpiProcess {
     MPI_Initialized(&initialized);
     if (!initialized) {
       int provided = 0;
-      // Only the thread that calls train() calls MPI.
-      MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+      // Two threads call MPI, never at once: train()'s, and the gradient exchange's.
+      MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided);
       owns_ = true;
+      serialized_ = provided >= MPI_THREAD_SERIALIZED;
     }
   }
   ~MpiProcess() {
@@ -41,14 +47,17 @@ class MpiProcess {
     MPI_Finalized(&finalized);
     if (owns_ && !finalized) MPI_Finalize();
   }
+  // Whether a second thread may call MPI (else the exchange does not overlap).
+  bool threads_may_take_turns() const { return serialized_; }
 
  private:
   bool owns_ = false;
+  bool serialized_ = false;
 };
 
 class MpiWorld final : public Communicator {
  public:
-  explicit MpiWorld(double timeout_seconds) : timeout_seconds_(timeout_seconds) {
+  MpiWorld(double timeout_seconds, bool overlap) : timeout_seconds_(timeout_seconds), overlap_(overlap) {
     MPI_Comm_dup(MPI_COMM_WORLD, &comm_);
     // Errors come back as codes and stop every rank through abort(), with ember's message.
     MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
@@ -56,6 +65,7 @@ class MpiWorld final : public Communicator {
     MPI_Comm_size(comm_, &size_);
   }
   ~MpiWorld() override {
+    if (exchange_thread_.joinable()) exchange_thread_.detach();  // only after an error: abort() ends the process
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (!finalized) MPI_Comm_free(&comm_);
@@ -64,70 +74,29 @@ class MpiWorld final : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
 
-  void sum_lanes(std::int64_t lanes, const std::vector<const float*>& lane_data, float* out, std::int64_t total) override {
-    const auto start = Clock::now();
-    const int ranks = size_;
-    auto chunk_begin = [&](int c) { return total * c / ranks; };
-    auto chunk_size = [&](int c) { return static_cast<int>(chunk_begin(c + 1) - chunk_begin(c)); };
-    auto lanes_of = [&](int r) {
-      std::vector<std::int64_t> owned;
-      for (std::int64_t l = r; l < lanes; l += ranks) owned.push_back(l);
-      return owned;
-    };
-    const std::vector<std::int64_t> mine = lanes_of(rank_);
-    const auto my_lanes = static_cast<int>(mine.size());
-    std::vector<int> send_counts(ranks), send_offsets(ranks), receive_counts(ranks), receive_offsets(ranks);
-    int sent = 0, received = 0;
-    for (int c = 0; c < ranks; ++c) {
-      send_counts[c] = my_lanes * chunk_size(c);
-      send_offsets[c] = sent;
-      sent += send_counts[c];
-      receive_counts[c] = static_cast<int>(lanes_of(c).size()) * chunk_size(rank_);
-      receive_offsets[c] = received;
-      received += receive_counts[c];
+  void begin_lane_sum(std::int64_t lanes, std::vector<const float*> lane_data, float* out, std::int64_t total) override {
+    lanes_ = lanes;
+    lane_data_ = std::move(lane_data);
+    out_ = out;
+    total_ = total;
+    ready_ = std::make_unique<std::atomic<bool>[]>(static_cast<std::size_t>(lanes));
+    for (std::int64_t l = 0; l < lanes; ++l) ready_[static_cast<std::size_t>(l)] = false;
+    first_send_ = Clock::time_point{};
+    if (overlap_) exchange_thread_ = std::thread([this] { exchange(); });
+  }
+
+  void lane_ready(std::int64_t lane) override { ready_[static_cast<std::size_t>(lane)].store(true, std::memory_order_release); }
+
+  void end_lane_sum() override {
+    const auto called = Clock::now();
+    if (exchange_thread_.joinable()) {
+      exchange_thread_.join();
+    } else {
+      exchange();
     }
-    send_.resize(static_cast<std::size_t>(sent));
-    receive_.resize(static_cast<std::size_t>(received));
-    // Per destination chunk, my lanes' slices in lane order.
-    for (int c = 0; c < ranks; ++c) {
-      float* to = send_.data() + send_offsets[c];
-      for (std::int64_t l : mine) {
-        std::memcpy(to, lane_data[static_cast<std::size_t>(l)] + chunk_begin(c), static_cast<std::size_t>(chunk_size(c)) * sizeof(float));
-        to += chunk_size(c);
-      }
-    }
-    const auto exchange_start = Clock::now();
-    MPI_Request request;
-    check(MPI_Ialltoallv(send_.data(), send_counts.data(), send_offsets.data(), MPI_FLOAT, receive_.data(),
-                         receive_counts.data(), receive_offsets.data(), MPI_FLOAT, comm_, &request),
-          "gradient exchange");
-    wait(request, "the gradient exchange (all-to-all)");
-    double waited = seconds_since(exchange_start);
-    // Every lane's slice of my chunk, summed in lane order.
-    const int n = chunk_size(rank_);
-    std::vector<const float*> slices(static_cast<std::size_t>(lanes));
-    for (int s = 0; s < ranks; ++s) {
-      const float* from = receive_.data() + receive_offsets[s];
-      for (std::int64_t l : lanes_of(s)) {
-        slices[static_cast<std::size_t>(l)] = from;
-        from += n;
-      }
-    }
-    if (lanes > 0) simd::elementwise_kernels().sum_lanes(out + chunk_begin(rank_), slices.data(), lanes, n);
-    std::vector<int> counts(ranks), offsets(ranks);
-    for (int c = 0; c < ranks; ++c) {
-      counts[c] = chunk_size(c);
-      offsets[c] = static_cast<int>(chunk_begin(c));
-    }
-    const auto gather_start = Clock::now();
-    check(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, out, counts.data(), offsets.data(), MPI_FLOAT, comm_, &request),
-          "gradient allgather");
-    wait(request, "the gradient allgather");
-    waited += seconds_since(gather_start);
-    last_.exposed_seconds = seconds_since(start);
-    last_.hidden_seconds = 0.0;
-    last_.bytes = static_cast<double>(sent + total - n) * sizeof(float);
-    waited_seconds_ = waited;
+    last_.exposed_seconds = seconds_since(called);
+    last_.hidden_seconds =
+        first_send_ != Clock::time_point{} && first_send_ < called ? std::chrono::duration<double>(called - first_send_).count() : 0.0;
   }
 
   void all_gather(const void* mine, std::size_t bytes, void* all) override {
@@ -164,36 +133,118 @@ class MpiWorld final : public Communicator {
       int done = 0;
       check(MPI_Test(&request, &done, MPI_STATUS_IGNORE), what);
       if (done) return;
-      if (Clock::now() > deadline) {
-        char seconds[32];
-        std::snprintf(seconds, sizeof seconds, "%g", timeout_seconds_);
-        abort(std::string(what) + " did not complete within " + seconds +
-              " s (--mpi-timeout): another rank died, stalled or failed");
-      }
+      if (Clock::now() > deadline) timed_out(what);
       // Spin briefly (a collective usually completes within microseconds of its last
       // arrival), then yield the core to the ranks still computing.
       if (polls > 2000) std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
   }
 
+  std::int64_t chunk_begin(int c) const { return total_ * c / size_; }
+  int chunk_size(int c) const { return static_cast<int>(chunk_begin(c + 1) - chunk_begin(c)); }
+
+  // Rank c sums chunk c: it receives every other rank's lanes' slices of it, and sends each
+  // of its lanes' slices of chunk c to c as soon as the lane is ready. Then the summed
+  // chunks are allgathered. Runs on the exchange thread (overlap) or in end_lane_sum; the
+  // other thread makes no MPI call meanwhile (MPI_THREAD_SERIALIZED).
+  void exchange() {
+    const std::int64_t lanes = lanes_;
+    const int n = chunk_size(rank_);
+    receive_.resize(static_cast<std::size_t>(lanes * n));
+    std::vector<MPI_Request> requests;
+    std::vector<std::int64_t> own;
+    for (std::int64_t l = 0; l < lanes; ++l) {
+      const int holder = lane_rank(l, size_);
+      if (holder == rank_) {
+        own.push_back(l);
+        continue;
+      }
+      requests.emplace_back();
+      check(MPI_Irecv(receive_.data() + l * n, n, MPI_FLOAT, holder, static_cast<int>(l), comm_, &requests.back()),
+            "gradient receive");
+    }
+    std::size_t sent = 0;
+    std::vector<bool> is_sent(own.size(), false);
+    double bytes = 0.0;
+    std::optional<Clock::time_point> deadline;
+    for (int polls = 0;; ++polls) {
+      for (std::size_t k = 0; k < own.size(); ++k) {
+        const std::int64_t l = own[k];
+        if (is_sent[k] || !ready_[static_cast<std::size_t>(l)].load(std::memory_order_acquire)) continue;
+        if (first_send_ == Clock::time_point{}) first_send_ = Clock::now();
+        for (int c = 0; c < size_; ++c) {
+          if (c == rank_) continue;
+          requests.emplace_back();
+          check(MPI_Isend(lane_data_[static_cast<std::size_t>(l)] + chunk_begin(c), chunk_size(c), MPI_FLOAT, c,
+                          static_cast<int>(l), comm_, &requests.back()),
+                "gradient send");
+          bytes += static_cast<double>(chunk_size(c)) * sizeof(float);
+        }
+        is_sent[k] = true;
+        ++sent;
+      }
+      int done = 0;
+      check(MPI_Testall(static_cast<int>(requests.size()), requests.data(), &done, MPI_STATUSES_IGNORE), "gradient exchange");
+      if (sent == own.size()) {
+        if (done) break;
+        // This rank's part is done: from now on it waits for the others only.
+        if (!deadline) deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_seconds_));
+        if (Clock::now() > *deadline) timed_out("the gradient exchange");
+      }
+      // Spin briefly, then yield the core to the compute threads.
+      if (polls > 200) std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    // Every lane's slice of my chunk, summed in lane order.
+    std::vector<const float*> slices(static_cast<std::size_t>(lanes));
+    for (std::int64_t l = 0; l < lanes; ++l) {
+      slices[static_cast<std::size_t>(l)] =
+          lane_rank(l, size_) == rank_ ? lane_data_[static_cast<std::size_t>(l)] + chunk_begin(rank_) : receive_.data() + l * n;
+    }
+    // In place: each element of lane 0's slice is read before the sum is written over it.
+    if (lanes > 0) simd::elementwise_kernels().sum_lanes(out_ + chunk_begin(rank_), slices.data(), lanes, n);
+    std::vector<int> counts(static_cast<std::size_t>(size_)), offsets(static_cast<std::size_t>(size_));
+    for (int c = 0; c < size_; ++c) {
+      counts[static_cast<std::size_t>(c)] = chunk_size(c);
+      offsets[static_cast<std::size_t>(c)] = static_cast<int>(chunk_begin(c));
+    }
+    MPI_Request gather;
+    check(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, out_, counts.data(), offsets.data(), MPI_FLOAT, comm_, &gather),
+          "gradient allgather");
+    wait(gather, "the gradient allgather");
+    last_.bytes = bytes + static_cast<double>(n) * (size_ - 1) * sizeof(float);
+  }
+
+  [[noreturn]] void timed_out(const std::string& what) {
+    char seconds[32];
+    std::snprintf(seconds, sizeof seconds, "%g", timeout_seconds_);
+    abort(what + " did not complete within " + seconds + " s (--mpi-timeout): another rank died, stalled or failed");
+  }
+
   double timeout_seconds_;
+  bool overlap_;
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
-  std::vector<float> send_, receive_;
+  // The lane sum in progress.
+  std::int64_t lanes_ = 0, total_ = 0;
+  std::vector<const float*> lane_data_;
+  float* out_ = nullptr;
+  std::unique_ptr<std::atomic<bool>[]> ready_;
+  std::thread exchange_thread_;
+  Clock::time_point first_send_;
+  std::vector<float> receive_;
   CommunicationTime last_;
-  double waited_seconds_ = 0.0;
 };
 
 }  // namespace
 
 bool built_with_mpi() { return true; }
 
-std::unique_ptr<Communicator> world_communicator(double timeout_seconds) {
+std::unique_ptr<Communicator> world_communicator(double timeout_seconds, bool overlap) {
   if (!(timeout_seconds > 0.0)) throw Error("MPI timeout must be positive seconds, found " + std::to_string(timeout_seconds));
   // Launched alone: no MPI at all (initializing a singleton would cost a runtime start).
   if (launched_rank_count() <= 1) return single_rank_communicator();
   static const MpiProcess process;
-  return std::make_unique<MpiWorld>(timeout_seconds);
+  return std::make_unique<MpiWorld>(timeout_seconds, overlap && process.threads_may_take_turns());
 }
 
 }  // namespace ember

@@ -6,7 +6,7 @@ namespace ember {
 
 bool built_with_mpi() { return false; }
 
-std::unique_ptr<Communicator> world_communicator(double timeout_seconds) {
+std::unique_ptr<Communicator> world_communicator(double timeout_seconds, bool overlap) {
   if (const int ranks = launched_rank_count(); ranks > 1) {
     throw Error("launched by mpirun as one of " + std::to_string(ranks) +
                 " processes, but this ember was built without MPI (EMBER_MPI=OFF; install libopenmpi-dev and "

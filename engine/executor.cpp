@@ -225,6 +225,8 @@ void Executor::run_phase(Batch& b, int phase) {
     if (!distributed() || lane_rank(lane, communicator_->size()) == communicator_->rank()) own_lanes.push_back(lane);
   }
   const auto own = static_cast<std::int64_t>(own_lanes.size());
+  // Across ranks, a lane finished by the last phase goes out while the others still run.
+  const bool send_lanes = b.training && distributed() && phase + 1 == b.programs.front()->phase_count();
   const ScopedWall wall(profile_, WallPart::step_ops);
   parallel_region(b.layout.threads, [&](int thread, int thread_count) {
     try {
@@ -233,6 +235,7 @@ void Executor::run_phase(Batch& b, int phase) {
         for (std::int64_t j = lane; j < micro_count; j += lanes) {
           if (run_one(j, thread, b.training ? lane : 0)) break;
         }
+        if (send_lanes) communicator_->lane_ready(lane);
       }
     } catch (const std::exception& e) {
       failures[static_cast<std::size_t>(thread)] = e.what();
@@ -322,6 +325,11 @@ StepResult Executor::run_batch(const float* input, std::int64_t batch, Mode mode
   if (distributed() && output != nullptr) throw Error("inference with outputs runs in one process, not across ranks");
   allocate_batch_memory(b, full, last);
   if (profile_ != nullptr) profile_->prepare(full.profiled_ops(), b.layout.threads);
+  if (b.training && distributed()) {
+    std::vector<const float*> lanes(static_cast<std::size_t>(b.layout.gradient_lanes));
+    for (std::int64_t l = 0; l < b.layout.gradient_lanes; ++l) lanes[static_cast<std::size_t>(l)] = lane_gradients(l);
+    communicator_->begin_lane_sum(b.layout.gradient_lanes, std::move(lanes), lane_gradients(0), parameters_.total_floats());
+  }
   if (b.training) {
     const ScopedWall wall(profile_, WallPart::constants);
     make_step_constants(b.layout, full, last);
@@ -336,11 +344,10 @@ StepResult Executor::run_batch(const float* input, std::int64_t batch, Mode mode
     }
   }
   if (b.training && distributed()) {
+    // What the exchange adds to the step once the lanes are done (begun in run_phase).
     const ScopedWall wall(profile_, WallPart::lane_sum,
                           static_cast<double>((b.layout.gradient_lanes + 1) * parameters_.total_floats()) * sizeof(float));
-    std::vector<const float*> lanes(static_cast<std::size_t>(b.layout.gradient_lanes));
-    for (std::int64_t l = 0; l < b.layout.gradient_lanes; ++l) lanes[static_cast<std::size_t>(l)] = lane_gradients(l);
-    communicator_->sum_lanes(b.layout.gradient_lanes, lanes, lane_gradients(0), parameters_.total_floats());
+    communicator_->end_lane_sum();
   } else if (b.training && b.layout.gradient_lanes > 1) {
     // Nominal traffic: every lane read, lane 0 written.
     const ScopedWall wall(profile_, WallPart::lane_sum,

@@ -509,7 +509,7 @@ std::vector<EpochReport> train_on(const TrainOptions& requested, TrainingObserve
 }  // namespace
 
 std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& observer) {
-  const std::unique_ptr<Communicator> world = world_communicator(options.mpi_timeout);
+  const std::unique_ptr<Communicator> world = world_communicator(options.mpi_timeout, options.mpi_overlap);
   if (world->size() == 1) return train_on(options, observer, *world);
   // One rank's error would leave the others waiting in a collective: it stops them all.
   try {

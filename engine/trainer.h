@@ -74,6 +74,9 @@ struct TrainOptions {
   // Launched by mpirun: a collective that does not complete within this many seconds
   // (a rank died or stalled) stops every rank with a message.
   double mpi_timeout = 120.0;
+  // Send each gradient lane as soon as it is final, behind the rest of the backward; off,
+  // only once the whole backward is done (to measure what overlapping hides).
+  bool mpi_overlap = true;
 };
 
 struct BatchProgress {

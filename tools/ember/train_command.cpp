@@ -128,6 +128,7 @@ int train_command(int argc, char** argv) {
       .value("micro-batch", "samples a thread carries through the network at once", "16", "N")
       .value("gradient-lanes", "gradient lanes: a step is bitwise the same for any --threads and any number of MPI ranks up to this", "4", "L")
       .value("mpi-timeout", "under mpirun: stop every rank with an error when a rank has not answered for this many seconds", "120", "SECONDS")
+      .toggle("mpi-blocking", "under mpirun: exchange gradients only after the whole backward (default: each lane as soon as it is done)")
       .value("seed", "seed for initialization, shuffling and dropout", "0", "S")
       .value("save", "checkpoint written after every epoch (safetensors)", "", "PATH")
       .value("save-every", "also save the checkpoint after every N optimizer steps (0: only after each epoch)", "0", "N")
@@ -173,6 +174,7 @@ int train_command(int argc, char** argv) {
   options.micro_batch = flags.positive_integer("micro-batch");
   options.gradient_lanes = static_cast<int>(flags.positive_integer("gradient-lanes"));
   options.mpi_timeout = flags.positive_number("mpi-timeout");
+  options.mpi_overlap = !flags.on("mpi-blocking");
   options.seed = static_cast<std::uint64_t>(flags.non_negative_integer("seed"));
   options.save = flags.text("save");
   options.save_every = flags.non_negative_integer("save-every");
