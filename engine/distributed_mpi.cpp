@@ -129,14 +129,13 @@ class MpiWorld final : public Communicator {
   // Polls until the request completes; past the deadline every rank is stopped.
   void wait(MPI_Request& request, const char* what) {
     const auto deadline = Clock::now() + std::chrono::duration<double>(timeout_seconds_);
-    for (int polls = 0;; ++polls) {
+    for (;;) {
       int done = 0;
       check(MPI_Test(&request, &done, MPI_STATUS_IGNORE), what);
       if (done) return;
       if (Clock::now() > deadline) timed_out(what);
-      // Spin briefly (a collective usually completes within microseconds of its last
-      // arrival), then yield the core to the ranks still computing.
-      if (polls > 2000) std::this_thread::sleep_for(std::chrono::microseconds(50));
+      // Nothing else to do on this rank: TCP moves data only while MPI is called.
+      std::this_thread::yield();
     }
   }
 
@@ -191,8 +190,15 @@ class MpiWorld final : public Communicator {
         if (!deadline) deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_seconds_));
         if (Clock::now() > *deadline) timed_out("the gradient exchange");
       }
-      // Spin briefly, then yield the core to the compute threads.
-      if (polls > 200) std::this_thread::sleep_for(std::chrono::microseconds(100));
+      // While this rank's lanes compute, poll every 100 us, leaving them the core; once its
+      // part is sent it has nothing else to do, and TCP moves data only while MPI is
+      // called: poll without sleeping (measured: sleeping there made seed-cnn's 3.2 MB
+      // exchange take 35 ms on loopback instead of a few).
+      if (sent < own.size()) {
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+      } else {
+        std::this_thread::yield();
+      }
     }
     // Every lane's slice of my chunk, summed in lane order.
     std::vector<const float*> slices(static_cast<std::size_t>(lanes));
