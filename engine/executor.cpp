@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <optional>
 #include <span>
 #include <string>
@@ -273,6 +274,30 @@ void Executor::sum_gradient_lanes(std::int64_t lanes) {
   }
 }
 
+// Before a sync point across ranks: every micro-batch's partial sums, from the rank that
+// ran it, into every rank's kept memory, so each runs the same reduction over the same
+// bytes in micro-batch order and gets the same batch statistics (and running buffers).
+void Executor::share_partials(const Batch& b, int phase) {
+  const auto micro_count = static_cast<std::size_t>(b.layout.micro_batches);
+  const std::size_t bytes = b.programs.front()->reduced_partials(phase).bytes;
+  const int ranks = communicator_->size();
+  std::vector<std::byte> mine(micro_count * bytes), all(mine.size() * static_cast<std::size_t>(ranks));
+  auto owner = [&](std::size_t j) {
+    const auto jj = static_cast<std::int64_t>(j);
+    return lane_rank(b.layout.gradient_lanes > 0 ? jj % b.layout.gradient_lanes : jj, ranks);
+  };
+  for (std::size_t j = 0; j < micro_count; ++j) {
+    const StepProgram::KeptRange range = b.programs[j]->reduced_partials(phase);
+    if (range.bytes != bytes) throw Error("executor: micro-batches' partial sums differ in size at a sync point");
+    if (owner(j) == communicator_->rank()) std::memcpy(mine.data() + j * bytes, b.kept[j] + range.offset, bytes);
+  }
+  communicator_->all_gather(mine.data(), mine.size(), all.data());
+  for (std::size_t j = 0; j < micro_count; ++j) {
+    const std::byte* from = all.data() + static_cast<std::size_t>(owner(j)) * mine.size() + j * bytes;
+    std::memcpy(b.kept[j] + b.programs[j]->reduced_partials(phase).offset, from, bytes);
+  }
+}
+
 bool Executor::distributed() const { return communicator_ != nullptr && communicator_->size() > 1; }
 
 // Every micro-batch's results from the rank that ran it, summed in micro-batch order as
@@ -317,11 +342,6 @@ StepResult Executor::run_batch(const float* input, std::int64_t batch, Mode mode
   // Compile every size this batch needs before entering a parallel region.
   StepProgram& full = program(b.layout.full_size, mode, loss != nullptr);
   StepProgram& last = program(b.layout.last_size, mode, loss != nullptr);
-  if (distributed() && full.phase_count() > 1) {
-    throw Error("the model reduces over the whole batch inside the step (batch statistics: " +
-                std::to_string(full.phase_count() - 1) +
-                " sync points), which data-parallel training over MPI does not do yet; run it in one process");
-  }
   if (distributed() && output != nullptr) throw Error("inference with outputs runs in one process, not across ranks");
   allocate_batch_memory(b, full, last);
   if (profile_ != nullptr) profile_->prepare(full.profiled_ops(), b.layout.threads);
@@ -340,6 +360,7 @@ StepResult Executor::run_batch(const float* input, std::int64_t batch, Mode mode
     run_phase(b, phase);
     if (phase + 1 < full.phase_count()) {
       const ScopedWall wall(profile_, WallPart::step_ops);
+      if (distributed()) share_partials(b, phase);
       StepProgram::reduce(phase, b.programs, b.kept, batch_memory_.data(), profile_ != nullptr ? &profile_->thread(0) : nullptr);
     }
   }

@@ -89,8 +89,8 @@ class Executor {
   // Non-null with more than one rank: train_step and evaluate run only this rank's
   // micro-batches (rank_runs_micro_batch; the input must hold those samples, at their
   // places in the whole batch), and every rank gets the whole batch's gradient sum and
-  // results, bitwise those of one process. infer() stays local. A graph with sync points
-  // (batch statistics) is refused. Null: one process.
+  // results, bitwise those of one process; a graph's sync points (batch statistics) reduce
+  // every rank's micro-batches in micro-batch order. infer() stays local. Null: one process.
   void distribute_over(Communicator* communicator) { communicator_ = communicator; }
   const StepPlanReport& plan_report(std::int64_t micro_batch, Mode mode) {
     return program(micro_batch, mode, mode == Mode::training).report();
@@ -106,6 +106,7 @@ class Executor {
   void run_phase(Batch& batch, int phase);
   void sum_gradient_lanes(std::int64_t lanes);
   bool distributed() const;
+  void share_partials(const Batch& batch, int phase);
   StepResult gather_results(const Batch& batch) const;
   StepResult run_batch(const float* input, std::int64_t batch, Mode mode, const Targets* targets, const Loss* loss,
                        std::uint64_t step_seed, float* output);

@@ -216,12 +216,19 @@ class StepProgram {
   // `profile` non-null: the reduction's time is added to its op there.
   static void reduce(int phase, std::span<const StepProgram* const> programs, std::span<std::byte* const> kept,
                      std::byte* batch, ThreadProfile* profile = nullptr);
+  // Where the partial sums the reduction ending `phase` reads lie in a micro-batch's kept
+  // memory (across MPI ranks they are exchanged before it: engine/executor.cpp).
+  struct KeptRange {
+    std::size_t offset = 0, bytes = 0;
+  };
+  KeptRange reduced_partials(int phase) const;
   // The ops by index, as a profile names them (StepRun::profile).
   std::vector<ProfiledOp> profiled_ops() const;
 
  private:
   struct Compiler;  // engine/step_compiler.cpp
   class Runner;     // engine/step_program.cpp
+  std::size_t reduce_op(int phase) const;  // the index of the op that ends `phase`
 
   const Graph& graph_;
   const ParameterStore& parameters_;

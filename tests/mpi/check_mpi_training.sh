@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Data-parallel training over MPI (engine/distributed.h), on loopback only.
 #
-#   check_mpi_training.sh EMBER MPIEXEC WORK_DIR bitwise|resume|killed|stalled
+#   check_mpi_training.sh EMBER MPIEXEC WORK_DIR bitwise|batch-norm|resume|killed|stalled
 #
 # bitwise: checkpoints and printed numbers of mpirun -np 1, 2, 3 (1 and 2 threads each)
 #          equal one process's, bitwise; the last batch leaves rank 2 without a lane.
+# batch-norm: resnet (batch statistics: sync points inside the step) on 2 and 3 ranks.
 # resume:  an epoch with 2 ranks, resumed with 3 for a second: one process's two epochs.
 # killed:  a rank killed mid-run ends the run with an error, not a hang; the checkpoint
 #          written before is intact.
@@ -37,6 +38,18 @@ bitwise)
         fail "$ranks ranks x $threads threads printed $(numbers "$name.txt"), one process $(numbers one.txt)"
       echo "$ranks ranks x $threads threads: checkpoint and printed numbers bitwise one process's"
     done
+  done
+  ;;
+batch-norm)
+  bn=(train --model resnet --train-limit 96 --test-limit 32 --batch-size 48 --micro-batch 16 --max-steps 2 --seed 7)
+  "$ember" "${bn[@]}" --threads 1 --save one.st > one.txt
+  for setting in "2 1" "3 2"; do
+    read -r ranks threads <<< "$setting"
+    "${mpirun[@]}" -np "$ranks" "$ember" "${bn[@]}" --threads "$threads" --save many.st > many.txt 2>&1 ||
+      { cat many.txt; fail "resnet on $ranks ranks"; }
+    cmp one.st many.st || fail "resnet on $ranks ranks x $threads threads: the checkpoint differs from one process's"
+    [[ "$(numbers one.txt)" == "$(numbers many.txt)" ]] || fail "resnet on $ranks ranks printed other numbers"
+    echo "resnet, $ranks ranks x $threads threads: checkpoint (running statistics included) bitwise one process's"
   done
   ;;
 resume)
