@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
   }
   const int ranks = world->size();
   if (world->rank() == 0) std::printf("# %d ranks\n# bytes allreduce_ms lane_sum_ms allreduce_bus_GB/s\n", ranks);
-  for (std::int64_t bytes = 4096; bytes <= static_cast<std::int64_t>(max_mb * 1048576); bytes *= 4) {
+  for (std::int64_t bytes = 4096; bytes <= static_cast<std::int64_t>(max_mb * 1048576); bytes *= 2) {
     const std::int64_t floats = bytes / 4;
     std::vector<float> in(static_cast<std::size_t>(floats), 1.0f), out(static_cast<std::size_t>(floats));
     const int repeats = bytes < (1 << 20) ? 50 : 10;

@@ -4,8 +4,8 @@
 //   mpirun -np R ember_mpi_train_bench MODEL BATCH THREADS [STEPS] [blocking]
 //
 // Every rank runs its lanes' micro-batches of the same random global batch; rank 0 prints
-// images per second of the global batch (median step) and, averaged over steps and
-// ranks, the exchange's exposed and hidden milliseconds. "blocking" starts the exchange
+// images per second of the global batch (median step) and the exchange's exposed and
+// hidden milliseconds (medians over the steps, averaged over the ranks). "blocking" starts the exchange
 // only after the backward. Run alone (no mpirun) it times one process.
 #include <algorithm>
 #include <chrono>
@@ -57,8 +57,7 @@ int run(int argc, char** argv) {
   Executor executor(graph, parameters, options);
   executor.distribute_over(world.get());
   std::unique_ptr<Optimizer> optimizer = make_optimizer("adam", OptimizerOptions{}, parameters);
-  std::vector<double> step_ms;
-  double exposed = 0.0, hidden = 0.0;
+  std::vector<double> step_ms, exposed_ms, hidden_ms;
   const int warmup = 3;
   for (int i = 0; i < warmup + steps; ++i) {
     const auto start = std::chrono::steady_clock::now();
@@ -67,13 +66,15 @@ int run(int argc, char** argv) {
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     if (i < warmup) continue;
     step_ms.push_back(ms);
-    exposed += world->last_sum_time().exposed_seconds;
-    hidden += world->last_sum_time().hidden_seconds;
+    exposed_ms.push_back(1e3 * world->last_sum_time().exposed_seconds);
+    hidden_ms.push_back(1e3 * world->last_sum_time().hidden_seconds);
   }
-  std::sort(step_ms.begin(), step_ms.end());
-  const double median = step_ms[step_ms.size() / 2];
-  // Every rank's means, rank 0 prints their average.
-  const double mine[3] = {median, 1e3 * exposed / steps, 1e3 * hidden / steps};
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  // Every rank's medians; rank 0 prints their average.
+  const double mine[3] = {median(step_ms), median(exposed_ms), median(hidden_ms)};
   std::vector<double> all(3 * static_cast<std::size_t>(world->size()));
   world->all_gather(mine, sizeof mine, all.data());
   if (world->rank() == 0) {
