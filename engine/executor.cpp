@@ -46,9 +46,12 @@ BatchLayout batch_layout(const ExecutorOptions& options, std::int64_t batch, Mod
   return layout;
 }
 
+int micro_batch_rank(const BatchLayout& layout, std::int64_t j, int ranks) {
+  return lane_rank(layout.gradient_lanes > 0 ? j % layout.gradient_lanes : j, ranks);
+}
+
 bool rank_runs_micro_batch(const BatchLayout& layout, std::int64_t j, int rank, int ranks) {
-  const std::int64_t lane = layout.gradient_lanes > 0 ? j % layout.gradient_lanes : j;
-  return lane_rank(lane, ranks) == rank;
+  return micro_batch_rank(layout, j, ranks) == rank;
 }
 
 bool step_makes_constants(const BatchLayout& layout) { return layout.gradient_lanes > 0 && layout.micro_batches > 1; }
@@ -282,10 +285,7 @@ void Executor::share_partials(const Batch& b, int phase) {
   const std::size_t bytes = b.programs.front()->reduced_partials(phase).bytes;
   const int ranks = communicator_->size();
   std::vector<std::byte> mine(micro_count * bytes), all(mine.size() * static_cast<std::size_t>(ranks));
-  auto owner = [&](std::size_t j) {
-    const auto jj = static_cast<std::int64_t>(j);
-    return lane_rank(b.layout.gradient_lanes > 0 ? jj % b.layout.gradient_lanes : jj, ranks);
-  };
+  auto owner = [&](std::size_t j) { return micro_batch_rank(b.layout, static_cast<std::int64_t>(j), ranks); };
   for (std::size_t j = 0; j < micro_count; ++j) {
     const StepProgram::KeptRange range = b.programs[j]->reduced_partials(phase);
     if (range.bytes != bytes) throw Error("executor: micro-batches' partial sums differ in size at a sync point");
@@ -313,7 +313,7 @@ StepResult Executor::gather_results(const Batch& b) const {
   std::vector<StepResult> all(b.results.size() * static_cast<std::size_t>(ranks));
   communicator_->all_gather(b.results.data(), bytes, all.data());
   for (std::int64_t j = 0; j < b.layout.micro_batches; ++j) {
-    const int owner = lane_rank(b.layout.gradient_lanes > 0 ? j % b.layout.gradient_lanes : j, ranks);
+    const int owner = micro_batch_rank(b.layout, j, ranks);
     total += all[static_cast<std::size_t>(owner) * b.results.size() + static_cast<std::size_t>(j)];
   }
   return total;

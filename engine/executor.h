@@ -55,8 +55,9 @@ void check_executor_options(const ExecutorOptions& options);
 // Throws ember::Error for a batch below 1.
 BatchLayout batch_layout(const ExecutorOptions& options, std::int64_t batch, Mode mode);
 
-// Whether micro-batch j of a batch laid out so runs on `rank` of `ranks` (engine/
+// The rank of `ranks` that runs micro-batch j of a batch laid out so (engine/
 // distributed.h): training, the rank of its gradient lane; evaluation, its own.
+int micro_batch_rank(const BatchLayout& layout, std::int64_t j, int ranks);
 bool rank_runs_micro_batch(const BatchLayout& layout, std::int64_t j, int rank, int ranks);
 
 class StepProfile;  // engine/profile.h
