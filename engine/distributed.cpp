@@ -13,7 +13,8 @@ class SingleRank final : public Communicator {
  public:
   int rank() const override { return 0; }
   int size() const override { return 1; }
-  void begin_lane_sum(std::int64_t lanes, std::vector<const float*> lane_data, float* out, std::int64_t total) override {
+  void begin_lane_sum(std::int64_t lanes, std::vector<const float*> lane_data, float* out, std::int64_t total,
+                      std::vector<std::int64_t>) override {
     lanes_ = lanes;
     lane_data_ = std::move(lane_data);
     out_ = out;

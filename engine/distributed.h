@@ -44,8 +44,12 @@ class Communicator {
   // In three calls, so that the exchange runs behind the rest of the step: begin_lane_sum
   // before the lanes are computed, lane_ready(l) from any thread as soon as lane l (held
   // here) is final, end_lane_sum (on begin's thread) to wait for the sum. The buffers must
-  // stay untouched until end_lane_sum returns.
-  virtual void begin_lane_sum(std::int64_t lanes, std::vector<const float*> lane_data, float* out, std::int64_t total) = 0;
+  // stay untouched until end_lane_sum returns. `buckets`: ascending offsets that cut the
+  // floats into ranges (the first 0; empty: one range), the same on every rank;
+  // bucket_ready(l, k) says range k of lane l is final before the whole lane is.
+  virtual void begin_lane_sum(std::int64_t lanes, std::vector<const float*> lane_data, float* out, std::int64_t total,
+                              std::vector<std::int64_t> buckets = {}) = 0;
+  virtual void bucket_ready(std::int64_t lane, std::size_t bucket) {}
   virtual void lane_ready(std::int64_t lane) = 0;
   virtual void end_lane_sum() = 0;
   // All three at once, every lane here ready.

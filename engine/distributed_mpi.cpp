@@ -9,6 +9,7 @@
 // of a hang.
 #include <mpi.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -17,6 +18,7 @@
 #include <memory>
 #include <optional>
 #include <thread>
+#include <utility>
 
 #include "engine/distributed.h"
 #include "engine/error.h"
@@ -63,6 +65,10 @@ class MpiWorld final : public Communicator {
     MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
     MPI_Comm_rank(comm_, &rank_);
     MPI_Comm_size(comm_, &size_);
+    int* upper = nullptr;
+    int found = 0;
+    MPI_Comm_get_attr(comm_, MPI_TAG_UB, &upper, &found);
+    tag_limit_ = found && upper != nullptr ? *upper : 32767;  // the least MPI allows
   }
   ~MpiWorld() override {
     if (exchange_thread_.joinable()) exchange_thread_.detach();  // only after an error: abort() ends the process
@@ -74,18 +80,28 @@ class MpiWorld final : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
 
-  void begin_lane_sum(std::int64_t lanes, std::vector<const float*> lane_data, float* out, std::int64_t total) override {
+  void begin_lane_sum(std::int64_t lanes, std::vector<const float*> lane_data, float* out, std::int64_t total,
+                      std::vector<std::int64_t> buckets) override {
     lanes_ = lanes;
     lane_data_ = std::move(lane_data);
     out_ = out;
     total_ = total;
-    ready_ = std::make_unique<std::atomic<bool>[]>(static_cast<std::size_t>(lanes));
-    for (std::int64_t l = 0; l < lanes; ++l) ready_[static_cast<std::size_t>(l)] = false;
+    // One message per (lane, bucket, chunk) it meets: tags must tell them apart.
+    buckets_ = std::move(buckets);
+    if (buckets_.empty() || lanes * static_cast<std::int64_t>(buckets_.size()) > tag_limit_) buckets_.assign(1, 0);
+    const std::size_t flags = static_cast<std::size_t>(lanes) * buckets_.size();
+    ready_ = std::make_unique<std::atomic<bool>[]>(flags);
+    for (std::size_t f = 0; f < flags; ++f) ready_[f] = false;
     first_send_ = Clock::time_point{};
     if (overlap_) exchange_thread_ = std::thread([this] { exchange(); });
   }
 
-  void lane_ready(std::int64_t lane) override { ready_[static_cast<std::size_t>(lane)].store(true, std::memory_order_release); }
+  void bucket_ready(std::int64_t lane, std::size_t bucket) override {
+    if (buckets_.size() > 1) ready_[flag(lane, bucket)].store(true, std::memory_order_release);
+  }
+  void lane_ready(std::int64_t lane) override {
+    for (std::size_t k = 0; k < buckets_.size(); ++k) ready_[flag(lane, k)].store(true, std::memory_order_release);
+  }
 
   void end_lane_sum() override {
     const auto called = Clock::now();
@@ -140,6 +156,13 @@ class MpiWorld final : public Communicator {
   }
 
   std::int64_t chunk_begin(int c) const { return total_ * c / size_; }
+  std::size_t flag(std::int64_t lane, std::size_t bucket) const { return static_cast<std::size_t>(lane) * buckets_.size() + bucket; }
+  // Floats [begin, end) of bucket k within chunk c (empty: begin >= end).
+  std::pair<std::int64_t, std::int64_t> piece(std::size_t k, int c) const {
+    const std::int64_t end = k + 1 < buckets_.size() ? buckets_[k + 1] : total_;
+    return {std::max(buckets_[k], chunk_begin(c)), std::min(end, chunk_begin(c + 1))};
+  }
+  int tag(std::int64_t lane, std::size_t bucket) const { return static_cast<int>(flag(lane, bucket)); }
   int chunk_size(int c) const { return static_cast<int>(chunk_begin(c + 1) - chunk_begin(c)); }
 
   // Rank c sums chunk c: it receives every other rank's lanes' slices of it, and sends each
@@ -158,33 +181,42 @@ class MpiWorld final : public Communicator {
         own.push_back(l);
         continue;
       }
-      requests.emplace_back();
-      check(MPI_Irecv(receive_.data() + l * n, n, MPI_FLOAT, holder, static_cast<int>(l), comm_, &requests.back()),
-            "gradient receive");
+      for (std::size_t k = 0; k < buckets_.size(); ++k) {
+        const auto [begin, end] = piece(k, rank_);
+        if (begin >= end) continue;
+        requests.emplace_back();
+        check(MPI_Irecv(receive_.data() + l * n + (begin - chunk_begin(rank_)), static_cast<int>(end - begin), MPI_FLOAT, holder,
+                        tag(l, k), comm_, &requests.back()),
+              "gradient receive");
+      }
     }
+    // Per own lane and bucket: sent yet.
+    const std::size_t to_send = own.size() * buckets_.size();
     std::size_t sent = 0;
-    std::vector<bool> is_sent(own.size(), false);
+    std::vector<bool> is_sent(to_send, false);
     double bytes = 0.0;
     std::optional<Clock::time_point> deadline;
     for (int polls = 0;; ++polls) {
-      for (std::size_t k = 0; k < own.size(); ++k) {
-        const std::int64_t l = own[k];
-        if (is_sent[k] || !ready_[static_cast<std::size_t>(l)].load(std::memory_order_acquire)) continue;
+      for (std::size_t i = 0; i < to_send; ++i) {
+        const std::int64_t l = own[i / buckets_.size()];
+        const std::size_t k = i % buckets_.size();
+        if (is_sent[i] || !ready_[flag(l, k)].load(std::memory_order_acquire)) continue;
         if (first_send_ == Clock::time_point{}) first_send_ = Clock::now();
         for (int c = 0; c < size_; ++c) {
-          if (c == rank_) continue;
+          const auto [begin, end] = piece(k, c);
+          if (c == rank_ || begin >= end) continue;
           requests.emplace_back();
-          check(MPI_Isend(lane_data_[static_cast<std::size_t>(l)] + chunk_begin(c), chunk_size(c), MPI_FLOAT, c,
-                          static_cast<int>(l), comm_, &requests.back()),
+          check(MPI_Isend(lane_data_[static_cast<std::size_t>(l)] + begin, static_cast<int>(end - begin), MPI_FLOAT, c, tag(l, k),
+                          comm_, &requests.back()),
                 "gradient send");
-          bytes += static_cast<double>(chunk_size(c)) * sizeof(float);
+          bytes += static_cast<double>(end - begin) * sizeof(float);
         }
-        is_sent[k] = true;
+        is_sent[i] = true;
         ++sent;
       }
       int done = 0;
       check(MPI_Testall(static_cast<int>(requests.size()), requests.data(), &done, MPI_STATUSES_IGNORE), "gradient exchange");
-      if (sent == own.size()) {
+      if (sent == to_send) {
         if (done) break;
         // This rank's part is done: from now on it waits for the others only.
         if (!deadline) deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_seconds_));
@@ -194,7 +226,7 @@ class MpiWorld final : public Communicator {
       // part is sent it has nothing else to do, and TCP moves data only while MPI is
       // called: poll without sleeping (measured: sleeping there made seed-cnn's 3.2 MB
       // exchange take 35 ms on loopback instead of a few).
-      if (sent < own.size()) {
+      if (sent < to_send) {
         std::this_thread::sleep_for(std::chrono::microseconds(100));
       } else {
         std::this_thread::yield();
@@ -234,7 +266,9 @@ class MpiWorld final : public Communicator {
   std::int64_t lanes_ = 0, total_ = 0;
   std::vector<const float*> lane_data_;
   float* out_ = nullptr;
-  std::unique_ptr<std::atomic<bool>[]> ready_;
+  std::vector<std::int64_t> buckets_;          // the ranges' first floats
+  std::unique_ptr<std::atomic<bool>[]> ready_;  // per lane and bucket
+  int tag_limit_ = 32767;
   std::thread exchange_thread_;
   Clock::time_point first_send_;
   std::vector<float> receive_;

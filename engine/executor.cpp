@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -218,6 +219,11 @@ void Executor::run_phase(Batch& b, int phase) {
       run.anomaly = &b.anomalies[static_cast<std::size_t>(j)];
       run.micro_batch_index = j;
     }
+    // Across ranks, the lane's last micro-batch sends each layer's gradients once final.
+    const std::function<void(int)> written = [&, lane](int node) {
+      communicator_->bucket_ready(lane, static_cast<std::size_t>(node_buckets_[static_cast<std::size_t>(node)]));
+    };
+    if (b.training && distributed() && !node_buckets_.empty() && j + lanes >= micro_count) run.parameters_written = &written;
     const auto index = static_cast<std::size_t>(j);
     b.results[index] += b.programs[index]->run_phase(phase, run, workspaces_[static_cast<std::size_t>(thread)],
                                                      StepMemoryViews{b.kept[index], batch_memory_.data()});
@@ -298,6 +304,37 @@ void Executor::share_partials(const Batch& b, int phase) {
   }
 }
 
+// The exchange's buckets: one per node with parameters, from its first entry to the next
+// node's. If a node's entries did not lie within its bucket, none (whole lanes only).
+void Executor::make_buckets() {
+  std::vector<std::pair<std::int64_t, int>> starts;  // (first offset, node)
+  const auto nodes = static_cast<int>(graph_.nodes().size());
+  for (int node = 0; node < nodes; ++node) {
+    std::int64_t first = parameters_.total_floats();
+    for (int entry : parameters_.node_entries(node)) first = std::min(first, parameters_.entries()[static_cast<std::size_t>(entry)].offset);
+    if (!parameters_.node_entries(node).empty()) starts.emplace_back(first, node);
+  }
+  std::sort(starts.begin(), starts.end());
+  node_buckets_.assign(static_cast<std::size_t>(nodes), 0);
+  bucket_starts_.assign(1, 0);
+  for (std::size_t k = 0; k < starts.size(); ++k) {
+    if (k > 0) bucket_starts_.push_back(starts[k].first);
+    node_buckets_[static_cast<std::size_t>(starts[k].second)] = static_cast<int>(k);
+  }
+  for (int node = 0; node < nodes; ++node) {
+    const auto k = static_cast<std::size_t>(node_buckets_[static_cast<std::size_t>(node)]);
+    const std::int64_t end = k + 1 < bucket_starts_.size() ? bucket_starts_[k + 1] : parameters_.total_floats();
+    for (int entry : parameters_.node_entries(node)) {
+      const ParameterEntry& e = parameters_.entries()[static_cast<std::size_t>(entry)];
+      if (e.offset < bucket_starts_[k] || e.offset + e.spec.shape.elements() > end) {
+        node_buckets_.clear();
+        bucket_starts_.assign(1, 0);
+        return;
+      }
+    }
+  }
+}
+
 bool Executor::distributed() const { return communicator_ != nullptr && communicator_->size() > 1; }
 
 // Every micro-batch's results from the rank that ran it, summed in micro-batch order as
@@ -348,7 +385,9 @@ StepResult Executor::run_batch(const float* input, std::int64_t batch, Mode mode
   if (b.training && distributed()) {
     std::vector<const float*> lanes(static_cast<std::size_t>(b.layout.gradient_lanes));
     for (std::int64_t l = 0; l < b.layout.gradient_lanes; ++l) lanes[static_cast<std::size_t>(l)] = lane_gradients(l);
-    communicator_->begin_lane_sum(b.layout.gradient_lanes, std::move(lanes), lane_gradients(0), parameters_.total_floats());
+    if (bucket_starts_.empty()) make_buckets();
+    communicator_->begin_lane_sum(b.layout.gradient_lanes, std::move(lanes), lane_gradients(0), parameters_.total_floats(),
+                                  bucket_starts_);
   }
   if (b.training) {
     const ScopedWall wall(profile_, WallPart::constants);

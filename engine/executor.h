@@ -108,6 +108,7 @@ class Executor {
   void sum_gradient_lanes(std::int64_t lanes);
   bool distributed() const;
   void share_partials(const Batch& batch, int phase);
+  void make_buckets();
   StepResult gather_results(const Batch& batch) const;
   StepResult run_batch(const float* input, std::int64_t batch, Mode mode, const Targets* targets, const Loss* loss,
                        std::uint64_t step_seed, float* output);
@@ -123,6 +124,8 @@ class Executor {
   std::vector<AlignedBuffer> extra_lanes_;  // lanes 1..L-1; lane 0 is the store's gradient block
   StepProfile* profile_ = nullptr;
   Communicator* communicator_ = nullptr;
+  std::vector<std::int64_t> bucket_starts_;  // the gradient exchange's buckets (make_buckets)
+  std::vector<int> node_buckets_;            // per node: its bucket; empty: whole lanes only
   // Training: what layers make of the weights for a step (PreparedLayer::constant_bytes),
   // one buffer per node and constants_key, remade at the start of every step.
   struct HeldConstants {

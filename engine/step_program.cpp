@@ -285,6 +285,7 @@ class StepProgram::Runner {
       return run_.anomaly == nullptr || !backward_anomaly(op, param_count);
     }
     layer.backward(args);
+    if (run_.parameters_written != nullptr && param_count > 0) (*run_.parameters_written)(op.node);
     for (const GradientWrite& write : op.input_grads) end_gradient(write);
     return run_.anomaly == nullptr || !backward_anomaly(op, param_count);
   }

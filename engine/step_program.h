@@ -12,6 +12,7 @@
 // and the inference session's concurrent calls both rely on.
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -82,6 +83,9 @@ struct StepRun {
   int threads = 1;
   // Non-null: time every op into this thread's tallies (engine/profile.h).
   ThreadProfile* profile = nullptr;
+  // Non-null: called with a node once its last backward op of this run (the full stage)
+  // is done, so its parameter gradients are final for the run (MPI's early sends).
+  const std::function<void(int)>* parameters_written = nullptr;
 };
 
 // The compiled form. Values are the step's tensors as layers see them (graph values and

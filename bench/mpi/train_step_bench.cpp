@@ -1,7 +1,7 @@
 // Training-step throughput of data-parallel training (engine/distributed.h), and the
 // time each step spends in the gradient exchange, hidden behind the backward and exposed:
 //
-//   mpirun -np R ember_mpi_train_bench MODEL BATCH THREADS [STEPS] [blocking]
+//   mpirun -np R ember_mpi_train_bench MODEL BATCH THREADS [STEPS] [blocking|overlap] [LANES]
 //
 // Every rank runs its lanes' micro-batches of the same random global batch; rank 0 prints
 // images per second of the global batch (median step) and the exchange's exposed and
@@ -28,7 +28,7 @@ namespace {
 int run(int argc, char** argv) {
   using namespace ember;
   if (argc < 4) {
-    std::fprintf(stderr, "usage: %s MODEL BATCH THREADS [STEPS] [blocking]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s MODEL BATCH THREADS [STEPS] [blocking|overlap] [LANES]\n", argv[0]);
     return 2;
   }
   const std::string model = argv[1];
@@ -54,6 +54,7 @@ int run(int argc, char** argv) {
 
   ExecutorOptions options;
   options.threads = threads;
+  if (argc > 6) options.gradient_lanes = std::atoi(argv[6]);
   Executor executor(graph, parameters, options);
   executor.distribute_over(world.get());
   std::unique_ptr<Optimizer> optimizer = make_optimizer("adam", OptimizerOptions{}, parameters);

@@ -138,7 +138,8 @@ class ThreadRank final : public Communicator {
   ThreadRank(ThreadRanks& world, int rank) : world_(world), rank_(rank) {}
   int rank() const override { return rank_; }
   int size() const override { return world_.size(); }
-  void begin_lane_sum(std::int64_t lanes, std::vector<const float*> lane_data, float* out, std::int64_t total) override {
+  void begin_lane_sum(std::int64_t lanes, std::vector<const float*> lane_data, float* out, std::int64_t total,
+                      std::vector<std::int64_t>) override {
     lanes_ = lanes;
     lane_data_ = std::move(lane_data);
     out_ = out;
