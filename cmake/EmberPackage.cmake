@@ -30,5 +30,11 @@ set(ember_pc_onnx_libs "")
 if(EMBER_WITH_ONNX)
   set(ember_pc_onnx_libs " -lonnx -lonnx_proto -lprotobuf")
 endif()
+# A static libember built with MPI (EMBER_MPI) links Open MPI's C library too (a shared
+# one carries it as its own dependency: pkg-config users need no MPI files).
+set(ember_pc_requires_private "zlib libpng libjpeg")
+if(EMBER_MPI AND NOT BUILD_SHARED_LIBS)
+  string(APPEND ember_pc_requires_private " ompi-c")
+endif()
 configure_file(${CMAKE_CURRENT_LIST_DIR}/ember.pc.in ${PROJECT_BINARY_DIR}/ember.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/ember.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

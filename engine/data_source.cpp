@@ -81,20 +81,28 @@ void connect(TrainingData& data, std::shared_ptr<Loader> train, std::shared_ptr<
   data.test_size = test_set.count;
   data.train_batches = train->batches_per_epoch();
   data.test_batches = test->batches_per_epoch();
-  data.train_batch = [train](int e, std::int64_t b, float* x, std::int32_t* l, float* y) { return train->load(e, b, x, l, y); };
-  data.test_batch = [test](int e, std::int64_t b, float* x, std::int32_t* l, float* y) { return test->load(e, b, x, l, y); };
+  data.train_batch = [train](int e, std::int64_t b, float* x, std::int32_t* l, float* y, const SampleFilter& wanted) {
+    return train->load(e, b, x, l, y, wanted);
+  };
+  data.test_batch = [test](int e, std::int64_t b, float* x, std::int32_t* l, float* y, const SampleFilter& wanted) {
+    return test->load(e, b, x, l, y, wanted);
+  };
 }
 
 // The loaders' load() with the trainer's signature.
 struct ImageLoader {
   std::unique_ptr<BatchLoader> loader;
   std::int64_t batches_per_epoch() const { return loader->batches_per_epoch(); }
-  std::int64_t load(int e, std::int64_t b, float* x, std::int32_t* l, float*) const { return loader->load(e, b, x, l); }
+  std::int64_t load(int e, std::int64_t b, float* x, std::int32_t* l, float*, const SampleFilter& wanted) const {
+    return loader->load(e, b, x, l, wanted);
+  }
 };
 struct SyntheticLoader {
   std::unique_ptr<RegressionLoader> loader;
   std::int64_t batches_per_epoch() const { return loader->batches_per_epoch(); }
-  std::int64_t load(int e, std::int64_t b, float* x, std::int32_t*, float* y) const { return loader->load(e, b, x, y); }
+  std::int64_t load(int e, std::int64_t b, float* x, std::int32_t*, float* y, const SampleFilter& wanted) const {
+    return loader->load(e, b, x, y, wanted);
+  }
 };
 
 TrainingData open_synthetic(const ModelDataNeeds& model, const TrainOptions& options) {
@@ -278,7 +286,10 @@ struct TableSets {
 struct TableBatches {
   std::unique_ptr<TableLoader> loader;
   std::int64_t batches_per_epoch() const { return loader->batches_per_epoch(); }
-  std::int64_t load(int e, std::int64_t b, float* x, std::int32_t* l, float* y) const { return loader->load(e, b, x, l, y); }
+  // Tables are small: a rank loads the whole batch (the filter only saves reading).
+  std::int64_t load(int e, std::int64_t b, float* x, std::int32_t* l, float* y, const SampleFilter&) const {
+    return loader->load(e, b, x, l, y);
+  }
 };
 
 void split_table(TableSets& sets, const std::string& path, const ModelDataNeeds& model, const TrainOptions& options) {
@@ -380,6 +391,8 @@ TrainingData open_training_data(const std::string& name, const ModelDataNeeds& m
     data = open_image_folder(name, model, options, observer);
   }
   data.max_batch = std::max(options.batch_size, test_batch_size(options));
+  data.train_batch_size = options.batch_size;
+  data.test_batch_size = test_batch_size(options);
   return data;
 }
 

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/dataset.h"
 #include "engine/shape.h"
 #include "engine/trainer.h"
 
@@ -29,8 +30,12 @@ struct TrainingData {
   std::int64_t train_size = 0, test_size = 0;
   std::int64_t train_batches = 0, test_batches = 0;
   std::int64_t max_batch = 0;
+  std::int64_t train_batch_size = 0, test_batch_size = 0;
   std::int64_t target_floats = 0;  // per sample; 0 for class labels
-  std::function<std::int64_t(int, std::int64_t, float*, std::int32_t*, float*)> train_batch, test_batch;
+  // Fill batch b of epoch e: inputs, labels, regression targets; only the samples the
+  // filter names (a data-parallel rank's own; engine/dataset.h), or all of them: a loader
+  // may fill more than asked, which changes no result.
+  std::function<std::int64_t(int, std::int64_t, float*, std::int32_t*, float*, const SampleFilter&)> train_batch, test_batch;
   std::shared_ptr<void> owner;
   // Kept in the checkpoint's run settings for eval and predict: "class_names",
   // "feature_mean" and "feature_std" (CSV --standardize).

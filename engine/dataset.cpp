@@ -158,7 +158,7 @@ void BatchLoader::load_sample(const std::uint8_t* pixels, float* out) const {
   }
 }
 
-std::int64_t BatchLoader::load(int epoch, std::int64_t batch, float* images, std::int32_t* labels) {
+std::int64_t BatchLoader::load(int epoch, std::int64_t batch, float* images, std::int32_t* labels, const SampleFilter& wanted) {
   if (batch < 0 || batch >= batches_per_epoch()) {
     throw Error("batch " + std::to_string(batch) + " does not exist; an epoch has " + std::to_string(batches_per_epoch()));
   }
@@ -167,6 +167,7 @@ std::int64_t BatchLoader::load(int epoch, std::int64_t batch, float* images, std
   const std::int64_t count = std::min(batch_size_, dataset_.count - first);
   const std::int64_t bytes = dataset_.sample_bytes();
   for (std::int64_t i = 0; i < count; ++i) {
+    if (wanted && !wanted(i)) continue;
     const std::int64_t sample = indices[static_cast<std::size_t>(first + i)];
     const std::uint8_t* pixels = dataset_.images.data() + sample * bytes;
     if (augmenter_ != nullptr) {

@@ -7,6 +7,7 @@
 // channel, zero-padded to the model's input size (28x28 -> 32x32 for LeNet) with the
 // value a black pixel gets; training batches may be augmented first (engine/augment.h).
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,10 @@
 namespace ember {
 
 enum class Split { train, test };
+
+// Which samples of a batch (by position in it) a loader fills; the rest of the buffers
+// stay as they were. Empty: all. A rank of a data-parallel run reads only its own.
+using SampleFilter = std::function<bool(std::int64_t)>;
 
 struct Dataset {
   std::string source;  // where it was read from, for messages
@@ -79,8 +84,8 @@ class BatchLoader {
   std::int64_t sample_floats() const { return format_.channels * format_.height * format_.width; }
 
   // Fills images (batch_size x sample_floats()) and labels (batch_size) with batch `batch`
-  // of epoch `epoch`; returns how many samples it holds.
-  std::int64_t load(int epoch, std::int64_t batch, float* images, std::int32_t* labels);
+  // of epoch `epoch` (only the samples `wanted` names); returns how many samples it holds.
+  std::int64_t load(int epoch, std::int64_t batch, float* images, std::int32_t* labels, const SampleFilter& wanted = {});
   // The sample order of an epoch.
   const std::vector<std::int64_t>& order(int epoch);
 

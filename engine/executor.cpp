@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -9,6 +11,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include "engine/anomaly.h"
+#include "engine/distributed.h"
 #include "engine/error.h"
 #include "engine/profile.h"
 #include "engine/threading.h"
@@ -54,6 +57,14 @@ BatchLayout batch_layout(const ExecutorOptions& options, std::int64_t batch, Mod
   layout.threads = static_cast<int>(
       std::min<std::int64_t>(options.threads, mode == Mode::training ? layout.gradient_lanes : layout.micro_batches));
   return layout;
+}
+
+int micro_batch_rank(const BatchLayout& layout, std::int64_t j, int ranks) {
+  return lane_rank(layout.gradient_lanes > 0 ? j % layout.gradient_lanes : j, ranks);
+}
+
+bool rank_runs_micro_batch(const BatchLayout& layout, std::int64_t j, int rank, int ranks) {
+  return micro_batch_rank(layout, j, ranks) == rank;
 }
 
 bool step_makes_constants(const BatchLayout& layout) { return layout.gradient_lanes > 0 && layout.micro_batches > 1; }
@@ -221,18 +232,33 @@ void Executor::run_phase(Batch& b, int phase) {
       run.anomaly = &b.anomalies[static_cast<std::size_t>(j)];
       run.micro_batch_index = j;
     }
+    // Across ranks, the lane's last micro-batch sends each layer's gradients once final.
+    const std::function<void(int)> written = [&, lane](int node) {
+      communicator_->bucket_ready(lane, static_cast<std::size_t>(node_buckets_[static_cast<std::size_t>(node)]));
+    };
+    if (b.training && distributed() && !node_buckets_.empty() && j + lanes >= micro_count) run.parameters_written = &written;
     const auto index = static_cast<std::size_t>(j);
     b.results[index] += b.programs[index]->run_phase(phase, run, workspaces_[static_cast<std::size_t>(thread)],
                                                      StepMemoryViews{b.kept[index], batch_memory_.data()});
     return !b.anomalies.empty() && b.anomalies[index].has_value();
   };
+  // This rank's lanes (all of them in one process), dealt to the threads in order.
+  std::vector<std::int64_t> own_lanes;
+  for (std::int64_t lane = 0; lane < lanes; ++lane) {
+    if (!distributed() || lane_rank(lane, communicator_->size()) == communicator_->rank()) own_lanes.push_back(lane);
+  }
+  const auto own = static_cast<std::int64_t>(own_lanes.size());
+  // Across ranks, a lane finished by the last phase goes out while the others still run.
+  const bool send_lanes = b.training && distributed() && phase + 1 == b.programs.front()->phase_count();
   const ScopedWall wall(profile_, WallPart::step_ops);
   parallel_region(b.layout.threads, [&](int thread, int thread_count) {
     try {
-      for (std::int64_t lane = thread; lane < lanes; lane += thread_count) {
+      for (std::int64_t k = thread; k < own; k += thread_count) {
+        const std::int64_t lane = own_lanes[static_cast<std::size_t>(k)];
         for (std::int64_t j = lane; j < micro_count; j += lanes) {
           if (run_one(j, thread, b.training ? lane : 0)) break;
         }
+        if (send_lanes) communicator_->lane_ready(lane);
       }
     } catch (const std::exception& e) {
       failures[static_cast<std::size_t>(thread)] = e.what();
@@ -270,6 +296,79 @@ void Executor::sum_gradient_lanes(std::int64_t lanes) {
   }
 }
 
+// Before a sync point across ranks: every micro-batch's partial sums, from the rank that
+// ran it, into every rank's kept memory, so each runs the same reduction over the same
+// bytes in micro-batch order and gets the same batch statistics (and running buffers).
+void Executor::share_partials(const Batch& b, int phase) {
+  const auto micro_count = static_cast<std::size_t>(b.layout.micro_batches);
+  const std::size_t bytes = b.programs.front()->reduced_partials(phase).bytes;
+  const int ranks = communicator_->size();
+  std::vector<std::byte> mine(micro_count * bytes), all(mine.size() * static_cast<std::size_t>(ranks));
+  auto owner = [&](std::size_t j) { return micro_batch_rank(b.layout, static_cast<std::int64_t>(j), ranks); };
+  for (std::size_t j = 0; j < micro_count; ++j) {
+    const StepProgram::KeptRange range = b.programs[j]->reduced_partials(phase);
+    if (range.bytes != bytes) throw Error("executor: micro-batches' partial sums differ in size at a sync point");
+    if (owner(j) == communicator_->rank()) std::memcpy(mine.data() + j * bytes, b.kept[j] + range.offset, bytes);
+  }
+  communicator_->all_gather(mine.data(), mine.size(), all.data());
+  for (std::size_t j = 0; j < micro_count; ++j) {
+    const std::byte* from = all.data() + static_cast<std::size_t>(owner(j)) * mine.size() + j * bytes;
+    std::memcpy(b.kept[j] + b.programs[j]->reduced_partials(phase).offset, from, bytes);
+  }
+}
+
+// The exchange's buckets: one per node with parameters, from its first entry to the next
+// node's. If a node's entries did not lie within its bucket, none (whole lanes only).
+void Executor::make_buckets() {
+  std::vector<std::pair<std::int64_t, int>> starts;  // (first offset, node)
+  const auto nodes = static_cast<int>(graph_.nodes().size());
+  for (int node = 0; node < nodes; ++node) {
+    std::int64_t first = parameters_.total_floats();
+    for (int entry : parameters_.node_entries(node)) first = std::min(first, parameters_.entries()[static_cast<std::size_t>(entry)].offset);
+    if (!parameters_.node_entries(node).empty()) starts.emplace_back(first, node);
+  }
+  std::sort(starts.begin(), starts.end());
+  node_buckets_.assign(static_cast<std::size_t>(nodes), 0);
+  bucket_starts_.assign(1, 0);
+  for (std::size_t k = 0; k < starts.size(); ++k) {
+    if (k > 0) bucket_starts_.push_back(starts[k].first);
+    node_buckets_[static_cast<std::size_t>(starts[k].second)] = static_cast<int>(k);
+  }
+  for (int node = 0; node < nodes; ++node) {
+    const auto k = static_cast<std::size_t>(node_buckets_[static_cast<std::size_t>(node)]);
+    const std::int64_t end = k + 1 < bucket_starts_.size() ? bucket_starts_[k + 1] : parameters_.total_floats();
+    for (int entry : parameters_.node_entries(node)) {
+      const ParameterEntry& e = parameters_.entries()[static_cast<std::size_t>(entry)];
+      if (e.offset < bucket_starts_[k] || e.offset + e.spec.shape.elements() > end) {
+        node_buckets_.clear();
+        bucket_starts_.assign(1, 0);
+        return;
+      }
+    }
+  }
+}
+
+bool Executor::distributed() const { return communicator_ != nullptr && communicator_->size() > 1; }
+
+// Every micro-batch's results from the rank that ran it, summed in micro-batch order as
+// one process sums them.
+StepResult Executor::gather_results(const Batch& b) const {
+  StepResult total;
+  if (!distributed()) {
+    for (const StepResult& r : b.results) total += r;
+    return total;
+  }
+  const int ranks = communicator_->size();
+  const std::size_t bytes = b.results.size() * sizeof(StepResult);
+  std::vector<StepResult> all(b.results.size() * static_cast<std::size_t>(ranks));
+  communicator_->all_gather(b.results.data(), bytes, all.data());
+  for (std::int64_t j = 0; j < b.layout.micro_batches; ++j) {
+    const int owner = micro_batch_rank(b.layout, j, ranks);
+    total += all[static_cast<std::size_t>(owner) * b.results.size() + static_cast<std::size_t>(j)];
+  }
+  return total;
+}
+
 StepResult Executor::run_batch(const float* input, std::int64_t batch, Mode mode, const Targets* targets, const Loss* loss,
                                std::uint64_t step_seed, float* output) {
   if (input == nullptr) throw Error("no input given");
@@ -293,8 +392,16 @@ StepResult Executor::run_batch(const float* input, std::int64_t batch, Mode mode
   // Compile every size this batch needs before entering a parallel region.
   StepProgram& full = program(b.layout.full_size, mode, loss != nullptr);
   StepProgram& last = program(b.layout.last_size, mode, loss != nullptr);
+  if (distributed() && output != nullptr) throw Error("inference with outputs runs in one process, not across ranks");
   allocate_batch_memory(b, full, last);
   if (profile_ != nullptr) profile_->prepare(full.profiled_ops(), b.layout.threads);
+  if (b.training && distributed()) {
+    std::vector<const float*> lanes(static_cast<std::size_t>(b.layout.gradient_lanes));
+    for (std::int64_t l = 0; l < b.layout.gradient_lanes; ++l) lanes[static_cast<std::size_t>(l)] = lane_gradients(l);
+    if (bucket_starts_.empty()) make_buckets();
+    communicator_->begin_lane_sum(b.layout.gradient_lanes, std::move(lanes), lane_gradients(0), parameters_.total_floats(),
+                                  bucket_starts_);
+  }
   if (b.training) {
     const ScopedWall wall(profile_, WallPart::constants);
     make_step_constants(b.layout, full, last);
@@ -305,18 +412,22 @@ StepResult Executor::run_batch(const float* input, std::int64_t batch, Mode mode
     run_phase(b, phase);
     if (phase + 1 < full.phase_count()) {
       const ScopedWall wall(profile_, WallPart::step_ops);
+      if (distributed()) share_partials(b, phase);
       StepProgram::reduce(phase, b.programs, b.kept, batch_memory_.data(), profile_ != nullptr ? &profile_->thread(0) : nullptr);
     }
   }
-  if (b.training && b.layout.gradient_lanes > 1) {
+  if (b.training && distributed()) {
+    // What the exchange adds to the step once the lanes are done (begun in run_phase).
+    const ScopedWall wall(profile_, WallPart::lane_sum,
+                          static_cast<double>((b.layout.gradient_lanes + 1) * parameters_.total_floats()) * sizeof(float));
+    communicator_->end_lane_sum();
+  } else if (b.training && b.layout.gradient_lanes > 1) {
     // Nominal traffic: every lane read, lane 0 written.
     const ScopedWall wall(profile_, WallPart::lane_sum,
                           static_cast<double>((b.layout.gradient_lanes + 1) * parameters_.total_floats()) * sizeof(float));
     sum_gradient_lanes(b.layout.gradient_lanes);
   }
-  StepResult total;
-  for (const StepResult& r : b.results) total += r;
-  return total;
+  return gather_results(b);
 }
 
 StepResult Executor::train_step(const float* input, std::int64_t batch, const Targets& targets, const Loss& loss,

@@ -67,7 +67,13 @@ std::int64_t auto_micro_batch(const Graph& graph, std::int64_t parameter_floats,
 // Throws ember::Error for a batch below 1.
 BatchLayout batch_layout(const ExecutorOptions& options, std::int64_t batch, Mode mode);
 
+// The rank of `ranks` that runs micro-batch j of a batch laid out so (engine/
+// distributed.h): training, the rank of its gradient lane; evaluation, its own.
+int micro_batch_rank(const BatchLayout& layout, std::int64_t j, int ranks);
+bool rank_runs_micro_batch(const BatchLayout& layout, std::int64_t j, int rank, int ranks);
+
 class StepProfile;  // engine/profile.h
+class Communicator;  // engine/distributed.h
 
 class Executor {
  public:
@@ -93,6 +99,12 @@ class Executor {
   // Non-null: time every later step's ops and phases into `profile` (engine/profile.h),
   // which must outlive the executor's steps. Null: no timing.
   void profile_into(StepProfile* profile) { profile_ = profile; }
+  // Non-null with more than one rank: train_step and evaluate run only this rank's
+  // micro-batches (rank_runs_micro_batch; the input must hold those samples, at their
+  // places in the whole batch), and every rank gets the whole batch's gradient sum and
+  // results, bitwise those of one process; a graph's sync points (batch statistics) reduce
+  // every rank's micro-batches in micro-batch order. infer() stays local. Null: one process.
+  void distribute_over(Communicator* communicator) { communicator_ = communicator; }
   const StepPlanReport& plan_report(std::int64_t micro_batch, Mode mode) {
     return program(micro_batch, mode, mode == Mode::training).report();
   }
@@ -106,6 +118,10 @@ class Executor {
   float* lane_gradients(std::int64_t lane);
   void run_phase(Batch& batch, int phase);
   void sum_gradient_lanes(std::int64_t lanes);
+  bool distributed() const;
+  void share_partials(const Batch& batch, int phase);
+  void make_buckets();
+  StepResult gather_results(const Batch& batch) const;
   StepResult run_batch(const float* input, std::int64_t batch, Mode mode, const Targets* targets, const Loss* loss,
                        std::uint64_t step_seed, float* output);
 
@@ -121,6 +137,9 @@ class Executor {
   AlignedBuffer batch_memory_;         // the reductions' results, one per step
   std::vector<AlignedBuffer> extra_lanes_;  // lanes 1..L-1; lane 0 is the store's gradient block
   StepProfile* profile_ = nullptr;
+  Communicator* communicator_ = nullptr;
+  std::vector<std::int64_t> bucket_starts_;  // the gradient exchange's buckets (make_buckets)
+  std::vector<int> node_buckets_;            // per node: its bucket; empty: whole lanes only
   // Training: what layers make of the weights for a step (PreparedLayer::constant_bytes),
   // one buffer per node and constants_key, remade at the start of every step.
   struct HeldConstants {

@@ -285,6 +285,7 @@ class StepProgram::Runner {
       return run_.anomaly == nullptr || !backward_anomaly(op, param_count);
     }
     layer.backward(args);
+    if (run_.parameters_written != nullptr && param_count > 0) (*run_.parameters_written)(op.node);
     for (const GradientWrite& write : op.input_grads) end_gradient(write);
     return run_.anomaly == nullptr || !backward_anomaly(op, param_count);
   }
@@ -403,16 +404,26 @@ std::vector<ProfiledOp> StepProgram::profiled_ops() const {
   return ops;
 }
 
+std::size_t StepProgram::reduce_op(int phase) const {
+  std::size_t index = 0;
+  while (index < ops_.size() &&
+         !(ops_[index].phase == phase && (ops_[index].kind == OpKind::reduce_forward || ops_[index].kind == OpKind::reduce_backward))) {
+    ++index;
+  }
+  if (index == ops_.size()) throw Error("step program: no sync point ends phase " + std::to_string(phase));
+  return index;
+}
+
+StepProgram::KeptRange StepProgram::reduced_partials(int phase) const {
+  const StepTensor& partial = tensors_[static_cast<std::size_t>(ops_[reduce_op(phase)].partial)];
+  return KeptRange{partial.offset, partial.bytes};
+}
+
 void StepProgram::reduce(int phase, std::span<const StepProgram* const> programs, std::span<std::byte* const> kept,
                          std::byte* batch, ThreadProfile* profile) {
   if (programs.empty() || programs.size() != kept.size()) throw Error("step program: reduce needs one program per micro-batch");
   const StepProgram& first = *programs[0];
-  std::size_t index = 0;
-  while (index < first.ops_.size() && !(first.ops_[index].phase == phase && (first.ops_[index].kind == OpKind::reduce_forward ||
-                                                                             first.ops_[index].kind == OpKind::reduce_backward))) {
-    ++index;
-  }
-  if (index == first.ops_.size()) throw Error("step program: no sync point ends phase " + std::to_string(phase));
+  const std::size_t index = first.reduce_op(phase);
   const StepOp& op = first.ops_[index];
   // Every program of a step has the same ops (one graph, one mode); only sizes differ.
   std::vector<std::byte*> partials(programs.size());

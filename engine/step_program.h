@@ -12,6 +12,7 @@
 // and the inference session's concurrent calls both rely on.
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -82,6 +83,9 @@ struct StepRun {
   int threads = 1;
   // Non-null: time every op into this thread's tallies (engine/profile.h).
   ThreadProfile* profile = nullptr;
+  // Non-null: called with a node once its last backward op of this run (the full stage)
+  // is done, so its parameter gradients are final for the run (MPI's early sends).
+  const std::function<void(int)>* parameters_written = nullptr;
 };
 
 // The compiled form. Values are the step's tensors as layers see them (graph values and
@@ -216,12 +220,19 @@ class StepProgram {
   // `profile` non-null: the reduction's time is added to its op there.
   static void reduce(int phase, std::span<const StepProgram* const> programs, std::span<std::byte* const> kept,
                      std::byte* batch, ThreadProfile* profile = nullptr);
+  // Where the partial sums the reduction ending `phase` reads lie in a micro-batch's kept
+  // memory (across MPI ranks they are exchanged before it: engine/executor.cpp).
+  struct KeptRange {
+    std::size_t offset = 0, bytes = 0;
+  };
+  KeptRange reduced_partials(int phase) const;
   // The ops by index, as a profile names them (StepRun::profile).
   std::vector<ProfiledOp> profiled_ops() const;
 
  private:
   struct Compiler;  // engine/step_compiler.cpp
   class Runner;     // engine/step_program.cpp
+  std::size_t reduce_op(int phase) const;  // the index of the op that ends `phase`
 
   const Graph& graph_;
   const ParameterStore& parameters_;

@@ -40,7 +40,7 @@ RegressionLoader::RegressionLoader(const RegressionDataset& data, std::int64_t b
   if (batch_size < 1) throw Error("batch size must be positive, found " + std::to_string(batch_size));
 }
 
-std::int64_t RegressionLoader::load(int epoch, std::int64_t batch, float* inputs, float* targets) {
+std::int64_t RegressionLoader::load(int epoch, std::int64_t batch, float* inputs, float* targets, const SampleFilter& wanted) {
   if (batch < 0 || batch >= batches_per_epoch()) {
     throw Error("batch " + std::to_string(batch) + " does not exist; an epoch has " + std::to_string(batches_per_epoch()));
   }
@@ -49,6 +49,7 @@ std::int64_t RegressionLoader::load(int epoch, std::int64_t batch, float* inputs
   const std::int64_t count = std::min(batch_size_, data_.count - first);
   const std::int64_t in = data_.sample_shape.elements();
   for (std::int64_t i = 0; i < count; ++i) {
+    if (wanted && !wanted(i)) continue;
     const std::int64_t sample = order[static_cast<std::size_t>(first + i)];
     std::memcpy(inputs + i * in, data_.inputs.data() + sample * in, static_cast<std::size_t>(in) * sizeof(float));
     std::memcpy(targets + i * data_.outputs, data_.targets.data() + sample * data_.outputs,

@@ -44,8 +44,9 @@ class RegressionLoader {
   RegressionLoader(const RegressionDataset& data, std::int64_t batch_size, std::uint64_t seed, bool shuffle);
   std::int64_t batch_size() const { return batch_size_; }
   std::int64_t batches_per_epoch() const { return (data_.count + batch_size_ - 1) / batch_size_; }
-  // Fills inputs and targets with batch `batch` of `epoch`; returns its sample count.
-  std::int64_t load(int epoch, std::int64_t batch, float* inputs, float* targets);
+  // Fills inputs and targets with batch `batch` of `epoch` (only the samples `wanted`
+  // names: engine/dataset.h); returns its sample count.
+  std::int64_t load(int epoch, std::int64_t batch, float* inputs, float* targets, const SampleFilter& wanted = {});
 
  private:
   const RegressionDataset& data_;

@@ -15,6 +15,7 @@
 #include "engine/anomaly.h"
 #include "engine/clip.h"
 #include "engine/data_source.h"
+#include "engine/distributed.h"
 #include "engine/error.h"
 #include "engine/executor.h"
 #include "engine/initial_weights.h"
@@ -91,6 +92,7 @@ Json run_json(const TrainOptions& o) {
   if (o.max_steps > 0) run["max_steps"] = o.max_steps;
   if (!o.freeze.empty()) run["freeze"] = o.freeze;
   add_data_options(run, o.data_options);
+  if (o.gradient_lanes != 4) run["gradient_lanes"] = o.gradient_lanes;  // the lane sum's order
   if (o.schedule == "onecycle") {
     run["one_cycle"] = Json{{"epochs", o.max_steps > 0 ? 0 : o.epochs}, {"pct_start", o.pct_start},
                             {"div_factor", o.div_factor}, {"final_div_factor", o.final_div_factor}};
@@ -115,9 +117,25 @@ std::string frozen_text(std::span<const Optimizer::Range> frozen, const std::vec
   return ", " + std::to_string(count) + " parameters frozen (" + join(prefixes, ", ") + ")";
 }
 
-}  // namespace
 
-std::vector<EpochReport> train(const TrainOptions& requested, TrainingObserver& observer) {
+// The observer of ranks other than the first: only rank 0 reports.
+class SilentObserver final : public TrainingObserver {};
+
+// The samples of a batch of `count` that this rank runs (engine/distributed.h); empty
+// (all) in one process.
+SampleFilter rank_samples(const Communicator& world, const ExecutorOptions& options, std::int64_t count, Mode mode) {
+  if (world.size() == 1) return {};
+  const BatchLayout layout = batch_layout(options, count, mode);
+  return [layout, micro = options.micro_batch, rank = world.rank(), ranks = world.size()](std::int64_t i) {
+    return rank_runs_micro_batch(layout, i / micro, rank, ranks);
+  };
+}
+
+std::int64_t batch_count(std::int64_t samples, std::int64_t batch_size, std::int64_t b) {
+  return std::min(batch_size, samples - b * batch_size);
+}
+
+std::vector<EpochReport> train_on(const TrainOptions& requested, TrainingObserver& rank_observer, Communicator& world) {
   check_options(requested);
   // The run's options as it runs them: a resumed run keeps its checkpoint's frozen
   // parameters, and the micro-batch is chosen when none was asked for.
@@ -148,6 +166,14 @@ std::vector<EpochReport> train(const TrainOptions& requested, TrainingObserver& 
   executor_options.threads = options.threads;
   executor_options.micro_batch = options.micro_batch;
   executor_options.detect_anomaly = options.detect_anomaly;
+  executor_options.gradient_lanes = options.gradient_lanes;
+  const int ranks = world.size();
+  if (ranks > options.gradient_lanes) {
+    throw Error(std::to_string(ranks) + " MPI ranks but " + std::to_string(options.gradient_lanes) +
+                " gradient lanes: every rank runs whole lanes, so at most as many ranks as lanes (--gradient-lanes)");
+  }
+  SilentObserver silent;
+  TrainingObserver& observer = world.rank() == 0 ? rank_observer : silent;
   // The whole step (gradient lanes, optimizer state, arenas) before any of it exists.
   StepMemoryOptions step_memory;
   step_memory.batch = options.batch_size;
@@ -226,20 +252,22 @@ std::vector<EpochReport> train(const TrainOptions& requested, TrainingObserver& 
     }
     first_batch = step % data.train_batches;
   }
-  if (!options.save.empty()) remove_abandoned_temporaries(options.save);
+  if (!options.save.empty() && world.rank() == 0) remove_abandoned_temporaries(options.save);
   const std::vector<Optimizer::Range> frozen = frozen_ranges(parameters, options.freeze);
   optimizer->freeze(frozen);
 
   Executor executor(graph, parameters, executor_options);
+  executor.distribute_over(&world);
 
   const std::string buffers =
       parameters.buffer_count() > 0 ? " (and " + std::to_string(parameters.buffer_count()) + " buffer values)" : "";
   observer.on_start(std::to_string(parameters.parameter_count()) + " parameters" + buffers + ", " + std::to_string(data.train_size) +
                     " training and " + std::to_string(data.test_size) + " test samples (" + data_name + "), " +
-                    std::to_string(options.threads) + " thread(s)" + init_text + frozen_text(frozen, options.freeze));
+                    std::to_string(options.threads) + " thread(s)" +
+                    (ranks > 1 ? " on each of " + std::to_string(ranks) + " MPI ranks" : std::string()) + init_text + frozen_text(frozen, options.freeze));
 
   std::ofstream log;
-  if (!options.log.empty()) {
+  if (!options.log.empty() && world.rank() == 0) {
     const bool append = !options.resume.empty();
     // A resumed run appends to its log; a new or empty one gets the header first.
     std::error_code ignored;
@@ -268,7 +296,8 @@ std::vector<EpochReport> train(const TrainOptions& requested, TrainingObserver& 
     state.run.update(data.metadata);
     state.epoch = completed_epochs;
     state.step = step;
-    save_training_state(options.save, state, parameters, *optimizer);
+    // Every rank holds the same weights and optimizer state; the first writes them.
+    if (world.rank() == 0) save_training_state(options.save, state, parameters, *optimizer);
   };
   const std::string checkpoint_intact =
       options.save.empty() ? std::string() : "; the last checkpoint in " + options.save + " is intact";
@@ -286,7 +315,9 @@ std::vector<EpochReport> train(const TrainOptions& requested, TrainingObserver& 
   auto evaluate_test_split = [&](const std::string& when) {
     StepResult test_total;
     for (std::int64_t b = 0; b < data.test_batches; ++b) {
-      const std::int64_t count = data.test_batch(0, b, inputs.data(), labels.data(), values.data());
+      const std::int64_t count = data.test_batch(
+          0, b, inputs.data(), labels.data(), values.data(),
+          rank_samples(world, executor_options, batch_count(data.test_size, data.test_batch_size, b), Mode::inference));
       try {
         test_total += executor.evaluate(inputs.data(), count, targets_of(count), *loss);
       } catch (const AnomalyError& e) {
@@ -307,7 +338,9 @@ std::vector<EpochReport> train(const TrainOptions& requested, TrainingObserver& 
     std::int64_t last_batch = batches;  // 1-based: where the epoch ended
     std::optional<StepResult> stopping_evaluation;  // the one that reached the target within the epoch
     for (std::int64_t b = start_batch; b < batches; ++b) {
-      const std::int64_t count = data.train_batch(epoch, b, inputs.data(), labels.data(), values.data());
+      const std::int64_t count = data.train_batch(
+          epoch, b, inputs.data(), labels.data(), values.data(),
+          rank_samples(world, executor_options, batch_count(data.train_size, data.train_batch_size, b), Mode::training));
       const Targets targets = targets_of(count);
       const std::uint64_t step_seed = mix64(options.seed ^ mix64(static_cast<std::uint64_t>(step) + 1));
       auto where = [&] {
@@ -427,6 +460,19 @@ std::vector<EpochReport> train(const TrainOptions& requested, TrainingObserver& 
     if (report.reached_target) break;
   }
   return reports;
+}
+
+}  // namespace
+
+std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& observer) {
+  const std::unique_ptr<Communicator> world = world_communicator(options.mpi_timeout, options.mpi_overlap);
+  if (world->size() == 1) return train_on(options, observer, *world);
+  // One rank's error would leave the others waiting in a collective: it stops them all.
+  try {
+    return train_on(options, observer, *world);
+  } catch (const std::exception& e) {
+    world->abort(e.what());
+  }
 }
 
 }  // namespace ember

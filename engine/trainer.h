@@ -72,6 +72,15 @@ struct TrainOptions {
   // Check inputs, weights, every op's outputs and the optimizer's updated weights for NaN
   // and infinity (ExecutorOptions::detect_anomaly); the first stops training.
   bool detect_anomaly = false;
+  // Gradient lanes (ExecutorOptions::gradient_lanes): a step's result is bitwise the same
+  // for any thread count up to it and any MPI rank count up to it (engine/distributed.h).
+  int gradient_lanes = 4;
+  // Launched by mpirun: a collective that does not complete within this many seconds
+  // (a rank died or stalled) stops every rank with a message.
+  double mpi_timeout = 120.0;
+  // Send each gradient lane as soon as it is final, behind the rest of the backward; off,
+  // only once the whole backward is done (to measure what overlapping hides).
+  bool mpi_overlap = true;
 };
 
 struct BatchProgress {
@@ -132,6 +141,10 @@ class TrainingObserver {
 // checkpoint (options.save) and the log then hold that step.
 // With detect_anomaly, the error names the step and where the first non-finite value
 // appeared; a step that fails the check is never saved, so the last checkpoint is intact.
+// Launched by mpirun with R ranks (engine/distributed.h): every rank runs its share of
+// every batch, the steps, checkpoints and printed numbers are bitwise those of one
+// process; only rank 0 reports to the observer and writes the checkpoint and the log. An
+// error on any rank is printed and stops every rank (MPI_Abort) instead of being thrown.
 std::vector<EpochReport> train(const TrainOptions& options, TrainingObserver& observer);
 
 }  // namespace ember

@@ -20,14 +20,16 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # (its CMake package needs the OpenCL headers it only recommends), xsimd 8.1, GoogleTest,
 # Google Benchmark, zlib, libpng and libjpeg-turbo (image-folder datasets), nlohmann-json,
 # pkg-config (the install test builds the README's embedding example with it); OpenBLAS
-# (its OpenMP flavour, found with pkg-config) is gemm_bench's second reference; ccache (the build uses it when present) makes the four
-# presets of tools/test.sh and repeated runs cheap. pybind11, the interpreter's headers,
+# (its OpenMP flavour, found with pkg-config) is gemm_bench's second reference; ccache (the
+# build uses it when present) makes the four presets of tools/test.sh and repeated runs cheap. pybind11, the interpreter's headers,
 # numpy and pytest: the Python module (python/) and its tests. ONNX 1.12 and protobuf give
 # `ember export` / `ember import` (optional at configure time: EMBER_ONNX); python3-onnx is
-# the tests' second checker of exported files.
+# the tests' second checker of exported files. Open MPI (libopenmpi-dev, and mpirun from
+# openmpi-bin) builds data-parallel training (EMBER_MPI) and runs its tests.
 packages=(gcc g++ cmake make python3 libdnnl-dev ocl-icd-opencl-dev libxsimd-dev libgtest-dev libbenchmark-dev zlib1g-dev
           nlohmann-json3-dev pkgconf libopenblas-dev libopenblas-openmp-dev ccache libpng-dev libjpeg62-turbo-dev
-          pybind11-dev python3-dev python3-numpy python3-pytest libonnx-dev libprotobuf-dev python3-onnx)
+          pybind11-dev python3-dev python3-numpy python3-pytest libonnx-dev libprotobuf-dev python3-onnx
+          libopenmpi-dev openmpi-bin)
 build=1
 peers=""
 for argument in "$@"; do

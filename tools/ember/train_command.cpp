@@ -191,6 +191,9 @@ int train_command(int argc, char** argv) {
       .value("std", "normalize inputs: (x/255 - mean) / std; one value, or one per channel", "1", "S")
       .threads("compute threads (OpenMP across the batch; oneDNN included)")
       .value("micro-batch", "samples a thread carries through the network at once (auto: 16, or up to 64 for a model whose weights outweigh its activations)", "auto", "N")
+      .value("gradient-lanes", "gradient lanes: a step is bitwise the same for any --threads and any number of MPI ranks up to this", "4", "L")
+      .value("mpi-timeout", "under mpirun: stop every rank with an error when a rank has not answered for this many seconds", "120", "SECONDS")
+      .toggle("mpi-blocking", "under mpirun: exchange gradients only after the whole backward (default: each lane as soon as it is done)")
       .value("seed", "seed for initialization, shuffling and dropout", "0", "S")
       .value("save", "checkpoint written after every epoch (safetensors)", "", "PATH")
       .value("save-every", "also save the checkpoint after every N optimizer steps (0: only after each epoch)", "0", "N")
@@ -235,6 +238,9 @@ int train_command(int argc, char** argv) {
   options.data_options = data_options(flags);
   options.threads = flags.thread_count();
   options.micro_batch = flags.positive_integer_or_auto("micro-batch");  // 0: auto
+  options.gradient_lanes = static_cast<int>(flags.positive_integer("gradient-lanes"));
+  options.mpi_timeout = flags.positive_number("mpi-timeout");
+  options.mpi_overlap = !flags.on("mpi-blocking");
   options.seed = static_cast<std::uint64_t>(flags.non_negative_integer("seed"));
   options.save = flags.text("save");
   options.save_every = flags.non_negative_integer("save-every");
