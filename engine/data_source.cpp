@@ -378,6 +378,31 @@ void add_data_options(Json& run, const DataOptions& o) {
   if (o.standardize) run["standardize"] = true;
 }
 
+DataOptions data_options_from_run(const Json& run, const std::string& path) {
+  DataOptions o;
+  const auto field = [&](const char* key, Json::value_t type, const char* expected) -> const Json* {
+    if (!run.contains(key)) return nullptr;
+    const Json& value = run[key];
+    const bool fits = value.type() == type || (type == Json::value_t::number_float && value.is_number());
+    if (!fits) throw Error(path + ": __metadata__.run." + key + ": expected " + expected + ", found " + value.dump());
+    return &value;
+  };
+  if (const Json* v = field("val_split", Json::value_t::number_float, "a number")) o.val_split = v->get<double>();
+  if (const Json* v = field("test_data", Json::value_t::string, "a string")) o.test_data = v->get<std::string>();
+  if (const Json* v = field("convert", Json::value_t::string, "a string")) o.convert = v->get<std::string>();
+  if (const Json* v = field("augment", Json::value_t::string, "a string")) o.augment = v->get<std::string>();
+  if (const Json* v = field("label_column", Json::value_t::string, "a string")) o.label_column = v->get<std::string>();
+  if (const Json* v = field("standardize", Json::value_t::boolean, "true or false")) o.standardize = v->get<bool>();
+  if (const Json* v = field("resize", Json::value_t::array, "[height, width]")) {
+    if (v->size() != 2 || !(*v)[0].is_number_unsigned() || !(*v)[1].is_number_unsigned()) {
+      throw Error(path + ": __metadata__.run.resize: expected [height, width], found " + v->dump());
+    }
+    o.resize_height = (*v)[0].get<std::int64_t>();
+    o.resize_width = (*v)[1].get<std::int64_t>();
+  }
+  return o;
+}
+
 TrainingData open_training_data(const std::string& name, const ModelDataNeeds& model, const TrainOptions& options,
                                 TrainingObserver& observer) {
   TrainingData data;

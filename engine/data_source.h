@@ -50,6 +50,10 @@ TrainingData open_training_data(const std::string& name, const ModelDataNeeds& m
 // defaults, so that checkpoints of runs without them still match on --resume).
 void add_data_options(Json& run, const DataOptions& options);
 
+// The data options a checkpoint's run settings recorded (add_data_options), for eval and
+// predict to read data as the run did; a malformed entry is an error naming `path`.
+DataOptions data_options_from_run(const Json& run, const std::string& path);
+
 // Normalization as a checkpoint records it: a number for one value, else an array.
 Json normalization_json(const std::vector<double>& values);
 

@@ -109,5 +109,32 @@ TEST_F(PredictImages, ImagesThatDoNotFitAreErrorsNamingTheFileAndTheFlag) {
   EXPECT_EQ(run_ember(predict + path("rgb.png") + " --convert sepia").exit_code, 2);
 }
 
+TEST_F(PredictImages, EvalReadsTheTestSplitOfTheFolderTheRunTrainedOn) {
+  const testing::CliRun eval = run_ember("eval --checkpoint " + path("model.safetensors") + " --threads 1");
+  ASSERT_EQ(eval.exit_code, 0) << eval.output;
+  EXPECT_TRUE(contains(eval.output, " on " + path("f") + " test (20 images): accuracy ")) << eval.output;
+  EXPECT_TRUE(contains(eval.output, "shirt7")) << "class names in the per-class lines: " << eval.output;
+}
+
+TEST_F(PredictImages, EvalOfACsvRunStandardizesAsTheRunDid) {
+  std::string csv = "a,b,label\n";
+  for (int i = 0; i < 60; ++i) csv += std::to_string(1000 + i % 2 * 50 + i % 7) + "," + std::to_string(i % 3) + "," + (i % 2 ? "hi" : "lo") + "\n";
+  testing::write_file(path("t.csv"), testing::Bytes(csv.begin(), csv.end()));
+  testing::write_file(path("mlp.json"), [] {
+    const std::string spec = R"({"format": "ember.model", "version": 1, "name": "mlp", "input": [2], "layers": [
+      {"name": "fc1", "kind": "linear", "in_features": 2, "out_features": 2}]})";
+    return testing::Bytes(spec.begin(), spec.end());
+  }());
+  const testing::CliRun train = run_ember("train --model " + path("mlp.json") + " --data " + path("t.csv") +
+                                          " --val-split 0.25 --standardize --epochs 20 --batch-size 15 --lr 0.05 --threads 1 "
+                                          "--save " + path("mlp.safetensors"));
+  ASSERT_EQ(train.exit_code, 0) << train.output;
+  const testing::CliRun eval = run_ember("eval --checkpoint " + path("mlp.safetensors") + " --threads 1");
+  ASSERT_EQ(eval.exit_code, 0) << eval.output;
+  // The held-out quarter, standardized with the training split's statistics: separable.
+  EXPECT_TRUE(contains(eval.output, " test (15 samples): accuracy 100.00%")) << eval.output << train.output;
+  EXPECT_TRUE(contains(eval.output, "hi") && contains(eval.output, "lo")) << eval.output;
+}
+
 }  // namespace
 }  // namespace ember
