@@ -76,6 +76,19 @@ if ((build)); then
   cd "$root"
   cmake --preset release >/dev/null
   cmake --build --preset release -j"$(nproc)"
+  # `import ember` from Debian's python3 without installing: a .pth file in its site
+  # directory names the build tree's package (what pip's editable installs do);
+  # `cmake --install` puts a copy in the same place instead.
+  if [[ -d $root/build/release/python/ember ]]; then
+    site=$(/usr/bin/python3 -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+    if [[ -w $site ]] || { [[ ! -e $site ]] && [[ $(id -u) -eq 0 ]]; }; then
+      mkdir -p "$site"
+      echo "$root/build/release/python" >"$site/ember-build-tree.pth"
+      echo "python3: import ember reads $root/build/release/python ($site/ember-build-tree.pth)"
+    else
+      echo "python3: for import ember, export PYTHONPATH=$root/build/release/python (or run setup.sh as root)"
+    fi
+  fi
 fi
 
 if [[ -n $peers ]]; then
