@@ -9,23 +9,11 @@
 #include "engine/onnx_import.h"
 #include "engine/session.h"
 #include "tests/fuzz/fuzz_support.h"
+#include "tests/fuzz/small_model.h"
 
 namespace {
 
 constexpr std::size_t memory_limit = std::size_t{256} << 20;
-constexpr std::int64_t max_value_elements = std::int64_t{1} << 16;
-constexpr std::int64_t max_parameter_floats = std::int64_t{1} << 18;
-
-bool small(const ember::Graph& graph, const ember::ParameterStore& parameters) {
-  if (parameters.total_floats() > max_parameter_floats) return false;
-  std::int64_t elements = 0;
-  for (ember::ValueId v = 0; v < graph.value_count(); ++v) {
-    const std::int64_t value = graph.value_shape(v).elements();
-    if (value > max_value_elements - elements) return false;
-    elements += value;
-  }
-  return true;
-}
 
 }  // namespace
 
@@ -36,7 +24,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const ember::Json spec = ember::spec_from_graph(*model.graph, "fuzz");
     const ember::Graph rebuilt = ember::graph_from_spec(spec, "the imported model's spec");
     if (rebuilt.nodes().size() != model.graph->nodes().size()) ember::fuzz::finding("the imported model's spec rebuilds another graph");
-    if (!small(*model.graph, *model.parameters)) return;
+    if (!ember::fuzz::small(*model.graph, *model.parameters)) return;
     ember::SessionOptions options;
     options.max_batch = 2;
     options.memory_limit = memory_limit;

@@ -14,22 +14,9 @@
 #include "engine/parameters.h"
 #include "engine/training_state.h"
 #include "tests/fuzz/fuzz_support.h"
+#include "tests/fuzz/small_model.h"
 
 namespace {
-
-constexpr std::int64_t max_value_elements = std::int64_t{1} << 16;
-constexpr std::int64_t max_parameter_floats = std::int64_t{1} << 18;
-
-bool small(const ember::Graph& graph, const ember::ParameterStore& parameters) {
-  if (parameters.total_floats() > max_parameter_floats) return false;
-  std::int64_t elements = 0;
-  for (ember::ValueId v = 0; v < graph.value_count(); ++v) {
-    const std::int64_t value = graph.value_shape(v).elements();
-    if (value > max_value_elements - elements) return false;
-    elements += value;
-  }
-  return true;
-}
 
 void check(bool condition, const char* what) {
   if (!condition) ember::fuzz::finding(what);
@@ -43,7 +30,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   ember::fuzz::expect_only_ember_errors([&] {
     const ember::Graph graph = ember::graph_from_spec(ember::load_model_spec(spec_path), spec_path);
     ember::ParameterStore parameters(graph);
-    if (!small(graph, parameters)) return;
+    if (!ember::fuzz::small(graph, parameters)) return;
     parameters.initialize(1);
     const auto optimizer = ember::make_optimizer("sgd", ember::OptimizerOptions{}, parameters);
     ember::TrainingState state;
