@@ -195,6 +195,14 @@ TrainingState load_training_state(const std::string& path, ParameterStore& param
   return state;
 }
 
+std::vector<std::string> run_class_names(const Json& run, std::int64_t classes) {
+  if (!run.contains("class_names") || !run["class_names"].is_array()) return {};
+  const Json& names = run["class_names"];
+  if (static_cast<std::int64_t>(names.size()) != classes) return {};
+  if (!std::all_of(names.begin(), names.end(), [](const Json& n) { return n.is_string(); })) return {};
+  return names.get<std::vector<std::string>>();
+}
+
 std::vector<double> run_normalization(const Json& run, const char* key, double fallback) {
   if (!run.contains(key)) return {fallback};
   if (run[key].is_number()) return {run[key].get<double>()};

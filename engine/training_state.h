@@ -44,6 +44,10 @@ struct TrainedModel {
 // A run's input normalization ("mean" or "std"): one value, or one per channel.
 std::vector<double> run_normalization(const Json& run, const char* key, double fallback);
 
+// The class names a run recorded ("class_names": one string per class), or none when it
+// recorded none or not `classes` strings.
+std::vector<std::string> run_class_names(const Json& run, std::int64_t classes);
+
 // A path ending in ".onnx" is imported (engine/onnx_import.h) instead of read as a
 // checkpoint; its run settings hold only the normalization recorded in its metadata.
 // Every tensor is checked against the spec, and the model against `memory_limit`

@@ -9,18 +9,14 @@
 #include <fstream>
 
 #include "engine/error.h"
+#include "engine/training_state.h"
 
 namespace ember::cli {
 namespace {
 
 std::vector<std::string> class_names(std::int64_t classes, const Json& run) {
-  std::vector<std::string> names;
-  const bool named = run.contains("class_names") && run["class_names"].is_array() &&
-                     static_cast<std::int64_t>(run["class_names"].size()) == classes &&
-                     std::all_of(run["class_names"].begin(), run["class_names"].end(), [](const Json& n) { return n.is_string(); });
-  for (std::int64_t c = 0; c < classes; ++c) {
-    names.push_back(named ? run["class_names"][static_cast<std::size_t>(c)].get<std::string>() : std::to_string(c));
-  }
+  std::vector<std::string> names = run_class_names(run, classes);
+  for (std::int64_t c = static_cast<std::int64_t>(names.size()); c < classes; ++c) names.push_back(std::to_string(c));
   return names;
 }
 

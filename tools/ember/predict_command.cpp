@@ -121,15 +121,6 @@ InputSource idx_input_source(const std::string& path, std::int64_t limit, const 
   return dataset_input_source(dataset, model, batch);
 }
 
-// The checkpoint's class names (run settings "class_names", one per class), else none.
-std::vector<std::string> class_names(const Json& run, std::int64_t classes) {
-  if (!run.contains("class_names") || !run["class_names"].is_array()) return {};
-  const Json& names = run["class_names"];
-  if (static_cast<std::int64_t>(names.size()) != classes) return {};
-  if (!std::all_of(names.begin(), names.end(), [](const Json& n) { return n.is_string(); })) return {};
-  return names.get<std::vector<std::string>>();
-}
-
 struct Printer {
   std::int64_t classes = 0, top = 1;
   bool json = false;
@@ -190,7 +181,7 @@ int predict_command(int argc, char** argv) {
   printer.classes = model.graph->value_shape(model.graph->output()).sample_elements();
   printer.top = std::min(flags.positive_integer("top"), printer.classes);
   printer.json = flags.on("json");
-  printer.names = class_names(model.run, printer.classes);
+  printer.names = run_class_names(model.run, printer.classes);
   const std::int64_t batch = 256;
   const std::string input = flags.text("input");
   const std::int64_t limit = flags.non_negative_integer("limit");
