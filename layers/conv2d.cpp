@@ -45,6 +45,49 @@ std::optional<dnnl::convolution_forward::primitive_desc> winograd_forward(const 
   }
 }
 
+// The same Winograd kernels for a training conv, when oneDNN has them for every pass it
+// runs (forward, backward weights and, if wanted, backward data), each reading and writing
+// the direct primitives' activation layouts; else nothing. Training reorders the weights
+// each call anyway, so the Winograd layout costs nothing extra there. Measured on Zen 4,
+// one thread, batch 16, attn-cnn's 32->32 3x3 at 28x28: forward 0.90 vs 2.04 ms, backward
+// data 0.93 vs 2.03, backward weights 1.00 vs 2.06. The sums are formed differently, so
+// outputs differ from direct's by about 1e-6 relative (an instruction set without these
+// kernels keeps the direct ones).
+std::optional<dnnl::convolution_forward::primitive_desc> winograd_training(const dnnl::convolution_forward::desc& forward,
+                                                                           const dnnl::primitive_attr& attr, const dnnl::engine& engine,
+                                                                           const dnnl::convolution_forward::primitive_desc& direct,
+                                                                           bool input_grad) {
+  auto pd = winograd_forward(forward, attr, engine, direct);
+  if (!pd) return std::nullopt;
+  try {
+    const auto& d = forward.data;
+    const memory::desc weights_any(memory::dims(d.weights_desc.dims, d.weights_desc.dims + d.weights_desc.ndims),
+                                   memory::data_type::f32, memory::format_tag::any);
+    const memory::dims strides(d.strides, d.strides + 2), dilates(d.dilates, d.dilates + 2);
+    const memory::dims padding_left(d.padding[0], d.padding[0] + 2), padding_right(d.padding[1], d.padding[1] + 2);
+    const auto alg = dnnl::algorithm::convolution_winograd;
+    const auto weights_desc =
+        d.bias_desc.ndims != 0
+            ? dnnl::convolution_backward_weights::desc(alg, direct.src_desc(), weights_any, direct.bias_desc(), direct.dst_desc(),
+                                                       strides, dilates, padding_left, padding_right)
+            : dnnl::convolution_backward_weights::desc(alg, direct.src_desc(), weights_any, direct.dst_desc(), strides, dilates,
+                                                       padding_left, padding_right);
+    const dnnl::convolution_backward_weights::primitive_desc weights_pd(weights_desc, attr, engine, *pd);
+    if (is_reference(weights_pd) || weights_pd.diff_dst_desc() != direct.dst_desc()) return std::nullopt;
+    if (input_grad) {
+      const dnnl::convolution_backward_data::desc data_desc(alg, direct.src_desc(), weights_any, direct.dst_desc(), strides,
+                                                            dilates, padding_left, padding_right);
+      const dnnl::convolution_backward_data::primitive_desc data_pd(data_desc, attr, engine, *pd);
+      if (is_reference(data_pd) || data_pd.diff_dst_desc() != direct.dst_desc() || data_pd.diff_src_desc() != direct.src_desc()) {
+        return std::nullopt;
+      }
+    }
+  } catch (const dnnl::error&) {
+    return std::nullopt;
+  }
+  return pd;
+}
+
 // Inference of a conv with few input channels (a network's first): simd's direct kernel
 // (simd/conv.h) in plain NCHW, with the bias and a fused ReLU. oneDNN's blocked kernels
 // spend most of each vector on padding channels there.
@@ -399,7 +442,7 @@ std::unique_ptr<PreparedLayer> Conv2d::prepare_layer(const PrepareContext& conte
     forward_attr.set_post_ops(relu);
   }
   const auto prop = training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference;
-  const auto algorithm = dnnl::algorithm::convolution_direct;
+  auto algorithm = dnnl::algorithm::convolution_direct;
   auto forward_desc_for = [&](dnnl::algorithm a, const memory::desc& source) {
     return options_.bias ? dnnl::convolution_forward::desc(prop, a, source, weights_any, p->bias_desc_, output_any, strides,
                                                            dilates, padding_left, padding_right)
@@ -420,6 +463,14 @@ std::unique_ptr<PreparedLayer> Conv2d::prepare_layer(const PrepareContext& conte
       p->forward_pd_ = any_pd;
       p->conv_source_ = any_pd.src_desc();
       p->input_reorder_ = dnnl::reorder(dnnl::reorder::primitive_desc(*context.engine, p->source_, *context.engine, p->conv_source_));
+    }
+  }
+  const bool input_grad = !context.input_needs_grad.empty() && context.input_needs_grad[0] != 0;
+  if (training) {
+    if (auto winograd = winograd_training(forward_desc_for(dnnl::algorithm::convolution_winograd, p->conv_source_), attr,
+                                          *context.engine, p->forward_pd_, input_grad)) {
+      p->forward_pd_ = *winograd;
+      algorithm = dnnl::algorithm::convolution_winograd;
     }
   }
   p->forward_ = dnnl::convolution_forward(p->forward_pd_);
@@ -499,7 +550,7 @@ std::unique_ptr<PreparedLayer> Conv2d::prepare_layer(const PrepareContext& conte
     }
     if (options_.bias) p->bias_grad_offset_ = backward_scratch.add(p->bias_desc_.get_size());
     std::size_t scratchpad = p->weights_pd_.scratchpad_desc().get_size();
-    if (!context.input_needs_grad.empty() && context.input_needs_grad[0]) {
+    if (input_grad) {
       const dnnl::convolution_backward_data::desc data_desc(algorithm, p->conv_source_, weights_any, output_desc, strides, dilates,
                                                             padding_left, padding_right);
       p->data_pd_ = dnnl::convolution_backward_data::primitive_desc(data_desc, attr, *context.engine, p->forward_pd_);

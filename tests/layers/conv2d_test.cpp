@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <optional>
 #include <random>
 #include <span>
 
@@ -53,6 +54,7 @@ struct ConvCase {
   const char* name;
   Conv2dOptions options;
   Shape input;
+  std::optional<dnnl::memory::format_tag> layout = std::nullopt;  // the input's, when not plain
 };
 
 Conv2dOptions conv(std::int64_t in, std::int64_t out, std::int64_t kh, std::int64_t kw, std::int64_t stride,
@@ -73,7 +75,7 @@ class Conv2dTest : public ::testing::TestWithParam<ConvCase> {};
 TEST_P(Conv2dTest, ForwardMatchesTheReference) {
   const ConvCase& c = GetParam();
   const Conv2d layer(c.options);
-  LayerHarness harness(layer, {HarnessInput{c.input}});
+  LayerHarness harness(layer, {HarnessInput{c.input, c.layout}});
   const std::vector<float> y = harness.forward();
   const std::vector<float>* bias = c.options.bias ? &harness.params[1] : nullptr;
   testing::expect_close(y, conv2d_reference(c.options, c.input, harness.inputs[0], harness.params[0], bias, harness.output_shape()),
@@ -83,14 +85,14 @@ TEST_P(Conv2dTest, ForwardMatchesTheReference) {
 TEST_P(Conv2dTest, GradientsMatchFiniteDifferences) {
   const ConvCase& c = GetParam();
   const Conv2d layer(c.options);
-  LayerHarness harness(layer, {HarnessInput{c.input}});
+  LayerHarness harness(layer, {HarnessInput{c.input, c.layout}});
   testing::expect_gradients_match_finite_differences(harness);
 }
 
 TEST_P(Conv2dTest, ParameterGradientsAccumulate) {
   const ConvCase& c = GetParam();
   const Conv2d layer(c.options);
-  LayerHarness harness(layer, {HarnessInput{c.input}});
+  LayerHarness harness(layer, {HarnessInput{c.input, c.layout}});
   testing::expect_parameter_gradients_accumulate(harness);
 }
 
@@ -99,7 +101,7 @@ TEST_P(Conv2dTest, ParameterGradientsAccumulate) {
 TEST_P(Conv2dTest, FusedReluGivesTheRectifiedReference) {
   const ConvCase& c = GetParam();
   const Conv2d layer(c.options);
-  LayerHarness harness(layer, {HarnessInput{c.input}}, Mode::inference, 1, FusedActivation::relu);
+  LayerHarness harness(layer, {HarnessInput{c.input, c.layout}}, Mode::inference, 1, FusedActivation::relu);
   const std::vector<float> y = harness.forward();
   const std::vector<float>* bias = c.options.bias ? &harness.params[1] : nullptr;
   std::vector<double> reference = conv2d_reference(c.options, c.input, harness.inputs[0], harness.params[0], bias, harness.output_shape());
@@ -116,7 +118,14 @@ INSTANTIATE_TEST_SUITE_P(
                       ConvCase{"channels_not_multiple_of_16", conv(17, 19, 3, 3, 1, 0, 0, 1, true), Shape{2, 17, 6, 6}},
                       ConvCase{"stride_and_asymmetric_padding", conv(4, 6, 5, 3, 2, 2, 1, 1, true), Shape{3, 4, 9, 8}},
                       ConvCase{"dilation_no_bias", conv(2, 3, 3, 3, 1, 2, 2, 2, false), Shape{2, 2, 7, 7}},
-                      ConvCase{"one_by_one", conv(16, 32, 1, 1, 1, 0, 0, 1, true), Shape{2, 16, 4, 3}}),
+                      ConvCase{"one_by_one", conv(16, 32, 1, 1, 1, 0, 0, 1, true), Shape{2, 16, 4, 3}},
+                      // Shapes and the blocked input oneDNN has Winograd kernels for
+                      // (avx512_core: 3x3, stride 1, channels multiples of 16), which
+                      // training then runs in every pass.
+                      ConvCase{"winograd_16_to_16", conv(16, 16, 3, 3, 1, 1, 1, 1, true), Shape{2, 16, 9, 7},
+                               dnnl::memory::format_tag::nChw16c},
+                      ConvCase{"winograd_32_to_16_no_bias", conv(32, 16, 3, 3, 1, 1, 1, 1, false), Shape{3, 32, 6, 6},
+                               dnnl::memory::format_tag::nChw16c}),
     [](const ::testing::TestParamInfo<ConvCase>& info) { return std::string(info.param.name); });
 
 // 2x2, stride-2 max pool of (N, C, H, W), floor (PyTorch's MaxPool2d(2)).
@@ -309,6 +318,21 @@ TEST(Conv2d, SessionConstantsAndWinogradMatchTheReference) {
       EXPECT_EQ(y, session_forward(layer, c.options, c.input, x, w, b, with_constants)) << c.name << ": not deterministic";
     }
   }
+}
+
+// Training takes oneDNN's Winograd kernels where it has them (avx512_core): its forward
+// then rounds differently from the direct per-call session path, while on an instruction
+// set without them both are the same direct kernel and agree bitwise. (The gradient and
+// reference checks of the winograd_* cases above hold either way.)
+TEST(Conv2d, TrainingRunsWinogradWhereOneDnnHasIt) {
+  const Conv2dOptions o = conv(32, 32, 3, 3, 1, 1, 1, 1, true);
+  const Shape in{2, 32, 12, 12};
+  const Conv2d layer(o);
+  LayerHarness harness(layer, {HarnessInput{in, dnnl::memory::format_tag::nChw16c}});
+  const std::vector<float> trained = harness.forward();
+  const std::vector<float> direct = session_forward(layer, o, in, harness.inputs[0], harness.params[0], harness.params[1], false);
+  const bool has_winograd = dnnl::get_effective_cpu_isa() >= dnnl::cpu_isa::avx512_core;
+  EXPECT_EQ(trained != direct, has_winograd) << "oneDNN's instruction set: " << static_cast<int>(dnnl::get_effective_cpu_isa());
 }
 
 TEST(Conv2d, NoGradientForAnInputThatNeedsNone) {
