@@ -34,6 +34,8 @@ struct AttentionCase {
   std::vector<std::int64_t> input_shape;  // batch 3
   std::vector<std::int64_t> output_shape;
   int attentions;
+  int heads = 4;
+  bool bias = true;
 };
 
 const AttentionCase attention_cases[] = {
@@ -43,6 +45,8 @@ const AttentionCase attention_cases[] = {
     {"encoder_gelu_pre_opset13", {3, 5, 6}, {3, 3}, 2},
     {"mha_batch_first", {3, 5, 16}, {3, 5, 16}, 1},
     {"mha_seq_first", {3, 5, 16}, {3, 5, 16}, 1},  // transposed to (T, N, E) and back
+    {"mha_one_head", {3, 5, 16}, {3, 5, 16}, 1, 1},
+    {"mha_no_bias", {3, 5, 16}, {3, 5, 16}, 1, 4, false},
 };
 
 std::string read_bytes(const std::string& path) {
@@ -96,9 +100,9 @@ TEST(OnnxAttentionImport, EachAttentionBecomesOneMultiHeadAttentionLayer) {
     for (const Node& node : model.graph->nodes()) {
       if (node.layer->kind() == "multi_head_attention") {
         ++attentions;
-        EXPECT_EQ(node.layer->options()["heads"], 4);
+        EXPECT_EQ(node.layer->options()["heads"], c.heads);
         EXPECT_EQ(node.layer->options()["d_model"], 16);
-        EXPECT_EQ(node.layer->options()["bias"], true);
+        EXPECT_EQ(node.layer->options()["bias"], c.bias);
       }
       layer_norms += node.layer->kind() == "layer_norm";
     }
@@ -228,6 +232,28 @@ TEST(OnnxAttentionImport, HeadsThatDoNotMatchOrDivideAreErrorsNamingTheReshape) 
   node_named(tokens, "/mha/Reshape_1")->set_input(1, "swap");
   const std::string error = import_error(tokens);
   EXPECT_NE(error.find("'/mha/Reshape_1' (Reshape)"), std::string::npos) << error;
+}
+
+// The weights times the keys' third instead of the values': the right shapes, the wrong
+// tensor; the layouts know which third of the in-projection each path took.
+TEST(OnnxAttentionImport, KeysInPlaceOfTheValuesAreAnError) {
+  onnx::ModelProto model = load_model("mha_batch_first");
+  onnx::NodeProto* keys = model.mutable_graph()->add_node();
+  keys->set_op_type("Transpose");
+  keys->set_name("keys_as_values");
+  keys->add_input("/mha/Reshape_1_output_0");
+  keys->add_output("keys_as_values");
+  onnx::AttributeProto* perm = keys->add_attribute();
+  perm->set_name("perm");
+  perm->set_type(onnx::AttributeProto::INTS);
+  for (const int p : {1, 0, 2}) perm->add_ints(p);
+  node_named(model, "/mha/MatMul_2")->set_input(1, "keys_as_values");
+  auto* nodes = model.mutable_graph()->mutable_node();
+  int matmul_index = 0;
+  while (nodes->Get(matmul_index).name() != "/mha/MatMul_2") ++matmul_index;
+  for (int i = nodes->size() - 1; i > matmul_index; --i) nodes->SwapElements(i, i - 1);
+  EXPECT_TRUE(throws_error_with([&] { import_onnx_bytes(model.SerializeAsString(), "kv.onnx"); },
+                                {"node '/mha/MatMul_2' (MatMul)", "expected the values"}));
 }
 
 TEST(OnnxAttentionImport, AttentionWeightsUsedElsewhereAreAnError) {
