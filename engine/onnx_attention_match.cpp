@@ -116,8 +116,16 @@ class Matcher {
           std::string source)
       : g_(graph), constants_(constants), facts_(facts), source_(std::move(source)) {
     for (int i = 0; i < g_.node_size(); ++i) {
-      for (const std::string& out : g_.node(i).output()) producer_[out] = i;
+      for (const std::string& out : g_.node(i).output()) {
+        if (!out.empty() && !producer_.emplace(out, i).second) throw Error(at(i) + ": output '" + out + "' is produced twice");
+      }
       for (const std::string& in : g_.node(i).input()) consumers_[in].push_back(i);
+    }
+    // The walks below go from producer to producer: ONNX's topological order bounds them.
+    for (int i = 0; i < g_.node_size(); ++i) {
+      for (const std::string& in : g_.node(i).input()) {
+        if (producer(in) >= i) throw Error(at(i) + ": reads '" + in + "', made by itself or a later node (ONNX requires topological order)");
+      }
     }
   }
 
