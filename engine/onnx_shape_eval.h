@@ -4,7 +4,7 @@
 // Reshape; ember evaluates that arithmetic once, every integer as an affine function of the
 // batch size N (a + b N), so that every Reshape and Slice on the data path has a known
 // target shape and the nodes that only compute shapes can be dropped. Only engine/onnx_*.cpp
-// include it.
+// and tests/onnx include it.
 //
 // The evaluation never throws: whatever it cannot evaluate (an op it does not know, a
 // product of two batch-dependent values, an index out of range, a malformed node) is left

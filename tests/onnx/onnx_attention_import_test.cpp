@@ -16,6 +16,7 @@
 #include "engine/ember.h"
 #include "engine/executor.h"
 #include "engine/loss.h"
+#include "engine/model_spec.h"
 #include "engine/onnx_import.h"
 #include "engine/optimizer.h"
 #include "engine/safetensors.h"
@@ -107,6 +108,9 @@ TEST(OnnxAttentionImport, EachAttentionBecomesOneMultiHeadAttentionLayer) {
       layer_norms += node.layer->kind() == "layer_norm";
     }
     EXPECT_EQ(attentions, c.attentions);
+    // As a checkpoint's spec (ember import) it rebuilds the same layers.
+    const Graph rebuilt = graph_from_spec(spec_from_graph(*model.graph, c.name), c.name);
+    EXPECT_EQ(rebuilt.nodes().size(), model.graph->nodes().size());
     const bool encoder = c.attentions == 2;
     EXPECT_EQ(layer_norms, encoder ? 4 : 0);
     // Linear, 2 x (attention, add, norm, linear, activation, linear, add, norm), mean, Linear.
@@ -181,6 +185,58 @@ TEST(OnnxAttentionImport, AnotherScaleIsAnErrorNamingTheScoresNode) {
   EXPECT_NE(error.find("mutated.onnx: node '/mha/MatMul_1' (MatMul)"), std::string::npos) << error;
   EXPECT_NE(error.find("scaled by 0.25,"), std::string::npos) << error;
   EXPECT_NE(error.find("1/sqrt(4) = 0.5;"), std::string::npos) << error;
+}
+
+// Inserts `node` just before the node named `before` (ONNX's topological order).
+void insert_before(onnx::ModelProto& model, const onnx::NodeProto& node, const std::string& before) {
+  auto* nodes = model.mutable_graph()->mutable_node();
+  *nodes->Add() = node;
+  int index = 0;
+  while (nodes->Get(index).name() != before) ++index;
+  for (int i = nodes->size() - 1; i > index; --i) nodes->SwapElements(i, i - 1);
+}
+onnx::NodeProto scale_node(const std::string& op, const std::string& name, const std::string& input, const std::string& factor) {
+  onnx::NodeProto n;
+  n.set_op_type(op);
+  n.set_name(name);
+  n.add_input(input);
+  n.add_input(factor);
+  n.add_output(name);
+  return n;
+}
+std::vector<float> run_model(const onnx::ModelProto& model, std::span<const float> input, std::size_t outputs) {
+  TrainedModel imported = import_onnx_bytes(model.SerializeAsString(), "scaled.onnx");
+  SessionOptions options;
+  options.max_batch = 3;
+  InferenceSession session(std::move(imported.graph), std::move(imported.parameters), options);
+  std::vector<float> output(outputs);
+  session.run(input.data(), 3, output.data());
+  return output;
+}
+
+// The 1/sqrt(D) may sit anywhere before the Softmax: 1/D^(1/4) on the queries and on the
+// keys, or all of it on the scores (as other exporters write it).
+TEST(OnnxAttentionImport, TheScaleMayBeSplitOrMovedToTheScores) {
+  const SafetensorsFile goldens = SafetensorsFile::read(data_dir + "torch_goldens.safetensors");
+  const std::span<const float> input = goldens.floats("mha_batch_first.input", std::vector<std::int64_t>{3, 5, 16});
+  const std::span<const float> expected = goldens.floats("mha_batch_first.output", std::vector<std::int64_t>{3, 5, 16});
+
+  onnx::ModelProto split = load_model("mha_batch_first");
+  set_float(node_named(split, "/mha/Constant_14")->mutable_attribute(0)->mutable_t(), std::sqrt(2.0f));
+  add_initializer(split, "root_half", {}, {}, {1.0f / std::sqrt(2.0f)});
+  insert_before(split, scale_node("Mul", "scaled_keys", "/mha/Transpose_3_output_0", "root_half"), "/mha/MatMul_1");
+  node_named(split, "/mha/MatMul_1")->set_input(1, "scaled_keys");
+
+  onnx::ModelProto on_scores = load_model("mha_batch_first");
+  set_float(node_named(on_scores, "/mha/Constant_14")->mutable_attribute(0)->mutable_t(), 1.0f);
+  add_initializer(on_scores, "two", {}, {}, {2.0f});
+  insert_before(on_scores, scale_node("Div", "scaled_scores", "/mha/MatMul_1_output_0", "two"), "/mha/Softmax");
+  node_named(on_scores, "/mha/Softmax")->set_input(0, "scaled_scores");
+
+  for (const onnx::ModelProto* model : {&split, &on_scores}) {
+    const std::vector<float> output = run_model(*model, input, expected.size());
+    for (std::size_t i = 0; i < expected.size(); ++i) ASSERT_NEAR(output[i], expected[i], 1e-4f) << "output " << i;
+  }
 }
 
 TEST(OnnxAttentionImport, AMaskIsAnErrorNamingItsNode) {
