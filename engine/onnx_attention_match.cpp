@@ -212,18 +212,23 @@ class Matcher {
   OnnxAttention match(int softmax) {
     Candidate c;
     c.nodes.insert(softmax);
-    // Softmax <- (Mul|Div by a constant)* <- MatMul(Q, K^T)
+    // Softmax <- (Mul|Div by a constant | Add of the causal mask)* <- MatMul(Q, K^T). The
+    // mask is -inf or 0, so a (positive) scale before or after it is the same.
     double score_scale = 1.0;
+    std::int64_t mask_tokens = 0;
     int scores = producer(g_.node(softmax).input(0));
     while (scores >= 0 && !is_matmul_of_computed(scores)) {
       const auto s = scaling(scores);
-      if (!s) {
-        fail(scores, "changes the attention scores between their MatMul and Softmax other than by a constant scale (an attention mask?); "
-                     "attn_mask and key_padding_mask are not supported");
+      const auto mask = s ? std::nullopt : causal_mask(scores);
+      if (!s && !mask) {
+        fail(scores, "changes the attention scores between their MatMul and Softmax other than by a constant scale or the causal mask "
+                     "(an attention mask?); other attn_mask and key_padding_mask are not supported");
       }
+      if (mask && mask_tokens != 0) fail(scores, "a second causal mask");
       c.nodes.insert(scores);
-      score_scale *= s->second;
-      scores = producer(s->first);
+      score_scale *= s ? s->second : 1.0;
+      if (mask) mask_tokens = mask->second;
+      scores = producer(s ? s->first : mask->first);
     }
     if (scores < 0) fail(softmax, "its scores are not a MatMul of two computed tensors");
     c.nodes.insert(scores);
@@ -251,6 +256,10 @@ class Matcher {
                        " times " + layout_str(k));
     }
     check_pairs(pairs, scores, c);
+    if (mask_tokens != 0 && mask_tokens != c.tokens) {
+      fail(scores, "the causal mask is " + std::to_string(mask_tokens) + " x " + std::to_string(mask_tokens) + " for " +
+                       std::to_string(c.tokens) + " tokens");
+    }
     const std::int64_t head_dim = c.d_model / c.heads;
     const double scale = q.scale * k.scale * score_scale;
     const double expected = 1.0 / std::sqrt(static_cast<double>(head_dim));
@@ -285,6 +294,7 @@ class Matcher {
     a.d_model = c.d_model;
     a.heads = c.heads;
     a.bias = c.in_bias || c.out_bias;
+    a.causal = mask_tokens != 0;
     const std::int64_t e = c.d_model;
     a.weights["in_proj_weight"] = *c.in_weight;
     a.weights["out_proj_weight"] = *c.out_weight;
@@ -294,6 +304,29 @@ class Matcher {
     }
     a.nodes.assign(c.nodes.begin(), c.nodes.end());
     return a;
+  }
+
+  // An Add of a constant (.., T, T), 1 on the leading dimensions, that is 0 on and below the
+  // diagonal and -inf above (PyTorch's attn_mask from generate_square_subsequent_mask): the
+  // computed input and T. A value below -1e30 counts as -inf: exp underflows to 0 alike.
+  std::optional<std::pair<std::string, std::int64_t>> causal_mask(int node) const {
+    const onnx::NodeProto& n = g_.node(node);
+    if (n.op_type() != "Add" || n.input_size() != 2 || computed(n.input(0)) == computed(n.input(1))) return {};
+    const OnnxConstant* mask = float_constant(computed(n.input(0)) ? n.input(1) : n.input(0));
+    if (!mask || mask->dims.size() < 2) return {};
+    const std::int64_t t = mask->dims.back();
+    if (t < 1 || mask->dims[mask->dims.size() - 2] != t ||
+        !std::all_of(mask->dims.begin(), mask->dims.end() - 2, [](std::int64_t d) { return d == 1; }) ||
+        mask->floats.size() != static_cast<std::size_t>(t * t)) {
+      return {};
+    }
+    for (std::int64_t row = 0; row < t; ++row) {
+      for (std::int64_t column = 0; column < t; ++column) {
+        const float v = mask->floats[static_cast<std::size_t>(row * t + column)];
+        if (column <= row ? v != 0.0f : !(v < -1e30f)) return {};
+      }
+    }
+    return std::make_pair(computed(n.input(0)) ? n.input(0) : n.input(1), t);
   }
 
   static OnnxConstant zeros(std::int64_t n) {

@@ -11,8 +11,9 @@
 // if the layouts say exactly: X W_in^T + b_in, sliced in thirds, each third split into H
 // heads of D = E / H; softmax(Q K^T / sqrt(D)) over the keys, times V, over the same
 // (batch, head) pairs; the heads merged back and projected by W_out, b_out; the result laid
-// out as (N, T, E) again. Anything else (a mask, another scale, heads that do not divide,
-// an intermediate also used elsewhere) is an error naming the node.
+// out as (N, T, E) again; a constant causal mask (0 on and below the diagonal, -inf above)
+// added to the scores makes the layer causal. Anything else (another mask, another scale,
+// heads that do not divide, an intermediate also used elsewhere) is an error naming the node.
 #include <cstdint>
 #include <map>
 #include <string>
@@ -32,6 +33,7 @@ struct OnnxAttention {
   std::int64_t d_model = 0;
   std::int64_t heads = 0;
   bool bias = false;
+  bool causal = false;  // a causal attn_mask was added to the scores
   // As multi_head_attention's parameters: in_proj_weight (3E, E), in_proj_bias (3E),
   // out_proj_weight (E, E), out_proj_bias (E).
   std::map<std::string, OnnxConstant> weights;

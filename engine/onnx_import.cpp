@@ -30,7 +30,7 @@ constexpr const char* supported_ops =
     "Flatten, Reshape to (N, -1), Gemm, MatMul (+ Add) with a constant, Add, Softmax (last axis), LayerNormalization "
     "(or ReduceMean-Sub-Pow-ReduceMean-Add-Sqrt-Div-Mul-Add), "
     "ReduceMean over tokens or over H and W, Dropout, Identity, Transpose/Constant of constants, shape arithmetic "
-    "(Shape, Gather, Unsqueeze, Concat, Slice, Cast, ...), nn.MultiheadAttention's self-attention without a mask, and ember's own "
+    "(Shape, Gather, Unsqueeze, Concat, Slice, Cast, ...), nn.MultiheadAttention's self-attention (no mask but a causal attn_mask), and ember's own "
     "exported layers";
 
 std::vector<std::int64_t> ints_attribute(const onnx::NodeProto& node, const std::string& name, std::vector<std::int64_t> fallback) {
@@ -351,7 +351,7 @@ class Importer {
     std::string name = a.name;
     for (int n = 2; used_names_.count(name); ++n) name = a.name + "_" + std::to_string(n);
     used_names_.insert(name);
-    const Json options{{"d_model", a.d_model}, {"heads", a.heads}, {"bias", a.bias}};
+    const Json options{{"d_model", a.d_model}, {"heads", a.heads}, {"bias", a.bias}, {"causal", a.causal}};
     ValueId v;
     try {
       v = graph_->add(name, make_layer("multi_head_attention", options), {x});

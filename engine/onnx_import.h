@@ -7,7 +7,7 @@
 // GlobalAveragePool, Flatten and a Reshape to (N, -1), Gemm, MatMul (+ Add) against a
 // constant, Add, Softmax over the last axis, LayerNormalization and its decomposed form,
 // Dropout and Identity; PyTorch's nn.MultiheadAttention export (so nn.TransformerEncoderLayer's
-// too: self-attention, any head count, with or without biases, batch first or not, no mask)
+// too: self-attention, any head count, with or without biases, batch first or not, no mask but a causal attn_mask)
 // as multi_head_attention (onnx_attention_match.h), its shape arithmetic (Shape, Gather,
 // Unsqueeze, Concat, Slice, Cast, int64 Add/Sub/Mul/Div, ConstantOfShape, Equal, Where)
 // evaluated with the batch size symbolic and dropped (onnx_shape_eval.h). Subgraphs of

@@ -22,7 +22,8 @@ It writes, in tests/data/onnx/ (committed, so the tests need no Python):
 - mha_batch_first.onnx (opset 17): a bare nn.MultiheadAttention(16, 4, batch_first=True)
   over (N, 5, 16); mha_seq_first.onnx (opset 13): the same with batch_first=False and the
   input and output transposed at the boundary; mha_one_head.onnx and mha_no_bias.onnx (opset
-  17): batch_first with 1 head, and with 4 heads and bias=False;
+  17): batch_first with 1 head, and with 4 heads and bias=False; mha_causal.onnx (opset 17):
+  batch_first with the causal attn_mask of nn.Transformer.generate_square_subsequent_mask;
 - torch_goldens.safetensors: for each model, a fixed random input "<model>.input" (batch
   3) and PyTorch's output "<model>.output".
 
@@ -92,15 +93,16 @@ class EncoderClassifier(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, batch_first, heads=4, bias=True):
+    def __init__(self, batch_first, heads=4, bias=True, causal=False):
         super().__init__()
         self.batch_first = batch_first
         self.mha = nn.MultiheadAttention(16, heads, batch_first=batch_first, bias=bias)
+        self.mask = nn.Transformer.generate_square_subsequent_mask(5) if causal else None
 
     def forward(self, x):
         if not self.batch_first:
             x = x.transpose(0, 1)
-        y = self.mha(x, x, x, need_weights=False)[0]
+        y = self.mha(x, x, x, need_weights=False, attn_mask=self.mask)[0]
         return y if self.batch_first else y.transpose(0, 1)
 
 
@@ -147,9 +149,11 @@ def main():
         randomize_biases(encoder)
         tensors.update(export_attention(name, encoder, (5, 6), 17))
         tensors.update(export_attention(name + "_opset13", encoder, (5, 6), 13))
-    for batch_first, heads, bias, name, opset in ((True, 4, True, "mha_batch_first", 17), (False, 4, True, "mha_seq_first", 13),
-                                                  (True, 1, True, "mha_one_head", 17), (True, 4, False, "mha_no_bias", 17)):
-        mha = SelfAttention(batch_first, heads, bias)
+    for batch_first, heads, bias, causal, name, opset in (
+            (True, 4, True, False, "mha_batch_first", 17), (False, 4, True, False, "mha_seq_first", 13),
+            (True, 1, True, False, "mha_one_head", 17), (True, 4, False, False, "mha_no_bias", 17),
+            (True, 4, True, True, "mha_causal", 17)):
+        mha = SelfAttention(batch_first, heads, bias, causal)
         randomize_biases(mha)
         tensors.update(export_attention(name, mha, (5, 16), opset))
     write_safetensors(os.path.join(OUT, "torch_goldens.safetensors"), tensors,

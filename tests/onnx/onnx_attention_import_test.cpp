@@ -37,6 +37,7 @@ struct AttentionCase {
   int attentions;
   int heads = 4;
   bool bias = true;
+  bool causal = false;  // attn_mask: the causal mask
 };
 
 const AttentionCase attention_cases[] = {
@@ -48,6 +49,7 @@ const AttentionCase attention_cases[] = {
     {"mha_seq_first", {3, 5, 16}, {3, 5, 16}, 1},  // transposed to (T, N, E) and back
     {"mha_one_head", {3, 5, 16}, {3, 5, 16}, 1, 1},
     {"mha_no_bias", {3, 5, 16}, {3, 5, 16}, 1, 4, false},
+    {"mha_causal", {3, 5, 16}, {3, 5, 16}, 1, 4, true, true},
 };
 
 std::string read_bytes(const std::string& path) {
@@ -104,6 +106,7 @@ TEST(OnnxAttentionImport, EachAttentionBecomesOneMultiHeadAttentionLayer) {
         EXPECT_EQ(node.layer->options()["heads"], c.heads);
         EXPECT_EQ(node.layer->options()["d_model"], 16);
         EXPECT_EQ(node.layer->options()["bias"], c.bias);
+        EXPECT_EQ(node.layer->options()["causal"], c.causal);
       }
       layer_norms += node.layer->kind() == "layer_norm";
     }
@@ -239,8 +242,14 @@ TEST(OnnxAttentionImport, TheScaleMayBeSplitOrMovedToTheScores) {
   }
 }
 
+// A mask other than the causal one: a second input, zeros, or -inf below the diagonal.
 TEST(OnnxAttentionImport, AMaskIsAnErrorNamingItsNode) {
-  for (const bool as_input : {true, false}) {
+  std::vector<float> anticausal(25, 0.0f);
+  for (int row = 0; row < 5; ++row) {
+    for (int column = 0; column < row; ++column) anticausal[static_cast<std::size_t>(row * 5 + column)] = -INFINITY;
+  }
+  for (const std::vector<float>& constant : {std::vector<float>{}, std::vector<float>(25, 0.0f), anticausal}) {
+    const bool as_input = constant.empty();
     SCOPED_TRACE(as_input);
     onnx::ModelProto model = load_model("mha_batch_first");
     onnx::NodeProto* softmax = node_named(model, "/mha/Softmax");
@@ -257,7 +266,7 @@ TEST(OnnxAttentionImport, AMaskIsAnErrorNamingItsNode) {
       in->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::FLOAT);
       for (const int d : {5, 5}) in->mutable_type()->mutable_tensor_type()->mutable_shape()->add_dim()->set_dim_value(d);
     } else {
-      add_initializer(model, "attn_mask", {5, 5}, {}, std::vector<float>(25, 0.0f));
+      add_initializer(model, "attn_mask", {5, 5}, {}, constant);
     }
     // Nodes must stay in topological order: the Add just before the Softmax.
     auto* nodes = model.mutable_graph()->mutable_node();
