@@ -17,7 +17,7 @@ using Affine = BatchAffine;
 // What one factor of an axis counts. A part is one third of the in-projection (role 0, 1, 2
 // for the query, key, value); heads and head dims are split from a part (same role), role 3
 // once they are the attention's output.
-enum class Kind { batch, tokens, keys, features, projection, part, heads, head_dim, output };
+enum class Kind { batch, tokens, features, projection, part, heads, head_dim, output };
 constexpr int output_role = 3;
 
 struct Factor {
@@ -37,10 +37,9 @@ std::string kind_name(Kind k) {
   switch (k) {
     case Kind::batch: return "N";
     case Kind::tokens: return "T";
-    case Kind::keys: return "keys";
     case Kind::features: return "E";
     case Kind::projection: return "3E";
-    case Kind::part: return "E/3";
+    case Kind::part: return "E of Q|K|V";
     case Kind::heads: return "H";
     case Kind::head_dim: return "D";
     case Kind::output: return "E'";

@@ -5,7 +5,7 @@
 // Each Softmax whose scores come from a MatMul of two computed tensors is an attention.
 // From there the data path is followed back to one (N, T, E) tensor and forward to the
 // (N, T, E) result, and every node on it is interpreted on a symbolic layout: each axis of
-// each tensor is a list of factors (batch N, tokens T, key tokens, the E input features, the
+// each tensor is a list of factors (batch N, tokens T, the E input features, the
 // 3E in-projection, its query/key/value thirds, heads H and head dims D split from them),
 // with the shapes that onnx_shape_eval.h evaluated for every Reshape. The match holds only
 // if the layouts say exactly: X W_in^T + b_in, sliced in thirds, each third split into H
