@@ -14,8 +14,10 @@
 #include "engine/error.h"
 #include "engine/memory_limit.h"
 #include "engine/model_spec.h"
+#include "engine/onnx_attention_match.h"
 #include "engine/onnx_constants.h"
 #include "engine/onnx_layer_export.h"
+#include "engine/onnx_shape_eval.h"
 #include "engine/optimizer.h"
 #include "engine/step_memory.h"
 #include "layers/registry.h"
@@ -27,7 +29,9 @@ constexpr const char* supported_ops =
     "Conv, BatchNormalization, Relu, GELU as Div-Erf-Add-Mul-Mul, MaxPool, AveragePool, GlobalAveragePool (+ Flatten), "
     "Flatten, Reshape to (N, -1), Gemm, MatMul (+ Add) with a constant, Add, Softmax (last axis), LayerNormalization "
     "(or ReduceMean-Sub-Pow-ReduceMean-Add-Sqrt-Div-Mul-Add), "
-    "ReduceMean over tokens or over H and W, Dropout, Identity, Transpose/Constant of constants, and ember's own exported layers";
+    "ReduceMean over tokens or over H and W, Dropout, Identity, Transpose/Constant of constants, shape arithmetic "
+    "(Shape, Gather, Unsqueeze, Concat, Slice, Cast, ...), nn.MultiheadAttention's self-attention (no mask but a causal attn_mask), and ember's own "
+    "exported layers";
 
 std::vector<std::int64_t> ints_attribute(const onnx::NodeProto& node, const std::string& name, std::vector<std::int64_t> fallback) {
   for (const onnx::AttributeProto& a : node.attribute()) {
@@ -63,12 +67,22 @@ class Importer {
     for (const onnx::NodeProto& node : g_.node()) check_arity(node);
     constants_ = fold_onnx_constants(g_, source_, folded_);
     done_.assign(folded_.size(), false);
+    // Before the input is read: an attention mask given as a second input is reported at its node.
+    facts_ = evaluate_onnx_shapes(g_, constants_);
+    attentions_ = match_onnx_attention(g_, constants_, facts_, ember_group_nodes(), source_);
+    for (std::size_t a = 0; a < attentions_.size(); ++a) {
+      for (const int node : attentions_[a].nodes) attention_of_[node] = a;
+    }
     for (int i = 0; i < g_.node_size(); ++i) {
       for (const std::string& input : g_.node(i).input()) consumers_[input].push_back(i);
     }
     graph_ = std::make_unique<Graph>(input_shape());
     for (int i = 0; i < g_.node_size(); ++i) {
-      if (done_[static_cast<std::size_t>(i)]) continue;
+      if (done_[static_cast<std::size_t>(i)] || facts_.shape_only[static_cast<std::size_t>(i)]) continue;
+      if (const auto a = attention_of_.find(i); a != attention_of_.end()) {
+        import_attention(attentions_[a->second]);
+        continue;
+      }
       // A group may start with folded nodes (the Transpose of a weight).
       if (import_ember_group(i)) continue;
       if (!folded_[static_cast<std::size_t>(i)]) import_node(i);
@@ -218,6 +232,20 @@ class Importer {
   }
 
   // --- ember's own multi-node layers -----------------------------------------------------
+  // Nodes named "<layer>/<part>" beside a node named "<layer>": ember's export of a layer,
+  // imported by import_ember_group (or node by node), not taken for PyTorch's attention.
+  std::vector<bool> ember_group_nodes() const {
+    std::set<std::string> names;
+    for (const onnx::NodeProto& node : g_.node()) names.insert(node.name());
+    std::vector<bool> grouped(static_cast<std::size_t>(g_.node_size()), false);
+    for (int i = 0; i < g_.node_size(); ++i) {
+      const std::string& name = g_.node(i).name();
+      const auto slash = name.rfind('/');
+      grouped[static_cast<std::size_t>(i)] = slash != std::string::npos && slash > 0 && names.count(name.substr(0, slash)) > 0;
+    }
+    return grouped;
+  }
+
   // ember names a layer's nodes "<layer>/<part>" and its last node "<layer>": a run of such
   // nodes is imported as the layer whose export (onnx_layer_export.h) is exactly those
   // nodes with those constants.
@@ -315,6 +343,24 @@ class Importer {
       if (!parameter && (found->floats != wanted.floats || found->integers != wanted.integers)) return false;
     }
     return true;
+  }
+
+  // --- PyTorch's attention (onnx_attention_match.h) ----------------------------------------
+  void import_attention(const OnnxAttention& a) {
+    const ValueId x = value(a.input, source_ + ": the attention at '" + a.name + "'");
+    std::string name = a.name;
+    for (int n = 2; used_names_.count(name); ++n) name = a.name + "_" + std::to_string(n);
+    used_names_.insert(name);
+    const Json options{{"d_model", a.d_model}, {"heads", a.heads}, {"bias", a.bias}, {"causal", a.causal}};
+    ValueId v;
+    try {
+      v = graph_->add(name, make_layer("multi_head_attention", options), {x});
+    } catch (const Error& e) {
+      throw Error(source_ + ": the attention at '" + a.name + "': as ember's multi_head_attention: " + e.what());
+    }
+    for (const auto& [parameter, tensor] : a.weights) weights_[name + "." + parameter] = tensor;
+    values_[a.output] = v;
+    for (const int node : a.nodes) consume(node);
   }
 
   // --- One node at a time ----------------------------------------------------------------
@@ -418,12 +464,14 @@ class Importer {
     unsupported(node, "a GlobalAveragePool must be followed by a Flatten (axis 1) or a Reshape to (N, C) as its only use");
   }
 
-  // Does a Reshape's constant shape make (N, elements)?
+  // Does a Reshape's shape, constant or evaluated (x.view(x.size(0), -1)), make (N, elements)?
   bool flattens(const onnx::NodeProto& node, std::int64_t elements) const {
-    const OnnxConstant* shape = node.input_size() > 1 ? constant(node.input(1)) : nullptr;
-    if (!shape || shape->is_float || shape->integers.size() != 2) return false;
-    const std::int64_t n = shape->integers[0], c = shape->integers[1];
-    return ((n == 0 || n == -1) && c == elements) || (n == 0 && c == -1);
+    const ShapeIntegers* shape = node.input_size() > 1 ? facts_.integers_of(node.input(1)) : nullptr;
+    if (!shape || shape->scalar || shape->values.size() != 2 || !shape->values[1].is_constant()) return false;
+    const BatchAffine n = shape->values[0];
+    const std::int64_t c = shape->values[1].constant;
+    const bool batch = n == BatchAffine{0, 0} || n == BatchAffine{0, 1};
+    return ((batch || n == BatchAffine{-1, 0}) && c == elements) || (batch && c == -1);
   }
 
   void import_flatten(const onnx::NodeProto& node) {
@@ -681,6 +729,9 @@ class Importer {
   std::string source_;
   int opset_ = 0;
   std::map<std::string, OnnxConstant> constants_;
+  OnnxShapeFacts facts_;
+  std::vector<OnnxAttention> attentions_;
+  std::map<int, std::size_t> attention_of_;  // node -> its attention
   std::vector<bool> folded_;  // computed from constants alone (onnx_constants.h)
   std::vector<bool> done_;    // imported (as a layer, or as part of one)
   std::map<std::string, std::vector<int>> consumers_;

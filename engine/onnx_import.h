@@ -6,8 +6,13 @@
 // Conv, BatchNormalization, Relu, the Erf (and Tanh) formula of GELU, MaxPool, AveragePool,
 // GlobalAveragePool, Flatten and a Reshape to (N, -1), Gemm, MatMul (+ Add) against a
 // constant, Add, Softmax over the last axis, LayerNormalization and its decomposed form,
-// Dropout and Identity. Subgraphs of initializers and constants only (a Transpose of a
-// weight, a Constant node) are folded first. Anything else is an error naming the node,
+// Dropout and Identity; PyTorch's nn.MultiheadAttention export (so nn.TransformerEncoderLayer's
+// too: self-attention, any head count, with or without biases, batch first or not, no mask but a causal attn_mask)
+// as multi_head_attention (onnx_attention_match.h), its shape arithmetic (Shape, Gather,
+// Unsqueeze, Concat, Slice, Cast, int64 Add/Sub/Mul/Div, ConstantOfShape, Equal, Where)
+// evaluated with the batch size symbolic and dropped (onnx_shape_eval.h). Subgraphs of
+// initializers and constants only (a Transpose of a weight, a Constant node) are folded
+// first. Anything else is an error naming the node,
 // its op type and the supported set: an import never runs a silently different model.
 // A malformed or truncated file, a missing initializer, a dtype other than float (or
 // int64 for shapes), or a dynamic dimension other than the batch is an error naming the

@@ -80,8 +80,12 @@ def onnx_inputs(ember, checkpoint, name):
             return
         done.check_returncode()
         write("onnx", onnx.name, onnx.read_bytes())
-    # PyTorch's export of GELU (the Erf form), LayerNormalization and Gemm.
+    # PyTorch's export of GELU (the Erf form), LayerNormalization and Gemm; of
+    # nn.MultiheadAttention (shape arithmetic around the attention); of a transformer encoder
+    # classifier at opset 13 (attention, decomposed LayerNorm, GELU, residual Adds, a mean).
     write("onnx", "torch_gelu_mlp.onnx", (root / "tests/data/onnx/gelu_mlp.onnx").read_bytes())
+    write("onnx", "torch_mha.onnx", (root / "tests/data/onnx/mha_batch_first.onnx").read_bytes())
+    write("onnx", "torch_encoder.onnx", (root / "tests/data/onnx/encoder_gelu_pre_opset13.onnx").read_bytes())
 
 
 def safetensors_inputs():
