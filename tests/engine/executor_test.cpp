@@ -16,6 +16,7 @@
 #include "engine/error.h"
 #include "engine/loss.h"
 #include "engine/model_spec.h"
+#include "engine/training_graph.h"
 #include "engine/workspace.h"
 #include "layers/linear.h"
 #include "support/expect_error.h"
@@ -244,10 +245,14 @@ TEST(Executor, StepIsBitwiseIdenticalForOneTwoAndFourThreads) {
 
 // The gradient of a batch of two micro-batches run straight from their program, in
 // order into one block (as the executor's single lane does), given no constants and so
-// working from the weights as layers did before training constants.
-std::vector<float> gradients_from_the_weights(const Graph& graph, ParameterStore& parameters, const Batch& batch,
+// working from the weights as layers did before training constants. The program is the
+// executor's: on its training graph (engine/training_graph.h), which fuses what the
+// model's graph cannot (seed-cnn: conv1 and pool1).
+std::vector<float> gradients_from_the_weights(const Graph& model_graph, ParameterStore& parameters, const Batch& batch,
                                               std::int64_t micro_batch, std::uint64_t step_seed) {
   const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  const std::unique_ptr<Graph> training_graph = relu_after_max_pools(model_graph);
+  const Graph& graph = training_graph ? *training_graph : model_graph;
   const StepProgram program(graph, parameters, micro_batch, Mode::training, engine, PlanStrategy::best_fit);
   Workspace workspace(engine, program.arena_bytes());
   std::vector<float> gradients(parameters.gradients().size(), 0.0f);
