@@ -26,8 +26,7 @@ class PreparedDirectConv2d final : public PreparedLayer {
   bool bias_ = true;
 };
 
-// Training's conv + 2x2 max pool. Saved: the winners, one byte per pooled output (and the
-// tail the gradient kernel may read a vector at a time).
+// Training's conv + 2x2 max pool. Saved: the winners, one byte per pooled output.
 class PreparedDirectConvPoolTraining final : public PreparedLayer {
  public:
   void forward(const ForwardArgs& args) const override {
@@ -81,7 +80,8 @@ std::unique_ptr<PreparedLayer> prepare_direct_conv2d(const Conv2dOptions& o, con
                 "needs no gradient");
   }
   auto p = prepared_with_shape<PreparedDirectConvPoolTraining>(o, context);
-  p->saved_bytes = static_cast<std::size_t>(p->output.shape.elements()) + simd::direct_conv2d_winners_tail_bytes;
+  p->forward_scratch_bytes = simd::direct_conv2d_pool_forward_scratch_floats(p->shape_) * sizeof(float);
+  p->saved_bytes = static_cast<std::size_t>(p->output.shape.elements());
   p->backward_scratch_bytes = simd::direct_conv2d_pool_grad_scratch_floats(p->shape_) * sizeof(float);
   p->backward_reads_inputs = true;
   return p;

@@ -42,6 +42,9 @@ struct DirectConvShape {
 // Independent of the instruction set (sized for the widest vector).
 std::size_t direct_conv2d_scratch_floats(const DirectConvShape& shape);
 
+// Floats of scratch direct_conv2d_pool_forward needs: the above and one image's winners.
+std::size_t direct_conv2d_pool_forward_scratch_floats(const DirectConvShape& shape);
+
 struct ConvKernels {
   // out (batch, out_channels, out_h, out_w); in (batch, in_channels, height, width);
   // weight (out_channels, in_channels, kernel_h, kernel_w); bias (out_channels) or null;
@@ -50,7 +53,8 @@ struct ConvKernels {
   void (*direct_conv2d_forward)(float* out, const float* in, const float* weight, const float* bias, float* scratch,
                                 const DirectConvShape& shape);
   // Training, shape.pool set: out as above (the pooled value is the winner's conv value),
-  // and winners (batch, out_channels, out_h, out_w) bytes, each 0..3.
+  // and winners (batch, out_channels, out_h, out_w) bytes, each 0..3; scratch:
+  // direct_conv2d_pool_forward_scratch_floats(shape) floats.
   void (*direct_conv2d_pool_forward)(float* out, std::uint8_t* winners, const float* in, const float* weight, const float* bias,
                                      float* scratch, const DirectConvShape& shape);
 };

@@ -18,18 +18,15 @@
 
 namespace ember::simd {
 
-// Floats of scratch direct_conv2d_pool_weight_grad needs (one image's padded, split input
-// and the per-lane sums). Independent of the instruction set and of shape.batch.
+// Floats of scratch direct_conv2d_pool_weight_grad needs (one image's padded, split input,
+// the per-lane sums, one image's winners as floats). Independent of the instruction set
+// and of shape.batch.
 std::size_t direct_conv2d_pool_grad_scratch_floats(const DirectConvShape& shape);
-
-// Bytes past the last winner that direct_conv2d_pool_weight_grad may read (and ignore): it
-// reads winners a whole vector at a time.
-inline constexpr std::size_t direct_conv2d_winners_tail_bytes = 64;
 
 struct ConvPoolGradKernels {
   // weight_grad (out_channels, in_channels, kernel_h, kernel_w); bias_grad (out_channels)
   // or null; output_grad and winners (batch, out_channels, out_h, out_w), winners from the
-  // forward and readable for direct_conv2d_winners_tail_bytes more bytes; in (batch,
+  // forward; in (batch,
   // in_channels, height, width); shape.pool set. accumulate: add this batch's sums to the
   // gradients instead of overwriting them. Every sum is formed in one fixed order (per
   // lane over images, rows and column vectors, then the lanes in order), whatever calls
