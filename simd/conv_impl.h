@@ -106,7 +106,7 @@ void direct_conv_store(float* target, xsimd::batch<float, Arch> value, std::int6
 // order. Inference: their max. Training (Winners): the first of equal maxima, a later value
 // replacing the best only when strictly greater, as oneDNN's and PyTorch's max pools; its
 // position 0..3 goes to `winners` as a float (count lanes; room: as direct_conv_store),
-// turned into bytes per image by direct_conv_winner_bytes.
+// turned into bytes per image by direct_conv2d_run.
 template <class Arch, bool Winners>
 xsimd::batch<float, Arch> direct_conv_pool_window(const xsimd::batch<float, Arch> (&value)[4], float* winners,
                                                   std::int64_t count, std::int64_t room) {
@@ -130,8 +130,8 @@ xsimd::batch<float, Arch> direct_conv_pool_window(const xsimd::batch<float, Arch
 // with the pool, the four conv values of each pooled column at once (two rows, two
 // phases), then their max; without, two output rows at once.
 template <class Arch, int Block, bool Winners>
-void direct_conv_channels(float* out, float* winners, const float* scratch, const float* weight, const float* bias, const DirectConvTaps& taps,
-                          const DirectConvShape& s, const DirectConvInputLayout& l) {
+void direct_conv_channels(float* out, float* winners, const float* scratch, const float* weight, const float* bias,
+                          const DirectConvTaps& taps, const DirectConvShape& s, const DirectConvInputLayout& l) {
   using Batch = xsimd::batch<float, Arch>;
   constexpr std::int64_t width = static_cast<std::int64_t>(Batch::size);
   const std::int64_t out_h = s.out_h(), out_w = s.out_w(), plane = out_h * out_w;
@@ -148,8 +148,8 @@ void direct_conv_channels(float* out, float* winners, const float* scratch, cons
         direct_conv_block<Arch, 4, Block>(acc, base, offsets, taps.count, weight, bias);
         for (int o = 0; o < Block; ++o) {
           const Batch window[4] = {acc[0][o], acc[1][o], acc[2][o], acc[3][o]};
-          const std::int64_t at = o * plane + y * out_w + j0;
-          const Batch m = direct_conv_pool_window<Arch, Winners>(window, Winners ? winners + at : nullptr, count, plane - y * out_w - j0);
+          const std::int64_t at = o * plane + y * out_w + j0, room = plane - y * out_w - j0;
+          const Batch m = direct_conv_pool_window<Arch, Winners>(window, Winners ? winners + at : nullptr, count, room);
           direct_conv_store<Arch>(out + o * plane + y * out_w + j0, m, count, plane - y * out_w - j0, s.relu);
         }
       } else if (y + 1 < out_h) {
@@ -180,9 +180,9 @@ void direct_conv_channels(float* out, float* winners, const float* scratch, cons
 // direct_conv_pooled_3x3: every conv sum starts from the bias and adds the 9 taps in
 // weight order (direct_conv_block's order), then the four conv positions pool by max.
 template <class Arch, int Channels, bool Winners>
-[[gnu::always_inline]] inline void direct_conv_pooled_3x3_channels(float* out, float* winners, const xsimd::batch<float, Arch> (&in)[4][4], const float* weight,
-                                     const float* bias, std::int64_t o, std::int64_t plane, std::int64_t count,
-                                     std::int64_t room, bool relu) {
+[[gnu::always_inline]] inline void direct_conv_pooled_3x3_channels(float* out, float* winners,
+                                     const xsimd::batch<float, Arch> (&in)[4][4], const float* weight, const float* bias,
+                                     std::int64_t o, std::int64_t plane, std::int64_t count, std::int64_t room, bool relu) {
   using Batch = xsimd::batch<float, Arch>;
   Batch acc[Channels][4];
 #pragma GCC unroll 2
@@ -239,7 +239,8 @@ void direct_conv_pooled_3x3(float* out, float* winners, const float* scratch, co
         }
       }
       for (std::int64_t o = 0; o < s.out_channels; ++o) {
-        direct_conv_pooled_3x3_channels<Arch, 1, Winners>(out + at, Winners ? winners + at : nullptr, in, weight, bias, o, plane, count, room, s.relu);
+        direct_conv_pooled_3x3_channels<Arch, 1, Winners>(out + at, Winners ? winners + at : nullptr, in, weight, bias, o, plane,
+                                                          count, room, s.relu);
       }
     }
   }

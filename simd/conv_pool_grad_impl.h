@@ -72,8 +72,10 @@ void pool_grad_channel_pass(float* sums, const float* scratch, const PoolGradCha
       for (int k = 0; k < most; ++k) {
         if (Fixed == 0 && k >= taps) break;
         const std::int64_t t = first + k;
-        const Batch upper_pick = xsimd::select(right, Batch::load_unaligned(row0 + offsets[1][t]), Batch::load_unaligned(row0 + offsets[0][t]));
-        const Batch lower_pick = xsimd::select(right, Batch::load_unaligned(row1 + offsets[1][t]), Batch::load_unaligned(row1 + offsets[0][t]));
+        const Batch upper_pick =
+            xsimd::select(right, Batch::load_unaligned(row0 + offsets[1][t]), Batch::load_unaligned(row0 + offsets[0][t]));
+        const Batch lower_pick =
+            xsimd::select(right, Batch::load_unaligned(row1 + offsets[1][t]), Batch::load_unaligned(row1 + offsets[0][t]));
         acc[k] = xsimd::fma(g, xsimd::select(lower, lower_pick, upper_pick), acc[k]);
       }
       if (with_bias) bias_acc += g;
