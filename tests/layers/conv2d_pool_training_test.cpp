@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <deque>
 #include <optional>
 #include <string>
 #include <vector>
@@ -43,16 +42,15 @@ const FusedCase fused_cases[] = {{"seed_cnn_conv1", conv(1, 32, 3, 1, true), Sha
                                  {"no_bias_5x5", conv(4, 6, 5, 2, false), Shape{2, 4, 10, 7}}};
 
 // The input needs no gradient: the fused layer is prepared only for a network's first conv.
-LayerHarness fused(const FusedCase& c, std::vector<std::int64_t> micro_batches = {}) {
-  static std::deque<Conv2d> layers;  // outlive the harnesses that refer to them (a deque never moves them)
-  layers.emplace_back(c.options);
-  return LayerHarness(layers.back(), {HarnessInput(c.input, std::nullopt, false)}, Mode::training, 5, FusedActivation::none,
+LayerHarness fused(const Conv2d& layer, const FusedCase& c, std::vector<std::int64_t> micro_batches = {}) {
+  return LayerHarness(layer, {HarnessInput(c.input, std::nullopt, false)}, Mode::training, 5, FusedActivation::none,
                       std::move(micro_batches), true);
 }
 
 TEST(Conv2dPoolTraining, PreparesThePooledPlainOutputAndStatesAQuarterOfTheGradientWork) {
   for (const FusedCase& c : fused_cases) {
-    LayerHarness harness = fused(c);
+    const Conv2d layer(c.options);
+    LayerHarness harness = fused(layer, c);
     const PreparedLayer& p = harness.prepared();
     EXPECT_EQ(p.output.blocked, nullptr) << c.name;
     EXPECT_EQ(p.output.shape, (Shape{c.input[0], c.options.out_channels, c.input[2] / 2, c.input[3] / 2})) << c.name;
@@ -71,7 +69,8 @@ TEST(Conv2dPoolTraining, GradientsMatchFiniteDifferences) {
                                    {"no_bias_5x5", conv(4, 6, 5, 2, false), Shape{2, 4, 10, 7}}};
   for (const FusedCase& c : small_cases) {
     SCOPED_TRACE(c.name);
-    LayerHarness harness = fused(c);
+    const Conv2d layer(c.options);
+    LayerHarness harness = fused(layer, c);
     testing::expect_gradients_match_finite_differences(harness);
   }
 }
@@ -79,13 +78,14 @@ TEST(Conv2dPoolTraining, GradientsMatchFiniteDifferences) {
 TEST(Conv2dPoolTraining, ParameterGradientsAccumulateAcrossCallsAndMicroBatches) {
   for (const FusedCase& c : fused_cases) {
     SCOPED_TRACE(c.name);
-    LayerHarness harness = fused(c);
+    const Conv2d layer(c.options);
+    LayerHarness harness = fused(layer, c);
     testing::expect_parameter_gradients_accumulate(harness);
     // The batch in two micro-batches, the second accumulating: the same gradients to rounding.
     const std::vector<float> weights = testing::random_weights(static_cast<std::size_t>(harness.output_shape().elements()), 3);
     harness.forward();
     const LayerHarness::Gradients whole = harness.backward(weights);
-    LayerHarness split = fused(c, {1, c.input[0] - 1});
+    LayerHarness split = fused(layer, c, {1, c.input[0] - 1});
     split.inputs = harness.inputs;
     split.params = harness.params;
     split.forward();
@@ -142,7 +142,8 @@ void expect_matches_unfused(const FusedCase& c, LayerHarness& harness, const std
 
 TEST(Conv2dPoolTraining, MatchesOneDnnsConvThenMaxPool) {
   for (const FusedCase& c : fused_cases) {
-    LayerHarness harness = fused(c);
+    const Conv2d layer(c.options);
+    LayerHarness harness = fused(layer, c);
     expect_matches_unfused(c, harness, "");
   }
 }
@@ -153,7 +154,8 @@ TEST(Conv2dPoolTraining, MatchesOneDnnsConvThenMaxPool) {
 TEST(Conv2dPoolTraining, TiesGoWhereOneDnnsMaxPoolSendsThem) {
   for (const FusedCase& c : fused_cases) {
     if (!c.options.bias) continue;
-    LayerHarness harness = fused(c);
+    const Conv2d layer(c.options);
+    LayerHarness harness = fused(layer, c);
     std::fill(harness.params[0].begin(), harness.params[0].end(), 0.0f);
     expect_matches_unfused(c, harness, ", zero weights");
   }
