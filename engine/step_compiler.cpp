@@ -31,6 +31,7 @@ struct StepProgram::Compiler {
   bool with_loss;
   std::vector<FusedActivation> fused_activation;  // per node: the activation reader fused into it
   std::vector<char> fuse_max_pool;  // per node: its max pool reader (after the activation) was fused into it
+  std::vector<std::string> fused_pool_name;  // per node: that pool's name, or empty
   std::vector<char> elided;       // per node: an activation or max pool fused into its producer
   std::vector<std::vector<int>> node_inputs;  // per node: the values it reads
   std::vector<char> runs_backward;            // per node
@@ -65,6 +66,12 @@ struct StepProgram::Compiler {
     }
   }
 
+  // A node's name in the op list: with the max pool it applies, "conv1+pool1", so a profile
+  // says where the pool's time went.
+  std::string op_name(std::size_t n) const {
+    return fused_pool_name[n].empty() ? nodes[n].name : nodes[n].name + "+" + fused_pool_name[n];
+  }
+
   // Per value: how many nodes read it (the graph's output counts one more).
   std::vector<int> reader_counts() const {
     std::vector<int> readers(static_cast<std::size_t>(graph.value_count()), 0);
@@ -75,12 +82,15 @@ struct StepProgram::Compiler {
     return readers;
   }
 
-  // 1b. In inference, a layer reading the model's input that can max-pool its own output
-  //     (the direct conv kernel) does so when a 2x2 max pool is that output's only reader,
-  //     directly or through a ReLU fused in 1; the pool node then runs nothing.
+  // 1b. A layer reading the model's input that can max-pool its own output (the direct
+  //     conv kernel) does so when a 2x2 max pool is that output's only reader, directly or
+  //     (inference) through a ReLU fused in 1; the pool node then runs nothing. Training
+  //     keeps the pool's value (its name, its readers, its gradient: the producer's output
+  //     gradient, see assign_tensors); the training graph has already moved a ReLU between
+  //     the two after the pool (engine/training_graph.h).
   void fuse_max_pools() {
     fuse_max_pool.assign(nodes.size(), 0);
-    if (training) return;
+    fused_pool_name.assign(nodes.size(), std::string());
     const std::vector<int> readers = reader_counts();
     for (std::size_t n = 0; n < nodes.size(); ++n) {
       const Node& node = nodes[n];
@@ -91,6 +101,7 @@ struct StepProgram::Compiler {
       const Node& conv = nodes[producer];
       if (conv.inputs.size() == 1 && conv.inputs[0] == graph.input() && conv.layer->fuses_following_max_pool()) {
         fuse_max_pool[producer] = 1;
+        fused_pool_name[producer] = node.name;
         elided[n] = 1;
         program.report_.fused.push_back(conv.name + "+" + node.name);
       }
@@ -163,6 +174,7 @@ struct StepProgram::Compiler {
     if (elided[n]) {  // a fused activation or pool: its output is its producer's
       node_inputs[n] = {node.inputs[0]};
       out.info = value(node.inputs[0]).info;
+      out.requires_grad = value(node.inputs[0]).requires_grad;
       return;
     }
     std::vector<ValueInfo> inputs;
@@ -246,7 +258,7 @@ struct StepProgram::Compiler {
         op.node = static_cast<int>(n);
         op.inputs = node_inputs[n];
         op.output = out;
-        op.describe = "forward " + nodes[n].name;
+        op.describe = "forward " + op_name(n);
         if (program.layers_[n]->forward_reduces) {
           add_staged_op(std::move(op), OpKind::forward_partial, OpKind::reduce_forward, "forward");
         } else {
@@ -302,6 +314,8 @@ struct StepProgram::Compiler {
         written[static_cast<std::size_t>(out)] = 1;
         add_op(std::move(op));
       }
+      // A fused pool's gradient is its producer's output gradient (one tensor).
+      if (elided[i] && written[static_cast<std::size_t>(out)]) written[static_cast<std::size_t>(node_inputs[i][0])] = 1;
       if (runs_backward[i]) add_backward(i, written);
     }
   }
@@ -313,7 +327,7 @@ struct StepProgram::Compiler {
     op.inputs = node_inputs[n];
     op.output = nodes[n].output;
     op.zero_output_grad = !written[static_cast<std::size_t>(op.output)];
-    op.describe = "backward " + nodes[n].name;
+    op.describe = "backward " + op_name(n);
     for (std::size_t k = 0; k < op.inputs.size(); ++k) {
       const int v = op.inputs[k];
       if (!value(v).requires_grad) {
@@ -380,7 +394,8 @@ struct StepProgram::Compiler {
       const int shared = in_place_input(static_cast<int>(v), readers);
       val.tensor = shared >= 0 ? value(shared).tensor : add_tensor(val.name, val.info.bytes(), &val.info);
       if (!training || !val.requires_grad) continue;
-      val.gradient = add_tensor(val.name + ".grad", val.info.bytes(), &val.info);
+      const bool fused_pool = val.copy_of < 0 && val.producer >= 0 && elided[static_cast<std::size_t>(val.producer)];
+      val.gradient = fused_pool ? value(shared).gradient : add_tensor(val.name + ".grad", val.info.bytes(), &val.info);
       for (int k = 0; k < partial_count[v]; ++k) {
         val.partials.push_back(
             add_tensor(val.name + ".grad_partial" + (k > 0 ? std::to_string(k) : ""), val.info.bytes(), &val.info));

@@ -6,10 +6,10 @@
 
 #include "engine/checked.h"
 #include "engine/error.h"
+#include "layers/conv2d_direct.h"
 #include "layers/dnnl_util.h"
 #include "layers/options.h"
 #include "layers/window.h"
-#include "simd/conv.h"
 #include "simd/elementwise.h"
 
 namespace ember {
@@ -88,23 +88,6 @@ std::optional<dnnl::convolution_forward::primitive_desc> winograd_training(const
   return pd;
 }
 
-// Inference of a conv with few input channels (a network's first): simd's direct kernel
-// (simd/conv.h) in plain NCHW, with the bias and a fused ReLU. oneDNN's blocked kernels
-// spend most of each vector on padding channels there.
-class PreparedDirectConv2d final : public PreparedLayer {
- public:
-  void forward(const ForwardArgs& args) const override {
-    simd::DirectConvShape shape = shape_;
-    shape.batch = args.inputs[0].shape[0];
-    simd::conv_kernels().direct_conv2d_forward(args.output.data, args.inputs[0].data, args.params[0].data,
-                                               bias_ ? args.params[1].data : nullptr, reinterpret_cast<float*>(args.scratch), shape);
-  }
-  void backward(const BackwardArgs&) const override { throw Error("conv2d: the direct kernel is prepared for inference only"); }
-
-  simd::DirectConvShape shape_;
-  bool bias_ = true;
-};
-
 // The direct kernel's domain: few input channels, stride 1, no dilation. Measured on Zen 4
 // at batch 16 against oneDNN 2.6's avx512_core kernel: 1->6 channels 5x5 (lenet's conv1)
 // 0.056 ms vs 0.106 ms, but 1->32 channels 3x3 (attn-cnn's conv1) 0.139 ms vs 0.094 ms:
@@ -119,23 +102,18 @@ bool direct_kernel_options_fit(const Conv2dOptions& o) {
          o.dilation[1] == 1;
 }
 
-bool direct_kernel_fits(const Conv2dOptions& o, const ValueInfo& input, Mode mode, bool fuse_max_pool) {
+// Training runs it only fused with the pool, for an input that needs no gradient (the
+// kernel has no input gradient): measured on Zen 4, the seed CNN's conv1 + pool1 (with
+// pool1's ReLU moved after it, engine/training_graph.h) in a training step at batch 64, see
+// docs/architecture.md.
+bool direct_kernel_fits(const Conv2dOptions& o, const PrepareContext& context) {
   constexpr std::int64_t fewer_out_channels_than = 16;
-  return mode == Mode::inference && !input.blocked && direct_kernel_options_fit(o) &&
-         (o.out_channels < fewer_out_channels_than || fuse_max_pool);
-}
-
-std::unique_ptr<PreparedLayer> prepare_direct(const Conv2dOptions& o, const PrepareContext& context) {
-  auto p = std::make_unique<PreparedDirectConv2d>();
-  const Shape& in = context.inputs[0].shape;
-  p->shape_ = simd::DirectConvShape{in[0], o.in_channels, o.out_channels, in[2], in[3], o.kernel[0], o.kernel[1],
-                                    o.padding[0], o.padding[1], context.fused_activation == FusedActivation::relu,
-                                    context.fuse_max_pool};
-  p->bias_ = o.bias;
-  p->output.shape = Shape{in[0], o.out_channels, p->shape_.out_h(), p->shape_.out_w()};
-  p->forward_scratch_bytes = simd::direct_conv2d_scratch_floats(p->shape_) * sizeof(float);
-  p->backward_reads_inputs = false;
-  return p;
+  const bool plain_input = !context.inputs[0].blocked && direct_kernel_options_fit(o);
+  if (context.mode == Mode::training) {
+    const bool input_grad = !context.input_needs_grad.empty() && context.input_needs_grad[0] != 0;
+    return plain_input && context.fuse_max_pool && !input_grad;
+  }
+  return plain_input && (o.out_channels < fewer_out_channels_than || context.fuse_max_pool);
 }
 
 class PreparedConv2d final : public PreparedLayer {
@@ -385,11 +363,15 @@ namespace {
 // forward 2 N C_out C_in kH kW H_out W_out; backward the same for the weight gradient, and
 // again for the input gradient when one is wanted.
 
+// Training's fused pool: the weight gradient sums over the pooled outputs only (each
+// window's winner), a quarter of the multiply-adds.
 void state_flops(PreparedLayer& p, const Conv2dOptions& o, const Shape& out_shape, const PrepareContext& context) {
-  const std::int64_t multiply_adds = out_shape.elements() * o.in_channels * o.kernel[0] * o.kernel[1];
+  const std::int64_t taps = o.in_channels * o.kernel[0] * o.kernel[1];
+  const std::int64_t multiply_adds = out_shape.elements() * taps;
   p.forward_flops = 2 * multiply_adds;
   const bool input_grad = !context.input_needs_grad.empty() && context.input_needs_grad[0] != 0;
   p.backward_flops = (input_grad ? 4 : 2) * multiply_adds;
+  if (context.mode == Mode::training && context.fuse_max_pool) p.backward_flops = 2 * p.output.shape.elements() * taps;
 }
 
 }  // namespace
@@ -409,12 +391,12 @@ std::unique_ptr<PreparedLayer> Conv2d::prepare_layer(const PrepareContext& conte
   if (fuse_relu && training) {
     throw Error("conv2d: a following ReLU can be fused in inference only; training's backward needs the output before the ReLU");
   }
-  const bool direct = direct_kernel_fits(options_, input, context.mode, context.fuse_max_pool);
+  const bool direct = direct_kernel_fits(options_, context);
   if (context.fuse_max_pool && !direct) {
-    throw Error("conv2d: a following max pool can be fused only in inference, for a plain input, at most 4 input channels, "
-                "stride 1 and no dilation (found " + options().dump() + ")");
+    throw Error("conv2d: a following max pool can be fused only for a plain input, at most 4 input channels, stride 1 and no "
+                "dilation, and in training only where the input needs no gradient (found " + options().dump() + ")");
   }
-  if (direct) return prepare_direct(options_, context);
+  if (direct) return prepare_direct_conv2d(options_, context);
   auto p = std::make_unique<PreparedConv2d>();
   p->engine_ = *context.engine;
   p->bias_ = options_.bias;

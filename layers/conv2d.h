@@ -7,7 +7,8 @@
 // Inference with at most 4 input channels and fewer than 16 output channels (a first conv,
 // where oneDNN's blocked kernels waste most of each vector), stride 1 and no dilation runs
 // simd's direct kernel instead, output in plain NCHW, and may fuse a following 2x2 max
-// pool (PrepareContext::fuse_max_pool).
+// pool (PrepareContext::fuse_max_pool). Training runs the direct kernel only with the pool
+// fused, for an input that needs no gradient (layers/conv2d_direct.h).
 #include <array>
 
 #include "layers/layer.h"
@@ -36,8 +37,8 @@ class Conv2d final : public Layer {
   bool accepts_blocked_inputs() const override { return true; }
   // In inference, as a oneDNN post-op: the ReLU runs on the output while it is in cache.
   bool fuses_following(FusedActivation activation) const override { return activation == FusedActivation::relu; }
-  // In inference, with few input channels (the direct kernel, simd/conv.h): the pool runs
-  // on the conv's output while it is in registers.
+  // With few input channels (the direct kernel, simd/conv.h): the pool runs on the conv's
+  // output while it is in registers (in training, for an input that needs no gradient).
   bool fuses_following_max_pool() const override;
   std::unique_ptr<PreparedLayer> prepare(const PrepareContext& context) const override;
 

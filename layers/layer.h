@@ -76,11 +76,12 @@ struct PrepareContext {
   // (a oneDNN post-op, a GEMM epilogue). Only layers whose fuses_following() accepts it
   // are asked.
   FusedActivation fused_activation = FusedActivation::none;
-  // Inference only: the layer's output (after the fused activation, if any) goes straight
-  // into a 2x2, stride-2 max pool without padding (a layer whose is_max_pool_2x2() is true)
-  // that the step compiler removed, so the layer applies it: its output is the pooled one.
-  // Only layers whose fuses_following_max_pool() is true and that read the model's input
-  // (plain NCHW) are asked.
+  // The layer's output (after the fused activation, if any) goes straight into a 2x2,
+  // stride-2 max pool without padding (a layer whose is_max_pool_2x2() is true) that the
+  // step compiler removed, so the layer applies it: its output is the pooled one, and in
+  // training its backward takes the pooled output's gradient. Only layers whose
+  // fuses_following_max_pool() is true and that read the model's input (plain NCHW, never
+  // needing a gradient) are asked.
   bool fuse_max_pool = false;
   // The most compute threads one forward call may be given (ForwardArgs::threads): scratch
   // is sized for it. The executor runs samples in parallel and gives each op one; a

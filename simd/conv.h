@@ -11,6 +11,12 @@
 // MaxPool2d(2)). Vectors run along output columns. For the pool, each input row is split
 // into its even and odd columns first, so the even and odd conv columns of a pooled
 // column come out of contiguous loads and pool with vector max.
+//
+// Training's pooled forward also writes, per pooled output, which of its window's four conv
+// positions won (the "winner": 0 top left, 1 top right, 2 bottom left, 3 bottom right), the
+// first of equal maxima in that row-major order, as oneDNN's and PyTorch's max pools pick
+// it (a NaN never wins over a number, as oneDNN). The weight gradient then needs only the
+// winner's input patch (simd/conv_pool_grad.h).
 #include <cstddef>
 #include <cstdint>
 
@@ -36,6 +42,9 @@ struct DirectConvShape {
 // Independent of the instruction set (sized for the widest vector).
 std::size_t direct_conv2d_scratch_floats(const DirectConvShape& shape);
 
+// Floats of scratch direct_conv2d_pool_forward needs: the above and one image's winners.
+std::size_t direct_conv2d_pool_forward_scratch_floats(const DirectConvShape& shape);
+
 struct ConvKernels {
   // out (batch, out_channels, out_h, out_w); in (batch, in_channels, height, width);
   // weight (out_channels, in_channels, kernel_h, kernel_w); bias (out_channels) or null;
@@ -43,6 +52,11 @@ struct ConvKernels {
   // same order whatever the batch size, so the bits do not depend on it.
   void (*direct_conv2d_forward)(float* out, const float* in, const float* weight, const float* bias, float* scratch,
                                 const DirectConvShape& shape);
+  // Training, shape.pool set: out as above (the pooled value is the winner's conv value),
+  // and winners (batch, out_channels, out_h, out_w) bytes, each 0..3; scratch:
+  // direct_conv2d_pool_forward_scratch_floats(shape) floats.
+  void (*direct_conv2d_pool_forward)(float* out, std::uint8_t* winners, const float* in, const float* weight, const float* bias,
+                                     float* scratch, const DirectConvShape& shape);
 };
 
 template <class Arch>

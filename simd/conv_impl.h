@@ -102,12 +102,36 @@ void direct_conv_store(float* target, xsimd::batch<float, Arch> value, std::int6
   std::copy(lanes, lanes + count, target);
 }
 
+// The pool of one vector of windows, whose four conv values `value` are in row-major window
+// order. Inference: their max. Training (Winners): the first of equal maxima, a later value
+// replacing the best only when strictly greater, as oneDNN's and PyTorch's max pools; its
+// position 0..3 goes to `winners` as a float (count lanes; room: as direct_conv_store),
+// turned into bytes per image by direct_conv2d_run.
+template <class Arch, bool Winners>
+xsimd::batch<float, Arch> direct_conv_pool_window(const xsimd::batch<float, Arch> (&value)[4], float* winners,
+                                                  std::int64_t count, std::int64_t room) {
+  using Batch = xsimd::batch<float, Arch>;
+  if constexpr (!Winners) {
+    return xsimd::max(xsimd::max(value[0], value[1]), xsimd::max(value[2], value[3]));
+  } else {
+    Batch best = value[0], winner(0.0f);
+#pragma GCC unroll 3
+    for (int r = 1; r < 4; ++r) {
+      const auto greater = value[r] > best;
+      best = xsimd::select(greater, value[r], best);
+      winner = xsimd::select(greater, Batch(static_cast<float>(r)), winner);
+    }
+    direct_conv_store<Arch>(winners, winner, count, room, false);
+    return best;
+  }
+}
+
 // Output channels [first, first + Block) of one image, one vector of columns at a time:
 // with the pool, the four conv values of each pooled column at once (two rows, two
 // phases), then their max; without, two output rows at once.
-template <class Arch, int Block>
-void direct_conv_channels(float* out, const float* scratch, const float* weight, const float* bias, const DirectConvTaps& taps,
-                          const DirectConvShape& s, const DirectConvInputLayout& l) {
+template <class Arch, int Block, bool Winners>
+void direct_conv_channels(float* out, float* winners, const float* scratch, const float* weight, const float* bias,
+                          const DirectConvTaps& taps, const DirectConvShape& s, const DirectConvInputLayout& l) {
   using Batch = xsimd::batch<float, Arch>;
   constexpr std::int64_t width = static_cast<std::int64_t>(Batch::size);
   const std::int64_t out_h = s.out_h(), out_w = s.out_w(), plane = out_h * out_w;
@@ -123,7 +147,9 @@ void direct_conv_channels(float* out, const float* scratch, const float* weight,
         Batch acc[4][Block];
         direct_conv_block<Arch, 4, Block>(acc, base, offsets, taps.count, weight, bias);
         for (int o = 0; o < Block; ++o) {
-          const Batch m = xsimd::max(xsimd::max(acc[0][o], acc[1][o]), xsimd::max(acc[2][o], acc[3][o]));
+          const Batch window[4] = {acc[0][o], acc[1][o], acc[2][o], acc[3][o]};
+          const std::int64_t at = o * plane + y * out_w + j0, room = plane - y * out_w - j0;
+          const Batch m = direct_conv_pool_window<Arch, Winners>(window, Winners ? winners + at : nullptr, count, room);
           direct_conv_store<Arch>(out + o * plane + y * out_w + j0, m, count, plane - y * out_w - j0, s.relu);
         }
       } else if (y + 1 < out_h) {
@@ -153,10 +179,10 @@ void direct_conv_channels(float* out, const float* scratch, const float* weight,
 // Output channels o and o + 1 (Channels = 2) or o alone (1) of one pooled vector of
 // direct_conv_pooled_3x3: every conv sum starts from the bias and adds the 9 taps in
 // weight order (direct_conv_block's order), then the four conv positions pool by max.
-template <class Arch, int Channels>
-[[gnu::always_inline]] inline void direct_conv_pooled_3x3_channels(float* out, const xsimd::batch<float, Arch> (&in)[4][4], const float* weight,
-                                     const float* bias, std::int64_t o, std::int64_t plane, std::int64_t count,
-                                     std::int64_t room, bool relu) {
+template <class Arch, int Channels, bool Winners>
+[[gnu::always_inline]] inline void direct_conv_pooled_3x3_channels(float* out, float* winners,
+                                     const xsimd::batch<float, Arch> (&in)[4][4], const float* weight, const float* bias,
+                                     std::int64_t o, std::int64_t plane, std::int64_t count, std::int64_t room, bool relu) {
   using Batch = xsimd::batch<float, Arch>;
   Batch acc[Channels][4];
 #pragma GCC unroll 2
@@ -179,7 +205,7 @@ template <class Arch, int Channels>
   }
 #pragma GCC unroll 2
   for (int k = 0; k < Channels; ++k) {
-    const Batch m = xsimd::max(xsimd::max(acc[k][0], acc[k][1]), xsimd::max(acc[k][2], acc[k][3]));
+    const Batch m = direct_conv_pool_window<Arch, Winners>(acc[k], Winners ? winners + (o + k) * plane : nullptr, count, room);
     direct_conv_store<Arch>(out + (o + k) * plane, m, count, room, relu);
   }
 }
@@ -191,8 +217,8 @@ template <class Arch, int Channels>
 // vector registers. One channel at a time: with two, GCC 12 spills the sums to the stack.
 // Measured on Zen 4 at batch 16 (with the padding zeroed once per call): 0.080 ms, two
 // channels at a time 0.095 ms, the generic kernel 0.123 ms.
-template <class Arch>
-void direct_conv_pooled_3x3(float* out, const float* scratch, const float* weight, const float* bias,
+template <class Arch, bool Winners>
+void direct_conv_pooled_3x3(float* out, float* winners, const float* scratch, const float* weight, const float* bias,
                             const DirectConvShape& s, const DirectConvInputLayout& l) {
   using Batch = xsimd::batch<float, Arch>;
   constexpr std::int64_t width = static_cast<std::int64_t>(Batch::size);
@@ -213,7 +239,8 @@ void direct_conv_pooled_3x3(float* out, const float* scratch, const float* weigh
         }
       }
       for (std::int64_t o = 0; o < s.out_channels; ++o) {
-        direct_conv_pooled_3x3_channels<Arch, 1>(out + at, in, weight, bias, o, plane, count, room, s.relu);
+        direct_conv_pooled_3x3_channels<Arch, 1, Winners>(out + at, Winners ? winners + at : nullptr, in, weight, bias, o, plane,
+                                                          count, room, s.relu);
       }
     }
   }
@@ -236,23 +263,25 @@ void direct_conv_tap_offsets(std::int64_t* offsets, const DirectConvShape& s, co
 }
 
 // Output channels [first, first + Block) of every image, for Block = 1..Most.
-template <class Arch, int Most>
-void direct_conv_channels_up_to(int block, float* image, const float* scratch, const float* weight, const float* bias,
-                                const DirectConvTaps& taps, const DirectConvShape& s, const DirectConvInputLayout& l) {
+template <class Arch, int Most, bool Winners>
+void direct_conv_channels_up_to(int block, float* image, float* winners, const float* scratch, const float* weight,
+                                const float* bias, const DirectConvTaps& taps, const DirectConvShape& s,
+                                const DirectConvInputLayout& l) {
   if constexpr (Most > 0) {
     if (block == Most) {
-      direct_conv_channels<Arch, Most>(image, scratch, weight, bias, taps, s, l);
+      direct_conv_channels<Arch, Most, Winners>(image, winners, scratch, weight, bias, taps, s, l);
     } else {
-      direct_conv_channels_up_to<Arch, Most - 1>(block, image, scratch, weight, bias, taps, s, l);
+      direct_conv_channels_up_to<Arch, Most - 1, Winners>(block, image, winners, scratch, weight, bias, taps, s, l);
     }
   }
 }
 
 // Channel blocks of 4 where there are registers for 4 positions x 4 accumulators (AVX-512:
-// 32 vector registers), else of 2; then one block of what is left.
-template <class Arch>
-void direct_conv2d_forward(float* out, const float* in, const float* weight, const float* bias, float* scratch,
-                           const DirectConvShape& s) {
+// 32 vector registers), else of 2; then one block of what is left. With Winners (training's
+// pool), winners gets each pooled output's window position.
+template <class Arch, bool Winners>
+void direct_conv2d_run(float* out, std::uint8_t* winners, const float* in, const float* weight, const float* bias, float* scratch,
+                       const DirectConvShape& s) {
   constexpr int block = xsimd::batch<float, Arch>::size >= 16 ? 4 : 2;
   const DirectConvInputLayout layout(s, direct_conv_widest_vector);
   auto* offsets = reinterpret_cast<std::int64_t*>(scratch);
@@ -263,24 +292,44 @@ void direct_conv2d_forward(float* out, const float* in, const float* weight, con
   const bool pooled_3x3 = xsimd::batch<float, Arch>::size >= 16 && s.pool && s.in_channels == 1 && s.kernel_h == 3 &&
                          s.kernel_w == 3;
   direct_conv_zero_input<Arch>(scratch, layout);
+  // One image's winners as floats (vector stores), after the input layout.
+  float* image_winners = Winners ? scratch + layout.floats() : nullptr;
+  const std::int64_t image_out = s.out_channels * plane;
   for (std::int64_t n = 0; n < s.batch; ++n) {
     direct_conv_fill_input<Arch>(scratch, in + n * image_in, s, layout);
-    float* image = out + n * s.out_channels * plane;
+    float* image = out + n * image_out;
     if (pooled_3x3) {
-      direct_conv_pooled_3x3<Arch>(image, scratch, weight, bias, s, layout);
-      continue;
+      direct_conv_pooled_3x3<Arch, Winners>(image, image_winners, scratch, weight, bias, s, layout);
+    } else {
+      for (std::int64_t o = 0; o < s.out_channels; o += block) {
+        const int count = static_cast<int>(std::min<std::int64_t>(block, s.out_channels - o));
+        direct_conv_channels_up_to<Arch, block, Winners>(count, image + o * plane, Winners ? image_winners + o * plane : nullptr,
+                                                         scratch, weight + o * layout.taps, bias != nullptr ? bias + o : nullptr,
+                                                         taps, s, layout);
+      }
     }
-    for (std::int64_t o = 0; o < s.out_channels; o += block) {
-      const int count = static_cast<int>(std::min<std::int64_t>(block, s.out_channels - o));
-      direct_conv_channels_up_to<Arch, block>(count, image + o * plane, scratch, weight + o * layout.taps,
-                                              bias != nullptr ? bias + o : nullptr, taps, s, layout);
+    if constexpr (Winners) {
+      std::uint8_t* bytes = winners + n * image_out;
+      for (std::int64_t i = 0; i < image_out; ++i) bytes[i] = static_cast<std::uint8_t>(static_cast<std::int32_t>(image_winners[i]));
     }
   }
 }
 
 template <class Arch>
+void direct_conv2d_forward(float* out, const float* in, const float* weight, const float* bias, float* scratch,
+                           const DirectConvShape& s) {
+  direct_conv2d_run<Arch, false>(out, nullptr, in, weight, bias, scratch, s);
+}
+
+template <class Arch>
+void direct_conv2d_pool_forward(float* out, std::uint8_t* winners, const float* in, const float* weight, const float* bias,
+                                float* scratch, const DirectConvShape& s) {
+  direct_conv2d_run<Arch, true>(out, winners, in, weight, bias, scratch, s);
+}
+
+template <class Arch>
 ConvKernels make_conv_kernels() {
-  return ConvKernels{&direct_conv2d_forward<Arch>};
+  return ConvKernels{&direct_conv2d_forward<Arch>, &direct_conv2d_pool_forward<Arch>};
 }
 
 }  // namespace ember::simd

@@ -232,11 +232,13 @@ TEST(Anomaly, AnOverflowInTheSumOfTheMicroBatchesIsNamed) {
 // bottom-right tap overflows at (9, 9), channel 1 through its top-left tap at (11, 11).
 // In memory channel 3 comes first (earlier pixel); in the logical (N, C, H, W) order
 // channel 1 does, and that is the element to report.
+// An average pool: a 2x2 max pool would be fused into conv1 in training (simd's direct
+// kernel, plain output).
 TEST(Anomaly, ABlockedLayoutReportsTheLogicalElement) {
   const Graph graph = graph_from_spec(Json::parse(R"({"input": [1, 28, 28], "layers": [
       {"name": "conv1", "kind": "conv2d", "in_channels": 1, "out_channels": 32, "kernel": 3, "padding": 1},
       {"name": "relu1", "kind": "relu"},
-      {"name": "pool1", "kind": "max_pool2d", "kernel": 2},
+      {"name": "pool1", "kind": "avg_pool2d", "kernel": 2},
       {"name": "flatten", "kind": "flatten"},
       {"name": "fc1", "kind": "linear", "in_features": 6272, "out_features": 10}]})"));
   ParameterStore parameters(graph);

@@ -16,6 +16,7 @@
 #include "engine/error.h"
 #include "engine/loss.h"
 #include "engine/model_spec.h"
+#include "engine/training_graph.h"
 #include "engine/workspace.h"
 #include "layers/linear.h"
 #include "support/expect_error.h"
@@ -231,8 +232,16 @@ TEST(Executor, ALayerReadingOneValueTwiceGetsBothGradients) {
   expect_gradients_match_finite_differences(spec, 4, 3, dag_check());
 }
 
+// seed-cnn's step runs conv1 and pool1 fused (simd's direct kernel and its winners-only
+// weight gradient) and fc1 on the GEMM: every sum in a fixed order per micro-batch.
 TEST(Executor, StepIsBitwiseIdenticalForOneTwoAndFourThreads) {
   const Graph graph = graph_from_spec(builtin_model_spec("seed-cnn"));
+  {
+    ParameterStore parameters(graph);
+    Executor executor(graph, parameters, ExecutorOptions{});
+    const std::vector<std::string> fused = executor.plan_report(16, Mode::training).fused;
+    ASSERT_NE(std::find(fused.begin(), fused.end(), "conv1+pool1"), fused.end()) << "the step under test is the fused one";
+  }
   const Batch batch = random_batch(graph, 70, 10, 9);  // 70: a partial last micro-batch
   const std::vector<float> one = gradients_after_step(graph, batch, 70, 1, 16);
   const std::vector<float> two = gradients_after_step(graph, batch, 70, 2, 16);
@@ -244,10 +253,14 @@ TEST(Executor, StepIsBitwiseIdenticalForOneTwoAndFourThreads) {
 
 // The gradient of a batch of two micro-batches run straight from their program, in
 // order into one block (as the executor's single lane does), given no constants and so
-// working from the weights as layers did before training constants.
-std::vector<float> gradients_from_the_weights(const Graph& graph, ParameterStore& parameters, const Batch& batch,
+// working from the weights as layers did before training constants. The program is the
+// executor's: on its training graph (engine/training_graph.h), which fuses what the
+// model's graph cannot (seed-cnn: conv1 and pool1).
+std::vector<float> gradients_from_the_weights(const Graph& model_graph, ParameterStore& parameters, const Batch& batch,
                                               std::int64_t micro_batch, std::uint64_t step_seed) {
   const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  const std::unique_ptr<Graph> training_graph = relu_after_max_pools(model_graph);
+  const Graph& graph = training_graph ? *training_graph : model_graph;
   const StepProgram program(graph, parameters, micro_batch, Mode::training, engine, PlanStrategy::best_fit);
   Workspace workspace(engine, program.arena_bytes());
   std::vector<float> gradients(parameters.gradients().size(), 0.0f);

@@ -1,7 +1,7 @@
 // Parity with PyTorch: the seed CNN at weights and a batch dumped by
-// tests/pytorch/make_goldens.py (Debian's torch 1.13). Logits, loss, every parameter
-// gradient and the parameters after 3 Adam steps must agree to 1e-4 relative error
-// (max |ember - torch| / max |torch| per tensor).
+// tests/pytorch/make_goldens.py (Debian's torch 1.13). Logits, loss and every parameter
+// gradient must agree to 1e-4 relative error (max |ember - torch| / max |torch| per
+// tensor), the parameters after 3 Adam steps to 3e-4 (see tolerance_after_adam).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -19,6 +19,14 @@ namespace ember {
 namespace {
 
 constexpr double tolerance = 1e-4;
+// The parameters after Adam steps: Adam divides each element's gradient by that element's
+// own running RMS, so an element whose gradient is a near-cancelling sum, far below the
+// tensor's largest, carries its relative rounding error into its update at full size (up
+// to the learning rate). Measured on fc1.weight, whose gradients agree to 2e-7: 8.4e-5
+// with conv1 and pool1 on oneDNN, 1.6e-4 with them fused in simd's direct kernel (its conv
+// sums in another order). A wrong gradient moves an element by about the learning rate,
+// 1e-3 here, ~0.08 of fc1.weight's largest element.
+constexpr double tolerance_after_adam = 3e-4;
 
 struct Golden : testing::GoldenFile {
   std::vector<std::int32_t> labels;
@@ -77,7 +85,7 @@ TEST_P(SeedCnnParity, ParametersAfterThreeAdamStepsMatchPyTorch) {
     const auto ours = parameters.values().subspan(static_cast<std::size_t>(e.offset), static_cast<std::size_t>(e.spec.shape.elements()));
     const double error = testing::relative_error(ours, golden.tensor("after3." + e.name));
     std::printf("after 3 steps %-12s max relative error %.3g\n", e.name.c_str(), error);
-    EXPECT_LE(error, tolerance) << e.name;
+    EXPECT_LE(error, tolerance_after_adam) << e.name;
   }
 }
 

@@ -16,6 +16,7 @@
 #include "engine/loss.h"
 #include "engine/model_spec.h"
 #include "engine/parameters.h"
+#include "engine/random.h"
 #include "engine/step_program.h"
 #include "engine/workspace.h"
 
@@ -28,10 +29,13 @@ std::vector<std::string> node_names(const Graph& graph) {
   return names;
 }
 
-Graph small_cnn(const std::string& activation, const std::string& pool) {
-  return graph_from_spec(Json::parse(R"({"format": "ember.model", "version": 1, "name": "small", "input": [1, 8, 8],
+// channels: 1 lets a training step fuse conv and pool (the direct kernel, up to 4 input
+// channels), 5 keeps them apart.
+Graph small_cnn(const std::string& activation, const std::string& pool, int channels = 1) {
+  const std::string c = std::to_string(channels);
+  return graph_from_spec(Json::parse(R"({"format": "ember.model", "version": 1, "name": "small", "input": [)" + c + R"(, 8, 8],
     "layers": [
-      {"name": "conv", "kind": "conv2d", "in_channels": 1, "out_channels": 3, "kernel": 3, "padding": 1},
+      {"name": "conv", "kind": "conv2d", "in_channels": )" + c + R"(, "out_channels": 3, "kernel": 3, "padding": 1},
       {"name": "act", "kind": ")" + activation + R"("},
       {"name": "pool", "kind": ")" + pool + R"(", "kernel": 2},
       {"name": "flatten", "kind": "flatten"},
@@ -95,12 +99,15 @@ std::vector<float> gradients_of_the_model_graph(const Graph& graph, ParameterSto
   return gradients;
 }
 
+// 5 input channels: conv and pool are not fused (the direct kernel takes up to 4), so the
+// step differs from the model graph's only by the moved ReLU.
 TEST(TrainingGraph, AStepGivesTheBitsOfTheModelsGraphWithTiesAndNegativeWindows) {
-  const Graph graph = small_cnn("relu", "max_pool2d");
+  constexpr int channels = 5;
+  const Graph graph = small_cnn("relu", "max_pool2d", channels);
   constexpr std::int64_t micro_batch = 4, batch = 2 * micro_batch;
   // Inputs in 2x2-constant patches, some negative: the convolution then gives ties
   // inside pooling windows, and windows whose maximum is negative or zero.
-  std::vector<float> input(static_cast<std::size_t>(batch * 64));
+  std::vector<float> input(static_cast<std::size_t>(batch * channels * 64));
   for (std::size_t i = 0; i < input.size(); ++i) {
     const std::size_t sample = i / 64, y = i % 64 / 8, x = i % 8;
     input[i] = static_cast<float>(static_cast<int>((sample * 7 + y / 2 * 3 + x / 2 * 5) % 9) - 5) * 0.25f;
@@ -123,6 +130,40 @@ TEST(TrainingGraph, AStepGivesTheBitsOfTheModelsGraphWithTiesAndNegativeWindows)
   float largest = 0.0f;
   for (float g : expected) largest = std::max(largest, std::abs(g));
   EXPECT_GT(largest, 0.0f);  // the comparison is not of zeros
+}
+
+// 1 input channel: a training step runs conv and pool fused (simd's direct kernel, layers/
+// conv2d_direct.h), the model's graph runs them on oneDNN apart. The sums are formed in
+// other orders, so the two agree to float rounding, not bitwise; the tie rule is checked
+// where ties are exact in both (tests/layers/conv2d_pool_training_test.cpp).
+TEST(TrainingGraph, TheFusedFirstConvAndPoolGiveTheModelGraphsStepToRounding) {
+  const Graph graph = small_cnn("relu", "max_pool2d", 1);
+  constexpr std::int64_t micro_batch = 4, batch = 2 * micro_batch;
+  std::vector<float> input(static_cast<std::size_t>(batch * 64));
+  Random random(3);
+  for (float& x : input) x = random.normal();
+  std::vector<std::int32_t> labels;
+  for (std::int64_t i = 0; i < batch; ++i) labels.push_back(static_cast<std::int32_t>(i % 4));
+  ParameterStore parameters(graph);
+  parameters.initialize(11);
+  ExecutorOptions options;
+  options.micro_batch = micro_batch;
+  options.gradient_lanes = 1;
+  Executor executor(graph, parameters, options);
+  const std::vector<std::string> fused = executor.plan_report(micro_batch, Mode::training).fused;
+  EXPECT_NE(std::find(fused.begin(), fused.end(), "conv+pool"), fused.end()) << "the training step did not fuse conv and pool";
+  const CrossEntropyLoss loss;
+  const StepResult result = executor.train_step(input.data(), batch, Targets{labels, nullptr}, loss, 1);
+  const std::vector<float> stepped(parameters.gradients().begin(), parameters.gradients().end());
+  const std::vector<float> expected = gradients_of_the_model_graph(graph, parameters, input, labels, micro_batch);
+  ASSERT_EQ(stepped.size(), expected.size());
+  float largest = 0.0f;
+  for (float g : expected) largest = std::max(largest, std::abs(g));
+  EXPECT_GT(largest, 0.0f);
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_NEAR(stepped[i], expected[i], 1e-5f * largest) << "gradient " << i;
+  }
+  EXPECT_TRUE(std::isfinite(result.loss_sum));
 }
 
 }  // namespace

@@ -42,12 +42,15 @@ class LayerHarness {
   // executor would; each micro-batch gets its own prepared layer, and a batch-level layer
   // (PreparedLayer::forward_reduces / backward_reduces) runs its stages: every
   // micro-batch's *_partial, the reduction over them in order, then every micro-batch.
+  // fuse_max_pool: prepare with PrepareContext::fuse_max_pool (the output is then the pooled one).
   LayerHarness(const Layer& layer, std::vector<HarnessInput> input_specs, Mode mode = Mode::training,
-               std::uint64_t seed = 1, FusedActivation fused = FusedActivation::none, std::vector<std::int64_t> micro_batches = {})
+               std::uint64_t seed = 1, FusedActivation fused = FusedActivation::none, std::vector<std::int64_t> micro_batches = {},
+               bool fuse_max_pool = false)
       : layer_(layer), specs_(std::move(input_specs)), mode_(mode), engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {
     std::vector<Shape> shapes;
     for (const HarnessInput& input : specs_) shapes.push_back(input.shape);
     output_shape_ = layer.output_shape(shapes);
+    if (fuse_max_pool) output_shape_ = Shape{output_shape_[0], output_shape_[1], output_shape_[2] / 2, output_shape_[3] / 2};
     param_specs_ = layer.parameters(shapes);
     buffer_specs_ = layer.buffers(shapes);
 
@@ -88,6 +91,7 @@ class LayerHarness {
       context.input_needs_grad = needs_grad_;
       context.engine = &engine_;
       context.fused_activation = fused;
+      context.fuse_max_pool = fuse_max_pool;
       mb.prepared = layer.prepare(context);
       EXPECT_EQ(mb.prepared->output.shape, with_batch(output_shape_, size)) << "prepare() and output_shape() disagree";
       mb.saved = AlignedBuffer(mb.prepared->saved_bytes);

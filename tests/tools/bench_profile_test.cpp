@@ -92,11 +92,14 @@ TEST(BenchProfile, ConvolutionAndLinearFlopsAreTheClosedForms) {
   ASSERT_EQ(run.exit_code, 0) << run.output;
   const nlohmann::json profile = last_json_line(run.output)["profile"];
   const double n = 64;
-  // conv1: 1 -> 32 channels, 3x3, padding 1 on 28x28: 2 N Cout Cin kH kW OH OW. The model's
-  // input needs no gradient, so backward is the weight gradient alone.
+  // conv1: 1 -> 32 channels, 3x3, padding 1 on 28x28: 2 N Cout Cin kH kW OH OW. It runs
+  // fused with pool1 (named so): the model's input needs no gradient, so backward is the
+  // weight gradient alone, summed over the pooled 14x14 outputs' winners only.
   const double conv1 = 2 * n * 32 * 1 * 3 * 3 * 28 * 28;
+  const double conv1_pooled_weight_grad = 2 * n * 32 * 1 * 3 * 3 * 14 * 14;
   const double fc1 = 2 * n * 6272 * 128, fc2 = 2 * n * 128 * 10;  // 2 N in out
-  const std::pair<const char*, double> expected[] = {{"forward conv1", conv1}, {"backward conv1", conv1},
+  const std::pair<const char*, double> expected[] = {{"forward conv1+pool1", conv1},
+                                                     {"backward conv1+pool1", conv1_pooled_weight_grad},
                                                      {"forward fc1", fc1},     {"backward fc1", 2 * fc1},
                                                      {"forward fc2", fc2},     {"backward fc2", 2 * fc2}};
   for (const auto& [op, flops] : expected) {

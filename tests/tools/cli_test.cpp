@@ -527,7 +527,7 @@ TEST_F(CliTest, PlanPrintsEveryTensorTheTotalsAndTheWholeStep) {
   const CliRun run = ember("plan --model seed-cnn --batch-size 256 --micro-batch 16 --threads 2 --training --optimizer adam");
   ASSERT_EQ(run.exit_code, 0) << run.output;
   for (const char* expected : {"tensor", "shape", "bytes", "offset", "first", "last",
-                               "conv1 ", "(16, 32, 28, 28)", "fc1.grad ", "(16, 128)",
+                               "conv1 ", "(16, 32, 14, 14)", "conv1.saved ", "fc1.grad ", "(16, 128)",
                                "per micro-batch of 16 (training)", "  arena ", "  naive ", "  lower bound ", "x lower bound",
                                "whole step, batch 256 on 2 thread(s)", "  parameters ", "(4 lane(s))", "(adam, 2 block(s))",
                                "  arenas ", "(2 x ", "  total "}) {
