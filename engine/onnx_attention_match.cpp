@@ -16,8 +16,9 @@ using Affine = BatchAffine;
 
 // What one factor of an axis counts. A part is one third of the in-projection (role 0, 1, 2
 // for the query, key, value); heads and head dims are split from a part (same role), role 3
-// once they are the attention's output.
-enum class Kind { batch, tokens, features, projection, part, heads, head_dim, output };
+// once they are the attention's output. PyTorch 2 splits the projection into `thirds` (3,
+// outer) and a part of role -1 (inner), and a Gather of one third gives the part its role.
+enum class Kind { batch, tokens, features, projection, thirds, part, heads, head_dim, output };
 constexpr int output_role = 3;
 
 struct Factor {
@@ -39,6 +40,7 @@ std::string kind_name(Kind k) {
     case Kind::tokens: return "T";
     case Kind::features: return "E";
     case Kind::projection: return "3E";
+    case Kind::thirds: return "3";
     case Kind::part: return "E of Q|K|V";
     case Kind::heads: return "H";
     case Kind::head_dim: return "D";
@@ -153,7 +155,18 @@ class Matcher {
     const auto it = producer_.find(tensor);
     return it == producer_.end() ? -1 : it->second;
   }
-  bool computed(const std::string& tensor) const { return !tensor.empty() && !constants_.count(tensor); }
+  // Neither a constant nor a float evaluated from shapes (a scale).
+  bool computed(const std::string& tensor) const {
+    return !tensor.empty() && !constants_.count(tensor) && !facts_.floats_of(tensor);
+  }
+  // A one-element float constant, or a float evaluated from batch-independent shapes
+  // (PyTorch 2's scale): its value in double.
+  std::optional<double> scalar_factor(const std::string& tensor) const {
+    if (const ShapeFloats* v = facts_.floats_of(tensor); v && v->values.size() == 1) return v->values[0];
+    const OnnxConstant* k = float_constant(tensor);
+    if (k && k->floats.size() == 1) return k->floats[0];
+    return {};
+  }
   const OnnxConstant* float_constant(const std::string& tensor) const {
     const auto it = constants_.find(tensor);
     return it != constants_.end() && it->second.is_float ? &it->second : nullptr;
@@ -179,9 +192,9 @@ class Matcher {
     const onnx::NodeProto& n = g_.node(node);
     if ((n.op_type() != "Mul" && n.op_type() != "Div") || n.input_size() != 2) return {};
     for (int c = 0; c < 2; ++c) {
-      const OnnxConstant* k = float_constant(n.input(c));
-      if (!k || k->floats.size() != 1 || !computed(n.input(1 - c))) continue;
-      const double v = k->floats[0];
+      const std::optional<double> k = scalar_factor(n.input(c));
+      if (!k || !computed(n.input(1 - c))) continue;
+      const double v = *k;
       if (n.op_type() == "Mul") return std::make_pair(n.input(1 - c), v);
       if (c == 1 && v != 0.0) return std::make_pair(n.input(0), 1.0 / v);
     }
@@ -372,9 +385,9 @@ class Matcher {
       const onnx::NodeProto& n = g_.node(p);
       const std::string& op = n.op_type();
       std::string next;
-      if ((op == "Transpose" || op == "Reshape") && n.input_size() >= 1) {
+      if ((op == "Transpose" || op == "Reshape" || op == "Squeeze" || op == "Unsqueeze") && n.input_size() >= 1) {
         next = n.input(0);
-      } else if (!projected && op == "Slice" && n.input_size() >= 3) {
+      } else if (!projected && ((op == "Slice" && n.input_size() >= 3) || (op == "Gather" && n.input_size() == 2))) {
         next = n.input(0);
       } else if (!projected && scaling(p)) {
         next = scaling(p)->first;
@@ -384,8 +397,10 @@ class Matcher {
         next = n.input(0);
         projected = true;
       } else {
+        const bool factor_unknown = (op == "Mul" || op == "Div") && !projected;
         fail(p, std::string("is on the ") + (role == 0 ? "query" : role == 1 ? "key" : "value") +
-                    " path of the attention, where ember expects layout nodes, a scale, a Slice and the in-projection");
+                    " path of the attention, where ember expects layout nodes, a scale, a Slice or Gather and the in-projection" +
+                    (factor_unknown ? " (a scale must be a constant or computed from batch-independent shapes)" : ""));
       }
       path.push_back(p);
       t = next;
@@ -464,6 +479,8 @@ class Matcher {
     if (op == "Transpose") return transpose(node, l);
     if (op == "Reshape") return reshape(node, l, c);
     if (op == "Slice") return slice(node, l, c);
+    if (op == "Gather") return gather(node, l);
+    if (op == "Squeeze" || op == "Unsqueeze") return squeeze(node, l, op == "Unsqueeze");
     if (op == "MatMul" || op == "Gemm") return project(node, l, c);
     if (op == "Add") return add_bias(node, l, c);
     if (const auto s = scaling(node)) {
@@ -522,6 +539,11 @@ class Matcher {
           need.per_batch /= f.size.constant;
         } else if (f.size.constant >= 1 && need.constant % f.size.constant == 0) {
           need.constant /= f.size.constant;
+        } else if (f.kind == Kind::projection && need == Affine{3, 0} && f.size == Affine{3 * c.d_model, 0}) {
+          // (.., 3E) -> (.., 3, E): the thirds outer, a part of role yet unknown inner.
+          factors.push_front(Factor{Kind::part, Affine{c.d_model, 0}, -1});
+          f = Factor{Kind::thirds, need};
+          need = Affine{1, 0};
         } else if (f.kind == Kind::part && need.constant >= 1 && f.size.constant % need.constant == 0) {
           const std::int64_t heads = need.constant;
           if (c.heads != 0 && c.heads != heads) fail(node, "splits " + std::to_string(heads) + " heads where another path split " + std::to_string(c.heads));
@@ -542,6 +564,58 @@ class Matcher {
     }
     if (!factors.empty()) wrong();
     l.axes = std::move(axes);
+  }
+
+  // PyTorch 2's pick of one third: a Gather of a constant scalar index on the axis of the
+  // thirds (all of it); the index is the role of the part split from them.
+  void gather(int node, Layout& l) const {
+    const onnx::NodeProto& n = g_.node(node);
+    const auto rank = static_cast<std::int64_t>(l.axes.size());
+    std::int64_t axis = int_attribute(n, "axis", 0);
+    if (axis < 0) axis += rank;
+    const ShapeIntegers* index = facts_.integers_of(n.input(1));
+    if (axis < 0 || axis >= rank || !is_axis(l.axes[static_cast<std::size_t>(axis)], Kind::thirds) || !index || !index->scalar ||
+        !index->values[0].is_constant() || index->values[0].constant < -3 || index->values[0].constant >= 3) {
+      fail(node, "expected a Gather of one third (a constant scalar index) on the axis of the in-projection's thirds, in " + layout_str(l));
+    }
+    const int role = static_cast<int>((index->values[0].constant + 3) % 3);
+    l.axes.erase(l.axes.begin() + axis);
+    for (Axis& a : l.axes) {
+      for (Factor& f : a) {
+        if (f.kind == Kind::thirds) fail(node, "the thirds of the in-projection are split up in " + layout_str(l));
+        if ((f.kind == Kind::part || f.kind == Kind::heads || f.kind == Kind::head_dim) && f.role == -1) f.role = role;
+      }
+    }
+  }
+
+  // Squeeze or Unsqueeze of axes of size 1, the axes given.
+  void squeeze(int node, Layout& l, bool unsqueeze) const {
+    const onnx::NodeProto& n = g_.node(node);
+    std::optional<std::vector<std::int64_t>> axes;
+    for (const onnx::AttributeProto& a : n.attribute()) {
+      if (a.name() == "axes") axes.emplace(a.ints().begin(), a.ints().end());
+    }
+    if (n.input_size() > 1) axes = facts_.constant_integers(n.input(1));
+    if (!axes) fail(node, "its axes could not be evaluated to constants");
+    const std::size_t rank = unsqueeze ? l.axes.size() + axes->size() : l.axes.size();
+    std::vector<bool> picked(rank, false);
+    for (std::int64_t a : *axes) {
+      if (a < 0) a += static_cast<std::int64_t>(rank);
+      if (a < 0 || a >= static_cast<std::int64_t>(rank) || picked[static_cast<std::size_t>(a)]) fail(node, "axes out of range or repeated for " + layout_str(l));
+      picked[static_cast<std::size_t>(a)] = true;
+    }
+    std::vector<Axis> out;
+    std::size_t next = 0;
+    for (std::size_t i = 0; i < rank; ++i) {
+      if (unsqueeze) {
+        out.push_back(picked[i] ? Axis{} : l.axes[next++]);
+      } else if (!picked[i]) {
+        out.push_back(l.axes[i]);
+      } else if (!std::all_of(l.axes[i].begin(), l.axes[i].end(), [](const Factor& f) { return f.size == Affine{1, 0}; })) {
+        fail(node, "squeezes axis " + std::to_string(i) + " of " + layout_str(l) + ", which is not of size 1");
+      }
+    }
+    l.axes = std::move(out);
   }
 
   // A third of the in-projection along the last axis.

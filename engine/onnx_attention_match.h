@@ -8,11 +8,12 @@
 // each tensor is a list of factors (batch N, tokens T, the E input features, the
 // 3E in-projection, its query/key/value thirds, heads H and head dims D split from them),
 // with the shapes that onnx_shape_eval.h evaluated for every Reshape. The match holds only
-// if the layouts say exactly: X W_in^T + b_in, sliced in thirds, each third split into H
-// heads of D = E / H; softmax(Q K^T / sqrt(D)) over the keys, times V, over the same
+// if the layouts say exactly: X W_in^T + b_in, sliced in thirds (torch 1.13) or reshaped to
+// (.., 3, E) and Gathered per third (torch 2), each third split into H heads of D = E / H; softmax(Q K^T / sqrt(D)) over the keys, times V, over the same
 // (batch, head) pairs; the heads merged back and projected by W_out, b_out; the result laid
 // out as (N, T, E) again; a constant causal mask (0 on and below the diagonal, -inf above)
-// added to the scores makes the layer causal. Anything else (another mask, another scale,
+// added to the scores makes the layer causal. A scale is a constant or a float that
+// onnx_shape_eval.h evaluated from batch-independent shapes (torch 2's 1/D^(1/4) on Q and K). Anything else (another mask, another scale,
 // heads that do not divide, an intermediate also used elsewhere) is an error naming the node.
 #include <cstdint>
 #include <map>

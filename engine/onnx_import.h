@@ -8,9 +8,10 @@
 // constant, Add, Softmax over the last axis, LayerNormalization and its decomposed form,
 // Dropout and Identity; PyTorch's nn.MultiheadAttention export (so nn.TransformerEncoderLayer's
 // too: self-attention, any head count, with or without biases, batch first or not, no mask but a causal attn_mask)
-// as multi_head_attention (onnx_attention_match.h), its shape arithmetic (Shape, Gather,
-// Unsqueeze, Concat, Slice, Cast, int64 Add/Sub/Mul/Div, ConstantOfShape, Equal, Where)
-// evaluated with the batch size symbolic and dropped (onnx_shape_eval.h). Subgraphs of
+// as multi_head_attention (onnx_attention_match.h), as torch 1.13 and torch 2.x (TorchScript
+// exporter) write it, its shape arithmetic (Shape, Gather, Unsqueeze, Concat, Slice, Cast,
+// int64 Add/Sub/Mul/Div/Mod, ConstantOfShape, Equal, Where, and torch 2's float scale from a
+// shape: Cast, Sqrt, Div) evaluated with the batch size symbolic and dropped (onnx_shape_eval.h). Subgraphs of
 // initializers and constants only (a Transpose of a weight, a Constant node) are folded
 // first. Anything else is an error naming the node,
 // its op type and the supported set: an import never runs a silently different model.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cmath>
 #include <functional>
 
 namespace ember {
@@ -39,6 +40,13 @@ std::optional<Affine> div(Affine a, Affine b) {
   if (a.is_constant()) return Affine{a.constant / b.constant, 0};
   if (a.per_batch % b.constant != 0 || a.constant < 0 || b.constant < 0) return {};
   return Affine{a.constant / b.constant, a.per_batch / b.constant};
+}
+// ONNX Mod of integers (fmod 0): the sign of the divisor, like Python's %; constants only.
+std::optional<Affine> mod(Affine a, Affine b) {
+  if (!a.is_constant() || !b.is_constant() || b.constant == 0 || (b.constant == -1 && a.constant == INT64_MIN)) return {};
+  std::int64_t r = a.constant % b.constant;
+  if (r != 0 && (r < 0) != (b.constant < 0)) r += b.constant;
+  return Affine{r, 0};
 }
 // Equal for every N >= 1? 1 if so, 0 if for none, unknown if for some.
 std::optional<Affine> equal(Affine a, Affine b) {
@@ -147,8 +155,8 @@ class Evaluator {
       if (node.output_size() < 1 || (!node.domain().empty() && node.domain() != "ai.onnx")) continue;
       if (constants_.count(node.output(0))) continue;  // folded already
       evaluate(node);
-      const bool computed_integers = facts_.integers.count(node.output(0)) > 0 && node.output_size() == 1;
-      facts_.shape_only[static_cast<std::size_t>(i)] = computed_integers;
+      const bool computed = facts_.integers.count(node.output(0)) > 0 || facts_.floats.count(node.output(0)) > 0;
+      facts_.shape_only[static_cast<std::size_t>(i)] = computed && node.output_size() == 1;
     }
     return std::move(facts_);
   }
@@ -165,6 +173,22 @@ class Evaluator {
     facts_.integers[node.output(0)] = std::move(v);
   }
   void set_shape(const onnx::NodeProto& node, Dims d) { facts_.shapes[node.output(0)] = std::move(d); }
+  // An evaluated float tensor or a small float constant of rank <= 1.
+  std::optional<ShapeFloats> float_values(const onnx::NodeProto& node, int input) const {
+    if (input >= node.input_size()) return {};
+    if (const ShapeFloats* v = facts_.floats_of(node.input(input))) return *v;
+    const auto c = constants_.find(node.input(input));
+    if (c == constants_.end() || !c->second.is_float || c->second.dims.size() > 1 || c->second.floats.size() > max_integers) return {};
+    return ShapeFloats{c->second.dims.empty(), std::vector<double>(c->second.floats.begin(), c->second.floats.end())};
+  }
+  void set_floats(const onnx::NodeProto& node, ShapeFloats v) {
+    if (v.values.size() > max_integers || (v.scalar && v.values.size() != 1)) return;
+    for (const double x : v.values) {
+      if (!std::isfinite(x)) return;
+    }
+    set_shape(node, v.scalar ? Dims{} : Dims{Affine{static_cast<std::int64_t>(v.values.size()), 0}});
+    facts_.floats[node.output(0)] = std::move(v);
+  }
 
   void evaluate(const onnx::NodeProto& node) {
     const std::string& op = node.op_type();
@@ -174,7 +198,10 @@ class Evaluator {
     if (op == "Concat") return concat(node);
     if (op == "Slice") return slice(node);
     if (op == "Cast") return cast(node);
-    if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div" || op == "Equal") return arithmetic(node);
+    if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div" || op == "Mod" || op == "Equal") return arithmetic(node);
+    if (op == "Sqrt") {
+      if (const auto x = float_values(node, 0)) return square_root(node, *x);
+    }
     if (op == "Where") return where(node);
     if (op == "ConstantOfShape") return constant_of_shape(node);
     if (op == "Reshape") return reshape(node);
@@ -208,6 +235,7 @@ class Evaluator {
   void gather(const onnx::NodeProto& node) {
     const ShapeIntegers* data = ints(node, 0);
     const ShapeIntegers* indices = ints(node, 1);
+    if (!data && indices) return gather_floats(node, *indices);
     if (!data || !indices || data->scalar || int_attribute(node, "axis", 0) != 0) return;
     ShapeIntegers v;
     v.scalar = indices->scalar;
@@ -220,10 +248,25 @@ class Evaluator {
     set_integers(node, v);
   }
 
-  // Only between a scalar and a one-element vector (how shapes are assembled).
-  void squeeze(const onnx::NodeProto& node, bool unsqueeze) {
-    const ShapeIntegers* x = ints(node, 0);
+  // Gather of a float tensor (PyTorch 2 picks the query, key and value this way) by constant
+  // indices along an axis of constant size.
+  void gather_floats(const onnx::NodeProto& node, const ShapeIntegers& indices) {
+    const Dims* x = dims(node, 0);
     if (!x) return;
+    const auto axis = axis_index(int_attribute(node, "axis", 0), x->size());
+    if (!axis || !(*x)[*axis].is_constant()) return;
+    for (const Affine& index : indices.values) {
+      if (!index.is_constant() || !axis_index(index.constant, static_cast<std::size_t>((*x)[*axis].constant))) return;
+    }
+    Dims out(x->begin(), x->begin() + static_cast<std::ptrdiff_t>(*axis));
+    if (!indices.scalar) out.push_back(Affine{static_cast<std::int64_t>(indices.values.size()), 0});
+    out.insert(out.end(), x->begin() + static_cast<std::ptrdiff_t>(*axis) + 1, x->end());
+    set_shape(node, out);
+  }
+
+  // Squeeze and Unsqueeze: of integers only between a scalar and a one-element vector (how
+  // shapes are assembled); of float tensors with the axes given.
+  void squeeze(const onnx::NodeProto& node, bool unsqueeze) {
     std::optional<std::vector<std::int64_t>> axes = ints_attribute(node, "axes");
     if (const ShapeIntegers* a = ints(node, 1)) {
       axes.emplace();
@@ -232,9 +275,36 @@ class Evaluator {
         axes->push_back(v.constant);
       }
     }
+    const ShapeIntegers* x = ints(node, 0);
+    if (!x) {
+      if (const Dims* d = dims(node, 0); d && axes) squeeze_dims(node, *d, *axes, unsqueeze);
+      return;
+    }
     const bool at_zero = axes && axes->size() == 1 && ((*axes)[0] == 0 || (*axes)[0] == -1);
     if (unsqueeze && x->scalar && at_zero) return set_integers(node, ShapeIntegers{false, x->values});
     if (!unsqueeze && !x->scalar && x->values.size() == 1 && (at_zero || !axes)) return set_integers(node, ShapeIntegers{true, x->values});
+  }
+
+  void squeeze_dims(const onnx::NodeProto& node, const Dims& x, const std::vector<std::int64_t>& axes, bool unsqueeze) {
+    const std::size_t rank = unsqueeze ? x.size() + axes.size() : x.size();
+    std::vector<bool> picked(rank, false);
+    for (const std::int64_t a : axes) {
+      const auto axis = axis_index(a, rank);
+      if (!axis || picked[*axis]) return;
+      picked[*axis] = true;
+    }
+    Dims out;
+    std::size_t next = 0;
+    for (std::size_t i = 0; i < rank; ++i) {
+      if (unsqueeze) {
+        out.push_back(picked[i] ? Affine{1, 0} : x[next++]);
+      } else if (!picked[i]) {
+        out.push_back(x[i]);
+      } else if (!(x[i] == Affine{1, 0})) {
+        return;  // only dimensions of 1 are squeezed
+      }
+    }
+    set_shape(node, out);
   }
 
   void concat(const onnx::NodeProto& node) {
@@ -311,6 +381,18 @@ class Evaluator {
     if (const ShapeIntegers* x = ints(node, 0); x && (to == onnx::TensorProto::INT64 || to == onnx::TensorProto::INT32)) {
       return set_integers(node, *x);
     }
+    const bool to_float = to == onnx::TensorProto::FLOAT || to == onnx::TensorProto::DOUBLE;
+    if (const ShapeIntegers* x = ints(node, 0); x && to_float) {
+      // A float of a shape: only when it is the same for every batch size.
+      ShapeFloats v;
+      v.scalar = x->scalar;
+      for (const Affine& i : x->values) {
+        if (!i.is_constant()) return;
+        v.values.push_back(static_cast<double>(i.constant));
+      }
+      return set_floats(node, v);
+    }
+    if (const auto x = float_values(node, 0); x && to_float && facts_.floats_of(node.input(0))) return set_floats(node, *x);
     if (const Dims* x = dims(node, 0); x && to == onnx::TensorProto::FLOAT) set_shape(node, *x);
   }
 
@@ -318,11 +400,16 @@ class Evaluator {
     if (node.input_size() != 2) return;
     const ShapeIntegers* a = ints(node, 0);
     const ShapeIntegers* b = ints(node, 1);
-    if (!a || !b) return elementwise_binary(node);
+    if (!a || !b) {
+      const auto x = float_values(node, 0), y = float_values(node, 1);
+      if (x && y && node.op_type() != "Mod" && node.op_type() != "Equal") return float_arithmetic(node, *x, *y);
+      return elementwise_binary(node);
+    }
     const std::size_t n = std::max(a->values.size(), b->values.size());
     if ((a->values.size() != n && a->values.size() != 1) || (b->values.size() != n && b->values.size() != 1)) return;
     const std::string& op = node.op_type();
-    const std::function<std::optional<Affine>(Affine, Affine)> f = op == "Add" ? add : op == "Sub" ? sub : op == "Mul" ? mul : op == "Div" ? div : equal;
+    const std::function<std::optional<Affine>(Affine, Affine)> f = op == "Add" ? add : op == "Sub" ? sub : op == "Mul" ? mul : op == "Div" ? div
+                                                                 : op == "Mod" ? mod : equal;
     ShapeIntegers v;
     v.scalar = a->scalar && b->scalar;
     for (std::size_t i = 0; i < n; ++i) {
@@ -331,6 +418,28 @@ class Evaluator {
       v.values.push_back(*r);
     }
     set_integers(node, v);
+  }
+
+  // Float Add, Sub, Mul, Div of evaluated floats and float constants (one-element ones broadcast).
+  void float_arithmetic(const onnx::NodeProto& node, const ShapeFloats& a, const ShapeFloats& b) {
+    const std::size_t n = std::max(a.values.size(), b.values.size());
+    if ((a.values.size() != n && a.values.size() != 1) || (b.values.size() != n && b.values.size() != 1)) return;
+    const std::string& op = node.op_type();
+    ShapeFloats v;
+    v.scalar = a.scalar && b.scalar;
+    for (std::size_t i = 0; i < n; ++i) {
+      const double x = a.values[a.values.size() == 1 ? 0 : i], y = b.values[b.values.size() == 1 ? 0 : i];
+      if (op == "Div" && y == 0.0) return;
+      v.values.push_back(op == "Add" ? x + y : op == "Sub" ? x - y : op == "Mul" ? x * y : x / y);
+    }
+    set_floats(node, v);
+  }
+  void square_root(const onnx::NodeProto& node, ShapeFloats v) {
+    for (double& x : v.values) {
+      if (x < 0.0) return;
+      x = std::sqrt(x);
+    }
+    set_floats(node, v);
   }
 
   void elementwise_binary(const onnx::NodeProto& node) {
@@ -386,6 +495,7 @@ class Evaluator {
   void reshape(const onnx::NodeProto& node) {
     const Dims* x = dims(node, 0);
     const ShapeIntegers* target = ints(node, 1);
+    if (const ShapeIntegers* values = ints(node, 0); values && target) return reshape_integers(node, *values);
     if (!x || !target || target->scalar || int_attribute(node, "allowzero", 0) != 0) return;
     Dims out;
     int inferred = -1;
@@ -416,6 +526,15 @@ class Evaluator {
       return;
     }
     set_shape(node, out);
+  }
+
+  // An integer vector or scalar reshaped to a scalar or a vector of its length.
+  void reshape_integers(const onnx::NodeProto& node, const ShapeIntegers& values) {
+    const auto target = facts_.constant_integers(node.input(1));
+    if (!target || target->size() > 1) return;
+    const auto n = static_cast<std::int64_t>(values.values.size());
+    if (target->empty() ? n != 1 : ((*target)[0] != n && (*target)[0] != -1)) return;
+    set_integers(node, ShapeIntegers{target->empty(), values.values});
   }
 
   void transpose(const onnx::NodeProto& node) {
@@ -531,6 +650,11 @@ std::optional<std::vector<std::int64_t>> OnnxShapeFacts::constant_integers(const
     out.push_back(x.constant);
   }
   return out;
+}
+
+const ShapeFloats* OnnxShapeFacts::floats_of(const std::string& tensor) const {
+  const auto it = floats.find(tensor);
+  return it == floats.end() ? nullptr : &it->second;
 }
 
 OnnxShapeFacts evaluate_onnx_shapes(const onnx::GraphProto& graph, const std::map<std::string, OnnxConstant>& constants) {

@@ -6,6 +6,10 @@
 // target shape and the nodes that only compute shapes can be dropped. Only engine/onnx_*.cpp
 // and tests/onnx include it.
 //
+// PyTorch 2 also computes the attention's scale from a shape (Cast of the head dim to float,
+// Sqrt, Div): float tensors of rank <= 1 computed from batch-independent integers and float
+// constants are evaluated too, in double, and their nodes count as shape arithmetic.
+//
 // The evaluation never throws: whatever it cannot evaluate (an op it does not know, a
 // product of two batch-dependent values, an index out of range, a malformed node) is left
 // unknown, and whoever needs it reports the node.
@@ -36,16 +40,26 @@ struct ShapeIntegers {
   std::vector<BatchAffine> values;
 };
 
+// A float tensor of rank 0 or 1 computed from batch-independent shape values (a scale).
+struct ShapeFloats {
+  bool scalar = false;
+  std::vector<double> values;
+};
+
 struct OnnxShapeFacts {
   // Float tensors' shapes, dimension 0 of a graph input being N.
   std::map<std::string, std::vector<BatchAffine>> shapes;
   // Integer tensors evaluated (constants of rank <= 1 included).
   std::map<std::string, ShapeIntegers> integers;
-  // Nodes that only compute integers from shapes and constants: nothing to run.
+  // Float tensors evaluated from batch-independent integers and float constants (not the
+  // constants themselves).
+  std::map<std::string, ShapeFloats> floats;
+  // Nodes that only compute integers (or such floats) from shapes and constants: nothing to run.
   std::vector<bool> shape_only;
 
   const std::vector<BatchAffine>* shape(const std::string& tensor) const;
   const ShapeIntegers* integers_of(const std::string& tensor) const;
+  const ShapeFloats* floats_of(const std::string& tensor) const;
   // The tensor's values when it is evaluated and independent of the batch size.
   std::optional<std::vector<std::int64_t>> constant_integers(const std::string& tensor) const;
 };

@@ -86,6 +86,8 @@ def onnx_inputs(ember, checkpoint, name):
     write("onnx", "torch_gelu_mlp.onnx", (root / "tests/data/onnx/gelu_mlp.onnx").read_bytes())
     write("onnx", "torch_mha.onnx", (root / "tests/data/onnx/mha_batch_first.onnx").read_bytes())
     write("onnx", "torch_encoder.onnx", (root / "tests/data/onnx/encoder_gelu_pre_opset13.onnx").read_bytes())
+    # torch 2's attention: the thirds Gathered, the scale computed from shapes.
+    write("onnx", "torch2_mha.onnx", (root / "tests/data/onnx/torch2_mha_batch_first.onnx").read_bytes())
 
 
 def safetensors_inputs():

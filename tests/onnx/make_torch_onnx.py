@@ -2,7 +2,16 @@
 """ONNX files exported by PyTorch, and PyTorch's logits, for ember's import tests.
 
 Run with Debian's PyTorch (python3-torch 1.13):  /usr/bin/python3 tests/onnx/make_torch_onnx.py
-It writes, in tests/data/onnx/ (committed, so the tests need no Python):
+and with a current PyTorch (2.x from PyPI, with the `onnx` package installed, which its
+TorchScript exporter needs):  <venv>/bin/python tests/onnx/make_torch_onnx.py
+Both write the same models in tests/data/onnx/ (committed, so the tests need no Python):
+torch 1.13 the files named below, torch 2.x the same files prefixed "torch2_" (exported
+with dynamo=False, the TorchScript exporter; the files in the repository were made by
+torch 2.15) and torch2_goldens.safetensors; torch 2 exports attention at opset 14 or later, so
+its low-opset twins are at opset 14 (torch2_encoder_*_opset14, torch2_mha_seq_first). Torch 2 writes the attention differently: the
+in-projection reshaped to (T, N, 3, E) and Gathered per third, the scale 1/D^(1/4) on the
+queries and on the transposed keys each, computed from the shapes (Cast, Sqrt, Div), and the
+out-projection as a Gemm over (T * N, E) (onnx_attention_match.h). The files:
 - lenet.onnx: tests/pytorch/ember_models.py's LeNet (Conv, Relu, MaxPool, Flatten, Gemm),
   opset 13, dynamic batch;
 - resnet8.onnx: its ResNet with one block per stage (Conv, BatchNormalization, Relu, Add,
@@ -24,7 +33,7 @@ It writes, in tests/data/onnx/ (committed, so the tests need no Python):
   input and output transposed at the boundary; mha_one_head.onnx and mha_no_bias.onnx (opset
   17): batch_first with 1 head, and with 4 heads and bias=False; mha_causal.onnx (opset 17):
   batch_first with the causal attn_mask of nn.Transformer.generate_square_subsequent_mask;
-- torch_goldens.safetensors: for each model, a fixed random input "<model>.input" (batch
+- torch_goldens.safetensors (torch2_goldens.safetensors): for each model, a fixed random input "<model>.input" (batch
   3) and PyTorch's output "<model>.output".
 
 The transformers' outputs are PyTorch's own forward with autograd on, which keeps
@@ -45,6 +54,12 @@ from ember_models import LeNet, ResNet  # noqa: E402
 from make_goldens import write_safetensors  # noqa: E402
 
 OUT = os.path.join(HERE, "..", "data", "onnx")
+TORCH2 = int(torch.__version__.split(".")[0]) >= 2
+PREFIX = "torch2_" if TORCH2 else ""
+# torch 2's default exporter is torch.export (dynamo); ember's goldens use the TorchScript one.
+EXPORT_OPTIONS = {"dynamo": False} if TORCH2 else {}
+# torch 2 exports the attention as aten::scaled_dot_product_attention, which needs opset 14.
+ATTENTION_LOW_OPSET = 14 if TORCH2 else 13
 
 
 class GeluMlp(nn.Module):
@@ -69,13 +84,14 @@ def randomize_batch_norms(model):
 
 
 def export(name, model, input_shape, opset, training=torch.onnx.TrainingMode.EVAL):
+    name = PREFIX + name
     model.eval()
     x = torch.randn(3, *input_shape)
     with torch.no_grad():
         y = model(x)
     torch.onnx.export(model, x, os.path.join(OUT, name + ".onnx"), opset_version=opset, input_names=["input"],
                       output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
-                      training=training, do_constant_folding=True)
+                      training=training, do_constant_folding=True, **EXPORT_OPTIONS)
     return {name + ".input": x.numpy(), name + ".output": y.numpy()}
 
 
@@ -114,6 +130,7 @@ def randomize_biases(model):
 
 
 def export_attention(name, model, input_shape, opset):
+    name = PREFIX + name
     model.eval()
     x = torch.randn(3, *input_shape)
     y = model(x).detach()  # autograd on: the slow path, as the export traces it
@@ -125,7 +142,7 @@ def export_attention(name, model, input_shape, opset):
         pass  # torch 1.13's native MultiheadAttention requires the bias (bias=False fails there)
     path = os.path.join(OUT, name + ".onnx")
     torch.onnx.export(model, x, path, opset_version=opset, input_names=["input"], output_names=["output"],
-                      dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, do_constant_folding=True)
+                      dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, do_constant_folding=True, **EXPORT_OPTIONS)
     import onnx
     domains = {node.domain for node in onnx.load(path).graph.node}
     assert domains <= {"", "ai.onnx"}, name + ": ops outside ONNX's default domain: " + str(domains)
@@ -148,15 +165,15 @@ def main():
         encoder = EncoderClassifier(activation, norm_first)
         randomize_biases(encoder)
         tensors.update(export_attention(name, encoder, (5, 6), 17))
-        tensors.update(export_attention(name + "_opset13", encoder, (5, 6), 13))
+        tensors.update(export_attention(name + "_opset%d" % ATTENTION_LOW_OPSET, encoder, (5, 6), ATTENTION_LOW_OPSET))
     for batch_first, heads, bias, causal, name, opset in (
-            (True, 4, True, False, "mha_batch_first", 17), (False, 4, True, False, "mha_seq_first", 13),
+            (True, 4, True, False, "mha_batch_first", 17), (False, 4, True, False, "mha_seq_first", ATTENTION_LOW_OPSET),
             (True, 1, True, False, "mha_one_head", 17), (True, 4, False, False, "mha_no_bias", 17),
             (True, 4, True, True, "mha_causal", 17)):
         mha = SelfAttention(batch_first, heads, bias, causal)
         randomize_biases(mha)
         tensors.update(export_attention(name, mha, (5, 16), opset))
-    write_safetensors(os.path.join(OUT, "torch_goldens.safetensors"), tensors,
+    write_safetensors(os.path.join(OUT, "torch2_goldens.safetensors" if TORCH2 else "torch_goldens.safetensors"), tensors,
                       {"source": "tests/onnx/make_torch_onnx.py", "torch": torch.__version__})
 
 

@@ -1,8 +1,11 @@
 // The symbolic shape evaluation (engine/onnx_shape_eval.h): PyTorch's attention shape
 // arithmetic comes out affine in the batch size N; what is not affine, not exact for every
-// N, or out of range stays unknown instead of throwing.
+// N, or out of range stays unknown instead of throwing. torch 2's float scale computed from
+// a shape is evaluated exactly when it does not depend on N.
 #include <gtest/gtest.h>
 
+#include <climits>
+#include <cmath>
 #include <fstream>
 
 #include "engine/onnx_shape_eval.h"
@@ -64,12 +67,25 @@ struct ArithmeticGraph {
     c.integers = {v};
     constants[name] = c;
   }
-  void node(const std::string& op, std::vector<std::string> inputs, const std::string& output) {
+  void float_constant(const std::string& name, float v) {
+    OnnxConstant c;
+    c.dims = {1};
+    c.floats = {v};
+    constants[name] = c;
+  }
+  onnx::NodeProto* node(const std::string& op, std::vector<std::string> inputs, const std::string& output) {
     onnx::NodeProto* n = graph.add_node();
     n->set_op_type(op);
     n->set_name(output);
     for (const std::string& in : inputs) n->add_input(in);
     n->add_output(output);
+    return n;
+  }
+  void cast(const std::string& input, const std::string& output, onnx::TensorProto::DataType to) {
+    onnx::AttributeProto* a = node("Cast", {input}, output)->add_attribute();
+    a->set_name("to");
+    a->set_type(onnx::AttributeProto::INT);
+    a->set_i(to);
   }
 };
 
@@ -111,6 +127,49 @@ TEST(OnnxShapeEval, ReshapeInfersMinusOneAndCopiesZero) {
   ASSERT_NE(facts.shape("y"), nullptr);
   EXPECT_EQ(*facts.shape("y"), (std::vector<A>{{0, 1}, {3, 0}, {2, 0}}));
   EXPECT_EQ(facts.shape("bad"), nullptr);
+}
+
+// torch 2's scale: Slice the last dimension (6) of the shape, Cast to float, Sqrt, Div 1 by it.
+TEST(OnnxShapeEval, FloatsFromBatchIndependentShapesAreEvaluated) {
+  ArithmeticGraph g;
+  g.constant("minus_one", -1);
+  g.constant("end", INT64_MAX);
+  g.float_constant("one", 1.0f);
+  g.float_constant("zero_f", 0.0f);
+  g.node("Slice", {"shape", "minus_one", "end"}, "features");
+  g.cast("features", "features_f", onnx::TensorProto::FLOAT);
+  g.node("Sqrt", {"features_f"}, "root");
+  g.node("Div", {"one", "root"}, "scale");
+  g.cast("scale", "scale_f", onnx::TensorProto::FLOAT);
+  g.node("Mul", {"x", "scale_f"}, "scaled_x");  // data: a shape, not a value
+  g.cast("n", "n_f", onnx::TensorProto::FLOAT);  // the batch size: not a constant
+  g.node("Div", {"one", "zero_f"}, "infinite");
+  g.node("Sub", {"zero_f", "one"}, "minus");
+  g.node("Sqrt", {"minus"}, "nan");
+  // Mod like Python's %, and an integer Reshape to (1).
+  g.constant("minus_seven", -7);
+  g.constant("three", 3);
+  g.node("Mod", {"minus_seven", "three"}, "mod");
+  g.constant("one_i", 1);
+  g.node("Reshape", {"mod", "one_i"}, "mod_1");
+  g.node("Mod", {"n", "three"}, "n_mod");
+  const OnnxShapeFacts facts = evaluate_onnx_shapes(g.graph, g.constants);
+  ASSERT_NE(facts.floats_of("scale_f"), nullptr);
+  EXPECT_EQ(facts.floats_of("scale_f")->values, std::vector<double>{1.0 / std::sqrt(6.0)});
+  EXPECT_FALSE(facts.floats_of("scale_f")->scalar);
+  EXPECT_EQ(*facts.shape("scaled_x"), (std::vector<A>{{0, 1}, {6, 0}}));
+  EXPECT_EQ(facts.floats_of("scaled_x"), nullptr);
+  for (const char* unknown : {"n_f", "infinite", "nan"}) EXPECT_EQ(facts.floats_of(unknown), nullptr) << unknown;
+  EXPECT_EQ(values(facts, "mod_1"), (std::vector<A>{{2, 0}}));
+  EXPECT_EQ(facts.integers_of("n_mod"), nullptr);
+  // The nodes of the scale are shape arithmetic; the Mul of the data is not.
+  for (int i = 0; i < g.graph.node_size(); ++i) {
+    const std::string& out = g.graph.node(i).output(0);
+    const bool evaluated = out == "features_f" || out == "root" || out == "scale" || out == "scale_f";
+    if (evaluated || out == "scaled_x") {
+      EXPECT_EQ(facts.shape_only[static_cast<std::size_t>(i)], evaluated) << out;
+    }
+  }
 }
 
 }  // namespace
