@@ -15,6 +15,7 @@
 #include "engine/text.h"
 #include "engine/threading.h"
 #include "engine/training_state.h"
+#include "engine/worker_pool.h"
 #include "engine/workspace.h"
 
 namespace ember {
@@ -71,6 +72,7 @@ InferenceSession::InferenceSession(std::unique_ptr<Graph> graph, std::unique_ptr
                                                              PlanStrategy::best_fit, /*computes_loss=*/false, options_.threads));
       arena_bytes_ = std::max(arena_bytes_, wide_programs_.back()->arena_bytes());
     }
+    workers_ = std::make_unique<WorkerPool>(options_.threads);
   }
   // The store's two blocks (values, and gradients it holds in every mode) and the first
   // workspaces must fit; further workspaces are made while they fit.
@@ -299,6 +301,7 @@ void InferenceSession::run_micro_batches(const float* input, std::int64_t batch,
     StepRun step;
     step.output = output;
     step.threads = wide ? threads_per_op : 1;
+    step.runner = wide ? workers_.get() : nullptr;
     for (std::int64_t j = thread; j < micro_count; j += team) {
       const std::int64_t first = j * options_.micro_batch;
       const std::int64_t size = std::min(options_.micro_batch, batch - first);

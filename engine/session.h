@@ -13,7 +13,8 @@
 // - The session owns a budget of compute threads (SessionOptions::threads) that its
 //   concurrent callers share: a call runs on its own thread plus as many more as are free.
 //   A batch of several micro-batches spreads them over its threads; a smaller one gives
-//   them to each layer (GEMM, convolution, attention heads). The micro-batches are cut
+//   them to each layer (GEMM, attention heads), on workers the session keeps running
+//   (engine/worker_pool.h). The micro-batches are cut
 //   the same way whatever the thread count, and every layer gives the same bits for any
 //   thread count, so a call's result does not depend on how many threads it got.
 // - Each concurrent call takes a workspace (arena, oneDNN stream) from a pool and gives
@@ -36,6 +37,7 @@
 namespace ember {
 
 class StepProgram;  // engine/step_program.h
+class WorkerPool;   // engine/worker_pool.h
 struct Workspace;   // engine/workspace.h
 
 struct SessionOptions {
@@ -96,6 +98,9 @@ class InferenceSession {
   // threads > 1: the same sizes prepared for a call that holds every thread and runs one
   // micro-batch (its big layers' primitives are created for that many threads).
   std::vector<std::unique_ptr<StepProgram>> wide_programs_;
+  // With wide programs: threads - 1 workers that run a wide call's layers' parts beside
+  // the caller (a call holding every thread is the only one that uses them).
+  std::unique_ptr<WorkerPool> workers_;
   std::size_t arena_bytes_ = 0;
   std::vector<AlignedBuffer> constants_;  // one per node and layout (PreparedLayer::constants_key)
 

@@ -199,7 +199,9 @@ class StepProgram::Runner {
     args.buffers = gather_buffers(op.node);
     args.constants = p_.constants_[static_cast<std::size_t>(op.node)];
     const PreparedLayer& layer = *p_.layers_[static_cast<std::size_t>(op.node)];
-    args.threads = layer.forward_work >= min_parallel_forward_work ? std::min(run_.threads, p_.max_threads_) : 1;
+    const std::int64_t min_work = run_.runner != nullptr ? min_pooled_forward_work : min_parallel_forward_work;
+    args.threads = layer.forward_work >= min_work ? std::min(run_.threads, p_.max_threads_) : 1;
+    args.runner = args.threads > 1 ? run_.runner : nullptr;
     if (partial_stage) {
       layer.forward_partial(args);
       return true;

@@ -81,6 +81,9 @@ struct StepRun {
   // Compute threads each op may use (ForwardArgs::threads), at most the program's
   // max_threads. The executor runs micro-batches in parallel, one thread each.
   int threads = 1;
+  // Non-null: running threads (of `threads`) that ops may give their parts to
+  // (ForwardArgs::runner); ops then take threads from a smaller size of work on.
+  const simd::PartRunner* runner = nullptr;
   // Non-null: time every op into this thread's tallies (engine/profile.h).
   ThreadProfile* profile = nullptr;
   // Non-null: called with a node once its last backward op of this run (the full stage)

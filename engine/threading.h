@@ -23,6 +23,9 @@ inline constexpr int max_compute_threads = 64;
 // threads took 36 -> 24 us standalone with a hot team, but a session call 51 -> 80 us
 // (OMP_WAIT_POLICY default or passive) once the team had to be woken every call.
 inline constexpr std::int64_t min_parallel_forward_work = std::int64_t{1} << 22;
+// The same when the threads are a session's spinning workers (engine/worker_pool.h),
+// which start a part within a microsecond or so: the seed CNN's batch-1 fc1 pays there.
+inline constexpr std::int64_t min_pooled_forward_work = std::int64_t{1} << 18;
 
 template <class Body>
 void parallel_region(int threads, Body&& body) {

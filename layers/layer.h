@@ -29,6 +29,10 @@ struct engine;  // <oneapi/dnnl/dnnl.hpp>: only layers/*.cpp and the engine's so
 struct stream;
 }  // namespace dnnl
 
+namespace ember::simd {
+class PartRunner;  // simd/parallel.h
+}
+
 namespace ember {
 
 using Json = nlohmann::json;
@@ -122,6 +126,10 @@ struct ForwardArgs {
   // Compute threads this call may run (OpenMP), at most PrepareContext::max_threads. A
   // layer must give the same bits for every count.
   int threads = 1;
+  // With threads > 1, possibly: threads that are already running (a session's workers,
+  // engine/worker_pool.h), cheaper to start than OpenMP's; kernels that split their work
+  // into parts (simd::gemm) run the parts on them.
+  const simd::PartRunner* runner = nullptr;
 };
 
 struct BackwardArgs {

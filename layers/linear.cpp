@@ -70,11 +70,11 @@ class PreparedLinear final : public PreparedLayer {
     if (mode_ == Mode::inference && args.constants != nullptr) {
       simd::gemm_packed(Transpose::no, Transpose::yes, rows_, out_, in_, args.inputs[0].data, in_,
                         reinterpret_cast<const float*>(args.constants), args.output.data, out_, epilogue, scratch,
-                        args.threads);
+                        args.threads, args.runner);
       return;
     }
     simd::gemm(Transpose::no, Transpose::yes, rows_, out_, in_, args.inputs[0].data, in_, args.params[0].data, in_,
-               args.output.data, out_, epilogue, scratch, args.threads);
+               args.output.data, out_, epilogue, scratch, args.threads, args.runner);
   }
 
   // Floats of Y^T at the start of the training forward's scratch (a multiple of 16, so

@@ -14,6 +14,7 @@
 #include "simd/attention.h"
 #include "simd/elementwise.h"
 #include "simd/gemm.h"
+#include "simd/parallel.h"
 
 namespace ember {
 namespace {
@@ -48,7 +49,7 @@ class PreparedMultiHeadAttention final : public PreparedLayer {
     simd::GemmEpilogue in_bias;
     in_bias.bias = o_.bias ? args.params[1].data : nullptr;
     simd::gemm(Transpose::no, Transpose::yes, rows_, 3 * d, d, args.inputs[0].data, d, args.params[0].data, d, qkv, 3 * d,
-               in_bias, reinterpret_cast<float*>(work), args.threads);
+               in_bias, reinterpret_cast<float*>(work), args.threads, args.runner);
 
     const std::int64_t pairs = batch_ * o_.heads;
     auto attend = [&](std::int64_t pair, int thread) {
@@ -59,7 +60,14 @@ class PreparedMultiHeadAttention final : public PreparedLayer {
                                         lse + pair * tokens_, scratch);
     };
     const int threads = static_cast<int>(std::min<std::int64_t>({slices_, args.threads, pairs}));
-    if (threads > 1) {
+    if (threads > 1 && args.runner != nullptr) {
+      // A session's workers: part p takes the p-th of `threads` runs of (image, head) pairs.
+      auto run = [&](int part) {
+        const std::int64_t first = pairs * part / threads, end = pairs * (part + 1) / threads;
+        for (std::int64_t pair = first; pair < end; ++pair) attend(pair, part);
+      };
+      simd::run_parts(*args.runner, threads, run);
+    } else if (threads > 1) {
 #pragma omp parallel for num_threads(threads) schedule(static)
       for (std::int64_t pair = 0; pair < pairs; ++pair) attend(pair, omp_get_thread_num());
     } else {
@@ -71,7 +79,7 @@ class PreparedMultiHeadAttention final : public PreparedLayer {
     simd::GemmEpilogue out_bias;
     out_bias.bias = o_.bias ? args.params[3].data : nullptr;
     simd::gemm(Transpose::no, Transpose::yes, rows_, d, d, heads, d, args.params[o_.bias ? 2 : 1].data, d, args.output.data, d,
-               out_bias, reinterpret_cast<float*>(work), args.threads);
+               out_bias, reinterpret_cast<float*>(work), args.threads, args.runner);
   }
 
   void backward(const BackwardArgs& args) const override {

@@ -15,9 +15,10 @@
 //
 // The kernel packs panels of op(A) and op(B) into caller-provided scratch (it never
 // allocates): ask gemm_scratch_floats with the same transposes, sizes and thread count.
-// `threads` > 1 lets one call split C over M and N among that many OpenMP threads (only
-// when the problem is large enough to pay); K is never split, so C is bitwise the same
-// for every thread count. The register tiling and orientation of each call are chosen by
+// `threads` > 1 lets one call split C over M and N among that many threads (only when
+// the problem is large enough to pay): OpenMP's, or a PartRunner's when one is given
+// (simd/parallel.h); K is never split, so C is bitwise the same for every thread count
+// and runner. The register tiling and orientation of each call are chosen by
 // simd/gemm_plan.h from the shape and instruction set alone.
 //
 // Prepacked B (constant weights): gemm_pack_b packs op(B) once into a layout that depends
@@ -32,6 +33,7 @@
 
 #include "simd/dispatch.h"
 #include "simd/gemm_plan.h"
+#include "simd/parallel.h"
 
 namespace ember::simd {
 // gelu is the exact (erf) GELU, gelu_tanh its tanh approximation, as in simd/activation.h.
@@ -55,7 +57,7 @@ struct GemmKernels {
   // needed), for the packed panels; its contents on entry do not matter.
   void (*gemm)(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int64_t N, std::int64_t K,
                const float* A, std::int64_t lda, const float* B, std::int64_t ldb, float* C,
-               std::int64_t ldc, const GemmEpilogue& epilogue, float* scratch, int threads);
+               std::int64_t ldc, const GemmEpilogue& epilogue, float* scratch, int threads, const PartRunner* runner);
   std::size_t (*scratch_floats)(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int64_t N, std::int64_t K,
                                 int threads);
   // packed: packed_b_floats(trans_b, K, N) floats (no alignment needed), filled by
@@ -69,7 +71,7 @@ struct GemmKernels {
   // packed_scratch_floats(trans_a, trans_b, M, N, K, threads) floats.
   void (*gemm_packed)(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int64_t N, std::int64_t K,
                       const float* A, std::int64_t lda, const float* packed_b, float* C, std::int64_t ldc,
-                      const GemmEpilogue& epilogue, float* scratch, int threads);
+                      const GemmEpilogue& epilogue, float* scratch, int threads, const PartRunner* runner);
   std::size_t (*packed_scratch_floats)(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int64_t N,
                                        std::int64_t K, int threads);
   GemmBlocking blocking;
@@ -88,8 +90,9 @@ inline std::size_t gemm_scratch_floats(Transpose trans_a, Transpose trans_b, std
 
 inline void gemm(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int64_t N, std::int64_t K,
                  const float* A, std::int64_t lda, const float* B, std::int64_t ldb, float* C,
-                 std::int64_t ldc, const GemmEpilogue& epilogue, float* scratch, int threads) {
-  gemm_kernels().gemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, epilogue, scratch, threads);
+                 std::int64_t ldc, const GemmEpilogue& epilogue, float* scratch, int threads,
+                 const PartRunner* runner = nullptr) {
+  gemm_kernels().gemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, epilogue, scratch, threads, runner);
 }
 
 // Prepacked op(B), with the start-up instruction set's table (see GemmKernels).
@@ -106,8 +109,8 @@ inline std::size_t gemm_packed_scratch_floats(Transpose trans_a, Transpose trans
 }
 inline void gemm_packed(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int64_t N, std::int64_t K,
                         const float* A, std::int64_t lda, const float* packed_b, float* C, std::int64_t ldc,
-                        const GemmEpilogue& epilogue, float* scratch, int threads) {
-  gemm_kernels().gemm_packed(trans_a, trans_b, M, N, K, A, lda, packed_b, C, ldc, epilogue, scratch, threads);
+                        const GemmEpilogue& epilogue, float* scratch, int threads, const PartRunner* runner = nullptr) {
+  gemm_kernels().gemm_packed(trans_a, trans_b, M, N, K, A, lda, packed_b, C, ldc, epilogue, scratch, threads, runner);
 }
 
 }  // namespace ember::simd

@@ -829,18 +829,24 @@ void gemm_part(const GemmPlan& plan, const GemmOperands& g, const GemmEpilogue& 
   }
 }
 
-// The plan's parts of C, one per thread (OpenMP), each with its own scratch panels.
+// The plan's parts of C, one per thread (the runner's, else OpenMP's), each with its own
+// scratch panels.
 template <class Arch>
 void gemm_run(const GemmPlan& plan, const GemmOperands& g, const GemmEpilogue& epilogue, float* scratch,
-              const float* packed_b) {
+              const float* packed_b, const PartRunner* runner) {
   auto run_part = [&](int part, float* thread_scratch) {
     const std::int64_t i0 = part / plan.n_parts * plan.part_rows, j0 = part % plan.n_parts * plan.part_cols;
     const std::int64_t i1 = std::min(g.M, i0 + plan.part_rows), j1 = std::min(g.N, j0 + plan.part_cols);
     if (i0 >= i1 || j0 >= j1) return;
     gemm_part<Arch>(plan, g, epilogue, i0, i1, j0, j1, thread_scratch, thread_scratch + plan.a_floats, packed_b);
   };
-  if (plan.threads == 1) {
-    run_part(0, scratch);
+  if (plan.threads == 1 || (runner == nullptr && g.M * g.N * g.K < min_openmp_gemm_work)) {
+    for (int part = 0; part < plan.threads; ++part) run_part(part, scratch + part * (plan.a_floats + plan.b_floats));
+    return;
+  }
+  if (runner != nullptr) {
+    auto part = [&](int p) { run_part(p, scratch + p * (plan.a_floats + plan.b_floats)); };
+    run_parts(*runner, plan.threads, part);
     return;
   }
 #pragma omp parallel num_threads(plan.threads)
@@ -872,7 +878,7 @@ void gemm_dot_call(const GemmOperands& g, const float* W, std::int64_t ldw, cons
 template <class Arch>
 void gemm(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int64_t N, std::int64_t K, const float* A,
           std::int64_t lda, const float* B, std::int64_t ldb, float* C, std::int64_t ldc, const GemmEpilogue& epilogue,
-          float* scratch, int threads) {
+          float* scratch, int threads, const PartRunner* runner) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
     epilogue_only<Arch>(M, N, C, ldc, epilogue);
@@ -883,7 +889,7 @@ void gemm(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int64_t N, 
     gemm_dot_call<Arch>(g, B, ldb, epilogue);
     return;
   }
-  gemm_run<Arch>(plan_gemm(gemm_isa<Arch>(), trans_a, trans_b, M, N, K, threads, false), g, epilogue, scratch, nullptr);
+  gemm_run<Arch>(plan_gemm(gemm_isa<Arch>(), trans_a, trans_b, M, N, K, threads, false), g, epilogue, scratch, nullptr, runner);
 }
 
 template <class Arch>
@@ -1003,7 +1009,7 @@ void gemm_dot_packed(const GemmOperands& g, const float* slivers, const GemmEpil
 template <class Arch>
 void gemm_packed(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int64_t N, std::int64_t K, const float* A,
                  std::int64_t lda, const float* packed_b, float* C, std::int64_t ldc, const GemmEpilogue& epilogue,
-                 float* scratch, int threads) {
+                 float* scratch, int threads, const PartRunner* runner) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
     epilogue_only<Arch>(M, N, C, ldc, epilogue);
@@ -1015,7 +1021,7 @@ void gemm_packed(Transpose trans_a, Transpose trans_b, std::int64_t M, std::int6
     gemm_dot_packed<Arch>(g, packed_b, epilogue);
     return;
   }
-  gemm_run<Arch>(plan, g, epilogue, scratch, packed_b);
+  gemm_run<Arch>(plan, g, epilogue, scratch, packed_b, runner);
 }
 
 template <class Arch>

@@ -8,8 +8,11 @@ namespace {
 
 constexpr std::int64_t max_k_block = 256;
 constexpr std::int64_t l1_bytes = 32 * 1024;
-// Below this many multiply-adds (M N K) one thread finishes before a team starts.
-constexpr std::int64_t min_parallel_work = std::int64_t{1} << 21;
+// Below this many multiply-adds (M N K) one thread finishes before a second one starts
+// on its part, even a spinning worker (engine/worker_pool.h). An OpenMP team costs more:
+// gemm_run runs the parts of calls under min_openmp_gemm_work (simd/gemm_plan.h) one
+// after another when OpenMP would run them.
+constexpr std::int64_t min_parallel_work = std::int64_t{1} << 18;
 // Rows of op(A) per A panel (an MC x KC panel stays in a 512 KiB L2) and columns of op(B)
 // per B panel (a KC x NC panel lives in L3).
 constexpr std::int64_t mc_base = 144;

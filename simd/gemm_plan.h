@@ -35,6 +35,11 @@ namespace ember::simd {
 
 enum class Transpose : bool { no = false, yes = true };
 
+// Below this many multiply-adds (M N K) a call's parts run one after another on the
+// calling thread rather than in an OpenMP team (one thread finishes before a team
+// starts); a PartRunner (simd/parallel.h) runs them from a smaller size on.
+inline constexpr std::int64_t min_openmp_gemm_work = std::int64_t{1} << 21;
+
 // What the planner knows of an instruction set.
 struct GemmIsaTraits {
   int width;             // floats per vector

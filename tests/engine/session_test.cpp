@@ -192,6 +192,47 @@ TEST_P(InferenceSessionThreads, ConcurrentCallersShareTheThreadBudget) {
   EXPECT_EQ(mismatches, std::vector<int>(callers, 0));
 }
 
+// A lone micro-batch with every thread of the budget runs its big layers' parts (GEMM
+// tiles, attention heads) on the session's workers (engine/worker_pool.h), not in an
+// OpenMP team: the same bits as one thread, alone and with callers competing for the
+// workers. No OpenMP team opens here, so ThreadSanitizer (the tsan preset) checks the
+// workers too.
+class InferenceSessionWorkers : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(InferenceSessionWorkers, OneMicroBatchOnTheWorkersGivesTheBitsOfOneThread) {
+  constexpr std::int64_t batch = 4;
+  const auto one = make_session(GetParam(), batch, batch);
+  const auto two = make_session(GetParam(), batch, batch, 2);
+  const std::int64_t out = one->output_sample_elements();
+  const std::vector<float> input = random_inputs(static_cast<std::size_t>(batch * one->input_sample_elements()), 7);
+  std::vector<std::vector<float>> expected(batch + 1);
+  for (std::int64_t b = 1; b <= batch; ++b) {
+    expected[static_cast<std::size_t>(b)].resize(static_cast<std::size_t>(b * out));
+    one->run(input.data(), b, expected[static_cast<std::size_t>(b)].data());
+    std::vector<float> found(static_cast<std::size_t>(b * out));
+    two->run(input.data(), b, found.data());
+    EXPECT_TRUE(same_bits(expected[static_cast<std::size_t>(b)].data(), found.data(), b * out)) << "batch " << b;
+  }
+  constexpr int callers = 3;
+  const int calls = calls_per_thread(50);
+  std::vector<int> mismatches(callers, 0);
+  std::latch start(callers);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < callers; ++t) {
+    threads.emplace_back([&, t] {
+      std::vector<float> output(static_cast<std::size_t>(batch * out));
+      start.arrive_and_wait();
+      for (int c = 0; c < calls; ++c) {
+        const std::int64_t b = 1 + (t + c) % batch;
+        two->run(input.data(), b, output.data());
+        if (!same_bits(output.data(), expected[static_cast<std::size_t>(b)].data(), b * out)) ++mismatches[static_cast<std::size_t>(t)];
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(mismatches, std::vector<int>(callers, 0));
+}
+
 TEST_P(InferenceSessionTest, MemoryStaysBoundedWhenBatchSizesVary) {
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
   GTEST_SKIP() << "resident memory includes the sanitizer's shadow memory and quarantine";
@@ -214,6 +255,13 @@ TEST_P(InferenceSessionTest, MemoryStaysBoundedWhenBatchSizesVary) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, InferenceSessionTest, ::testing::Values("seed-cnn", "attn-cnn"),
+                         [](const ::testing::TestParamInfo<const char*>& info) {
+                           std::string name = info.param;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
+
+INSTANTIATE_TEST_SUITE_P(Models, InferenceSessionWorkers, ::testing::Values("seed-cnn", "attn-cnn", "attention-mse"),
                          [](const ::testing::TestParamInfo<const char*>& info) {
                            std::string name = info.param;
                            std::replace(name.begin(), name.end(), '-', '_');

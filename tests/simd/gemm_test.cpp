@@ -10,12 +10,14 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <cstdint>
 #include <limits>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -24,6 +26,24 @@
 
 namespace ember::simd {
 namespace {
+
+// A PartRunner that starts one thread per part, last part first, and joins them: parts
+// run at once, in another order than their numbers, off the calling thread.
+class ThreadPerPartRunner final : public PartRunner {
+ public:
+  void run(int parts, Body body, void* context) const override {
+    std::vector<std::thread> threads;
+    for (int part = parts - 1; part >= 0; --part) {
+      threads.emplace_back([=, this] {
+        body(context, part);
+        parts_run.fetch_add(1);
+      });
+    }
+    for (std::thread& thread : threads) thread.join();
+  }
+  int threads() const override { return 4; }
+  mutable std::atomic<int> parts_run{0};
+};
 
 // The table under test: made for this instruction set only (see testing::made_for).
 GemmKernels kernels_under_test(Isa isa) {
@@ -156,7 +176,7 @@ std::vector<double> reference_gemm(const GemmCase& c, const float* A, std::int64
   GuardedBuffer<float> scratch(kernels.scratch_floats(c.trans_a, c.trans_b, c.M, c.N, c.K, c.threads));
   for (float& x : scratch) x = nan_value;
   kernels.gemm(c.trans_a, c.trans_b, c.M, c.N, c.K, A.data(), lda, B.data(), ldb, C.data() + c_front, ldc, epilogue,
-               scratch.data(), c.threads);
+               scratch.data(), c.threads, nullptr);
 
   std::vector<double> magnitude;
   const std::vector<double> expected =
@@ -452,12 +472,21 @@ TEST_P(GemmTest, ThreadCountsGiveBitwiseIdenticalResults) {
           for (float& x : scratch) x = nan_value;
           std::vector<float> C = c_start;
           kernels.gemm(ta, tb, M, N, K, A.data(), a_shape.ld, B.data(), b_shape.ld, C.data(), ldc, epilogue, scratch.data(),
-                       threads);
+                       threads, nullptr);
           if (threads == 1) {
             one_thread = C;
           } else {
             EXPECT_EQ(std::memcmp(C.data(), one_thread.data(), C.size() * sizeof(float)), 0)
                 << isa_name(isa) << " " << describe(c) << ": C differs from the one-thread result";
+            // The same parts on a runner's threads, all at once, last part first.
+            const ThreadPerPartRunner runner;
+            for (float& x : scratch) x = nan_value;
+            C = c_start;
+            kernels.gemm(ta, tb, M, N, K, A.data(), a_shape.ld, B.data(), b_shape.ld, C.data(), ldc, epilogue,
+                         scratch.data(), threads, &runner);
+            EXPECT_EQ(std::memcmp(C.data(), one_thread.data(), C.size() * sizeof(float)), 0)
+                << isa_name(isa) << " " << describe(c) << ": C on a PartRunner differs from the one-thread result";
+            EXPECT_GT(runner.parts_run.load(), 1) << isa_name(isa) << " " << describe(c) << ": the call was not split";
           }
           cases.push_back(c);
         }
@@ -555,7 +584,7 @@ TEST_P(GemmTest, PackedBGivesBitwiseTheUnpackedResult) {
           const bool packed_dot = plan_gemm(isa, ta, tb, M, N, K, 1, true).orientation == GemmOrientation::dot;
           if (!gemm_uses_dot(ta, tb, M, N) || packed_dot) {
             kernels.gemm(ta, tb, M, N, K, A.data(), a_shape.ld, B.data(), b_shape.ld, unpacked.data(), ldc, epilogue,
-                         scratch.data(), 1);
+                         scratch.data(), 1, nullptr);
           } else {
             // gemm takes the dot orientation here and gemm_packed does not: the packed
             // result must be the first M rows of a packed call with 8 rows more (the same
@@ -567,7 +596,7 @@ TEST_P(GemmTest, PackedBGivesBitwiseTheUnpackedResult) {
             std::copy(c_start.begin(), c_start.end(), c_more.begin());
             GuardedBuffer<float> more_scratch(kernels.packed_scratch_floats(ta, tb, more, N, K, 1));
             kernels.gemm_packed(ta, tb, more, N, K, a_rows.data(), K + 1, packed.data(), c_more.data(), ldc, epilogue,
-                                more_scratch.data(), 1);
+                                more_scratch.data(), 1, nullptr);
             std::copy(c_more.begin(), c_more.begin() + M * ldc, unpacked.begin());
           }
           for (int threads : {1, 2, 3}) {
@@ -575,8 +604,17 @@ TEST_P(GemmTest, PackedBGivesBitwiseTheUnpackedResult) {
             for (float& x : packed_scratch) x = nan_value;
             std::vector<float> C = c_start;
             kernels.gemm_packed(ta, tb, M, N, K, A.data(), a_shape.ld, packed.data(), C.data(), ldc, epilogue,
-                                packed_scratch.data(), threads);
-            const bool same = std::memcmp(C.data(), unpacked.data(), C.size() * sizeof(float)) == 0;
+                                packed_scratch.data(), threads, nullptr);
+            bool same = std::memcmp(C.data(), unpacked.data(), C.size() * sizeof(float)) == 0;
+            if (threads > 1) {
+              // The parts on a runner's threads, all at once, last part first.
+              const ThreadPerPartRunner runner;
+              for (float& x : packed_scratch) x = nan_value;
+              std::vector<float> on_runner = c_start;
+              kernels.gemm_packed(ta, tb, M, N, K, A.data(), a_shape.ld, packed.data(), on_runner.data(), ldc, epilogue,
+                                  packed_scratch.data(), threads, &runner);
+              same = same && std::memcmp(on_runner.data(), unpacked.data(), C.size() * sizeof(float)) == 0;
+            }
             EXPECT_TRUE(same) << isa_name(isa) << " " << (ta == Transpose::yes ? "A^T" : "A") << " "
                               << (tb == Transpose::yes ? "B^T" : "B") << " M=" << M << " N=" << N << " K=" << K
                               << " threads " << threads << ": gemm_packed differs from gemm";
