@@ -22,6 +22,7 @@
 #include "engine/loss.h"
 #include "engine/memory_limit.h"
 #include "engine/model_spec.h"
+#include "engine/onnx_import.h"
 #include "engine/optimizer.h"
 #include "engine/parameters.h"
 #include "engine/random.h"
@@ -135,12 +136,19 @@ std::int64_t batch_count(std::int64_t samples, std::int64_t batch_size, std::int
   return std::min(batch_size, samples - b * batch_size);
 }
 
+// The model of --model: a built-in name or a JSON spec (model_spec.h), or a checkpoint or
+// ONNX file whose model it is (`ember import`'s output, fine-tuned with --init).
+Json training_model_spec(const std::string& model) {
+  const bool checkpoint = model.size() > 12 && model.compare(model.size() - 12, 12, ".safetensors") == 0;
+  return checkpoint || is_onnx_path(model) ? model_spec_of_file(model) : load_model_spec(model);
+}
+
 std::vector<EpochReport> train_on(const TrainOptions& requested, TrainingObserver& rank_observer, Communicator& world) {
   check_options(requested);
   // The run's options as it runs them: a resumed run keeps its checkpoint's frozen
   // parameters, and the micro-batch is chosen when none was asked for.
   TrainOptions options = requested;
-  const Json spec = load_model_spec(options.model);
+  const Json spec = training_model_spec(options.model);
   const Graph graph = graph_from_spec(spec, options.model);
   const Shape& input_shape = graph.input_sample_shape();
   const std::size_t memory_limit = resolve_memory_limit(requested.memory_limit);

@@ -13,7 +13,7 @@
 namespace ember {
 
 struct TrainOptions {
-  std::string model = "seed-cnn";      // built-in name or path to a JSON spec
+  std::string model = "seed-cnn";      // built-in name, path to a JSON spec, or a checkpoint or ONNX file's model
   // fashion-mnist | mnist | directory of IDX files | image folder | CSV file |
   // attention-retrieval; empty: the model's own (its spec's "data", else fashion-mnist)
   std::string data;

@@ -209,6 +209,23 @@ std::vector<double> run_normalization(const Json& run, const char* key, double f
   return run[key].get<std::vector<double>>();
 }
 
+bool file_holds_a_model(const std::string& path) {
+  if (is_onnx_path(path)) return true;
+  try {
+    return SafetensorsFile::read(path).metadata().count("model_spec") > 0;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+Json model_spec_of_file(const std::string& path) {
+  if (is_onnx_path(path)) {
+    const TrainedModel model = import_onnx(path);
+    return spec_from_graph(*model.graph, path.substr(path.rfind('/') == std::string::npos ? 0 : path.rfind('/') + 1));
+  }
+  return metadata_json(SafetensorsFile::read(path), "model_spec");
+}
+
 TrainedModel load_trained_model(const std::string& path, std::size_t memory_limit) {
   // Models trained elsewhere: an ONNX file is imported (engine/onnx_import.h).
   if (is_onnx_path(path)) return import_onnx(path, memory_limit);

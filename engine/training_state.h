@@ -53,6 +53,13 @@ std::vector<std::string> run_class_names(const Json& run, std::int64_t classes);
 // Every tensor is checked against the spec, and the model against `memory_limit`
 // (engine/memory_limit.h; 0: the available memory), before its parameters are allocated.
 TrainedModel load_trained_model(const std::string& path, std::size_t memory_limit = 0);
+// Does `path` hold a model load_trained_model can build: an ONNX file, or a safetensors
+// file with a model_spec (an ember checkpoint, not a bare state_dict)? False for a file
+// that cannot be read: the caller's own read reports that.
+bool file_holds_a_model(const std::string& path);
+// The model spec of such a file: a checkpoint's own, or the spec `ember import` would
+// save for an ONNX file.
+Json model_spec_of_file(const std::string& path);
 
 // The parameters and buffers of `graph` from a checkpoint, checked and limited as above;
 // the checkpoint's model spec is not read (for a graph built in code, a test's layer).

@@ -9,6 +9,7 @@
 
 #include "engine/initial_weights.h"
 #include "engine/model_spec.h"
+#include "engine/training_state.h"
 #include "engine/threading.h"
 #include "engine/trainer.h"
 #include "tools/ember/commands.h"
@@ -199,7 +200,7 @@ int train_command(int argc, char** argv) {
       .value("save-every", "also save the checkpoint after every N optimizer steps (0: only after each epoch)", "0", "N")
       .value("log", "CSV log, one row per epoch", "", "PATH")
       .value("resume", "continue the run saved in this checkpoint", "", "PATH")
-      .value("init", "start from these weights (an ember checkpoint, or a PyTorch state_dict saved as safetensors), matched by tensor name; fresh optimizer state and step count (docs/pytorch-weights.md)", "", "PATH")
+      .value("init", "start from these weights (an ember checkpoint, or a PyTorch state_dict saved as safetensors), matched by tensor name; fresh optimizer state and step count (docs/pytorch-weights.md); without --model, an ember checkpoint's own model is trained (ember import's output)", "", "PATH")
       .value("init-skip", "with --init: tensors or layers (comma-separated names or prefixes, e.g. fc2) that keep their fresh initialization", "", "NAMES")
       .value("freeze", "parameters under these comma-separated prefixes (e.g. conv1,conv2) are not updated", "", "PREFIXES")
       .value("train-limit", "use only the first N training images (0: all)", "0", "N")
@@ -214,7 +215,10 @@ int train_command(int argc, char** argv) {
     return 0;
   }
   TrainOptions options;
-  options.model = flags.text("model");
+  // --init without --model trains the --init file's own model when it has one (an ember
+  // checkpoint, `ember import`'s output); a bare state_dict keeps the default model.
+  const bool model_of_init = !flags.on("model") && flags.on("init") && file_holds_a_model(flags.text("init"));
+  options.model = model_of_init ? flags.text("init") : flags.text("model");
   options.data = flags.text("data");
   options.epochs = static_cast<int>(flags.positive_integer("epochs"));
   options.max_steps = flags.non_negative_integer("max-steps");
