@@ -22,6 +22,7 @@
 #include "engine/safetensors.h"
 #include "engine/session.h"
 #include "support/expect_error.h"
+#include "torch_golden_checks.h"
 
 namespace ember {
 namespace {
@@ -30,17 +31,9 @@ using testing::throws_error_with;
 
 const std::string data_dir = std::string(EMBER_TEST_DATA_DIR) + "/onnx/";
 
-struct AttentionCase {
-  std::string name;
-  std::vector<std::int64_t> input_shape;  // batch 3
-  std::vector<std::int64_t> output_shape;
-  int attentions;
-  int heads = 4;
-  bool bias = true;
-  bool causal = false;  // attn_mask: the causal mask
-};
+using testing::TorchGoldenCase;
 
-const AttentionCase attention_cases[] = {
+const TorchGoldenCase attention_cases[] = {
     {"encoder_relu_post", {3, 5, 6}, {3, 3}, 2},
     {"encoder_relu_post_opset13", {3, 5, 6}, {3, 3}, 2},  // LayerNorm decomposed
     {"encoder_gelu_pre", {3, 5, 6}, {3, 3}, 2},
@@ -58,67 +51,17 @@ std::string read_bytes(const std::string& path) {
 }
 
 TEST(OnnxAttentionImport, PyTorchTransformersRunThroughTheCApiWithPyTorchsOutputs) {
-  const SafetensorsFile goldens = SafetensorsFile::read(data_dir + "torch_goldens.safetensors");
-  for (const AttentionCase& c : attention_cases) {
-    SCOPED_TRACE(c.name);
-    const std::span<const float> input = goldens.floats(c.name + ".input", c.input_shape);
-    const std::span<const float> expected = goldens.floats(c.name + ".output", c.output_shape);
-    char error[512] = "";
-    ember_session* session = ember_session_create((data_dir + c.name + ".onnx").c_str(), 8, error, sizeof error);
-    ASSERT_NE(session, nullptr) << error;
-    std::vector<float> output(expected.size());
-    ASSERT_EQ(ember_session_run(session, input.data(), input.size(), 3, output.data(), output.size()), 0) << ember_last_error();
-    float worst = 0.0f;
-    for (std::size_t i = 0; i < expected.size(); ++i) {
-      EXPECT_NEAR(output[i], expected[i], 1e-4f) << "output " << i;
-      worst = std::max(worst, std::fabs(output[i] - expected[i]));
-    }
-    std::printf("%s: max |ember - torch| = %.3g\n", c.name.c_str(), static_cast<double>(worst));
-    ember_session_destroy(session);
-  }
+  const SafetensorsFile goldens = SafetensorsFile::read(testing::torch_onnx_dir + "torch_goldens.safetensors");
+  for (const TorchGoldenCase& c : attention_cases) testing::expect_c_api_gives_pytorchs_outputs(c, goldens);
 }
 
-// The batch is symbolic in the file: one sample alone gives its row of the batch of 3.
 TEST(OnnxAttentionImport, AnyBatchSizeGivesTheSameRows) {
-  const SafetensorsFile goldens = SafetensorsFile::read(data_dir + "torch_goldens.safetensors");
-  for (const AttentionCase& c : attention_cases) {
-    SCOPED_TRACE(c.name);
-    const std::span<const float> input = goldens.floats(c.name + ".input", c.input_shape);
-    const std::span<const float> expected = goldens.floats(c.name + ".output", c.output_shape);
-    const std::size_t in_row = input.size() / 3, out_row = expected.size() / 3;
-    SessionOptions options;
-    options.max_batch = 3;
-    const auto session = InferenceSession::open(data_dir + c.name + ".onnx", options);
-    std::vector<float> output(out_row);
-    session->run(input.data() + 2 * in_row, 1, output.data());
-    for (std::size_t i = 0; i < out_row; ++i) EXPECT_NEAR(output[i], expected[2 * out_row + i], 1e-4f) << "output " << i;
-  }
+  const SafetensorsFile goldens = SafetensorsFile::read(testing::torch_onnx_dir + "torch_goldens.safetensors");
+  for (const TorchGoldenCase& c : attention_cases) testing::expect_one_sample_gives_its_row(c, goldens);
 }
 
 TEST(OnnxAttentionImport, EachAttentionBecomesOneMultiHeadAttentionLayer) {
-  for (const AttentionCase& c : attention_cases) {
-    SCOPED_TRACE(c.name);
-    const TrainedModel model = import_onnx(data_dir + c.name + ".onnx");
-    int attentions = 0, layer_norms = 0;
-    for (const Node& node : model.graph->nodes()) {
-      if (node.layer->kind() == "multi_head_attention") {
-        ++attentions;
-        EXPECT_EQ(node.layer->options()["heads"], c.heads);
-        EXPECT_EQ(node.layer->options()["d_model"], 16);
-        EXPECT_EQ(node.layer->options()["bias"], c.bias);
-        EXPECT_EQ(node.layer->options()["causal"], c.causal);
-      }
-      layer_norms += node.layer->kind() == "layer_norm";
-    }
-    EXPECT_EQ(attentions, c.attentions);
-    // As a checkpoint's spec (ember import) it rebuilds the same layers.
-    const Graph rebuilt = graph_from_spec(spec_from_graph(*model.graph, c.name), c.name);
-    EXPECT_EQ(rebuilt.nodes().size(), model.graph->nodes().size());
-    const bool encoder = c.attentions == 2;
-    EXPECT_EQ(layer_norms, encoder ? 4 : 0);
-    // Linear, 2 x (attention, add, norm, linear, activation, linear, add, norm), mean, Linear.
-    EXPECT_EQ(model.graph->nodes().size(), encoder ? 19u : 1u);
-  }
+  for (const TorchGoldenCase& c : attention_cases) testing::expect_attention_layers(c);
 }
 
 // The imported encoder trains: a few SGD steps on one batch lower its loss.

@@ -17,6 +17,7 @@
 #include "engine/safetensors.h"
 #include "engine/session.h"
 #include "support/expect_error.h"
+#include "torch_golden_checks.h"
 #include "support/file_helpers.h"
 
 namespace ember {
@@ -48,16 +49,7 @@ std::string read_bytes(const std::string& path) {
 TEST(OnnxImport, PyTorchExportsRunThroughTheCApiWithPyTorchsOutputs) {
   const SafetensorsFile goldens = SafetensorsFile::read(data_dir + "torch_goldens.safetensors");
   for (const TorchCase& c : torch_cases) {
-    SCOPED_TRACE(c.name);
-    const std::span<const float> input = goldens.floats(c.name + ".input", c.input_shape);
-    const std::span<const float> expected = goldens.floats(c.name + ".output", c.output_shape);
-    char error[512] = "";
-    ember_session* session = ember_session_create((data_dir + c.name + ".onnx").c_str(), 8, error, sizeof error);
-    ASSERT_NE(session, nullptr) << error;
-    std::vector<float> output(expected.size());
-    ASSERT_EQ(ember_session_run(session, input.data(), input.size(), 3, output.data(), output.size()), 0) << ember_last_error();
-    for (std::size_t i = 0; i < expected.size(); ++i) EXPECT_NEAR(output[i], expected[i], 1e-4f) << "output " << i;
-    ember_session_destroy(session);
+    testing::expect_c_api_gives_pytorchs_outputs(testing::TorchGoldenCase{c.name, c.input_shape, c.output_shape}, goldens);
   }
 }
 

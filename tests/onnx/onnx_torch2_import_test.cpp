@@ -19,6 +19,7 @@
 #include "engine/safetensors.h"
 #include "engine/session.h"
 #include "support/expect_error.h"
+#include "torch_golden_checks.h"
 
 namespace ember {
 namespace {
@@ -27,17 +28,9 @@ using testing::throws_error_with;
 
 const std::string data_dir = std::string(EMBER_TEST_DATA_DIR) + "/onnx/";
 
-struct Torch2Case {
-  std::string name;
-  std::vector<std::int64_t> input_shape;  // batch 3
-  std::vector<std::int64_t> output_shape;
-  int attentions = 0;
-  int heads = 4;
-  bool bias = true;
-  bool causal = false;
-};
+using testing::TorchGoldenCase;
 
-const Torch2Case torch2_cases[] = {
+const TorchGoldenCase torch2_cases[] = {
     {"torch2_encoder_relu_post", {3, 5, 6}, {3, 3}, 2},
     {"torch2_encoder_relu_post_opset14", {3, 5, 6}, {3, 3}, 2},  // LayerNorm decomposed
     {"torch2_encoder_gelu_pre", {3, 5, 6}, {3, 3}, 2},
@@ -59,60 +52,15 @@ const SafetensorsFile& goldens() {
 }
 
 TEST(OnnxTorch2Import, Torch2ExportsRunThroughTheCApiWithPyTorchsOutputs) {
-  for (const Torch2Case& c : torch2_cases) {
-    SCOPED_TRACE(c.name);
-    const std::span<const float> input = goldens().floats(c.name + ".input", c.input_shape);
-    const std::span<const float> expected = goldens().floats(c.name + ".output", c.output_shape);
-    char error[512] = "";
-    ember_session* session = ember_session_create((data_dir + c.name + ".onnx").c_str(), 8, error, sizeof error);
-    ASSERT_NE(session, nullptr) << error;
-    std::vector<float> output(expected.size());
-    ASSERT_EQ(ember_session_run(session, input.data(), input.size(), 3, output.data(), output.size()), 0) << ember_last_error();
-    float worst = 0.0f;
-    for (std::size_t i = 0; i < expected.size(); ++i) {
-      EXPECT_NEAR(output[i], expected[i], 1e-4f) << "output " << i;
-      worst = std::max(worst, std::fabs(output[i] - expected[i]));
-    }
-    std::printf("%s: max |ember - torch| = %.3g\n", c.name.c_str(), static_cast<double>(worst));
-    ember_session_destroy(session);
-  }
+  for (const TorchGoldenCase& c : torch2_cases) testing::expect_c_api_gives_pytorchs_outputs(c, goldens());
 }
 
-// The batch is symbolic in the file: one sample alone gives its row of the batch of 3.
 TEST(OnnxTorch2Import, AnyBatchSizeGivesTheSameRows) {
-  for (const Torch2Case& c : torch2_cases) {
-    SCOPED_TRACE(c.name);
-    const std::span<const float> input = goldens().floats(c.name + ".input", c.input_shape);
-    const std::span<const float> expected = goldens().floats(c.name + ".output", c.output_shape);
-    const std::size_t in_row = input.size() / 3, out_row = expected.size() / 3;
-    SessionOptions options;
-    options.max_batch = 3;
-    const auto session = InferenceSession::open(data_dir + c.name + ".onnx", options);
-    std::vector<float> output(out_row);
-    session->run(input.data() + 2 * in_row, 1, output.data());
-    for (std::size_t i = 0; i < out_row; ++i) EXPECT_NEAR(output[i], expected[2 * out_row + i], 1e-4f) << "output " << i;
-  }
+  for (const TorchGoldenCase& c : torch2_cases) testing::expect_one_sample_gives_its_row(c, goldens());
 }
 
 TEST(OnnxTorch2Import, EachAttentionBecomesOneMultiHeadAttentionLayer) {
-  for (const Torch2Case& c : torch2_cases) {
-    SCOPED_TRACE(c.name);
-    const TrainedModel model = import_onnx(data_dir + c.name + ".onnx");
-    int attentions = 0;
-    for (const Node& node : model.graph->nodes()) {
-      if (node.layer->kind() != "multi_head_attention") continue;
-      ++attentions;
-      EXPECT_EQ(node.layer->options()["heads"], c.heads);
-      EXPECT_EQ(node.layer->options()["d_model"], 16);
-      EXPECT_EQ(node.layer->options()["bias"], c.bias);
-      EXPECT_EQ(node.layer->options()["causal"], c.causal);
-    }
-    EXPECT_EQ(attentions, c.attentions);
-    // Linear, 2 x (attention, add, norm, linear, activation, linear, add, norm), mean, Linear.
-    if (c.attentions > 0) {
-      EXPECT_EQ(model.graph->nodes().size(), c.attentions == 2 ? 19u : 1u);
-    }
-  }
+  for (const TorchGoldenCase& c : torch2_cases) testing::expect_attention_layers(c);
 }
 
 // --- Graphs that are not exactly attention ------------------------------------------------
