@@ -39,7 +39,9 @@ struct DirectConvShape {
 };
 
 // Floats of scratch direct_conv2d_forward needs for one image's padded, split input.
-// Independent of the instruction set (sized for the widest vector).
+// Independent of the instruction set (sized for the widest vector). Every scratch given to
+// these kernels must be 8-byte aligned: it begins with the taps' offsets as 64-bit
+// integers (the executor's scratch is 64-byte aligned; the sizes are whole 64-byte lines).
 std::size_t direct_conv2d_scratch_floats(const DirectConvShape& shape);
 
 // Floats of scratch direct_conv2d_pool_forward needs: the above and one image's winners.

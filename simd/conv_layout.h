@@ -15,6 +15,12 @@ namespace {
 // instruction set runs whole vectors over one scratch size.
 constexpr std::int64_t direct_conv_widest_vector = 16;
 
+// n floats rounded up to whole widest vectors: every scratch size is, so a buffer that
+// ends on a 64-byte boundary (a guard page's) starts on one too.
+constexpr std::int64_t direct_conv_whole_vectors(std::int64_t n) {
+  return (n + direct_conv_widest_vector - 1) / direct_conv_widest_vector * direct_conv_widest_vector;
+}
+
 struct DirectConvInputLayout {
   DirectConvInputLayout(const DirectConvShape& shape, std::int64_t vector_floats)
       : phases(shape.pool ? 2 : 1),

@@ -16,7 +16,10 @@ class PartRunner {
   virtual int threads() const = 0;
 
  protected:
-  ~PartRunner() = default;
+  // Defined in simd/parallel.cpp, the class's key function: its type information is then
+  // emitted there alone, never in an instruction set's kernel objects (UBSan's vptr check
+  // asks for it at each call through a runner).
+  virtual ~PartRunner();
 };
 
 // run() with a lambda (no allocation: the lambda stays on the caller's stack).

@@ -1,0 +1,7 @@
+#include "simd/parallel.h"
+
+namespace ember::simd {
+
+PartRunner::~PartRunner() = default;
+
+}  // namespace ember::simd
