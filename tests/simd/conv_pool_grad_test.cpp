@@ -48,15 +48,17 @@ float input_at(const DirectConvShape& s, const std::vector<float>& in, std::int6
 // The conv value the kernel forms at conv position (y, x): from the bias, each tap in
 // weight order (padding taps too, as 0), with one rounding per tap where the instruction
 // set has FMA and two where it has not (SSE4.2: xsimd's fma is a multiply and an add).
+// `fused`: false emulates two roundings whatever the instruction set.
 float emulated_conv_at(Isa isa, const DirectConvShape& s, const std::vector<float>& in, const std::vector<float>& weight,
-                       const std::vector<float>& bias, std::int64_t n, std::int64_t o, std::int64_t y, std::int64_t x) {
+                       const std::vector<float>& bias, std::int64_t n, std::int64_t o, std::int64_t y, std::int64_t x,
+                       bool fused = true) {
   float acc = bias.empty() ? 0.0f : bias[static_cast<std::size_t>(o)];
   for (std::int64_t c = 0; c < s.in_channels; ++c) {
     for (std::int64_t ky = 0; ky < s.kernel_h; ++ky) {
       for (std::int64_t kx = 0; kx < s.kernel_w; ++kx) {
         const float v = input_at(s, in, n, c, y + ky - s.pad_h, x + kx - s.pad_w);
         const float w = weight[index_of({s.out_channels, s.in_channels, s.kernel_h, s.kernel_w}, o, c, ky, kx)];
-        if (isa == Isa::sse4_2) {
+        if (isa == Isa::sse4_2 || !fused) {
           const float product = v * w;
           acc = product + acc;
         } else {
@@ -76,7 +78,7 @@ struct PooledReference {
 // The first of equal maxima in row-major window order: a later value wins only when
 // strictly greater (oneDNN's and PyTorch's rule).
 PooledReference pooled_reference(Isa isa, const DirectConvShape& s, const std::vector<float>& in, const std::vector<float>& weight,
-                                 const std::vector<float>& bias) {
+                                 const std::vector<float>& bias, bool fused = true) {
   PooledReference r;
   for (std::int64_t n = 0; n < s.batch; ++n) {
     for (std::int64_t o = 0; o < s.out_channels; ++o) {
@@ -85,7 +87,7 @@ PooledReference pooled_reference(Isa isa, const DirectConvShape& s, const std::v
           float best = 0.0f;
           std::uint8_t winner = 0;
           for (int position = 0; position < 4; ++position) {
-            const float v = emulated_conv_at(isa, s, in, weight, bias, n, o, 2 * y + position / 2, 2 * x + position % 2);
+            const float v = emulated_conv_at(isa, s, in, weight, bias, n, o, 2 * y + position / 2, 2 * x + position % 2, fused);
             if (position == 0 || v > best) {
               best = v;
               winner = static_cast<std::uint8_t>(position);
@@ -119,6 +121,10 @@ std::vector<float> small_integers(std::size_t n, std::uint64_t seed, int most) {
 void check_forward(Isa isa, const DirectConvShape& s, const std::vector<float>& in, const std::vector<float>& weight,
                    const std::vector<float>& bias, const std::string& what) {
   const PooledReference r = pooled_reference(isa, s, in, weight, bias);
+  // xsimd 8.1 has no AVX-512 fma: its x * y + z is one fused instruction only where the
+  // compiler contracts it (the release preset's -O3), and two roundings in the sanitizer
+  // presets' -O1 kernels. Either is this kernel's arithmetic; no other is.
+  const PooledReference split = pooled_reference(isa, s, in, weight, bias, isa != Isa::avx512);
   GuardedBuffer<float> out(r.value.size());
   GuardedBuffer<std::uint8_t> winners(r.winner.size());
   GuardedBuffer<float> scratch(direct_conv2d_pool_forward_scratch_floats(s));
@@ -128,9 +134,11 @@ void check_forward(Isa isa, const DirectConvShape& s, const std::vector<float>& 
   forward_kernels(isa).direct_conv2d_pool_forward(out.data(), winners.data(), in.data(), weight.data(),
                                                   bias.empty() ? nullptr : bias.data(), scratch.data(), s);
   for (std::size_t i = 0; i < r.value.size(); ++i) {
-    ASSERT_EQ(static_cast<int>(winners[i]), static_cast<int>(r.winner[i])) << describe(s) << what << ": winner of output " << i;
-    ASSERT_TRUE(testing::same_bits(out[i], r.value[i]))
-        << describe(s) << what << ": output " << i << " is " << out[i] << ", expected " << r.value[i];
+    const bool as_split = !testing::same_bits(out[i], r.value[i]) && testing::same_bits(out[i], split.value[i]);
+    const PooledReference& e = as_split ? split : r;
+    ASSERT_EQ(static_cast<int>(winners[i]), static_cast<int>(e.winner[i])) << describe(s) << what << ": winner of output " << i;
+    ASSERT_TRUE(testing::same_bits(out[i], e.value[i]))
+        << describe(s) << what << ": output " << i << " is " << out[i] << ", expected " << e.value[i];
   }
 }
 
