@@ -8,6 +8,7 @@
 #include <set>
 
 #include "engine/error.h"
+#include "engine/onnx_attributes.h"
 
 namespace ember {
 namespace {
@@ -77,18 +78,6 @@ std::string number(double v) {
   return text;
 }
 
-std::int64_t int_attribute(const onnx::NodeProto& node, const std::string& name, std::int64_t fallback) {
-  for (const onnx::AttributeProto& a : node.attribute()) {
-    if (a.name() == name) return a.i();
-  }
-  return fallback;
-}
-float float_attribute(const onnx::NodeProto& node, const std::string& name, float fallback) {
-  for (const onnx::AttributeProto& a : node.attribute()) {
-    if (a.name() == name) return a.f();
-  }
-  return fallback;
-}
 
 OnnxConstant transposed(const OnnxConstant& m) {
   OnnxConstant t = m;

@@ -15,6 +15,7 @@
 #include "engine/memory_limit.h"
 #include "engine/model_spec.h"
 #include "engine/onnx_attention_match.h"
+#include "engine/onnx_attributes.h"
 #include "engine/onnx_constants.h"
 #include "engine/onnx_layer_export.h"
 #include "engine/onnx_shape_eval.h"
@@ -33,30 +34,6 @@ constexpr const char* supported_ops =
     "(Shape, Gather, Unsqueeze, Concat, Slice, Cast, ...), nn.MultiheadAttention's self-attention (no mask but a causal attn_mask), and ember's own "
     "exported layers";
 
-std::vector<std::int64_t> ints_attribute(const onnx::NodeProto& node, const std::string& name, std::vector<std::int64_t> fallback) {
-  for (const onnx::AttributeProto& a : node.attribute()) {
-    if (a.name() == name) return {a.ints().begin(), a.ints().end()};
-  }
-  return fallback;
-}
-std::int64_t int_attribute(const onnx::NodeProto& node, const std::string& name, std::int64_t fallback) {
-  for (const onnx::AttributeProto& a : node.attribute()) {
-    if (a.name() == name) return a.i();
-  }
-  return fallback;
-}
-float float_attribute(const onnx::NodeProto& node, const std::string& name, float fallback) {
-  for (const onnx::AttributeProto& a : node.attribute()) {
-    if (a.name() == name) return a.f();
-  }
-  return fallback;
-}
-std::string string_attribute(const onnx::NodeProto& node, const std::string& name, std::string fallback) {
-  for (const onnx::AttributeProto& a : node.attribute()) {
-    if (a.name() == name) return a.s();
-  }
-  return fallback;
-}
 
 class Importer {
  public:

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <functional>
 
+#include "engine/onnx_attributes.h"
+
 namespace ember {
 namespace {
 
@@ -101,17 +103,10 @@ std::optional<Affine> as_affine(Monomial m) {
   return m.batch_power == 1 ? Affine{0, m.coefficient} : Affine{m.coefficient, 0};
 }
 
-std::int64_t int_attribute(const onnx::NodeProto& node, const std::string& name, std::int64_t fallback) {
-  for (const onnx::AttributeProto& a : node.attribute()) {
-    if (a.name() == name) return a.i();
-  }
-  return fallback;
-}
 std::optional<std::vector<std::int64_t>> ints_attribute(const onnx::NodeProto& node, const std::string& name) {
-  for (const onnx::AttributeProto& a : node.attribute()) {
-    if (a.name() == name) return std::vector<std::int64_t>(a.ints().begin(), a.ints().end());
-  }
-  return {};
+  const onnx::AttributeProto* a = onnx_attribute(node, name);
+  if (a == nullptr) return {};
+  return std::vector<std::int64_t>(a->ints().begin(), a->ints().end());
 }
 // An axis in [-rank, rank) as [0, rank), or nullopt.
 std::optional<std::size_t> axis_index(std::int64_t axis, std::size_t rank) {
