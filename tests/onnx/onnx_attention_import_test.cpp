@@ -27,9 +27,12 @@
 namespace ember {
 namespace {
 
+using testing::load_model;
+using testing::node_named;
+using testing::read_bytes;
 using testing::throws_error_with;
 
-const std::string data_dir = std::string(EMBER_TEST_DATA_DIR) + "/onnx/";
+const std::string& data_dir = testing::torch_onnx_dir;
 
 using testing::TorchGoldenCase;
 
@@ -45,10 +48,6 @@ const TorchGoldenCase attention_cases[] = {
     {"mha_causal", {3, 5, 16}, {3, 5, 16}, 1, 4, true, true},
 };
 
-std::string read_bytes(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
-}
 
 TEST(OnnxAttentionImport, PyTorchTransformersRunThroughTheCApiWithPyTorchsOutputs) {
   const SafetensorsFile goldens = SafetensorsFile::read(testing::torch_onnx_dir + "torch_goldens.safetensors");
@@ -86,18 +85,6 @@ TEST(OnnxAttentionImport, TheImportedEncoderFineTunes) {
 
 // --- Graphs that are not exactly attention ------------------------------------------------
 
-onnx::ModelProto load_model(const std::string& name) {
-  onnx::ModelProto model;
-  EXPECT_TRUE(model.ParseFromString(read_bytes(data_dir + name + ".onnx")));
-  return model;
-}
-onnx::NodeProto* node_named(onnx::ModelProto& model, const std::string& name) {
-  for (onnx::NodeProto& node : *model.mutable_graph()->mutable_node()) {
-    if (node.name() == name) return &node;
-  }
-  ADD_FAILURE() << "no node " << name;
-  return model.mutable_graph()->mutable_node(0);
-}
 std::string import_error(const onnx::ModelProto& model) {
   try {
     import_onnx_bytes(model.SerializeAsString(), "mutated.onnx");

@@ -23,9 +23,12 @@
 namespace ember {
 namespace {
 
+using testing::load_model;
+using testing::node_named;
+using testing::read_bytes;
 using testing::throws_error_with;
 
-const std::string data_dir = std::string(EMBER_TEST_DATA_DIR) + "/onnx/";
+const std::string& data_dir = testing::torch_onnx_dir;
 
 struct TorchCase {
   std::string name;
@@ -41,10 +44,6 @@ const TorchCase torch_cases[] = {
     {"gelu_mlp_opset13", {3, 16}, {3, 5}, 0},  // LayerNorm decomposed by PyTorch
 };
 
-std::string read_bytes(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
-}
 
 TEST(OnnxImport, PyTorchExportsRunThroughTheCApiWithPyTorchsOutputs) {
   const SafetensorsFile goldens = SafetensorsFile::read(data_dir + "torch_goldens.safetensors");

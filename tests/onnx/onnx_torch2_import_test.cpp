@@ -24,9 +24,12 @@
 namespace ember {
 namespace {
 
+using testing::load_model;
+using testing::node_named;
+using testing::read_bytes;
 using testing::throws_error_with;
 
-const std::string data_dir = std::string(EMBER_TEST_DATA_DIR) + "/onnx/";
+const std::string& data_dir = testing::torch_onnx_dir;
 
 using testing::TorchGoldenCase;
 
@@ -65,22 +68,6 @@ TEST(OnnxTorch2Import, EachAttentionBecomesOneMultiHeadAttentionLayer) {
 
 // --- Graphs that are not exactly attention ------------------------------------------------
 
-std::string read_bytes(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
-}
-onnx::ModelProto load_model(const std::string& name) {
-  onnx::ModelProto model;
-  EXPECT_TRUE(model.ParseFromString(read_bytes(data_dir + name + ".onnx")));
-  return model;
-}
-onnx::NodeProto* node_named(onnx::ModelProto& model, const std::string& name) {
-  for (onnx::NodeProto& node : *model.mutable_graph()->mutable_node()) {
-    if (node.name() == name) return &node;
-  }
-  ADD_FAILURE() << "no node " << name;
-  return model.mutable_graph()->mutable_node(0);
-}
 void add_integers(onnx::ModelProto& model, const std::string& name, std::vector<std::int64_t> values) {
   onnx::TensorProto* t = model.mutable_graph()->add_initializer();
   t->set_name(name);

@@ -2,16 +2,21 @@
 // The checks every ONNX model exported by PyTorch gets (tests/onnx/make_torch_onnx.py, one
 // goldens file per torch version, each holding "<name>.input" and "<name>.output" at
 // batch 3): served through the C API with PyTorch's outputs, one sample alone giving its
-// row of the batch, and each attention imported as one multi_head_attention layer.
+// row of the batch, and each attention imported as one multi_head_attention layer; and
+// the helpers that load an export for a test to change.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <span>
 #include <string>
 #include <vector>
+
+#include <onnx/onnx_pb.h>
 
 #include "engine/ember.h"
 #include "engine/model_spec.h"
@@ -22,6 +27,24 @@
 namespace ember::testing {
 
 inline const std::string torch_onnx_dir = std::string(EMBER_TEST_DATA_DIR) + "/onnx/";
+
+inline std::string read_bytes(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
+}
+// A committed export, parsed, for tests to change.
+inline onnx::ModelProto load_model(const std::string& name) {
+  onnx::ModelProto model;
+  EXPECT_TRUE(model.ParseFromString(read_bytes(torch_onnx_dir + name + ".onnx")));
+  return model;
+}
+inline onnx::NodeProto* node_named(onnx::ModelProto& model, const std::string& name) {
+  for (onnx::NodeProto& node : *model.mutable_graph()->mutable_node()) {
+    if (node.name() == name) return &node;
+  }
+  ADD_FAILURE() << "no node " << name;
+  return model.mutable_graph()->mutable_node(0);
+}
 
 struct TorchGoldenCase {
   std::string name;
